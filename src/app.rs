@@ -1,0 +1,314 @@
+//! `run`: wires the stages together, supervises them and shuts them down.
+//!
+//! Threads: "keyframes" -> "decoder" -> frame buffer -> "playback" -> "pacer" -> sink. This
+//! function runs on tokio, which only orchestrates: the shutdown future (signals, a duration),
+//! status.json, snapshots and the periodic stats log line, and the stage threads' exits. Any
+//! stage ending before shutdown is a failure: the others are stopped and the error returned
+//! (the service manager restarts us). Shutdown sets the stop flag and closes the frame buffer;
+//! every stage then ends within a poll interval, and the pacer dropping the sink restores the
+//! console.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::config::{resolve_output_dir, Config};
+use crate::decoder::DecodeStage;
+use crate::frame_buffer::FrameBuffer;
+use crate::generator::{Generator, ModelLock};
+use crate::keyframes::KeyframeStage;
+use crate::pacer::Pacer;
+use crate::playback::{Playback, PlaybackSettings, RecentFrames, MIN_PING_PONG_FRAMES};
+use crate::renderer::Renderer;
+use crate::sink::Sink;
+use crate::stats::PipelineStats;
+use crate::status::{write_atomic, Status, StatusSource};
+
+/// Screen buffers in circulation: one on screen, one ready, one being rendered.
+const SCREEN_BUFFERS: usize = 3;
+/// How long stages get to end after shutdown before we leave without them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The `stats` log line comes this often.
+const STATS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+type StageExit = (&'static str, anyhow::Result<()>);
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn spawn_stage(
+    name: &'static str,
+    exits: &UnboundedSender<StageExit>,
+    body: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let exits = exits.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(body))
+                .unwrap_or_else(|panic| Err(anyhow!("thread panicked: {}", panic_message(panic.as_ref()))));
+            let _ = exits.send((name, result));
+        })
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(())
+}
+
+/// Runs a blocking write on tokio's blocking pool unless the previous one is still going (a
+/// stuck disk must not pile up writes).
+fn write_in_background(slot: &mut Option<JoinHandle<()>>, write: impl FnOnce() + Send + 'static) {
+    if slot.as_ref().is_some_and(|handle| !handle.is_finished()) {
+        return;
+    }
+    *slot = Some(tokio::task::spawn_blocking(write));
+}
+
+/// Where the run writes status.json and snapshot.png.
+#[derive(Debug, Clone)]
+pub struct OutputPaths {
+    pub status: PathBuf,
+    pub snapshot: PathBuf,
+}
+
+impl OutputPaths {
+    pub fn for_config(config: &Config) -> Self {
+        let dir = resolve_output_dir(config.output.dir.as_deref());
+        Self {
+            status: dir.join("status.json"),
+            snapshot: dir.join("snapshot.png"),
+        }
+    }
+}
+
+/// Runs the display until `shutdown` completes or a stage fails; returns the final status.
+pub async fn run(
+    config: Config,
+    sink: Box<dyn Sink>,
+    generator: Box<dyn Generator>,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Status> {
+    let paths = OutputPaths::for_config(&config);
+    if let Some(dir) = paths.status.parent() {
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            log::warn!("output_dir_unavailable path={} error=\"{error}\"", dir.display());
+        }
+    }
+    let geometry = sink.geometry();
+    let sink_description = sink.describe();
+    let sink_name = sink.name().to_string();
+    let fps = config.display.fps;
+    let stats = Arc::new(PipelineStats::default());
+    let model = Arc::new(ModelLock::new(generator));
+    let (width, height) = model.resolution();
+    let frames_by_time = (config.buffer.seconds * fps).ceil() as usize;
+    let buffer = Arc::new(FrameBuffer::new(frames_by_time, config.buffer.max_bytes));
+    let renderer = Renderer::new(geometry, (width, height), config.display.fit, config.display.upscale_filter)
+        .context("cannot render onto this screen")?;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(SCREEN_BUFFERS);
+    for _ in 0..SCREEN_BUFFERS {
+        let mut pixels = vec![0; geometry.frame_bytes()];
+        renderer.clear(&mut pixels);
+        pool_tx.send(pixels).expect("pool channel has room for every screen buffer");
+    }
+    let (ready_tx, ready_rx) = sync_channel(1);
+    let (keyframe_tx, keyframe_rx) = sync_channel(2);
+    let recent = Arc::new(RecentFrames::new(((fps * 2.0) as usize).max(MIN_PING_PONG_FRAMES)));
+    let (exit_tx, mut exit_rx) = unbounded_channel::<StageExit>();
+
+    log::info!(
+        "start version={} generator={} seed={seed} {sink_description} internal_width={width} internal_height={height} fps={fps} frames_per_transition={} buffer_capacity_frames={} underrun_policy={:?}",
+        env!("CARGO_PKG_VERSION"),
+        model.name(),
+        config.interpolation.frames_per_transition,
+        buffer.level().capacity_frames,
+        config.buffer.underrun,
+    );
+
+    let stage = KeyframeStage {
+        model: Arc::clone(&model),
+        run_seed: seed,
+        output: keyframe_tx,
+        stats: Arc::clone(&stats),
+        stop: Arc::clone(&stop),
+    };
+    spawn_stage("keyframes", &exit_tx, move || stage.run())?;
+    let stage = DecodeStage {
+        model: Arc::clone(&model),
+        input: keyframe_rx,
+        buffer: Arc::clone(&buffer),
+        frames_per_transition: config.interpolation.frames_per_transition,
+        easing: config.interpolation.easing,
+        batch_size: config.decode.batch_size,
+        fps,
+        stats: Arc::clone(&stats),
+        stop: Arc::clone(&stop),
+    };
+    spawn_stage("decoder", &exit_tx, move || stage.run())?;
+    let playback = Playback {
+        settings: PlaybackSettings {
+            fps,
+            start_frames: (config.buffer.start_seconds * fps).ceil() as usize,
+            resume_frames: (config.buffer.resume_seconds * fps).ceil() as usize,
+            policy: config.buffer.underrun,
+        },
+        buffer: Arc::clone(&buffer),
+        renderer,
+        pool: pool_rx,
+        ready: ready_tx,
+        recent: Arc::clone(&recent),
+        stats: Arc::clone(&stats),
+    };
+    spawn_stage("playback", &exit_tx, move || playback.run())?;
+    let pacer = Pacer {
+        period: Duration::from_secs_f64(1.0 / fps),
+        ready: ready_rx,
+        pool: pool_tx,
+        sink,
+        stats: Arc::clone(&stats),
+        stop: Arc::clone(&stop),
+    };
+    spawn_stage("pacer", &exit_tx, move || pacer.run())?;
+    drop(exit_tx);
+    let mut running = 4;
+
+    let mut status = StatusSource::new(
+        Arc::clone(&stats),
+        Arc::clone(&buffer),
+        Arc::clone(&model),
+        seed,
+        sink_name,
+        geometry,
+        fps,
+    );
+    let mut status_tick = tokio::time::interval(config.output.status_interval);
+    let mut stats_log_tick = tokio::time::interval(STATS_LOG_INTERVAL);
+    stats_log_tick.tick().await; // the first tick is immediate; the first line comes after 10 s
+    let mut snapshot_tick = tokio::time::interval(config.output.snapshot_interval.unwrap_or(Duration::from_secs(3600)));
+    let mut status_write: Option<JoinHandle<()>> = None;
+    let mut snapshot_write: Option<JoinHandle<()>> = None;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut last_status = status.collect();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                log::info!("shutdown requested");
+                break;
+            }
+            Some((name, result)) = exit_rx.recv() => {
+                running -= 1;
+                let error = result.err().unwrap_or_else(|| anyhow!("stage ended unexpectedly"));
+                log::error!("stage_failed stage={name} error=\"{error:#}\"");
+                failure = Some(error.context(format!("the {name} stage stopped")));
+                break;
+            }
+            _ = status_tick.tick() => {
+                last_status = status.collect();
+                let path = paths.status.clone();
+                match serde_json::to_vec_pretty(&last_status) {
+                    Ok(json) => write_in_background(&mut status_write, move || {
+                        if let Err(error) = write_atomic(&path, &json) {
+                            log::warn!("status_write_failed path={} error=\"{error}\"", path.display());
+                        }
+                    }),
+                    Err(error) => log::warn!("status_encode_failed error=\"{error}\""),
+                }
+            }
+            _ = stats_log_tick.tick() => log::info!("{}", last_status.log_line()),
+            _ = snapshot_tick.tick(), if config.output.snapshot_interval.is_some() => {
+                let shown = stats.shown_seq.load(Ordering::Relaxed);
+                if let Some(frame) = shown.checked_sub(1).and_then(|seq| recent.find(seq)) {
+                    let path = paths.snapshot.clone();
+                    write_in_background(&mut snapshot_write, move || {
+                        if let Err(error) = crate::snapshot::write_png(&frame, &path) {
+                            log::warn!("snapshot_write_failed error=\"{error:#}\"");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    buffer.close();
+    let grace = tokio::time::sleep(STOP_GRACE);
+    tokio::pin!(grace);
+    while running > 0 {
+        tokio::select! {
+            exit = exit_rx.recv() => match exit {
+                Some((name, result)) => {
+                    running -= 1;
+                    if let Err(error) = result {
+                        log::error!("stage_failed stage={name} error=\"{error:#}\"");
+                        failure.get_or_insert(error.context(format!("the {name} stage stopped")));
+                    }
+                }
+                None => break,
+            },
+            _ = &mut grace => {
+                log::warn!("stages_still_running count={running} after_s={}: leaving them", STOP_GRACE.as_secs());
+                break;
+            }
+        }
+    }
+    let final_status = status.collect();
+    if let Ok(json) = serde_json::to_vec_pretty(&final_status) {
+        if let Err(error) = write_atomic(&paths.status, &json) {
+            log::warn!("status_write_failed path={} error=\"{error}\"", paths.status.display());
+        }
+    }
+    log::info!("{}", final_status.log_line());
+    log::info!("stopped frames_shown={} uptime_s={:.1}", final_status.frames_shown, final_status.uptime_s);
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(final_status),
+    }
+}
+
+/// The signals that stop the display, installed before the run starts so none is missed.
+pub struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Must be called inside the tokio runtime.
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind| signal(kind).context("cannot install a signal handler");
+        Ok(Self {
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            hangup: install(SignalKind::hangup())?,
+            quit: install(SignalKind::quit())?,
+        })
+    }
+
+    /// Completes on SIGTERM, SIGINT, SIGHUP or SIGQUIT, with the signal's name.
+    pub async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}

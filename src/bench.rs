@@ -1,0 +1,215 @@
+//! `dreamframe bench`: measures, on this machine, the figures the display depends on: decode
+//! time of the built-in generator, upscale + convert time to screen size per pixel format,
+//! pacing jitter with the pipeline running (alone, and with every core also loaded by busy
+//! threads), and the sustained fps with the buffer holding. Medians of repeated runs; runs that
+//! are compared happen in this one process, side by side.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+
+use crate::cli::BenchArgs;
+use crate::config::{Config, Fit, SinkKind, UpscaleFilter};
+use crate::frame_buffer::Frame;
+use crate::generator::cppn::CppnGenerator;
+use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
+use crate::interpolation::transition;
+use crate::pixel_format::PixelFormat;
+use crate::renderer::Renderer;
+use crate::sink::null::NullSink;
+use crate::sink::Geometry;
+use crate::status::Status;
+
+pub struct Measurement {
+    pub name: String,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub runs: usize,
+}
+
+pub struct PipelineRun {
+    pub name: String,
+    pub status: Status,
+}
+
+pub struct BenchReport {
+    pub args: BenchArgs,
+    pub cores: usize,
+    pub internal: (u32, u32),
+    pub decode: Measurement,
+    pub render: Vec<Measurement>,
+    pub runs: Vec<PipelineRun>,
+}
+
+fn measure(name: String, runs: usize, per_run_items: usize, mut body: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Measurement> {
+    body()?; // warm-up: caches, allocator, resizer coefficients
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            body().map(|_| started.elapsed().as_secs_f64() * 1e3 / per_run_items as f64)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(Measurement {
+        name,
+        median_ms: times[times.len() / 2],
+        p90_ms: times[(times.len() * 9 / 10).min(times.len() - 1)],
+        runs,
+    })
+}
+
+/// Keeps every core busy with arithmetic until dropped.
+struct CoreLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CoreLoad {
+    fn start(threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = 1.000_1f64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(x * 1.000_000_1 + 1e-9);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CoreLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn pipeline_run(name: &str, config: &Config, args: &BenchArgs, load: Option<usize>) -> anyhow::Result<PipelineRun> {
+    let dir = std::env::temp_dir().join(format!("dreamframe-bench-{}", std::process::id()));
+    let mut config = config.clone();
+    config.output.dir = Some(dir.clone());
+    config.output.snapshot_interval = None;
+    let seed = 1;
+    let generator = crate::generator::build(&config, seed)?;
+    let sink = Box::new(NullSink::new(Geometry::packed(args.width, args.height, PixelFormat::XRGB8888)));
+    let _load = load.map(CoreLoad::start);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let duration = Duration::from_secs_f64(args.seconds);
+    let status = runtime.block_on(crate::run(config, sink, generator, seed, tokio::time::sleep(duration)))?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(PipelineRun {
+        name: name.to_string(),
+        status,
+    })
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let mut config = Config::default();
+    config.display.fps = args.fps;
+    config.display.sink = SinkKind::Null;
+    let (width, height) = (config.generator.width, config.generator.height);
+
+    // Decode: one batch of `decode.batch-size` in-between frames of the default CPPN.
+    let mut generator = CppnGenerator::new(&config.generator.cppn, width, height, 1, config.keyframe.drift, Device::Cpu)?;
+    let requests: Vec<KeyframeRequest> = (0..2)
+        .map(|index| KeyframeRequest {
+            index,
+            seed: keyframe_seed(1, index),
+            previous: None,
+        })
+        .collect();
+    let keys = generator.keyframes(&requests)?;
+    let batch = config.decode.batch_size;
+    let latents: Tensor = transition(&keys[0], &keys[1], batch, config.interpolation.easing)?;
+    let mut frames = Vec::new();
+    let decode = measure(format!("decode cppn {width}x{height}, batch {batch}"), 15, batch, || {
+        frames = generator.decode(&latents)?;
+        Ok(())
+    })?;
+    let frame = Frame {
+        seq: 0,
+        width,
+        height,
+        rgb: frames.pop().context("decode gave no frame")?,
+    };
+
+    // Upscale + convert to screen size, per pixel format.
+    let mut render = Vec::new();
+    for (label, format) in [
+        ("XRGB8888 32bpp", PixelFormat::XRGB8888),
+        ("RGB888 24bpp", PixelFormat::RGB888),
+        ("RGB565 16bpp", PixelFormat::RGB565),
+    ] {
+        let geometry = Geometry::packed(args.width, args.height, format);
+        let mut renderer = Renderer::new(geometry, (width, height), Fit::Fill, UpscaleFilter::CatmullRom)?;
+        let mut out = vec![0u8; geometry.frame_bytes()];
+        render.push(measure(
+            format!("upscale+convert {width}x{height} -> {}x{} {label}", args.width, args.height),
+            60,
+            1,
+            || renderer.render(&frame, &mut out),
+        )?);
+    }
+
+    // The whole pipeline into a null sink: alone, then with every core loaded as well.
+    config.buffer.start_seconds = 1.0;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runs = vec![
+        pipeline_run("pipeline", &config, args, None)?,
+        pipeline_run(&format!("pipeline + {cores} busy threads"), &config, args, Some(cores))?,
+    ];
+    Ok(BenchReport {
+        args: args.clone(),
+        cores,
+        internal: (width, height),
+        decode,
+        render,
+        runs,
+    })
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dreamframe bench: {} cores, internal {}x{}, screen {}x{}, {} fps, {} s per pipeline run", self.cores, self.internal.0, self.internal.1, self.args.width, self.args.height, self.args.fps, self.args.seconds)?;
+        for m in std::iter::once(&self.decode).chain(&self.render) {
+            writeln!(f, "  {:<58} median {:>8.3} ms/frame  p90 {:>8.3} ms  ({} runs)", m.name, m.median_ms, m.p90_ms, m.runs)?;
+        }
+        for run in &self.runs {
+            let s = &run.status;
+            let playing_s = s.playing_since_s.map_or(0.0, |since| s.uptime_s - since);
+            let sustained = if playing_s > 0.0 { s.frames_shown_playing as f64 / playing_s } else { 0.0 };
+            writeln!(
+                f,
+                "  {:<32} sustained {:>6.2} fps over {:.1} s playing | jitter p50 {:.3} ms p99 {:.3} ms max {:.3} ms | late {} skipped {} held {} underruns {} | buffer {:.1} s ({:.0}%) at end | decode {:.2} ms/frame, upscale {:.2} ms/frame",
+                run.name,
+                sustained,
+                playing_s,
+                s.jitter_p50_ms,
+                s.jitter_p99_ms,
+                s.jitter_max_ms,
+                s.late_frames,
+                s.skipped_deadlines,
+                s.held_deadlines,
+                s.underruns,
+                s.buffer_seconds,
+                s.buffer_percentage,
+                s.decode_ms_per_frame,
+                s.upscale_ms_per_frame
+            )?;
+        }
+        Ok(())
+    }
+}

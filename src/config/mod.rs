@@ -1,0 +1,406 @@
+//! Configuration: one TOML file, read into `raw::RawConfig` by serde, then checked into the typed
+//! `Config` the rest of the program uses.
+//!
+//! Inputs: the file's text and its origin (a path, or a name in tests). Output: a `Config`, or a
+//! `ConfigError` that lists *every* problem of the file, each with `origin:line:column`, the key,
+//! the value and what is allowed. Runs on whichever thread loads the config; it has no side
+//! effects, so a failed load leaves the caller's running config untouched.
+
+mod diagnostics;
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+pub use diagnostics::{ConfigError, ConfigProblem};
+use diagnostics::Checker;
+use raw::RawConfig;
+
+/// Where finished frames are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Fbdev,
+    Terminal,
+    Null,
+}
+
+/// How the internal image is mapped onto a screen of another aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Whole image visible, black bars where the aspect ratios differ.
+    Fit,
+    /// Screen covered, the image's overhang cropped.
+    Fill,
+    /// Screen covered, the image distorted.
+    Stretch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpscaleFilter {
+    Nearest,
+    Bilinear,
+    CatmullRom,
+    Lanczos3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneratorKind {
+    Cppn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Easing {
+    Linear,
+    Smoothstep,
+}
+
+/// What the display does when generation is slower than playback and the buffer runs dry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderrunPolicy {
+    /// Keep the last frame on screen until the buffer has refilled.
+    Hold,
+    /// Show each frame for longer as the buffer drains, so motion slows instead of stopping.
+    SlowDown,
+    /// Play recent frames backwards and forwards until the buffer has refilled.
+    PingPong,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Seed of the whole run; `None` picks one at start (and logs it).
+    pub seed: Option<u64>,
+    pub display: DisplayConfig,
+    pub generator: GeneratorConfig,
+    pub keyframe: KeyframeConfig,
+    pub interpolation: InterpolationConfig,
+    pub decode: DecodeConfig,
+    pub buffer: BufferConfig,
+    pub output: OutputConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayConfig {
+    pub sink: SinkKind,
+    pub fps: f64,
+    pub fit: Fit,
+    pub upscale_filter: UpscaleFilter,
+    pub framebuffer: PathBuf,
+    /// The VT switched to graphics mode while the art is shown; `None` leaves the console alone.
+    pub console: Option<PathBuf>,
+    /// Terminal sink size in character cells; `None` asks the terminal.
+    pub terminal_size: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    pub kind: GeneratorKind,
+    pub width: u32,
+    pub height: u32,
+    pub cppn: CppnConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CppnConfig {
+    pub latent_size: usize,
+    pub hidden_units: usize,
+    pub layers: usize,
+    pub zoom: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyframeConfig {
+    /// How far each keyframe moves away from the previous one, 0 (same) to 1 (unrelated).
+    pub drift: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterpolationConfig {
+    pub frames_per_transition: usize,
+    pub easing: Easing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeConfig {
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferConfig {
+    pub seconds: f64,
+    pub start_seconds: f64,
+    pub resume_seconds: f64,
+    pub max_bytes: usize,
+    pub underrun: UnderrunPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    /// Folder for status.json, snapshot.png and the log; `None` picks one (see `resolve_dir`).
+    pub dir: Option<PathBuf>,
+    pub status_interval: Duration,
+    /// `None` when snapshots are off.
+    pub snapshot_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub level: LevelFilter,
+    /// Log file name, relative to the output folder unless absolute; `None` logs to stderr only.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_str("", "<built-in defaults>").expect("built-in defaults must be valid")
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_str(&text, &path.display().to_string())
+    }
+
+    /// Checks config text; `origin` names it in messages (a path, or a test's name).
+    #[allow(clippy::should_implement_trait)] // needs the origin, so it can't be `FromStr`
+    pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let (raw, mut checker) = Checker::parse::<RawConfig>(text, origin)?;
+        let config = validate(&raw, &mut checker);
+        checker.finish()?;
+        Ok(config)
+    }
+
+    /// Frames the buffer holds at most, from its seconds and megabytes bounds.
+    pub fn buffer_capacity_frames(&self) -> usize {
+        let by_time = (self.buffer.seconds * self.display.fps).ceil() as usize;
+        let frame_bytes = self.generator.width as usize * self.generator.height as usize * 3;
+        let by_memory = self.buffer.max_bytes / frame_bytes.max(1);
+        by_time.min(by_memory).max(1)
+    }
+}
+
+/// Folder for status.json, the snapshot and the log: the configured one, else systemd's
+/// `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/dreamframe`, else `~/.local/state/dreamframe`.
+pub fn resolve_output_dir(configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = configured {
+        return dir.to_path_buf();
+    }
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = env_dir("STATE_DIRECTORY") {
+        // systemd may pass several colon-separated folders; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = env_dir("XDG_STATE_HOME") {
+        return dir.join("dreamframe");
+    }
+    if let Some(home) = env_dir("HOME") {
+        return home.join(".local/state/dreamframe");
+    }
+    PathBuf::from("/tmp/dreamframe")
+}
+
+fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
+    let d = &raw.display;
+    let display = DisplayConfig {
+        sink: c.choice(
+            "display.sink",
+            &d.sink,
+            &[
+                ("fbdev", SinkKind::Fbdev),
+                ("terminal", SinkKind::Terminal),
+                ("null", SinkKind::Null),
+            ],
+            SinkKind::Fbdev,
+        ),
+        fps: c.range_f64("display.fps", d.fps, 1.0, 240.0),
+        fit: c.choice(
+            "display.fit",
+            &d.fit,
+            &[("fit", Fit::Fit), ("fill", Fit::Fill), ("stretch", Fit::Stretch)],
+            Fit::Fill,
+        ),
+        upscale_filter: c.choice(
+            "display.upscale-filter",
+            &d.upscale_filter,
+            &[
+                ("nearest", UpscaleFilter::Nearest),
+                ("bilinear", UpscaleFilter::Bilinear),
+                ("catmull-rom", UpscaleFilter::CatmullRom),
+                ("lanczos3", UpscaleFilter::Lanczos3),
+            ],
+            UpscaleFilter::CatmullRom,
+        ),
+        framebuffer: c.non_empty_path("display.framebuffer", &d.framebuffer),
+        console: (!d.console.is_empty()).then(|| PathBuf::from(&d.console)),
+        terminal_size: {
+            let columns = c.range_u32_or_zero("display.terminal-columns", d.terminal_columns, 8, 1000);
+            let rows = c.range_u32_or_zero("display.terminal-rows", d.terminal_rows, 4, 1000);
+            (columns > 0 && rows > 0).then_some((columns, rows))
+        },
+    };
+
+    let g = &raw.generator;
+    let generator = GeneratorConfig {
+        kind: c.choice("generator.kind", &g.kind, &[("cppn", GeneratorKind::Cppn)], GeneratorKind::Cppn),
+        width: c.range_u32("generator.width", g.width, 16, 4096),
+        height: c.range_u32("generator.height", g.height, 16, 4096),
+        cppn: CppnConfig {
+            latent_size: c.range_u32("cppn.latent-size", raw.cppn.latent_size, 2, 256) as usize,
+            hidden_units: c.range_u32("cppn.hidden-units", raw.cppn.hidden_units, 4, 128) as usize,
+            layers: c.range_u32("cppn.layers", raw.cppn.layers, 1, 12) as usize,
+            zoom: c.range_f64("cppn.zoom", raw.cppn.zoom, 0.1, 20.0),
+        },
+    };
+
+    let b = &raw.buffer;
+    let seconds = c.range_f64("buffer.seconds", b.seconds, 0.5, 3600.0);
+    let buffer = BufferConfig {
+        seconds,
+        start_seconds: c.range_f64_named("buffer.start-seconds", b.start_seconds, 0.0, seconds, "buffer.seconds"),
+        resume_seconds: c.range_f64_named("buffer.resume-seconds", b.resume_seconds, 0.0, seconds, "buffer.seconds"),
+        max_bytes: c.range_u32("buffer.max-megabytes", b.max_megabytes, 1, 1 << 20) as usize * 1024 * 1024,
+        underrun: c.choice(
+            "buffer.underrun",
+            &b.underrun,
+            &[
+                ("hold", UnderrunPolicy::Hold),
+                ("slow-down", UnderrunPolicy::SlowDown),
+                ("ping-pong", UnderrunPolicy::PingPong),
+            ],
+            UnderrunPolicy::PingPong,
+        ),
+    };
+
+    let o = &raw.output;
+    let output = OutputConfig {
+        dir: (!o.dir.is_empty()).then(|| PathBuf::from(&o.dir)),
+        status_interval: Duration::from_secs_f64(c.range_f64("output.status-seconds", o.status_seconds, 0.1, 3600.0)),
+        snapshot_interval: {
+            let s = o.snapshot_seconds;
+            if s == 0.0 {
+                None
+            } else {
+                Some(Duration::from_secs_f64(c.range_f64("output.snapshot-seconds", s, 1.0, 86400.0)))
+            }
+        },
+    };
+
+    let log = LogConfig {
+        level: c.choice(
+            "log.level",
+            &raw.log.level,
+            &[
+                ("error", LevelFilter::Error),
+                ("warn", LevelFilter::Warn),
+                ("info", LevelFilter::Info),
+                ("debug", LevelFilter::Debug),
+                ("trace", LevelFilter::Trace),
+            ],
+            LevelFilter::Info,
+        ),
+        file: (!raw.log.file.is_empty()).then(|| PathBuf::from(&raw.log.file)),
+    };
+
+    Config {
+        seed: raw.seed,
+        display,
+        generator,
+        keyframe: KeyframeConfig {
+            drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),
+        },
+        interpolation: InterpolationConfig {
+            frames_per_transition: c.range_u32(
+                "interpolation.frames-per-transition",
+                raw.interpolation.frames_per_transition,
+                1,
+                10_000,
+            ) as usize,
+            easing: c.choice(
+                "interpolation.easing",
+                &raw.interpolation.easing,
+                &[("linear", Easing::Linear), ("smoothstep", Easing::Smoothstep)],
+                Easing::Linear,
+            ),
+        },
+        decode: DecodeConfig {
+            batch_size: c.range_u32("decode.batch-size", raw.decode.batch_size, 1, 1024) as usize,
+        },
+        buffer,
+        output,
+        log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::from_str(text, "test.toml") {
+            Ok(_) => panic!("expected errors for {text:?}"),
+            Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn empty_text_gives_the_documented_defaults() {
+        let c = Config::from_str("", "empty").expect("empty config is valid");
+        assert_eq!(c.display.sink, SinkKind::Fbdev);
+        assert_eq!(c.display.fps, 30.0);
+        assert_eq!(c.buffer.seconds, 30.0);
+        assert_eq!(c.buffer.start_seconds, 10.0);
+        assert_eq!(c.buffer.underrun, UnderrunPolicy::PingPong);
+        assert_eq!(c.interpolation.frames_per_transition, 90);
+        assert_eq!(c.seed, None);
+        assert_eq!(c.output.snapshot_interval, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn shipped_config_file_is_valid_and_equals_the_defaults() {
+        let text = include_str!("../../config/dreamframe.toml");
+        let shipped = Config::from_str(text, "config/dreamframe.toml").expect("shipped config is valid");
+        assert_eq!(shipped, Config::default(), "config/dreamframe.toml documents the defaults");
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_with_line_and_column() {
+        let text = "[display]\nfps = 0\nfsp = 3\nfit = \"zoom\"\n[buffer]\nseconds = \"long\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(p.iter().any(|m| m.starts_with("test.toml:2:7: display.fps = 0: out of range, allowed 1 to 240")), "{p:#?}");
+        assert!(p.iter().any(|m| m.starts_with("test.toml:3:1: display.fsp = 3: unknown key")), "{p:#?}");
+        assert!(p.iter().any(|m| m.contains("display.fit = \"zoom\": allowed values are \"fit\", \"fill\", \"stretch\"")), "{p:#?}");
+        assert!(p.iter().any(|m| m.starts_with("test.toml:6:11: buffer.seconds = \"long\": wrong type")), "{p:#?}");
+    }
+
+    #[test]
+    fn cross_field_bounds_name_the_other_key() {
+        let p = problems("[buffer]\nseconds = 5.0\nstart-seconds = 8.0\n");
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains("buffer.start-seconds = 8.0: out of range, allowed 0 to 5 (buffer.seconds)"), "{p:#?}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_position() {
+        let p = problems("[display]\nfps = = 3\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("test.toml:2:"), "{p:#?}");
+    }
+
+    #[test]
+    fn capacity_is_bounded_by_seconds_and_megabytes() {
+        let mut c = Config::default();
+        assert_eq!(c.buffer_capacity_frames(), 900);
+        c.buffer.max_bytes = 320 * 180 * 3 * 100;
+        assert_eq!(c.buffer_capacity_frames(), 100);
+    }
+}

@@ -1,0 +1,199 @@
+//! The config file exactly as serde reads it: every key optional, defaults filled in, unknown
+//! keys rejected. Nothing here is checked for range; `super::validate` turns a `RawConfig` into
+//! a typed `Config` and reports every problem at once.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub seed: Option<u64>,
+    pub display: RawDisplay,
+    pub generator: RawGenerator,
+    pub cppn: RawCppn,
+    pub keyframe: RawKeyframe,
+    pub interpolation: RawInterpolation,
+    pub decode: RawDecode,
+    pub buffer: RawBuffer,
+    pub output: RawOutput,
+    pub log: RawLog,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            seed: None,
+            display: RawDisplay::default(),
+            generator: RawGenerator::default(),
+            cppn: RawCppn::default(),
+            keyframe: RawKeyframe::default(),
+            interpolation: RawInterpolation::default(),
+            decode: RawDecode::default(),
+            buffer: RawBuffer::default(),
+            output: RawOutput::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawDisplay {
+    pub sink: String,
+    pub fps: f64,
+    pub fit: String,
+    pub upscale_filter: String,
+    pub framebuffer: String,
+    pub console: String,
+    pub terminal_columns: u32,
+    pub terminal_rows: u32,
+}
+
+impl Default for RawDisplay {
+    fn default() -> Self {
+        Self {
+            sink: "fbdev".into(),
+            fps: 30.0,
+            fit: "fill".into(),
+            upscale_filter: "catmull-rom".into(),
+            framebuffer: "/dev/fb0".into(),
+            console: "/dev/tty0".into(),
+            terminal_columns: 0,
+            terminal_rows: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawGenerator {
+    pub kind: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Default for RawGenerator {
+    fn default() -> Self {
+        Self {
+            kind: "cppn".into(),
+            width: 320,
+            height: 180,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawCppn {
+    pub latent_size: u32,
+    pub hidden_units: u32,
+    pub layers: u32,
+    pub zoom: f64,
+}
+
+impl Default for RawCppn {
+    fn default() -> Self {
+        Self {
+            latent_size: 16,
+            hidden_units: 16,
+            layers: 3,
+            zoom: 1.6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawKeyframe {
+    pub drift: f64,
+}
+
+impl Default for RawKeyframe {
+    fn default() -> Self {
+        Self { drift: 0.45 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawInterpolation {
+    pub frames_per_transition: u32,
+    pub easing: String,
+}
+
+impl Default for RawInterpolation {
+    fn default() -> Self {
+        Self {
+            frames_per_transition: 90,
+            easing: "linear".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawDecode {
+    pub batch_size: u32,
+}
+
+impl Default for RawDecode {
+    fn default() -> Self {
+        Self { batch_size: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawBuffer {
+    pub seconds: f64,
+    pub start_seconds: f64,
+    pub resume_seconds: f64,
+    pub max_megabytes: u32,
+    pub underrun: String,
+}
+
+impl Default for RawBuffer {
+    fn default() -> Self {
+        Self {
+            seconds: 30.0,
+            start_seconds: 10.0,
+            resume_seconds: 2.0,
+            max_megabytes: 512,
+            underrun: "ping-pong".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawOutput {
+    pub dir: String,
+    pub status_seconds: f64,
+    pub snapshot_seconds: f64,
+}
+
+impl Default for RawOutput {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            status_seconds: 1.0,
+            snapshot_seconds: 60.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawLog {
+    pub level: String,
+    pub file: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            file: "dreamframe.log".into(),
+        }
+    }
+}

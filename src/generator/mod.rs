@@ -1,0 +1,184 @@
+//! The model seam: a `Generator` makes keyframe latents and decodes latents to RGB images, both
+//! in batches, on a candle `Device`. `ModelLock` shares one generator between the keyframe thread
+//! and the decode thread and measures how long each waits for it.
+//!
+//! Inputs: keyframe requests (index, seed, previous latent) and stacked latents. Outputs: latents
+//! and RGB8 frames at the generator's internal resolution. Runs on the keyframe and decoder
+//! threads, never on the display path. A failing generator returns an error to its caller, which
+//! logs it and retries later; the display keeps playing what is buffered.
+
+pub mod cppn;
+pub mod fake;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+/// What the keyframe stage asks of a generator.
+#[derive(Debug, Clone)]
+pub struct KeyframeRequest {
+    /// Position in the run, 0 for the first keyframe.
+    pub index: u64,
+    /// Seed of this keyframe alone, derived from the run seed and index (so a moment can be
+    /// reproduced).
+    pub seed: u64,
+    /// The keyframe this one drifts from; `None` for the first.
+    pub previous: Option<Tensor>,
+}
+
+pub trait Generator: Send {
+    /// Short name for logs and status.json.
+    fn name(&self) -> &str;
+    fn device(&self) -> &Device;
+    /// Internal resolution (width, height) of decoded frames.
+    fn resolution(&self) -> (u32, u32);
+    /// One keyframe latent per request, in order.
+    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>>;
+    /// Decodes latents stacked on dimension 0 into one packed RGB8 image each.
+    fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
+}
+
+/// The configured generator, its weights seeded by `seed`.
+pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dyn Generator>> {
+    let g = &config.generator;
+    Ok(match g.kind {
+        crate::config::GeneratorKind::Cppn => Box::new(cppn::CppnGenerator::new(
+            &g.cppn,
+            g.width,
+            g.height,
+            seed,
+            config.keyframe.drift,
+            Device::Cpu,
+        )?),
+    })
+}
+
+/// Seed of keyframe `index` in a run seeded `run_seed` (SplitMix64 finaliser: neighbouring
+/// indices give unrelated seeds).
+pub fn keyframe_seed(run_seed: u64, index: u64) -> u64 {
+    let mut z = run_seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Wait statistics of the model lock.
+#[derive(Debug, Default)]
+pub struct LockStats {
+    acquisitions: AtomicU64,
+    contended: AtomicU64,
+    wait_ns_total: AtomicU64,
+    wait_ns_max: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LockSummary {
+    pub acquisitions: u64,
+    pub contended: u64,
+    pub avg_wait_ms: f64,
+    pub max_wait_ms: f64,
+}
+
+impl LockStats {
+    fn record(&self, waited_ns: u64, contended: bool) {
+        self.acquisitions.fetch_add(1, Ordering::Relaxed);
+        if contended {
+            self.contended.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wait_ns_total.fetch_add(waited_ns, Ordering::Relaxed);
+        self.wait_ns_max.fetch_max(waited_ns, Ordering::Relaxed);
+    }
+
+    pub fn summary(&self) -> LockSummary {
+        let acquisitions = self.acquisitions.load(Ordering::Relaxed);
+        let total = self.wait_ns_total.load(Ordering::Relaxed) as f64;
+        LockSummary {
+            acquisitions,
+            contended: self.contended.load(Ordering::Relaxed),
+            avg_wait_ms: if acquisitions == 0 { 0.0 } else { total / acquisitions as f64 / 1e6 },
+            max_wait_ms: self.wait_ns_max.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// One generator shared by the keyframe and decode stages.
+pub struct ModelLock {
+    model: Mutex<Box<dyn Generator>>,
+    name: String,
+    resolution: (u32, u32),
+    pub stats: LockStats,
+}
+
+impl ModelLock {
+    pub fn new(model: Box<dyn Generator>) -> Self {
+        Self {
+            name: model.name().to_string(),
+            resolution: model.resolution(),
+            model: Mutex::new(model),
+            stats: LockStats::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn resolution(&self) -> (u32, u32) {
+        self.resolution
+    }
+
+    /// Takes the model, recording the wait. Returns the guard and the wait in seconds.
+    pub fn lock(&self) -> (MutexGuard<'_, Box<dyn Generator>>, f64) {
+        match self.model.try_lock() {
+            Ok(guard) => {
+                self.stats.record(0, false);
+                (guard, 0.0)
+            }
+            Err(TryLockError::WouldBlock) => {
+                let start = Instant::now();
+                // A panic while the model was held ends that stage; the other may go on.
+                let guard = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let waited = start.elapsed();
+                self.stats.record(waited.as_nanos() as u64, true);
+                (guard, waited.as_secs_f64())
+            }
+            Err(TryLockError::Poisoned(poisoned)) => {
+                self.stats.record(0, false);
+                (poisoned.into_inner(), 0.0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn keyframe_seeds_differ_per_index_and_repeat_per_run_seed() {
+        assert_eq!(keyframe_seed(7, 3), keyframe_seed(7, 3));
+        assert_ne!(keyframe_seed(7, 3), keyframe_seed(7, 4));
+        assert_ne!(keyframe_seed(7, 3), keyframe_seed(8, 3));
+    }
+
+    #[test]
+    fn lock_records_contention_and_wait() {
+        let lock = Arc::new(ModelLock::new(Box::new(fake::FakeGenerator::new(8, 8))));
+        let (guard, waited) = lock.lock();
+        assert_eq!(waited, 0.0);
+        let other = Arc::clone(&lock);
+        let waiter = std::thread::spawn(move || other.lock().1);
+        std::thread::sleep(Duration::from_millis(30));
+        drop(guard);
+        let waited = waiter.join().expect("waiter thread panicked");
+        assert!(waited >= 0.02, "waited {waited}");
+        let summary = lock.stats.summary();
+        assert_eq!(summary.acquisitions, 2);
+        assert_eq!(summary.contended, 1);
+        assert!(summary.max_wait_ms >= 20.0, "{summary:?}");
+    }
+}

@@ -1,0 +1,90 @@
+//! The keyframe stage: asks the generator for one keyframe latent after another, each drifting
+//! from the previous, and hands them to the decoder.
+//!
+//! Inputs: the run seed. Outputs: `Keyframe`s on a bounded channel (it blocks when the decoder is
+//! behind, which is the backpressure from the frame buffer). Runs on the "keyframes" thread and
+//! takes the model lock once per keyframe. A generator error is logged and retried with backoff;
+//! the display keeps playing what is buffered meanwhile. Ends when told to stop or when the
+//! decoder has gone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Tensor;
+
+use crate::backoff::Backoff;
+use crate::generator::{keyframe_seed, KeyframeRequest, ModelLock};
+use crate::stats::PipelineStats;
+
+#[derive(Debug, Clone)]
+pub struct Keyframe {
+    pub index: u64,
+    pub seed: u64,
+    pub latent: Tensor,
+}
+
+pub struct KeyframeStage {
+    pub model: Arc<ModelLock>,
+    pub run_seed: u64,
+    pub output: SyncSender<Keyframe>,
+    pub stats: Arc<PipelineStats>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl KeyframeStage {
+    pub fn run(self) -> anyhow::Result<()> {
+        let mut previous: Option<Tensor> = None;
+        let mut backoff = Backoff::default();
+        let mut index = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let request = KeyframeRequest {
+                index,
+                seed: keyframe_seed(self.run_seed, index),
+                previous: previous.clone(),
+            };
+            let started = Instant::now();
+            let (mut model, lock_wait) = self.model.lock();
+            let generated = model.keyframes(std::slice::from_ref(&request));
+            drop(model);
+            let elapsed = started.elapsed();
+            match generated.and_then(|mut latents| latents.pop().context("generator returned no keyframe")) {
+                Ok(latent) => {
+                    backoff.reset();
+                    self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+                    self.stats.keyframe_time.record(elapsed);
+                    log::info!(
+                        "keyframe index={index} seed={} generator={} ms={:.2} lock_wait_ms={:.3}",
+                        request.seed,
+                        self.model.name(),
+                        elapsed.as_secs_f64() * 1e3,
+                        lock_wait * 1e3
+                    );
+                    previous = Some(latent.clone());
+                    let keyframe = Keyframe {
+                        index,
+                        seed: request.seed,
+                        latent,
+                    };
+                    if self.output.send(keyframe).is_err() {
+                        return Ok(()); // the decoder has ended
+                    }
+                    index += 1;
+                }
+                Err(error) => {
+                    self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "generator_error stage=keyframe index={index} retry_in_s={} error=\"{error:#}\"",
+                        backoff.next_delay().as_secs()
+                    );
+                    if !backoff.sleep(&self.stop) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The dreamframe binary: parse args, load config, init logging, run, map the result to an exit
+//! status (78 for config errors, 1 for anything else).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dreamframe::app::ShutdownSignals;
+use dreamframe::cli::{Cli, Command};
+use dreamframe::config::{Config, ConfigError};
+use dreamframe::{bench, console, generator, logging, sink, EXIT_CONFIG};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut logging_started = false;
+    match run(cli, &mut logging_started) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if logging_started {
+                log::error!("exit error=\"{error:#}\"");
+            } else {
+                eprintln!("dreamframe: {error:#}");
+            }
+            let config_error = error.chain().any(|cause| cause.downcast_ref::<ConfigError>().is_some());
+            ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
+    if let Some(path) = &cli.check_config {
+        Config::load(path)?;
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    if let Some(Command::Bench(args)) = &cli.command {
+        let report = bench::run(args)?;
+        println!("{report}");
+        return Ok(());
+    }
+
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(sink) = cli.sink {
+        config.display.sink = sink.into();
+    }
+    if let Some(dir) = &cli.output_dir {
+        config.output.dir = Some(dir.clone());
+    }
+    let seed = cli.seed.or(config.seed).unwrap_or_else(dreamframe::fresh_seed);
+
+    let output_dir = dreamframe::config::resolve_output_dir(config.output.dir.as_deref());
+    let log_file = config.log.file.as_ref().map(|file| output_dir.join(file));
+    let log_warning = logging::init(config.log.level, log_file.as_deref())?;
+    *logging_started = true;
+    if let Some(warning) = log_warning {
+        log::warn!("{warning}");
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        console::restore_after_panic();
+        default_hook(info);
+    }));
+
+    let sink = sink::open(&config.display, (1920, 1080))?;
+    let generator = generator::build(&config, seed).context("cannot build the generator")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let duration = cli.duration.map(Duration::from_secs_f64);
+    runtime.block_on(async move {
+        let mut signals = ShutdownSignals::install()?;
+        let shutdown = async move {
+            let reason = tokio::select! {
+                reason = signals.wait() => reason,
+                _ = async {
+                    match duration {
+                        Some(duration) => tokio::time::sleep(duration).await,
+                        None => std::future::pending().await,
+                    }
+                } => "duration",
+            };
+            log::info!("shutdown reason={reason}");
+        };
+        dreamframe::run(config, sink, generator, seed, shutdown).await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Shared counters of the running pipeline: written by the stage threads with relaxed atomics
+//! (no locks, no allocation, so the pacer may record), read by the status and log writers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// A fixed-bucket latency histogram: 5 us buckets up to 50 ms, one overflow bucket. Recording is
+/// one atomic add, so the pacer thread can record every deadline.
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+const BUCKET_NS: u64 = 5_000;
+const BUCKETS: usize = 10_000;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, value: Duration) {
+        let ns = value.as_nanos().min(u64::MAX as u128) as u64;
+        let index = ((ns / BUCKET_NS) as usize).min(BUCKETS);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The value below which `quantile` (0..=1) of the records lie, in milliseconds (upper bucket
+    /// edge, so it never understates).
+    pub fn quantile_ms(&self, quantile: f64) -> f64 {
+        let total: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let target = ((total as f64) * quantile).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= target {
+                if index == BUCKETS {
+                    return self.max_ms();
+                }
+                return ((index as u64 + 1) * BUCKET_NS) as f64 / 1e6;
+            }
+        }
+        self.max_ms()
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.max_ns.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+/// Count, total and maximum of a repeated duration.
+#[derive(Default)]
+pub struct Timing {
+    count: AtomicU64,
+    total_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimingSnapshot {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+impl TimingSnapshot {
+    /// Mean in milliseconds of the records between `earlier` and `self`.
+    pub fn mean_ms_since(&self, earlier: TimingSnapshot) -> f64 {
+        let count = self.count.saturating_sub(earlier.count);
+        if count == 0 {
+            0.0
+        } else {
+            self.total_ns.saturating_sub(earlier.total_ns) as f64 / count as f64 / 1e6
+        }
+    }
+}
+
+impl Timing {
+    pub fn record(&self, value: Duration) {
+        self.record_many(value, 1);
+    }
+
+    /// Records `count` events that took `value` together.
+    pub fn record_many(&self, value: Duration, count: u64) {
+        let ns = value.as_nanos() as u64;
+        self.count.fetch_add(count, Ordering::Relaxed);
+        self.total_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns / count.max(1), Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TimingSnapshot {
+        TimingSnapshot {
+            count: self.count.load(Ordering::Relaxed),
+            total_ns: self.total_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn mean_ms(&self) -> f64 {
+        self.snapshot().mean_ms_since(TimingSnapshot::default())
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.max_ns.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+/// What playback is doing, for status.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlaybackState {
+    /// Filling the buffer before playback starts (the first frame is shown as a still).
+    Buffering = 0,
+    Playing = 1,
+    /// The buffer ran dry; the underrun policy decides what is shown until it refills.
+    Underrun = 2,
+}
+
+impl PlaybackState {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlaybackState::Buffering => "buffering",
+            PlaybackState::Playing => "playing",
+            PlaybackState::Underrun => "underrun",
+        }
+    }
+}
+
+pub struct PipelineStats {
+    pub started: Instant,
+    // Pacer.
+    /// Deadlines the pacer has reached.
+    pub deadlines: AtomicU64,
+    /// New frames put on screen (a held frame counts once).
+    pub frames_shown: AtomicU64,
+    /// Frames presented more than `LATE_THRESHOLD` after their deadline.
+    pub late_frames: AtomicU64,
+    /// Deadlines passed over because the pacer woke after the next one was already due.
+    pub skipped_deadlines: AtomicU64,
+    /// Deadlines where playback wanted a frame and none was ready (the last one stayed).
+    pub held_deadlines: AtomicU64,
+    /// Lateness of each deadline's wake-up against the deadline.
+    pub lateness: Histogram,
+    /// 1 + sequence number of the frame on screen (0: nothing shown yet).
+    pub shown_seq: AtomicU64,
+    // Playback.
+    state: AtomicU8,
+    /// Times the buffer ran dry while playing.
+    pub underruns: AtomicU64,
+    /// Frames shown by the underrun policy (replayed or stretched) instead of new ones.
+    pub underrun_frames: AtomicU64,
+    pub upscale: Timing,
+    // Producers.
+    pub keyframes: AtomicU64,
+    pub keyframe_time: Timing,
+    pub decoded_frames: AtomicU64,
+    /// Decode time per frame.
+    pub decode_time: Timing,
+    pub generator_errors: AtomicU64,
+    /// Set once the first frame is on screen.
+    pub first_frame_shown: AtomicBool,
+    /// Nanoseconds from `started` to the start of playback (0: not yet).
+    playing_since_ns: AtomicU64,
+    /// `frames_shown` when playback started.
+    frames_shown_at_play: AtomicU64,
+}
+
+/// A frame presented later than this after its deadline counts as late.
+pub const LATE_THRESHOLD: Duration = Duration::from_millis(2);
+
+impl Default for PipelineStats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            deadlines: AtomicU64::new(0),
+            frames_shown: AtomicU64::new(0),
+            late_frames: AtomicU64::new(0),
+            skipped_deadlines: AtomicU64::new(0),
+            held_deadlines: AtomicU64::new(0),
+            lateness: Histogram::default(),
+            shown_seq: AtomicU64::new(0),
+            state: AtomicU8::new(PlaybackState::Buffering as u8),
+            underruns: AtomicU64::new(0),
+            underrun_frames: AtomicU64::new(0),
+            upscale: Timing::default(),
+            keyframes: AtomicU64::new(0),
+            keyframe_time: Timing::default(),
+            decoded_frames: AtomicU64::new(0),
+            decode_time: Timing::default(),
+            generator_errors: AtomicU64::new(0),
+            first_frame_shown: AtomicBool::new(false),
+            playing_since_ns: AtomicU64::new(0),
+            frames_shown_at_play: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PipelineStats {
+    pub fn state(&self) -> PlaybackState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => PlaybackState::Playing,
+            2 => PlaybackState::Underrun,
+            _ => PlaybackState::Buffering,
+        }
+    }
+
+    pub fn set_state(&self, state: PlaybackState) {
+        if state == PlaybackState::Playing && self.playing_since_ns.load(Ordering::Relaxed) == 0 {
+            self.frames_shown_at_play.store(self.frames_shown.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.playing_since_ns.store(self.started.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+        }
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Seconds from start to the start of playback, once it has started.
+    pub fn playing_since_s(&self) -> Option<f64> {
+        let ns = self.playing_since_ns.load(Ordering::Relaxed);
+        (ns > 0).then(|| ns as f64 / 1e9)
+    }
+
+    /// New frames shown since playback started.
+    pub fn frames_shown_playing(&self) -> u64 {
+        if self.playing_since_ns.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.frames_shown.load(Ordering::Relaxed) - self.frames_shown_at_play.load(Ordering::Relaxed)
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_bound_the_records_from_above() {
+        let h = Histogram::default();
+        for us in 1..=100 {
+            h.record(Duration::from_micros(us * 10));
+        }
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile_ms(0.5);
+        assert!((0.5..=0.505).contains(&p50), "p50 {p50}");
+        let p99 = h.quantile_ms(0.99);
+        assert!((0.99..=0.995).contains(&p99), "p99 {p99}");
+        assert_eq!(h.max_ms(), 1.0);
+        h.record(Duration::from_secs(1));
+        assert_eq!(h.quantile_ms(1.0), 1000.0, "overflow bucket reports the max");
+    }
+
+    #[test]
+    fn timing_means_over_a_window() {
+        let t = Timing::default();
+        t.record(Duration::from_millis(2));
+        let first = t.snapshot();
+        t.record_many(Duration::from_millis(30), 10);
+        assert_eq!(t.snapshot().mean_ms_since(first), 3.0);
+        assert_eq!(t.max_ms(), 3.0);
+    }
+}

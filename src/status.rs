@@ -1,0 +1,215 @@
+//! status.json: a snapshot of the running display for people and scripts on the device,
+//! rewritten atomically (temp file + rename) every `output.status-seconds`, so a reader never
+//! sees half a file. Built on the tokio thread from the shared counters; written on tokio's
+//! blocking pool, never on the display path. A failed write is logged and retried next time.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::frame_buffer::FrameBuffer;
+use crate::generator::ModelLock;
+use crate::sink::Geometry;
+use crate::stats::PipelineStats;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub version: &'static str,
+    pub updated_unix_s: u64,
+    pub uptime_s: f64,
+    pub seed: u64,
+    pub generator: String,
+    pub sink: String,
+    pub screen: Geometry,
+    pub internal_width: u32,
+    pub internal_height: u32,
+    pub state: &'static str,
+    pub target_fps: f64,
+    /// New frames put on screen per second, over the last status interval.
+    pub achieved_fps: f64,
+    pub frames_shown: u64,
+    /// Seconds from start until playback began (the buffer reached start-seconds); null before.
+    pub playing_since_s: Option<f64>,
+    /// New frames shown since playback began.
+    pub frames_shown_playing: u64,
+    pub late_frames: u64,
+    pub skipped_deadlines: u64,
+    pub held_deadlines: u64,
+    pub underruns: u64,
+    pub underrun_frames: u64,
+    pub buffer_frames: usize,
+    pub buffer_capacity_frames: usize,
+    pub buffer_seconds: f64,
+    pub buffer_percentage: f64,
+    pub buffer_megabytes: f64,
+    pub jitter_p50_ms: f64,
+    pub jitter_p99_ms: f64,
+    pub jitter_max_ms: f64,
+    pub model_lock_acquisitions: u64,
+    pub model_lock_contended: u64,
+    pub model_lock_avg_wait_ms: f64,
+    pub model_lock_max_wait_ms: f64,
+    pub keyframes: u64,
+    pub keyframes_per_minute: f64,
+    pub keyframe_ms: f64,
+    pub decoded_frames: u64,
+    /// Frames decoded per second, over the last status interval.
+    pub decode_fps: f64,
+    pub decode_ms_per_frame: f64,
+    pub upscale_ms_per_frame: f64,
+    pub generator_errors: u64,
+}
+
+/// What status.json is made from.
+pub struct StatusSource {
+    pub stats: std::sync::Arc<PipelineStats>,
+    pub buffer: std::sync::Arc<FrameBuffer>,
+    pub model: std::sync::Arc<ModelLock>,
+    pub seed: u64,
+    pub sink: String,
+    pub screen: Geometry,
+    pub target_fps: f64,
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl StatusSource {
+    pub fn new(
+        stats: std::sync::Arc<PipelineStats>,
+        buffer: std::sync::Arc<FrameBuffer>,
+        model: std::sync::Arc<ModelLock>,
+        seed: u64,
+        sink: String,
+        screen: Geometry,
+        target_fps: f64,
+    ) -> Self {
+        Self {
+            stats,
+            buffer,
+            model,
+            seed,
+            sink,
+            screen,
+            target_fps,
+            last: None,
+        }
+    }
+
+    /// The status now; rates are over the time since the previous call.
+    pub fn collect(&mut self) -> Status {
+        let s = &self.stats;
+        let now = Instant::now();
+        let shown = s.frames_shown.load(Ordering::Relaxed);
+        let decoded = s.decoded_frames.load(Ordering::Relaxed);
+        let (since, shown_before, decoded_before) = self.last.unwrap_or((s.started, 0, 0));
+        let interval = now.duration_since(since).as_secs_f64().max(1e-6);
+        self.last = Some((now, shown, decoded));
+        let level = self.buffer.level();
+        let uptime = now.duration_since(s.started).as_secs_f64();
+        let lock = self.model.stats.summary();
+        let (internal_width, internal_height) = self.model.resolution();
+        let keyframes = s.keyframes.load(Ordering::Relaxed);
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            updated_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            uptime_s: uptime,
+            seed: self.seed,
+            generator: self.model.name().to_string(),
+            sink: self.sink.clone(),
+            screen: self.screen,
+            internal_width,
+            internal_height,
+            state: s.state().name(),
+            target_fps: self.target_fps,
+            achieved_fps: (shown - shown_before) as f64 / interval,
+            frames_shown: shown,
+            playing_since_s: s.playing_since_s(),
+            frames_shown_playing: s.frames_shown_playing(),
+            late_frames: s.late_frames.load(Ordering::Relaxed),
+            skipped_deadlines: s.skipped_deadlines.load(Ordering::Relaxed),
+            held_deadlines: s.held_deadlines.load(Ordering::Relaxed),
+            underruns: s.underruns.load(Ordering::Relaxed),
+            underrun_frames: s.underrun_frames.load(Ordering::Relaxed),
+            buffer_frames: level.frames,
+            buffer_capacity_frames: level.capacity_frames,
+            buffer_seconds: level.frames as f64 / self.target_fps,
+            buffer_percentage: 100.0 * level.frames as f64 / level.capacity_frames.max(1) as f64,
+            buffer_megabytes: level.bytes as f64 / (1024.0 * 1024.0),
+            jitter_p50_ms: s.lateness.quantile_ms(0.5),
+            jitter_p99_ms: s.lateness.quantile_ms(0.99),
+            jitter_max_ms: s.lateness.max_ms(),
+            model_lock_acquisitions: lock.acquisitions,
+            model_lock_contended: lock.contended,
+            model_lock_avg_wait_ms: lock.avg_wait_ms,
+            model_lock_max_wait_ms: lock.max_wait_ms,
+            keyframes,
+            keyframes_per_minute: if uptime > 0.0 { keyframes as f64 * 60.0 / uptime } else { 0.0 },
+            keyframe_ms: s.keyframe_time.mean_ms(),
+            decoded_frames: decoded,
+            decode_fps: (decoded - decoded_before) as f64 / interval,
+            decode_ms_per_frame: s.decode_time.mean_ms(),
+            upscale_ms_per_frame: s.upscale.mean_ms(),
+            generator_errors: s.generator_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Status {
+    /// The periodic `stats` log line (stable key=value, for tools/).
+    pub fn log_line(&self) -> String {
+        format!(
+            "stats state={} fps={:.2} target_fps={:.2} frames_shown={} late_frames={} skipped_deadlines={} held_deadlines={} underruns={} underrun_frames={} buffer_frames={} buffer_seconds={:.2} buffer_percentage={:.1} jitter_p50_ms={:.3} jitter_p99_ms={:.3} jitter_max_ms={:.3} lock_avg_wait_ms={:.3} lock_max_wait_ms={:.3} lock_contended={} decode_fps={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} generator_errors={}",
+            self.state,
+            self.achieved_fps,
+            self.target_fps,
+            self.frames_shown,
+            self.late_frames,
+            self.skipped_deadlines,
+            self.held_deadlines,
+            self.underruns,
+            self.underrun_frames,
+            self.buffer_frames,
+            self.buffer_seconds,
+            self.buffer_percentage,
+            self.jitter_p50_ms,
+            self.jitter_p99_ms,
+            self.jitter_max_ms,
+            self.model_lock_avg_wait_ms,
+            self.model_lock_max_wait_ms,
+            self.model_lock_contended,
+            self.decode_fps,
+            self.decode_ms_per_frame,
+            self.upscale_ms_per_frame,
+            self.generator_errors
+        )
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_the_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("status.json");
+        write_atomic(&path, b"{\"a\":1}").unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
