@@ -58,8 +58,12 @@ fn spawn_stage(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(body))
-                .unwrap_or_else(|panic| Err(anyhow!("thread panicked: {}", panic_message(panic.as_ref()))));
+            let result = std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+                Err(anyhow!(
+                    "thread panicked: {}",
+                    panic_message(panic.as_ref())
+                ))
+            });
             let _ = exits.send((name, result));
         })
         .with_context(|| format!("cannot start the {name} thread"))?;
@@ -92,7 +96,8 @@ impl OutputPaths {
     }
 }
 
-/// Runs the display until `shutdown` completes or a stage fails; returns the final status.
+/// Runs the display until `shutdown` completes or a stage fails; returns the status as it was
+/// when shutdown was requested (status.json gets the one after the stages stopped).
 pub async fn run(
     config: Config,
     sink: Box<dyn Sink>,
@@ -103,7 +108,10 @@ pub async fn run(
     let paths = OutputPaths::for_config(&config);
     if let Some(dir) = paths.status.parent() {
         if let Err(error) = std::fs::create_dir_all(dir) {
-            log::warn!("output_dir_unavailable path={} error=\"{error}\"", dir.display());
+            log::warn!(
+                "output_dir_unavailable path={} error=\"{error}\"",
+                dir.display()
+            );
         }
     }
     let geometry = sink.geometry();
@@ -115,19 +123,28 @@ pub async fn run(
     let (width, height) = model.resolution();
     let frames_by_time = (config.buffer.seconds * fps).ceil() as usize;
     let buffer = Arc::new(FrameBuffer::new(frames_by_time, config.buffer.max_bytes));
-    let renderer = Renderer::new(geometry, (width, height), config.display.fit, config.display.upscale_filter)
-        .context("cannot render onto this screen")?;
+    let renderer = Renderer::new(
+        geometry,
+        (width, height),
+        config.display.fit,
+        config.display.upscale_filter,
+    )
+    .context("cannot render onto this screen")?;
     let stop = Arc::new(AtomicBool::new(false));
 
     let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(SCREEN_BUFFERS);
     for _ in 0..SCREEN_BUFFERS {
         let mut pixels = vec![0; geometry.frame_bytes()];
         renderer.clear(&mut pixels);
-        pool_tx.send(pixels).expect("pool channel has room for every screen buffer");
+        pool_tx
+            .send(pixels)
+            .expect("pool channel has room for every screen buffer");
     }
     let (ready_tx, ready_rx) = sync_channel(1);
     let (keyframe_tx, keyframe_rx) = sync_channel(2);
-    let recent = Arc::new(RecentFrames::new(((fps * 2.0) as usize).max(MIN_PING_PONG_FRAMES)));
+    let recent = Arc::new(RecentFrames::new(
+        ((fps * 2.0) as usize).max(MIN_PING_PONG_FRAMES),
+    ));
     let (exit_tx, mut exit_rx) = unbounded_channel::<StageExit>();
 
     log::info!(
@@ -179,6 +196,7 @@ pub async fn run(
         ready: ready_rx,
         pool: pool_tx,
         sink,
+        realtime: config.display.realtime,
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
     };
@@ -198,7 +216,12 @@ pub async fn run(
     let mut status_tick = tokio::time::interval(config.output.status_interval);
     let mut stats_log_tick = tokio::time::interval(STATS_LOG_INTERVAL);
     stats_log_tick.tick().await; // the first tick is immediate; the first line comes after 10 s
-    let mut snapshot_tick = tokio::time::interval(config.output.snapshot_interval.unwrap_or(Duration::from_secs(3600)));
+    let mut snapshot_tick = tokio::time::interval(
+        config
+            .output
+            .snapshot_interval
+            .unwrap_or(Duration::from_secs(3600)),
+    );
     let mut status_write: Option<JoinHandle<()>> = None;
     let mut snapshot_write: Option<JoinHandle<()>> = None;
     let mut failure: Option<anyhow::Error> = None;
@@ -245,6 +268,8 @@ pub async fn run(
         }
     }
 
+    // Figures as they were while running, before the stages wind down.
+    let at_shutdown = status.collect();
     stop.store(true, Ordering::Relaxed);
     buffer.close();
     let grace = tokio::time::sleep(STOP_GRACE);
@@ -270,14 +295,21 @@ pub async fn run(
     let final_status = status.collect();
     if let Ok(json) = serde_json::to_vec_pretty(&final_status) {
         if let Err(error) = write_atomic(&paths.status, &json) {
-            log::warn!("status_write_failed path={} error=\"{error}\"", paths.status.display());
+            log::warn!(
+                "status_write_failed path={} error=\"{error}\"",
+                paths.status.display()
+            );
         }
     }
     log::info!("{}", final_status.log_line());
-    log::info!("stopped frames_shown={} uptime_s={:.1}", final_status.frames_shown, final_status.uptime_s);
+    log::info!(
+        "stopped frames_shown={} uptime_s={:.1}",
+        final_status.frames_shown,
+        final_status.uptime_s
+    );
     match failure {
         Some(error) => Err(error),
-        None => Ok(final_status),
+        None => Ok(at_shutdown),
     }
 }
 

@@ -56,7 +56,10 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..7 {
             delays.push(backoff.next_delay().as_secs());
-            assert!(!backoff.sleep(&stop), "a set stop flag ends the wait at once");
+            assert!(
+                !backoff.sleep(&stop),
+                "a set stop flag ends the wait at once"
+            );
         }
         assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
         backoff.reset();

@@ -45,7 +45,12 @@ pub struct BenchReport {
     pub runs: Vec<PipelineRun>,
 }
 
-fn measure(name: String, runs: usize, per_run_items: usize, mut body: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Measurement> {
+fn measure(
+    name: String,
+    runs: usize,
+    per_run_items: usize,
+    mut body: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Measurement> {
     body()?; // warm-up: caches, allocator, resizer coefficients
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
@@ -97,18 +102,33 @@ impl Drop for CoreLoad {
     }
 }
 
-fn pipeline_run(name: &str, config: &Config, args: &BenchArgs, load: Option<usize>) -> anyhow::Result<PipelineRun> {
+fn pipeline_run(
+    name: &str,
+    config: &Config,
+    args: &BenchArgs,
+    load: Option<usize>,
+    realtime: bool,
+) -> anyhow::Result<PipelineRun> {
     let dir = std::env::temp_dir().join(format!("dreamframe-bench-{}", std::process::id()));
     let mut config = config.clone();
     config.output.dir = Some(dir.clone());
     config.output.snapshot_interval = None;
+    config.display.realtime = realtime;
     let seed = 1;
     let generator = crate::generator::build(&config, seed)?;
-    let sink = Box::new(NullSink::new(Geometry::packed(args.width, args.height, PixelFormat::XRGB8888)));
+    let sink = Box::new(NullSink::new(Geometry::packed(
+        args.width,
+        args.height,
+        PixelFormat::XRGB8888,
+    )));
     let _load = load.map(CoreLoad::start);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let duration = Duration::from_secs_f64(args.seconds);
-    let status = runtime.block_on(crate::run(config, sink, generator, seed, tokio::time::sleep(duration)))?;
+    let status = runtime.block_on(crate::run(config, sink, generator, seed, async move {
+        tokio::time::sleep(duration).await
+    }))?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(PipelineRun {
         name: name.to_string(),
@@ -123,7 +143,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let (width, height) = (config.generator.width, config.generator.height);
 
     // Decode: one batch of `decode.batch-size` in-between frames of the default CPPN.
-    let mut generator = CppnGenerator::new(&config.generator.cppn, width, height, 1, config.keyframe.drift, Device::Cpu)?;
+    let mut generator = CppnGenerator::new(
+        &config.generator.cppn,
+        width,
+        height,
+        1,
+        config.keyframe.drift,
+        Device::Cpu,
+    )?;
     let requests: Vec<KeyframeRequest> = (0..2)
         .map(|index| KeyframeRequest {
             index,
@@ -135,10 +162,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let batch = config.decode.batch_size;
     let latents: Tensor = transition(&keys[0], &keys[1], batch, config.interpolation.easing)?;
     let mut frames = Vec::new();
-    let decode = measure(format!("decode cppn {width}x{height}, batch {batch}"), 15, batch, || {
-        frames = generator.decode(&latents)?;
-        Ok(())
-    })?;
+    let decode = measure(
+        format!("decode cppn {width}x{height}, batch {batch}"),
+        15,
+        batch,
+        || {
+            frames = generator.decode(&latents)?;
+            Ok(())
+        },
+    )?;
     let frame = Frame {
         seq: 0,
         width,
@@ -154,10 +186,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         ("RGB565 16bpp", PixelFormat::RGB565),
     ] {
         let geometry = Geometry::packed(args.width, args.height, format);
-        let mut renderer = Renderer::new(geometry, (width, height), Fit::Fill, UpscaleFilter::CatmullRom)?;
+        let mut renderer = Renderer::new(
+            geometry,
+            (width, height),
+            Fit::Fill,
+            UpscaleFilter::CatmullRom,
+        )?;
         let mut out = vec![0u8; geometry.frame_bytes()];
         render.push(measure(
-            format!("upscale+convert {width}x{height} -> {}x{} {label}", args.width, args.height),
+            format!(
+                "upscale+convert {width}x{height} -> {}x{} {label}",
+                args.width, args.height
+            ),
             60,
             1,
             || renderer.render(&frame, &mut out),
@@ -168,8 +208,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     config.buffer.start_seconds = 1.0;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runs = vec![
-        pipeline_run("pipeline", &config, args, None)?,
-        pipeline_run(&format!("pipeline + {cores} busy threads"), &config, args, Some(cores))?,
+        pipeline_run("pipeline", &config, args, None, true)?,
+        pipeline_run(
+            &format!("pipeline + {cores} busy threads"),
+            &config,
+            args,
+            Some(cores),
+            true,
+        )?,
+        pipeline_run(
+            &format!("pipeline + {cores} busy, realtime off"),
+            &config,
+            args,
+            Some(cores),
+            false,
+        )?,
     ];
     Ok(BenchReport {
         args: args.clone(),
@@ -185,12 +238,20 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "dreamframe bench: {} cores, internal {}x{}, screen {}x{}, {} fps, {} s per pipeline run", self.cores, self.internal.0, self.internal.1, self.args.width, self.args.height, self.args.fps, self.args.seconds)?;
         for m in std::iter::once(&self.decode).chain(&self.render) {
-            writeln!(f, "  {:<58} median {:>8.3} ms/frame  p90 {:>8.3} ms  ({} runs)", m.name, m.median_ms, m.p90_ms, m.runs)?;
+            writeln!(
+                f,
+                "  {:<58} median {:>8.3} ms/frame  p90 {:>8.3} ms  ({} runs)",
+                m.name, m.median_ms, m.p90_ms, m.runs
+            )?;
         }
         for run in &self.runs {
             let s = &run.status;
             let playing_s = s.playing_since_s.map_or(0.0, |since| s.uptime_s - since);
-            let sustained = if playing_s > 0.0 { s.frames_shown_playing as f64 / playing_s } else { 0.0 };
+            let sustained = if playing_s > 0.0 {
+                s.frames_shown_playing as f64 / playing_s
+            } else {
+                0.0
+            };
             writeln!(
                 f,
                 "  {:<32} sustained {:>6.2} fps over {:.1} s playing | jitter p50 {:.3} ms p99 {:.3} ms max {:.3} ms | late {} skipped {} held {} underruns {} | buffer {:.1} s ({:.0}%) at end | decode {:.2} ms/frame, upscale {:.2} ms/frame",

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::SinkKind;
 
 #[derive(Debug, Parser)]
-#[command(name = "dreamframe", version, about = "An always-on generative-art display for a Linux box with a screen")]
+#[command(
+    name = "dreamframe",
+    version,
+    about = "An always-on generative-art display for a Linux box with a screen"
+)]
 pub struct Cli {
     /// Config file (TOML); without it the built-in defaults are used.
     #[arg(long, value_name = "PATH")]

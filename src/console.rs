@@ -57,18 +57,29 @@ impl ConsoleGuard {
             .write(true)
             .custom_flags(libc::O_NOCTTY)
             .open(path)
-            .with_context(|| format!("cannot open console {} (needs root or the tty group)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot open console {} (needs root or the tty group)",
+                    path.display()
+                )
+            })?;
         let fd = file.as_raw_fd();
-        let previous = get_mode(fd).with_context(|| format!("{} is not a virtual terminal", path.display()))?;
+        let previous = get_mode(fd)
+            .with_context(|| format!("{} is not a virtual terminal", path.display()))?;
         if ACTIVE_FD.load(Ordering::SeqCst) >= 0 {
             bail!("the console is already taken by this process");
         }
         // "setterm -blank 0": the console must never blank the art after consoleblank minutes.
         let _ = (&file).write_all(b"\x1b[9;0]");
-        set_mode(fd, KD_GRAPHICS).with_context(|| format!("cannot switch {} to graphics mode", path.display()))?;
+        set_mode(fd, KD_GRAPHICS)
+            .with_context(|| format!("cannot switch {} to graphics mode", path.display()))?;
         ACTIVE_PREVIOUS_MODE.store(previous, Ordering::SeqCst);
         ACTIVE_FD.store(fd, Ordering::SeqCst);
-        log::info!("console path={} mode=graphics previous_mode={}", path.display(), previous);
+        log::info!(
+            "console path={} mode=graphics previous_mode={}",
+            path.display(),
+            previous
+        );
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -82,7 +93,10 @@ impl Drop for ConsoleGuard {
         ACTIVE_FD.store(-1, Ordering::SeqCst);
         match set_mode(self.file.as_raw_fd(), self.previous) {
             Ok(()) => log::info!("console path={} mode=restored", self.path.display()),
-            Err(error) => log::error!("console path={} restore_failed error=\"{error}\"", self.path.display()),
+            Err(error) => log::error!(
+                "console path={} restore_failed error=\"{error}\"",
+                self.path.display()
+            ),
         }
     }
 }
@@ -103,7 +117,10 @@ mod tests {
     fn a_file_that_is_not_a_vt_is_refused_and_nothing_is_registered() {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         let error = ConsoleGuard::take(file.path()).err().expect("not a VT");
-        assert!(format!("{error:#}").contains("is not a virtual terminal"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("is not a virtual terminal"),
+            "{error:#}"
+        );
         assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
         restore_after_panic(); // nothing to restore: must be a no-op
     }

@@ -33,6 +33,11 @@ pub struct DecodeStage {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Shutdown arrived in the middle of a transition.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped")]
+struct Stopped;
+
 struct Decoded {
     frames: Vec<Vec<u8>>,
     slerp: Duration,
@@ -43,13 +48,21 @@ struct Decoded {
 impl DecodeStage {
     fn decode_transition(&self, from: &Keyframe, to: &Keyframe) -> anyhow::Result<Decoded> {
         let started = Instant::now();
-        let latents = transition(&from.latent, &to.latent, self.frames_per_transition, self.easing)?;
+        let latents = transition(
+            &from.latent,
+            &to.latent,
+            self.frames_per_transition,
+            self.easing,
+        )?;
         let slerp = started.elapsed();
 
         let (mut model, lock_wait) = self.model.lock();
         let started = Instant::now();
         let mut frames = Vec::with_capacity(self.frames_per_transition);
         for start in (0..self.frames_per_transition).step_by(self.batch_size) {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Stopped.into());
+            }
             let count = self.batch_size.min(self.frames_per_transition - start);
             frames.extend(model.decode(&latents.narrow(0, start, count)?)?);
         }
@@ -84,6 +97,7 @@ impl DecodeStage {
             let decoded = loop {
                 match self.decode_transition(&from, &to) {
                     Ok(decoded) => break decoded,
+                    Err(error) if error.is::<Stopped>() => return Ok(()),
                     Err(error) => {
                         self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
                         log::warn!(
@@ -100,7 +114,9 @@ impl DecodeStage {
             };
             backoff.reset();
             let count = decoded.frames.len() as u64;
-            self.stats.decoded_frames.fetch_add(count, Ordering::Relaxed);
+            self.stats
+                .decoded_frames
+                .fetch_add(count, Ordering::Relaxed);
             self.stats.decode_time.record_many(decoded.decode, count);
             let upscale_now = self.stats.upscale.snapshot();
             let level = self.buffer.level();
@@ -118,7 +134,12 @@ impl DecodeStage {
             );
             upscale_mark = upscale_now;
             for rgb in decoded.frames {
-                let frame = Arc::new(Frame { seq, width, height, rgb });
+                let frame = Arc::new(Frame {
+                    seq,
+                    width,
+                    height,
+                    rgb,
+                });
                 seq += 1;
                 if self.buffer.push(frame).is_err() {
                     return Ok(()); // closed: shutting down

@@ -45,7 +45,8 @@ struct State {
 
 impl State {
     fn accepts(&self, frame_bytes: usize) -> bool {
-        self.frames.is_empty() || (self.frames.len() < self.max_frames && self.bytes + frame_bytes <= self.max_bytes)
+        self.frames.is_empty()
+            || (self.frames.len() < self.max_frames && self.bytes + frame_bytes <= self.max_bytes)
     }
 
     fn level(&self) -> Level {
@@ -82,7 +83,9 @@ impl FrameBuffer {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Holders only move frames in and out; a panic there leaves the queue consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a frame, waiting while the buffer is full. Fails once the buffer is closed.
@@ -90,7 +93,10 @@ impl FrameBuffer {
         let frame_bytes = frame.rgb.len();
         let mut state = self.lock();
         while !state.closed && !state.accepts(frame_bytes) {
-            state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         if state.closed {
             return Err(Closed);
@@ -186,7 +192,11 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(pushed.load(Ordering::SeqCst), 3, "producer must block at capacity");
+        assert_eq!(
+            pushed.load(Ordering::SeqCst),
+            3,
+            "producer must block at capacity"
+        );
         assert_eq!(buffer.pop().map(|f| f.seq), Some(0));
         assert_eq!(buffer.pop().map(|f| f.seq), Some(1));
         producer.join().expect("producer finished");
@@ -201,7 +211,10 @@ mod tests {
         buffer.push(frame(0, 4)).unwrap();
         buffer.push(frame(1, 4)).unwrap();
         let level = buffer.level();
-        assert_eq!((level.frames, level.bytes, level.capacity_frames), (2, 8, 2));
+        assert_eq!(
+            (level.frames, level.bytes, level.capacity_frames),
+            (2, 8, 2)
+        );
         // A frame larger than the whole bound still goes into an empty buffer.
         let big = FrameBuffer::new(100, 10);
         big.push(frame(0, 50)).unwrap();
@@ -219,7 +232,8 @@ mod tests {
         let waiting = {
             let buffer = Arc::new(FrameBuffer::new(4, usize::MAX));
             let waiter = Arc::clone(&buffer);
-            let handle = std::thread::spawn(move || waiter.wait_for_level(4, Duration::from_secs(30)));
+            let handle =
+                std::thread::spawn(move || waiter.wait_for_level(4, Duration::from_secs(30)));
             std::thread::sleep(Duration::from_millis(20));
             buffer.close();
             handle
@@ -233,7 +247,10 @@ mod tests {
     #[test]
     fn wait_for_level_returns_when_reached_or_full() {
         let buffer = FrameBuffer::new(2, usize::MAX);
-        assert_eq!(buffer.wait_for_level(1, Duration::from_millis(10)).frames, 0);
+        assert_eq!(
+            buffer.wait_for_level(1, Duration::from_millis(10)).frames,
+            0
+        );
         buffer.push(frame(0, 1)).unwrap();
         buffer.push(frame(1, 1)).unwrap();
         // Asking for more than fits returns once full instead of waiting out the timeout.

@@ -25,7 +25,8 @@ impl SlerpBasis {
         let a = a.flatten_all()?.to_dtype(DType::F64)?;
         let b = b.flatten_all()?.to_dtype(DType::F64)?;
         let dot = (&a * &b)?.sum_all()?.to_scalar::<f64>()?;
-        let norms = a.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt() * b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+        let norms = a.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt()
+            * b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
         let cos = if norms > 0.0 { dot / norms } else { 1.0 };
         let theta = (cos.abs() <= PARALLEL_DOT_THRESHOLD).then(|| cos.clamp(-1.0, 1.0).acos());
         Ok(Self { theta })
@@ -67,7 +68,12 @@ pub fn ease(t: f64, easing: Easing) -> f64 {
 
 /// The `frames` latents from `a` (included) towards `b` (excluded: it opens the next
 /// transition), stacked on dimension 0.
-pub fn transition(a: &Tensor, b: &Tensor, frames: usize, easing: Easing) -> candle_core::Result<Tensor> {
+pub fn transition(
+    a: &Tensor,
+    b: &Tensor,
+    frames: usize,
+    easing: Easing,
+) -> candle_core::Result<Tensor> {
     let basis = SlerpBasis::new(a, b)?;
     let latents = (0..frames)
         .map(|i| {
@@ -92,11 +98,17 @@ mod tests {
     }
 
     fn values(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values")
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values")
     }
 
     fn norm(t: &Tensor) -> f64 {
-        values(t).iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
+        values(t)
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
 
     #[test]
@@ -123,7 +135,10 @@ mod tests {
     fn nearly_parallel_inputs_fall_back_to_lerp() {
         let (a, b) = (vector(&[1.0, 0.0]), vector(&[2.0, 1e-4]));
         let mid = values(&slerp(&a, &b, 0.5).unwrap());
-        assert!((mid[0] - 1.5).abs() < 1e-6 && mid.iter().all(|v| v.is_finite()), "{mid:?}");
+        assert!(
+            (mid[0] - 1.5).abs() < 1e-6 && mid.iter().all(|v| v.is_finite()),
+            "{mid:?}"
+        );
         // Identical vectors (angle 0) must not divide by zero either.
         let same = values(&slerp(&a, &a, 0.3).unwrap());
         assert_eq!(same, vec![1.0, 0.0]);

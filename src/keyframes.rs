@@ -45,12 +45,14 @@ impl KeyframeStage {
                 seed: keyframe_seed(self.run_seed, index),
                 previous: previous.clone(),
             };
-            let started = Instant::now();
             let (mut model, lock_wait) = self.model.lock();
+            let started = Instant::now();
             let generated = model.keyframes(std::slice::from_ref(&request));
             drop(model);
             let elapsed = started.elapsed();
-            match generated.and_then(|mut latents| latents.pop().context("generator returned no keyframe")) {
+            match generated
+                .and_then(|mut latents| latents.pop().context("generator returned no keyframe"))
+            {
                 Ok(latent) => {
                     backoff.reset();
                     self.stats.keyframes.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,8 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> anyhow::Result<Option<St
         .set_location_level(LevelFilter::Off)
         .add_filter_allow_str("dreamframe")
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(level, config.clone(), std::io::stderr())];
+    let mut loggers: Vec<Box<dyn SharedLogger>> =
+        vec![WriteLogger::new(level, config.clone(), std::io::stderr())];
     let mut warning = None;
     if let Some(path) = file {
         let opened = path
@@ -26,7 +27,12 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> anyhow::Result<Option<St
             .and_then(|_| OpenOptions::new().create(true).append(true).open(path));
         match opened {
             Ok(file) => loggers.push(WriteLogger::new(level, config, file)),
-            Err(error) => warning = Some(format!("log_file_unavailable path={} error=\"{error}\"", path.display())),
+            Err(error) => {
+                warning = Some(format!(
+                    "log_file_unavailable path={} error=\"{error}\"",
+                    path.display()
+                ))
+            }
         }
     }
     CombinedLogger::init(loggers)?;

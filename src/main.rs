@@ -22,7 +22,9 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("dreamframe: {error:#}");
             }
-            let config_error = error.chain().any(|cause| cause.downcast_ref::<ConfigError>().is_some());
+            let config_error = error
+                .chain()
+                .any(|cause| cause.downcast_ref::<ConfigError>().is_some());
             ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
         }
     }
@@ -50,7 +52,10 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     if let Some(dir) = &cli.output_dir {
         config.output.dir = Some(dir.clone());
     }
-    let seed = cli.seed.or(config.seed).unwrap_or_else(dreamframe::fresh_seed);
+    let seed = cli
+        .seed
+        .or(config.seed)
+        .unwrap_or_else(dreamframe::fresh_seed);
 
     let output_dir = dreamframe::config::resolve_output_dir(config.output.dir.as_deref());
     let log_file = config.log.file.as_ref().map(|file| output_dir.join(file));

@@ -37,6 +37,8 @@ pub struct Pacer {
     /// for want of room.
     pub pool: SyncSender<Vec<u8>>,
     pub sink: Box<dyn Sink>,
+    /// Ask for SCHED_FIFO (see `request_realtime_priority`).
+    pub realtime: bool,
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
 }
@@ -61,8 +63,11 @@ fn request_realtime_priority() -> bool {
 
 impl Pacer {
     pub fn run(mut self) -> anyhow::Result<()> {
-        let realtime = request_realtime_priority();
-        log::info!("pacer fps={:.3} realtime={realtime}", 1.0 / self.period.as_secs_f64());
+        let realtime = self.realtime && request_realtime_priority();
+        log::info!(
+            "pacer fps={:.3} realtime={realtime}",
+            1.0 / self.period.as_secs_f64()
+        );
         let period_ns = self.period.as_nanos().max(1) as u64;
         let base = Instant::now();
         let mut deadline_index: u64 = 0;
@@ -105,7 +110,9 @@ impl Pacer {
             if slot > deadline_index {
                 // The next deadline passed a whole period ago: skip to the next future one
                 // instead of rushing frames out to catch up.
-                self.stats.skipped_deadlines.fetch_add(slot + 1 - deadline_index, Ordering::Relaxed);
+                self.stats
+                    .skipped_deadlines
+                    .fetch_add(slot + 1 - deadline_index, Ordering::Relaxed);
                 deadline_index = slot + 1;
             }
         }

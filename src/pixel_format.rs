@@ -28,7 +28,12 @@ pub enum PixelFormatError {
     #[error("{0} bits per pixel is not supported (allowed: 16, 24, 32)")]
     BitsPerPixel(u32),
     #[error("{name} channel at offset {offset} length {length} is not supported (allowed: length 1 to 8 within {bits} bits)")]
-    Channel { name: &'static str, offset: u32, length: u32, bits: u32 },
+    Channel {
+        name: &'static str,
+        offset: u32,
+        length: u32,
+        bits: u32,
+    },
     #[error("channels overlap in {0}")]
     Overlap(PixelFormat),
 }
@@ -40,9 +45,17 @@ const fn channel(offset: u32, length: u32) -> Channel {
 const NO_ALPHA: Channel = channel(0, 0);
 
 impl PixelFormat {
-    pub const XRGB8888: Self = Self::new(32, channel(16, 8), channel(8, 8), channel(0, 8), NO_ALPHA);
-    pub const ARGB8888: Self = Self::new(32, channel(16, 8), channel(8, 8), channel(0, 8), channel(24, 8));
-    pub const XBGR8888: Self = Self::new(32, channel(0, 8), channel(8, 8), channel(16, 8), NO_ALPHA);
+    pub const XRGB8888: Self =
+        Self::new(32, channel(16, 8), channel(8, 8), channel(0, 8), NO_ALPHA);
+    pub const ARGB8888: Self = Self::new(
+        32,
+        channel(16, 8),
+        channel(8, 8),
+        channel(0, 8),
+        channel(24, 8),
+    );
+    pub const XBGR8888: Self =
+        Self::new(32, channel(0, 8), channel(8, 8), channel(16, 8), NO_ALPHA);
     /// Bytes in memory: blue, green, red.
     pub const RGB888: Self = Self::new(24, channel(16, 8), channel(8, 8), channel(0, 8), NO_ALPHA);
     /// Bytes in memory: red, green, blue (what the terminal sink uses).
@@ -50,7 +63,13 @@ impl PixelFormat {
     pub const RGB565: Self = Self::new(16, channel(11, 5), channel(5, 6), channel(0, 5), NO_ALPHA);
     pub const BGR565: Self = Self::new(16, channel(0, 5), channel(5, 6), channel(11, 5), NO_ALPHA);
 
-    pub const fn new(bits_per_pixel: u32, red: Channel, green: Channel, blue: Channel, transp: Channel) -> Self {
+    pub const fn new(
+        bits_per_pixel: u32,
+        red: Channel,
+        green: Channel,
+        blue: Channel,
+        transp: Channel,
+    ) -> Self {
         Self {
             bits_per_pixel,
             red,
@@ -70,7 +89,12 @@ impl PixelFormat {
             return Err(PixelFormatError::BitsPerPixel(bits));
         }
         let mut used = 0u64;
-        for (name, c) in [("red", self.red), ("green", self.green), ("blue", self.blue), ("alpha", self.transp)] {
+        for (name, c) in [
+            ("red", self.red),
+            ("green", self.green),
+            ("blue", self.blue),
+            ("alpha", self.transp),
+        ] {
             if name == "alpha" && c.length == 0 {
                 continue;
             }
@@ -109,7 +133,8 @@ impl PixelFormat {
     /// Where each colour byte sits, when every channel is 8 bits on a byte boundary: the common
     /// 24- and 32-bit layouts, which then need only a byte shuffle, no bit packing.
     pub fn byte_layout(&self) -> Option<ByteLayout> {
-        let byte = |c: Channel| (c.length == 8 && c.offset % 8 == 0).then_some((c.offset / 8) as usize);
+        let byte =
+            |c: Channel| (c.length == 8 && c.offset % 8 == 0).then_some((c.offset / 8) as usize);
         Some(ByteLayout {
             bytes_per_pixel: self.bytes_per_pixel(),
             red: byte(self.red)?,
@@ -172,6 +197,7 @@ pub struct ByteLayout {
 }
 
 #[cfg(test)]
+#[allow(clippy::unusual_byte_groupings)] // 16-bit literals are grouped by colour channel
 mod tests {
     use super::*;
 
@@ -206,11 +232,19 @@ mod tests {
         assert_eq!(f.validate(), Err(PixelFormatError::BitsPerPixel(8)));
         let mut f = PixelFormat::RGB565;
         f.red = channel(12, 5);
-        assert!(matches!(f.validate(), Err(PixelFormatError::Channel { name: "red", .. })));
+        assert!(matches!(
+            f.validate(),
+            Err(PixelFormatError::Channel { name: "red", .. })
+        ));
         let mut f = PixelFormat::XRGB8888;
         f.green = channel(12, 8);
         assert!(matches!(f.validate(), Err(PixelFormatError::Overlap(_))));
-        for ok in [PixelFormat::XRGB8888, PixelFormat::ARGB8888, PixelFormat::RGB565, PixelFormat::RGB888] {
+        for ok in [
+            PixelFormat::XRGB8888,
+            PixelFormat::ARGB8888,
+            PixelFormat::RGB565,
+            PixelFormat::RGB888,
+        ] {
             ok.validate().unwrap();
         }
     }

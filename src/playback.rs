@@ -53,11 +53,18 @@ impl RecentFrames {
     }
 
     fn len(&self) -> usize {
-        self.frames.lock().expect("recent frames lock poisoned").len()
+        self.frames
+            .lock()
+            .expect("recent frames lock poisoned")
+            .len()
     }
 
     fn get(&self, index: usize) -> Option<Arc<Frame>> {
-        self.frames.lock().expect("recent frames lock poisoned").get(index).cloned()
+        self.frames
+            .lock()
+            .expect("recent frames lock poisoned")
+            .get(index)
+            .cloned()
     }
 
     /// The frame with sequence number `seq`, if it is still among the recent ones.
@@ -110,7 +117,11 @@ impl Bounce {
         } else if !self.backwards && self.position + 1 >= len {
             self.backwards = true;
         }
-        self.position = if self.backwards { self.position - 1 } else { self.position + 1 };
+        self.position = if self.backwards {
+            self.position - 1
+        } else {
+            self.position + 1
+        };
         self.position
     }
 }
@@ -131,7 +142,10 @@ impl Playback {
         if self.settings.policy != UnderrunPolicy::SlowDown {
             return 1;
         }
-        let low = self.settings.resume_frames.max(self.settings.fps.ceil() as usize);
+        let low = self
+            .settings
+            .resume_frames
+            .max(self.settings.fps.ceil() as usize);
         if level.frames >= low {
             1
         } else if level.frames >= low / 2 {
@@ -171,7 +185,9 @@ impl Playback {
                             }
                         }
                     }
-                    let level = self.buffer.wait_for_level(self.settings.start_frames.max(1), POLL);
+                    let level = self
+                        .buffer
+                        .wait_for_level(self.settings.start_frames.max(1), POLL);
                     let full = level.frames > 0 && level.frames >= level.capacity_frames;
                     if level.frames >= self.settings.start_frames.max(1) || full {
                         self.set_state(PlaybackState::Playing, level);
@@ -182,14 +198,20 @@ impl Playback {
                     Some(frame) => {
                         let periods = self.periods_for(level);
                         if periods > 1 {
-                            self.stats.underrun_frames.fetch_add(periods as u64 - 1, Ordering::Relaxed);
+                            self.stats
+                                .underrun_frames
+                                .fetch_add(periods as u64 - 1, Ordering::Relaxed);
                         }
                         self.recent.push(Arc::clone(&frame));
                         self.show(&frame, periods)?
                     }
                     None => {
                         self.stats.underruns.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("underrun policy={:?} buffer_frames=0 recent_frames={}", self.settings.policy, self.recent.len());
+                        log::warn!(
+                            "underrun policy={:?} buffer_frames=0 recent_frames={}",
+                            self.settings.policy,
+                            self.recent.len()
+                        );
                         bounce = Bounce::at_newest(self.recent.len());
                         self.set_state(PlaybackState::Underrun, level);
                         Flow::Continue
@@ -197,7 +219,9 @@ impl Playback {
                 },
                 PlaybackState::Underrun => {
                     let recent = self.recent.len();
-                    if self.settings.policy == UnderrunPolicy::PingPong && recent >= MIN_PING_PONG_FRAMES {
+                    if self.settings.policy == UnderrunPolicy::PingPong
+                        && recent >= MIN_PING_PONG_FRAMES
+                    {
                         if self.refilled(level) && bounce.is_at_newest(recent) {
                             self.set_state(PlaybackState::Playing, level);
                             Flow::Continue
@@ -213,7 +237,9 @@ impl Playback {
                         }
                     } else {
                         // Hold: the pacer keeps the last frame up while we wait.
-                        let level = self.buffer.wait_for_level(self.settings.resume_frames.max(1), POLL);
+                        let level = self
+                            .buffer
+                            .wait_for_level(self.settings.resume_frames.max(1), POLL);
                         if self.refilled(level) {
                             self.set_state(PlaybackState::Playing, level);
                         }

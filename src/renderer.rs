@@ -32,7 +32,11 @@ pub struct Rect {
 
 /// Where a `source`-sized image goes on a `screen`-sized display, and which part of the source
 /// is used (`crop`: left, top, width, height), for each fit mode.
-pub fn placement(fit: Fit, source: (u32, u32), screen: (u32, u32)) -> (Rect, Option<(f64, f64, f64, f64)>) {
+pub fn placement(
+    fit: Fit,
+    source: (u32, u32),
+    screen: (u32, u32),
+) -> (Rect, Option<(f64, f64, f64, f64)>) {
     let (sw, sh) = (source.0 as f64, source.1 as f64);
     let (dw, dh) = (screen.0 as f64, screen.1 as f64);
     let full = Rect {
@@ -64,8 +68,13 @@ pub fn placement(fit: Fit, source: (u32, u32), screen: (u32, u32)) -> (Rect, Opt
 }
 
 enum Path {
-    Bytes { layout: ByteLayout, shuffled: Vec<u8> },
-    Packed { scratch: Vec<u8> },
+    Bytes {
+        layout: ByteLayout,
+        shuffled: Vec<u8>,
+    },
+    Packed {
+        scratch: Vec<u8>,
+    },
 }
 
 pub struct Renderer {
@@ -87,10 +96,21 @@ fn resize_alg(filter: UpscaleFilter) -> ResizeAlg {
 }
 
 impl Renderer {
-    pub fn new(geometry: Geometry, source: (u32, u32), fit: Fit, filter: UpscaleFilter) -> anyhow::Result<Self> {
-        geometry.format.validate().context("unsupported screen pixel format")?;
+    pub fn new(
+        geometry: Geometry,
+        source: (u32, u32),
+        fit: Fit,
+        filter: UpscaleFilter,
+    ) -> anyhow::Result<Self> {
+        geometry
+            .format
+            .validate()
+            .context("unsupported screen pixel format")?;
         let bpp = geometry.format.bytes_per_pixel();
-        ensure!(geometry.width > 0 && geometry.height > 0, "screen has no pixels");
+        ensure!(
+            geometry.width > 0 && geometry.height > 0,
+            "screen has no pixels"
+        );
         ensure!(
             geometry.stride >= geometry.width as usize * bpp,
             "screen stride {} is shorter than a row of {} pixels",
@@ -98,7 +118,9 @@ impl Renderer {
             geometry.width
         );
         let (target, crop) = placement(fit, source, (geometry.width, geometry.height));
-        let mut options = ResizeOptions::new().resize_alg(resize_alg(filter)).use_alpha(false);
+        let mut options = ResizeOptions::new()
+            .resize_alg(resize_alg(filter))
+            .use_alpha(false);
         if let Some((left, top, width, height)) = crop {
             options = options.crop(left, top, width, height);
         }
@@ -145,7 +167,8 @@ impl Renderer {
 
     pub fn render(&mut self, frame: &Frame, out: &mut [u8]) -> anyhow::Result<()> {
         ensure!(
-            (frame.width, frame.height) == self.source && frame.rgb.len() == self.source.0 as usize * self.source.1 as usize * 3,
+            (frame.width, frame.height) == self.source
+                && frame.rgb.len() == self.source.0 as usize * self.source.1 as usize * 3,
             "frame is {}x{} ({} bytes), renderer expects {}x{}",
             frame.width,
             frame.height,
@@ -154,27 +177,66 @@ impl Renderer {
             self.source.1
         );
         let frame_bytes = self.geometry.frame_bytes();
-        ensure!(out.len() >= frame_bytes, "screen buffer has {} bytes, needs {frame_bytes}", out.len());
+        ensure!(
+            out.len() >= frame_bytes,
+            "screen buffer has {} bytes, needs {frame_bytes}",
+            out.len()
+        );
         let out = &mut out[..frame_bytes];
         let (width, height) = self.source;
         match &mut self.path {
             Path::Bytes { layout, shuffled } => {
                 let bpp = layout.bytes_per_pixel;
-                for (src, dst) in frame.rgb.chunks_exact(3).zip(shuffled.chunks_exact_mut(bpp)) {
+                for (src, dst) in frame
+                    .rgb
+                    .chunks_exact(3)
+                    .zip(shuffled.chunks_exact_mut(bpp))
+                {
                     dst[layout.red] = src[0];
                     dst[layout.green] = src[1];
                     dst[layout.blue] = src[2];
                 }
                 let stride_pixels = (self.geometry.stride / bpp) as u32;
                 if bpp == 4 {
-                    resize_into::<U8x4>(&mut self.resizer, &self.options, shuffled, (width, height), out, stride_pixels, self.geometry.height, self.target)
+                    resize_into::<U8x4>(
+                        &mut self.resizer,
+                        &self.options,
+                        shuffled,
+                        (width, height),
+                        out,
+                        stride_pixels,
+                        self.geometry.height,
+                        self.target,
+                    )
                 } else {
-                    resize_into::<U8x3>(&mut self.resizer, &self.options, shuffled, (width, height), out, stride_pixels, self.geometry.height, self.target)
+                    resize_into::<U8x3>(
+                        &mut self.resizer,
+                        &self.options,
+                        shuffled,
+                        (width, height),
+                        out,
+                        stride_pixels,
+                        self.geometry.height,
+                        self.target,
+                    )
                 }
             }
             Path::Packed { scratch } => {
                 let target = self.target;
-                resize_into::<U8x3>(&mut self.resizer, &self.options, &frame.rgb, (width, height), scratch, target.width, target.height, Rect { x: 0, y: 0, ..target })?;
+                resize_into::<U8x3>(
+                    &mut self.resizer,
+                    &self.options,
+                    &frame.rgb,
+                    (width, height),
+                    scratch,
+                    target.width,
+                    target.height,
+                    Rect {
+                        x: 0,
+                        y: 0,
+                        ..target
+                    },
+                )?;
                 pack_rows(&self.geometry, target, scratch, out);
                 Ok(())
             }
@@ -193,10 +255,21 @@ fn resize_into<P: PixelTrait>(
     out_height: u32,
     target: Rect,
 ) -> anyhow::Result<()> {
-    let src = TypedImageRef::<P>::from_buffer(width, height, source).context("source image view")?;
-    let mut screen = TypedImage::<P>::from_buffer(out_width, out_height, out).context("screen image view")?;
-    let mut dst = TypedCroppedImageMut::from_ref(&mut screen, target.x, target.y, target.width, target.height).context("target rectangle")?;
-    resizer.resize_typed(&src, &mut dst, options).context("resize")?;
+    let src =
+        TypedImageRef::<P>::from_buffer(width, height, source).context("source image view")?;
+    let mut screen =
+        TypedImage::<P>::from_buffer(out_width, out_height, out).context("screen image view")?;
+    let mut dst = TypedCroppedImageMut::from_ref(
+        &mut screen,
+        target.x,
+        target.y,
+        target.width,
+        target.height,
+    )
+    .context("target rectangle")?;
+    resizer
+        .resize_typed(&src, &mut dst, options)
+        .context("resize")?;
     Ok(())
 }
 
@@ -212,7 +285,9 @@ fn pack_rows(geometry: &Geometry, target: Rect, scratch: &[u8], out: &mut [u8]) 
         match bpp {
             2 => {
                 for (src, dst) in src_row.chunks_exact(3).zip(dst_row.chunks_exact_mut(2)) {
-                    dst.copy_from_slice(&(format.pack(src[0], src[1], src[2]) as u16).to_le_bytes());
+                    dst.copy_from_slice(
+                        &(format.pack(src[0], src[1], src[2]) as u16).to_le_bytes(),
+                    );
                 }
             }
             3 => {
@@ -230,6 +305,7 @@ fn pack_rows(geometry: &Geometry, target: Rect, scratch: &[u8], out: &mut [u8]) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unusual_byte_groupings)] // 16-bit literals are grouped by colour channel
 mod tests {
     use super::*;
     use crate::pixel_format::PixelFormat;
@@ -258,15 +334,21 @@ mod tests {
     /// never written.
     fn check_solid(format: PixelFormat, padding: usize, rgb: [u8; 3], expected: &[u8]) {
         let g = geometry(7, 5, format, padding);
-        let mut renderer = Renderer::new(g, (4, 3), Fit::Stretch, UpscaleFilter::CatmullRom).expect("renderer");
+        let mut renderer =
+            Renderer::new(g, (4, 3), Fit::Stretch, UpscaleFilter::CatmullRom).expect("renderer");
         let mut out = vec![PADDING_MARK; g.frame_bytes()];
-        renderer.render(&solid(4, 3, rgb), &mut out).expect("render");
+        renderer
+            .render(&solid(4, 3, rgb), &mut out)
+            .expect("render");
         let bpp = format.bytes_per_pixel();
         for row in out.chunks(g.stride) {
             for pixel in row[..7 * bpp].chunks_exact(bpp) {
                 assert_eq!(pixel, expected, "{format}");
             }
-            assert!(row[7 * bpp..].iter().all(|&b| b == PADDING_MARK), "padding written for {format}");
+            assert!(
+                row[7 * bpp..].iter().all(|&b| b == PADDING_MARK),
+                "padding written for {format}"
+            );
         }
     }
 
@@ -280,18 +362,44 @@ mod tests {
         check_solid(PixelFormat::BGR888, 6, rgb, &[0xF8, 0x0C, 0x84]);
         // 24-bit with a stride that is not a whole number of pixels takes the packing path.
         check_solid(PixelFormat::RGB888, 1, rgb, &[0x84, 0x0C, 0xF8]);
-        check_solid(PixelFormat::RGB565, 6, rgb, &0b11111_000011_10000u16.to_le_bytes());
-        check_solid(PixelFormat::BGR565, 2, rgb, &0b10000_000011_11111u16.to_le_bytes());
+        check_solid(
+            PixelFormat::RGB565,
+            6,
+            rgb,
+            &0b11111_000011_10000u16.to_le_bytes(),
+        );
+        check_solid(
+            PixelFormat::BGR565,
+            2,
+            rgb,
+            &0b10000_000011_11111u16.to_le_bytes(),
+        );
     }
 
     #[test]
     fn fit_letterboxes_fill_crops_stretch_covers() {
         assert_eq!(
             placement(Fit::Fit, (100, 100), (200, 100)),
-            (Rect { x: 50, y: 0, width: 100, height: 100 }, None)
+            (
+                Rect {
+                    x: 50,
+                    y: 0,
+                    width: 100,
+                    height: 100
+                },
+                None
+            )
         );
         let (rect, crop) = placement(Fit::Fill, (100, 100), (200, 100));
-        assert_eq!(rect, Rect { x: 0, y: 0, width: 200, height: 100 });
+        assert_eq!(
+            rect,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 200,
+                height: 100
+            }
+        );
         assert_eq!(crop, Some((0.0, 25.0, 100.0, 50.0)));
         assert_eq!(placement(Fit::Stretch, (3, 9), (20, 10)).0.width, 20);
     }
@@ -303,7 +411,9 @@ mod tests {
         let mut renderer = Renderer::new(g, (4, 4), Fit::Fit, UpscaleFilter::Nearest).unwrap();
         let mut out = vec![0x11; g.frame_bytes()];
         renderer.clear(&mut out);
-        renderer.render(&solid(4, 4, [255, 255, 255]), &mut out).unwrap();
+        renderer
+            .render(&solid(4, 4, [255, 255, 255]), &mut out)
+            .unwrap();
         let pixel = |x: usize, y: usize| format.unpack(&out[y * g.stride + x * 4..][..4]);
         assert_eq!(pixel(0, 0), [0, 0, 0]);
         assert_eq!(pixel(1, 3), [0, 0, 0]);
@@ -325,7 +435,10 @@ mod tests {
         };
         let mut out = vec![0; g.frame_bytes()];
         renderer.render(&frame, &mut out).unwrap();
-        let reds: Vec<u8> = out[..64 * 2].chunks_exact(2).map(|p| format.unpack(p)[0]).collect();
+        let reds: Vec<u8> = out[..64 * 2]
+            .chunks_exact(2)
+            .map(|p| format.unpack(p)[0])
+            .collect();
         assert!(reds.windows(2).all(|w| w[0] <= w[1]), "{reds:?}");
         assert!(reds[0] < 16 && reds[63] > 240, "{reds:?}");
     }

@@ -113,7 +113,9 @@ impl StatusSource {
         let keyframes = s.keyframes.load(Ordering::Relaxed);
         Status {
             version: env!("CARGO_PKG_VERSION"),
-            updated_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            updated_unix_s: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             uptime_s: uptime,
             seed: self.seed,
             generator: self.model.name().to_string(),
@@ -145,7 +147,11 @@ impl StatusSource {
             model_lock_avg_wait_ms: lock.avg_wait_ms,
             model_lock_max_wait_ms: lock.max_wait_ms,
             keyframes,
-            keyframes_per_minute: if uptime > 0.0 { keyframes as f64 * 60.0 / uptime } else { 0.0 },
+            keyframes_per_minute: if uptime > 0.0 {
+                keyframes as f64 * 60.0 / uptime
+            } else {
+                0.0
+            },
             keyframe_ms: s.keyframe_time.mean_ms(),
             decoded_frames: decoded,
             decode_fps: (decoded - decoded_before) as f64 / interval,

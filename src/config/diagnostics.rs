@@ -46,7 +46,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", format_problems(origin, problems))]
-    Invalid { origin: String, problems: Vec<ConfigProblem> },
+    Invalid {
+        origin: String,
+        problems: Vec<ConfigProblem>,
+    },
 }
 
 fn format_problems(origin: &str, problems: &[ConfigProblem]) -> String {
@@ -77,7 +80,10 @@ const MAX_RECOVERIES: usize = 256;
 impl<'a> Checker<'a> {
     /// Deserialises `text`, collecting every entry serde rejects. Fails outright only when the
     /// text is not TOML at all (nothing after a syntax error can be trusted).
-    pub fn parse<T: DeserializeOwned>(text: &'a str, origin: &str) -> Result<(T, Checker<'a>), ConfigError> {
+    pub fn parse<T: DeserializeOwned>(
+        text: &'a str,
+        origin: &str,
+    ) -> Result<(T, Checker<'a>), ConfigError> {
         let mut checker = Checker {
             origin: origin.to_string(),
             text,
@@ -100,9 +106,14 @@ impl<'a> Checker<'a> {
                 Err(error) => {
                     let span = error.span();
                     let mut path = Vec::new();
-                    let removed = span.as_ref().and_then(|s| remove_entry_at(pruned.get_mut(), s, &mut path));
+                    let removed = span
+                        .as_ref()
+                        .and_then(|s| remove_entry_at(pruned.get_mut(), s, &mut path));
                     let at = span.as_ref().map_or(0, |s| s.start);
-                    let value = removed.clone().map(|r| checker.source_of(r)).unwrap_or_default();
+                    let value = removed
+                        .clone()
+                        .map(|r| checker.source_of(r))
+                        .unwrap_or_default();
                     checker.push(at, &path.join("."), value, explain(error.message()));
                     if removed.is_none() {
                         return Err(checker.into_error());
@@ -167,13 +178,27 @@ impl<'a> Checker<'a> {
     }
 
     /// Records a problem at `key`'s value (or at `fallback_key` when the file doesn't set `key`).
-    fn report(&mut self, key: &str, fallback_key: Option<&str>, default_value: String, message: String) {
-        match self.locate(key).or_else(|| fallback_key.and_then(|k| self.locate(k))) {
+    fn report(
+        &mut self,
+        key: &str,
+        fallback_key: Option<&str>,
+        default_value: String,
+        message: String,
+    ) {
+        match self
+            .locate(key)
+            .or_else(|| fallback_key.and_then(|k| self.locate(k)))
+        {
             Some(span) if self.locate(key).is_some() => {
                 let value = self.source_of(span.clone());
                 self.push(span.start, key, value, message)
             }
-            Some(span) => self.push(span.start, key, format!("{default_value} (default)"), message),
+            Some(span) => self.push(
+                span.start,
+                key,
+                format!("{default_value} (default)"),
+                message,
+            ),
             None => self.push(0, key, format!("{default_value} (default)"), message),
         }
     }
@@ -183,16 +208,35 @@ impl<'a> Checker<'a> {
     }
 
     /// Like `range_f64`, where the upper bound is another key's value.
-    pub fn range_f64_named(&mut self, key: &str, value: f64, low: f64, high: f64, high_key: &str) -> f64 {
+    pub fn range_f64_named(
+        &mut self,
+        key: &str,
+        value: f64,
+        low: f64,
+        high: f64,
+        high_key: &str,
+    ) -> f64 {
         self.checked_f64(key, value, low, high, Some(high_key))
     }
 
-    fn checked_f64(&mut self, key: &str, value: f64, low: f64, high: f64, high_key: Option<&str>) -> f64 {
+    fn checked_f64(
+        &mut self,
+        key: &str,
+        value: f64,
+        low: f64,
+        high: f64,
+        high_key: Option<&str>,
+    ) -> f64 {
         if value.is_finite() && (low..=high).contains(&value) {
             return value;
         }
         let bound = high_key.map(|k| format!(" ({k})")).unwrap_or_default();
-        self.report(key, high_key, value.to_string(), format!("out of range, allowed {low} to {high}{bound}"));
+        self.report(
+            key,
+            high_key,
+            value.to_string(),
+            format!("out of range, allowed {low} to {high}{bound}"),
+        );
         value.clamp(low, high)
     }
 
@@ -200,7 +244,12 @@ impl<'a> Checker<'a> {
         if (low..=high).contains(&value) {
             return value;
         }
-        self.report(key, None, value.to_string(), format!("out of range, allowed {low} to {high}"));
+        self.report(
+            key,
+            None,
+            value.to_string(),
+            format!("out of range, allowed {low} to {high}"),
+        );
         value.clamp(low, high)
     }
 
@@ -209,22 +258,46 @@ impl<'a> Checker<'a> {
         if value == 0 || (low..=high).contains(&value) {
             return value;
         }
-        self.report(key, None, value.to_string(), format!("out of range, allowed 0 (automatic) or {low} to {high}"));
+        self.report(
+            key,
+            None,
+            value.to_string(),
+            format!("out of range, allowed 0 (automatic) or {low} to {high}"),
+        );
         0
     }
 
-    pub fn choice<T: Copy>(&mut self, key: &str, value: &str, allowed: &[(&str, T)], default: T) -> T {
+    pub fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        value: &str,
+        allowed: &[(&str, T)],
+        default: T,
+    ) -> T {
         if let Some((_, choice)) = allowed.iter().find(|(name, _)| *name == value) {
             return *choice;
         }
-        let names: Vec<String> = allowed.iter().map(|(name, _)| format!("\"{name}\"")).collect();
-        self.report(key, None, format!("\"{value}\""), format!("allowed values are {}", names.join(", ")));
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        self.report(
+            key,
+            None,
+            format!("\"{value}\""),
+            format!("allowed values are {}", names.join(", ")),
+        );
         default
     }
 
     pub fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
         if value.is_empty() {
-            self.report(key, None, "\"\"".into(), "must not be empty: give a path".into());
+            self.report(
+                key,
+                None,
+                "\"\"".into(),
+                "must not be empty: give a path".into(),
+            );
         }
         PathBuf::from(value)
     }
@@ -232,7 +305,11 @@ impl<'a> Checker<'a> {
 
 /// Removes the (innermost) entry whose key or value covers `span`; returns the value's span and
 /// leaves the entry's dotted path in `path`.
-fn remove_entry_at(table: &mut DeTable<'_>, span: &Range<usize>, path: &mut Vec<String>) -> Option<Range<usize>> {
+fn remove_entry_at(
+    table: &mut DeTable<'_>,
+    span: &Range<usize>,
+    path: &mut Vec<String>,
+) -> Option<Range<usize>> {
     let covers = |r: Range<usize>| r.start <= span.start && span.end <= r.end;
     let mut hit = None;
     for (key, value) in table.iter_mut() {
@@ -274,7 +351,10 @@ fn explain(message: &str) -> String {
             .unwrap_or_default();
         return format!("unknown key, allowed keys here: {allowed}");
     }
-    for (prefix, what) in [("invalid type: ", "wrong type"), ("invalid value: ", "wrong value")] {
+    for (prefix, what) in [
+        ("invalid type: ", "wrong type"),
+        ("invalid value: ", "wrong value"),
+    ] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
             let found = found.split_whitespace().next().unwrap_or(found);
@@ -303,7 +383,10 @@ mod tests {
 
     #[test]
     fn serde_messages_are_reworded() {
-        assert_eq!(explain("invalid type: string \"x\", expected f64"), "wrong type: expected a number, found string");
+        assert_eq!(
+            explain("invalid type: string \"x\", expected f64"),
+            "wrong type: expected a number, found string"
+        );
         assert_eq!(
             explain("unknown field `fsp`, expected one of `sink`, `fps`"),
             "unknown key, allowed keys here: sink, fps"

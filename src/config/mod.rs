@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use diagnostics::{ConfigError, ConfigProblem};
 use diagnostics::Checker;
+pub use diagnostics::{ConfigError, ConfigProblem};
 use raw::RawConfig;
 
 /// Where finished frames are shown.
@@ -92,6 +92,8 @@ pub struct DisplayConfig {
     pub console: Option<PathBuf>,
     /// Terminal sink size in character cells; `None` asks the terminal.
     pub terminal_size: Option<(u32, u32)>,
+    /// Run the pacer thread with real-time priority where permitted.
+    pub realtime: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,10 +194,19 @@ pub fn resolve_output_dir(configured: Option<&Path>) -> PathBuf {
     if let Some(dir) = configured {
         return dir.to_path_buf();
     }
-    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env_dir = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = env_dir("STATE_DIRECTORY") {
         // systemd may pass several colon-separated folders; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         return PathBuf::from(first);
     }
     if let Some(dir) = env_dir("XDG_STATE_HOME") {
@@ -224,7 +235,11 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         fit: c.choice(
             "display.fit",
             &d.fit,
-            &[("fit", Fit::Fit), ("fill", Fit::Fill), ("stretch", Fit::Stretch)],
+            &[
+                ("fit", Fit::Fit),
+                ("fill", Fit::Fill),
+                ("stretch", Fit::Stretch),
+            ],
             Fit::Fill,
         ),
         upscale_filter: c.choice(
@@ -241,15 +256,22 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         framebuffer: c.non_empty_path("display.framebuffer", &d.framebuffer),
         console: (!d.console.is_empty()).then(|| PathBuf::from(&d.console)),
         terminal_size: {
-            let columns = c.range_u32_or_zero("display.terminal-columns", d.terminal_columns, 8, 1000);
+            let columns =
+                c.range_u32_or_zero("display.terminal-columns", d.terminal_columns, 8, 1000);
             let rows = c.range_u32_or_zero("display.terminal-rows", d.terminal_rows, 4, 1000);
             (columns > 0 && rows > 0).then_some((columns, rows))
         },
+        realtime: d.realtime,
     };
 
     let g = &raw.generator;
     let generator = GeneratorConfig {
-        kind: c.choice("generator.kind", &g.kind, &[("cppn", GeneratorKind::Cppn)], GeneratorKind::Cppn),
+        kind: c.choice(
+            "generator.kind",
+            &g.kind,
+            &[("cppn", GeneratorKind::Cppn)],
+            GeneratorKind::Cppn,
+        ),
         width: c.range_u32("generator.width", g.width, 16, 4096),
         height: c.range_u32("generator.height", g.height, 16, 4096),
         cppn: CppnConfig {
@@ -264,9 +286,23 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
     let seconds = c.range_f64("buffer.seconds", b.seconds, 0.5, 3600.0);
     let buffer = BufferConfig {
         seconds,
-        start_seconds: c.range_f64_named("buffer.start-seconds", b.start_seconds, 0.0, seconds, "buffer.seconds"),
-        resume_seconds: c.range_f64_named("buffer.resume-seconds", b.resume_seconds, 0.0, seconds, "buffer.seconds"),
-        max_bytes: c.range_u32("buffer.max-megabytes", b.max_megabytes, 1, 1 << 20) as usize * 1024 * 1024,
+        start_seconds: c.range_f64_named(
+            "buffer.start-seconds",
+            b.start_seconds,
+            0.0,
+            seconds,
+            "buffer.seconds",
+        ),
+        resume_seconds: c.range_f64_named(
+            "buffer.resume-seconds",
+            b.resume_seconds,
+            0.0,
+            seconds,
+            "buffer.seconds",
+        ),
+        max_bytes: c.range_u32("buffer.max-megabytes", b.max_megabytes, 1, 1 << 20) as usize
+            * 1024
+            * 1024,
         underrun: c.choice(
             "buffer.underrun",
             &b.underrun,
@@ -282,13 +318,23 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
     let o = &raw.output;
     let output = OutputConfig {
         dir: (!o.dir.is_empty()).then(|| PathBuf::from(&o.dir)),
-        status_interval: Duration::from_secs_f64(c.range_f64("output.status-seconds", o.status_seconds, 0.1, 3600.0)),
+        status_interval: Duration::from_secs_f64(c.range_f64(
+            "output.status-seconds",
+            o.status_seconds,
+            0.1,
+            3600.0,
+        )),
         snapshot_interval: {
             let s = o.snapshot_seconds;
             if s == 0.0 {
                 None
             } else {
-                Some(Duration::from_secs_f64(c.range_f64("output.snapshot-seconds", s, 1.0, 86400.0)))
+                Some(Duration::from_secs_f64(c.range_f64(
+                    "output.snapshot-seconds",
+                    s,
+                    1.0,
+                    86400.0,
+                )))
             }
         },
     };
@@ -326,7 +372,10 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             easing: c.choice(
                 "interpolation.easing",
                 &raw.interpolation.easing,
-                &[("linear", Easing::Linear), ("smoothstep", Easing::Smoothstep)],
+                &[
+                    ("linear", Easing::Linear),
+                    ("smoothstep", Easing::Smoothstep),
+                ],
                 Easing::Linear,
             ),
         },
@@ -346,7 +395,9 @@ mod tests {
     fn problems(text: &str) -> Vec<String> {
         match Config::from_str(text, "test.toml") {
             Ok(_) => panic!("expected errors for {text:?}"),
-            Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| p.to_string()).collect()
+            }
             Err(other) => panic!("unexpected error {other}"),
         }
     }
@@ -367,8 +418,13 @@ mod tests {
     #[test]
     fn shipped_config_file_is_valid_and_equals_the_defaults() {
         let text = include_str!("../../config/dreamframe.toml");
-        let shipped = Config::from_str(text, "config/dreamframe.toml").expect("shipped config is valid");
-        assert_eq!(shipped, Config::default(), "config/dreamframe.toml documents the defaults");
+        let shipped =
+            Config::from_str(text, "config/dreamframe.toml").expect("shipped config is valid");
+        assert_eq!(
+            shipped,
+            Config::default(),
+            "config/dreamframe.toml documents the defaults"
+        );
     }
 
     #[test]
@@ -376,17 +432,40 @@ mod tests {
         let text = "[display]\nfps = 0\nfsp = 3\nfit = \"zoom\"\n[buffer]\nseconds = \"long\"\n";
         let p = problems(text);
         assert_eq!(p.len(), 4, "{p:#?}");
-        assert!(p.iter().any(|m| m.starts_with("test.toml:2:7: display.fps = 0: out of range, allowed 1 to 240")), "{p:#?}");
-        assert!(p.iter().any(|m| m.starts_with("test.toml:3:1: display.fsp = 3: unknown key")), "{p:#?}");
-        assert!(p.iter().any(|m| m.contains("display.fit = \"zoom\": allowed values are \"fit\", \"fill\", \"stretch\"")), "{p:#?}");
-        assert!(p.iter().any(|m| m.starts_with("test.toml:6:11: buffer.seconds = \"long\": wrong type")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|m| m
+                    .starts_with("test.toml:2:7: display.fps = 0: out of range, allowed 1 to 240")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("test.toml:3:1: display.fsp = 3: unknown key")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains(
+                "display.fit = \"zoom\": allowed values are \"fit\", \"fill\", \"stretch\""
+            )),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("test.toml:6:11: buffer.seconds = \"long\": wrong type")),
+            "{p:#?}"
+        );
     }
 
     #[test]
     fn cross_field_bounds_name_the_other_key() {
         let p = problems("[buffer]\nseconds = 5.0\nstart-seconds = 8.0\n");
         assert_eq!(p.len(), 1, "{p:#?}");
-        assert!(p[0].contains("buffer.start-seconds = 8.0: out of range, allowed 0 to 5 (buffer.seconds)"), "{p:#?}");
+        assert!(
+            p[0].contains(
+                "buffer.start-seconds = 8.0: out of range, allowed 0 to 5 (buffer.seconds)"
+            ),
+            "{p:#?}"
+        );
     }
 
     #[test]
@@ -400,7 +479,7 @@ mod tests {
     fn capacity_is_bounded_by_seconds_and_megabytes() {
         let mut c = Config::default();
         assert_eq!(c.buffer_capacity_frames(), 900);
-        c.buffer.max_bytes = 320 * 180 * 3 * 100;
+        c.buffer.max_bytes = 256 * 144 * 3 * 100;
         assert_eq!(c.buffer_capacity_frames(), 100);
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawConfig {
     pub seed: Option<u64>,
@@ -19,23 +19,6 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
-impl Default for RawConfig {
-    fn default() -> Self {
-        Self {
-            seed: None,
-            display: RawDisplay::default(),
-            generator: RawGenerator::default(),
-            cppn: RawCppn::default(),
-            keyframe: RawKeyframe::default(),
-            interpolation: RawInterpolation::default(),
-            decode: RawDecode::default(),
-            buffer: RawBuffer::default(),
-            output: RawOutput::default(),
-            log: RawLog::default(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawDisplay {
@@ -47,6 +30,7 @@ pub struct RawDisplay {
     pub console: String,
     pub terminal_columns: u32,
     pub terminal_rows: u32,
+    pub realtime: bool,
 }
 
 impl Default for RawDisplay {
@@ -60,6 +44,7 @@ impl Default for RawDisplay {
             console: "/dev/tty0".into(),
             terminal_columns: 0,
             terminal_rows: 0,
+            realtime: true,
         }
     }
 }
@@ -76,8 +61,8 @@ impl Default for RawGenerator {
     fn default() -> Self {
         Self {
             kind: "cppn".into(),
-            width: 320,
-            height: 180,
+            width: 256,
+            height: 144,
         }
     }
 }

@@ -54,19 +54,38 @@ pub struct CppnGenerator {
     /// [hidden, 3], then a per-channel phase [3].
     output_weight: Tensor,
     output_phase: Tensor,
+    /// Threads a decode batch is split across.
+    threads: usize,
 }
 
-fn normal_tensor(rng: &mut ChaCha8Rng, shape: &[usize], scale: f64, device: &Device) -> candle_core::Result<Tensor> {
+fn normal_tensor(
+    rng: &mut ChaCha8Rng,
+    shape: &[usize],
+    scale: f64,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let count: usize = shape.iter().product();
-    let values: Vec<f32> = (0..count).map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32).collect();
+    let values: Vec<f32> = (0..count)
+        .map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32)
+        .collect();
     Tensor::from_vec(values, shape, device)
 }
 
 impl CppnGenerator {
     /// Builds the network for `seed` at `width` x `height`; `drift` is how far each keyframe
     /// moves from the previous one (0..=1).
-    pub fn new(config: &CppnConfig, width: u32, height: u32, seed: u64, drift: f64, device: Device) -> anyhow::Result<Self> {
-        ensure!(width > 0 && height > 0, "cppn resolution must be non-zero, got {width}x{height}");
+    pub fn new(
+        config: &CppnConfig,
+        width: u32,
+        height: u32,
+        seed: u64,
+        drift: f64,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        ensure!(
+            width > 0 && height > 0,
+            "cppn resolution must be non-zero, got {width}x{height}"
+        );
         let hidden = config.hidden_units;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
@@ -86,19 +105,34 @@ impl CppnGenerator {
         let coord_weight = normal_tensor(&mut rng, &[3, hidden], 1.0, &device)?;
         let first_bias = normal_tensor(&mut rng, &[hidden], 0.5, &device)?;
         let coordinate_features = coords.matmul(&coord_weight)?.broadcast_add(&first_bias)?;
-        let latent_weight = normal_tensor(&mut rng, &[config.latent_size, hidden], 1.0 / (config.latent_size as f64).sqrt(), &device)?;
+        let latent_weight = normal_tensor(
+            &mut rng,
+            &[config.latent_size, hidden],
+            1.0 / (config.latent_size as f64).sqrt(),
+            &device,
+        )?;
 
         let activations = [Activation::Sin, Activation::Tanh, Activation::Gaussian];
         let mut layers = Vec::with_capacity(config.layers);
         for index in 0..config.layers {
             layers.push(Layer {
                 // A gain above 1 keeps the fields structured rather than flat.
-                weight: normal_tensor(&mut rng, &[hidden, hidden], 1.8 / (hidden as f64).sqrt(), &device)?,
+                weight: normal_tensor(
+                    &mut rng,
+                    &[hidden, hidden],
+                    1.8 / (hidden as f64).sqrt(),
+                    &device,
+                )?,
                 bias: normal_tensor(&mut rng, &[hidden], 0.5, &device)?,
                 activation: activations[index % activations.len()],
             });
         }
-        let output_weight = normal_tensor(&mut rng, &[hidden, 3], 2.5 / (hidden as f64).sqrt(), &device)?;
+        let output_weight = normal_tensor(
+            &mut rng,
+            &[hidden, 3],
+            2.5 / (hidden as f64).sqrt(),
+            &device,
+        )?;
         let output_phase = normal_tensor(&mut rng, &[3], 1.0, &device)?;
         Ok(Self {
             width,
@@ -111,6 +145,7 @@ impl CppnGenerator {
             hidden: layers,
             output_weight,
             output_phase,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -150,8 +185,46 @@ impl Generator for CppnGenerator {
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let (batch, latent_size) = latents.dims2().context("cppn latents must be [batch, latent]")?;
-        ensure!(latent_size == self.latent_size, "cppn latent has {latent_size} values, expected {}", self.latent_size);
+        let (batch, latent_size) = latents
+            .dims2()
+            .context("cppn latents must be [batch, latent]")?;
+        ensure!(
+            latent_size == self.latent_size,
+            "cppn latent has {latent_size} values, expected {}",
+            self.latent_size
+        );
+        // candle's CPU element-wise ops (the activations, most of the cost) run on one core:
+        // decode slices of the batch on every core instead.
+        let threads = self.threads.min(batch).max(1);
+        if threads == 1 {
+            return self.decode_on_this_thread(latents);
+        }
+        let chunk = batch.div_ceil(threads);
+        let this: &Self = self;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..batch)
+                .step_by(chunk)
+                .map(|start| {
+                    let slice = latents.narrow(0, start, chunk.min(batch - start));
+                    scope.spawn(move || this.decode_on_this_thread(&slice?))
+                })
+                .collect();
+            let mut frames = Vec::with_capacity(batch);
+            for worker in workers {
+                frames.extend(
+                    worker
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("cppn decode worker panicked"))??,
+                );
+            }
+            Ok(frames)
+        })
+    }
+}
+
+impl CppnGenerator {
+    fn decode_on_this_thread(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+        let (batch, _) = latents.dims2()?;
         let pixels = (self.width * self.height) as usize;
         let (_, hidden) = self.coordinate_features.dims2()?;
 
@@ -163,7 +236,9 @@ impl Generator for CppnGenerator {
             .tanh()?
             .reshape((batch * pixels, hidden))?;
         for layer in &self.hidden {
-            h = layer.activation.apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
+            h = layer
+                .activation
+                .apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
         }
         // Colour: each channel a sine of the output, so the fields cycle through the palette
         // instead of saturating to flat regions.
@@ -194,7 +269,8 @@ mod tests {
     }
 
     fn frames(seed: u64) -> Vec<Vec<u8>> {
-        let mut generator = CppnGenerator::new(&small(), 32, 18, seed, 0.4, Device::Cpu).expect("cppn builds");
+        let mut generator =
+            CppnGenerator::new(&small(), 32, 18, seed, 0.4, Device::Cpu).expect("cppn builds");
         let requests: Vec<KeyframeRequest> = (0..2)
             .map(|index| KeyframeRequest {
                 index,
@@ -203,7 +279,9 @@ mod tests {
             })
             .collect();
         let keys = generator.keyframes(&requests).expect("keyframes");
-        generator.decode(&Tensor::stack(&keys, 0).expect("stack")).expect("decode")
+        generator
+            .decode(&Tensor::stack(&keys, 0).expect("stack"))
+            .expect("decode")
     }
 
     #[test]
@@ -219,18 +297,39 @@ mod tests {
     #[test]
     fn frames_are_colourful_fields_not_flat_or_noise() {
         let frame = &frames(5)[0];
-        let pixels: Vec<[i32; 3]> = frame.chunks_exact(3).map(|p| [p[0] as i32, p[1] as i32, p[2] as i32]).collect();
+        let pixels: Vec<[i32; 3]> = frame
+            .chunks_exact(3)
+            .map(|p| [p[0] as i32, p[1] as i32, p[2] as i32])
+            .collect();
         // Colourful: channels differ from each other somewhere (not grey), and values vary.
-        let max_channel_spread = pixels.iter().map(|p| p.iter().max().unwrap() - p.iter().min().unwrap()).max().unwrap();
-        assert!(max_channel_spread > 60, "looks grey: spread {max_channel_spread}");
+        let max_channel_spread = pixels
+            .iter()
+            .map(|p| p.iter().max().unwrap() - p.iter().min().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            max_channel_spread > 60,
+            "looks grey: spread {max_channel_spread}"
+        );
         let distinct: std::collections::HashSet<_> = pixels.iter().collect();
-        assert!(distinct.len() > 50, "looks flat: {} colours", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "looks flat: {} colours",
+            distinct.len()
+        );
         // Smooth: neighbouring pixels are much closer than random pixels would be.
         let width = 32;
-        let neighbour: i32 = pixels.windows(2).enumerate().filter(|(i, _)| (i + 1) % width != 0)
-            .map(|(_, w)| (0..3).map(|c| (w[0][c] - w[1][c]).abs()).sum::<i32>()).sum();
+        let neighbour: i32 = pixels
+            .windows(2)
+            .enumerate()
+            .filter(|(i, _)| (i + 1) % width != 0)
+            .map(|(_, w)| (0..3).map(|c| (w[0][c] - w[1][c]).abs()).sum::<i32>())
+            .sum();
         let pairs = pixels.len() - pixels.len() / width;
         let mean_step = neighbour as f64 / pairs as f64;
-        assert!(mean_step < 40.0, "looks like noise: mean neighbour step {mean_step}");
+        assert!(
+            mean_step < 40.0,
+            "looks like noise: mean neighbour step {mean_step}"
+        );
     }
 }

@@ -69,7 +69,9 @@ impl Generator for FakeGenerator {
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let colours = latents.to_vec2::<f32>().context("fake latents must be [n, 3]")?;
+        let colours = latents
+            .to_vec2::<f32>()
+            .context("fake latents must be [n, 3]")?;
         let mut frames = Vec::with_capacity(colours.len());
         for colour in colours {
             while self.controls.stalled.load(Ordering::Relaxed) {

@@ -97,7 +97,11 @@ impl LockStats {
         LockSummary {
             acquisitions,
             contended: self.contended.load(Ordering::Relaxed),
-            avg_wait_ms: if acquisitions == 0 { 0.0 } else { total / acquisitions as f64 / 1e6 },
+            avg_wait_ms: if acquisitions == 0 {
+                0.0
+            } else {
+                total / acquisitions as f64 / 1e6
+            },
             max_wait_ms: self.wait_ns_max.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
@@ -139,7 +143,10 @@ impl ModelLock {
             Err(TryLockError::WouldBlock) => {
                 let start = Instant::now();
                 // A panic while the model was held ends that stage; the other may go on.
-                let guard = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let guard = self
+                    .model
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let waited = start.elapsed();
                 self.stats.record(waited.as_nanos() as u64, true);
                 (guard, waited.as_secs_f64())

@@ -52,30 +52,46 @@ impl FbdevSink {
         if let Err(error) = OpenOptions::new().read(true).write(true).open(path) {
             bail!(open_hint(path, &error));
         }
-        let framebuffer = Framebuffer::new(path).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| {
-            format!("cannot map framebuffer {}", path.display())
-        })?;
+        let framebuffer = Framebuffer::new(path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot map framebuffer {}", path.display()))?;
         let var = &framebuffer.var_screen_info;
         let fix = &framebuffer.fix_screen_info;
         let channel = |b: &framebuffer::Bitfield| Channel {
             offset: b.offset,
             length: b.length,
         };
-        let format = PixelFormat::new(var.bits_per_pixel, channel(&var.red), channel(&var.green), channel(&var.blue), channel(&var.transp));
-        let id = String::from_utf8_lossy(&fix.id).trim_end_matches('\0').to_string();
+        let format = PixelFormat::new(
+            var.bits_per_pixel,
+            channel(&var.red),
+            channel(&var.green),
+            channel(&var.blue),
+            channel(&var.transp),
+        );
+        let id = String::from_utf8_lossy(&fix.id)
+            .trim_end_matches('\0')
+            .to_string();
         if fix.visual != FB_VISUAL_TRUECOLOR {
-            bail!("framebuffer {} ({id}) uses visual {}, only truecolor (2) is supported", path.display(), fix.visual);
+            bail!(
+                "framebuffer {} ({id}) uses visual {}, only truecolor (2) is supported",
+                path.display(),
+                fix.visual
+            );
         }
-        format
-            .validate()
-            .with_context(|| format!("framebuffer {} ({id}) reports an unsupported pixel format {format}", path.display()))?;
+        format.validate().with_context(|| {
+            format!(
+                "framebuffer {} ({id}) reports an unsupported pixel format {format}",
+                path.display()
+            )
+        })?;
         let geometry = Geometry {
             width: var.xres,
             height: var.yres,
             stride: fix.line_length as usize,
             format,
         };
-        let visible_offset = var.yoffset as usize * geometry.stride + var.xoffset as usize * format.bytes_per_pixel();
+        let visible_offset = var.yoffset as usize * geometry.stride
+            + var.xoffset as usize * format.bytes_per_pixel();
         if visible_offset + geometry.frame_bytes() > framebuffer.frame.len() {
             bail!(
                 "framebuffer {} ({id}) maps {} bytes, too few for {}x{} at stride {} and offset {visible_offset}",
@@ -123,7 +139,8 @@ impl Sink for FbdevSink {
 
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()> {
         let length = self.geometry.frame_bytes();
-        self.framebuffer.frame[self.visible_offset..self.visible_offset + length].copy_from_slice(&frame[..length]);
+        self.framebuffer.frame[self.visible_offset..self.visible_offset + length]
+            .copy_from_slice(&frame[..length]);
         Ok(())
     }
 }
@@ -134,8 +151,13 @@ mod tests {
 
     #[test]
     fn a_missing_framebuffer_explains_how_to_fix_it() {
-        let error = FbdevSink::open(Path::new("/nonexistent/fb9"), None).err().expect("no device");
+        let error = FbdevSink::open(Path::new("/nonexistent/fb9"), None)
+            .err()
+            .expect("no device");
         let text = format!("{error:#}");
-        assert!(text.contains("/nonexistent/fb9") && text.contains("--sink terminal"), "{text}");
+        assert!(
+            text.contains("/nonexistent/fb9") && text.contains("--sink terminal"),
+            "{text}"
+        );
     }
 }

@@ -61,15 +61,23 @@ impl Sink for MemorySink {
         let index = self.presents;
         self.presents += 1;
         match self.fail_at {
-            Some((at, true)) if at == index => panic!("memory sink told to panic at present {index}"),
-            Some((at, false)) if at == index => bail!("memory sink told to fail at present {index}"),
+            Some((at, true)) if at == index => {
+                panic!("memory sink told to panic at present {index}")
+            }
+            Some((at, false)) if at == index => {
+                bail!("memory sink told to fail at present {index}")
+            }
             _ => {}
         }
         let presented = Presented {
             at: Instant::now(),
             pixels: frame.to_vec(),
         };
-        self.recording.lock().expect("memory sink recording lock poisoned").frames.push(presented);
+        self.recording
+            .lock()
+            .expect("memory sink recording lock poisoned")
+            .frames
+            .push(presented);
         Ok(())
     }
 }

@@ -48,15 +48,29 @@ pub trait Sink: Send {
     /// A one-line description for the start-up log.
     fn describe(&self) -> String {
         let g = self.geometry();
-        format!("sink={} width={} height={} stride={} format=\"{}\"", self.name(), g.width, g.height, g.stride, g.format)
+        format!(
+            "sink={} width={} height={} stride={} format=\"{}\"",
+            self.name(),
+            g.width,
+            g.height,
+            g.stride,
+            g.format
+        )
     }
 }
 
 /// Opens the configured sink. The null sink shows nothing at `null_size` (a benchmark's screen).
 pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match config.sink {
-        SinkKind::Fbdev => Box::new(fbdev::FbdevSink::open(&config.framebuffer, config.console.as_deref())?),
+        SinkKind::Fbdev => Box::new(fbdev::FbdevSink::open(
+            &config.framebuffer,
+            config.console.as_deref(),
+        )?),
         SinkKind::Terminal => Box::new(terminal::TerminalSink::open(config.terminal_size)?),
-        SinkKind::Null => Box::new(null::NullSink::new(Geometry::packed(null_size.0, null_size.1, PixelFormat::XRGB8888))),
+        SinkKind::Null => Box::new(null::NullSink::new(Geometry::packed(
+            null_size.0,
+            null_size.1,
+            PixelFormat::XRGB8888,
+        ))),
     })
 }

@@ -10,7 +10,10 @@ pub struct NullSink {
 
 impl NullSink {
     pub fn new(geometry: Geometry) -> Self {
-        Self { geometry, checksum: 0 }
+        Self {
+            geometry,
+            checksum: 0,
+        }
     }
 }
 
@@ -24,7 +27,11 @@ impl Sink for NullSink {
     }
 
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()> {
-        let sum: u64 = frame.iter().step_by(self.geometry.stride.max(1)).map(|&b| b as u64).sum();
+        let sum: u64 = frame
+            .iter()
+            .step_by(self.geometry.stride.max(1))
+            .map(|&b| b as u64)
+            .sum();
         self.checksum = std::hint::black_box(self.checksum.wrapping_add(sum));
         Ok(())
     }

@@ -43,7 +43,9 @@ impl TerminalSink {
         let (to_writer, from_sink) = mpsc::sync_channel::<Vec<u8>>(1);
         let (spare_tx, spares) = mpsc::sync_channel::<Vec<u8>>(2);
         for _ in 0..2 {
-            spare_tx.send(vec![0; geometry.frame_bytes()]).expect("spare channel has room for two buffers");
+            spare_tx
+                .send(vec![0; geometry.frame_bytes()])
+                .expect("spare channel has room for two buffers");
         }
         let writer = std::thread::Builder::new()
             .name("terminal".into())
@@ -113,7 +115,10 @@ impl Sink for TerminalSink {
         };
         let length = spare.len();
         spare.copy_from_slice(&frame[..length]);
-        let to_writer = self.to_writer.as_ref().context("terminal writer already stopped")?;
+        let to_writer = self
+            .to_writer
+            .as_ref()
+            .context("terminal writer already stopped")?;
         match to_writer.try_send(spare) {
             Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("terminal writer thread ended"),
