@@ -185,22 +185,16 @@ impl<'a> Checker<'a> {
         default_value: String,
         message: String,
     ) {
-        match self
-            .locate(key)
-            .or_else(|| fallback_key.and_then(|k| self.locate(k)))
-        {
-            Some(span) if self.locate(key).is_some() => {
-                let value = self.source_of(span.clone());
-                self.push(span.start, key, value, message)
-            }
-            Some(span) => self.push(
-                span.start,
-                key,
-                format!("{default_value} (default)"),
-                message,
-            ),
-            None => self.push(0, key, format!("{default_value} (default)"), message),
+        if let Some(span) = self.locate(key) {
+            let value = self.source_of(span.clone());
+            self.push(span.start, key, value, message);
+            return;
         }
+        // The key is not in the file: point at the key it conflicts with, else the top.
+        let at = fallback_key
+            .and_then(|k| self.locate(k))
+            .map_or(0, |span| span.start);
+        self.push(at, key, format!("{default_value} (default)"), message);
     }
 
     pub fn range_f64(&mut self, key: &str, value: f64, low: f64, high: f64) -> f64 {
