@@ -142,9 +142,9 @@ pub async fn run(
     }
     let (ready_tx, ready_rx) = sync_channel(1);
     let (keyframe_tx, keyframe_rx) = sync_channel(2);
-    let recent = Arc::new(RecentFrames::new(
-        ((fps * 2.0) as usize).max(MIN_PING_PONG_FRAMES),
-    ));
+    // One second of history: ping-pong sways over it, and resuming (which waits for the walk to
+    // come back to the newest frame) takes at most that long.
+    let recent = Arc::new(RecentFrames::new((fps as usize).max(MIN_PING_PONG_FRAMES)));
     let (exit_tx, mut exit_rx) = unbounded_channel::<StageExit>();
 
     log::info!(
@@ -224,7 +224,9 @@ pub async fn run(
     );
     let mut status_write: Option<JoinHandle<()>> = None;
     let mut snapshot_write: Option<JoinHandle<()>> = None;
-    let mut failure: Option<anyhow::Error> = None;
+    // A stage that fails makes its neighbours end too (their channels close): the first real
+    // error is the cause, an early clean exit only a symptom.
+    let mut failure: Option<(anyhow::Error, bool)> = None;
     let mut last_status = status.collect();
     tokio::pin!(shutdown);
 
@@ -236,9 +238,7 @@ pub async fn run(
             }
             Some((name, result)) = exit_rx.recv() => {
                 running -= 1;
-                let error = result.err().unwrap_or_else(|| anyhow!("stage ended unexpectedly"));
-                log::error!("stage_failed stage={name} error=\"{error:#}\"");
-                failure = Some(error.context(format!("the {name} stage stopped")));
+                record_exit(&mut failure, name, result);
                 break;
             }
             _ = status_tick.tick() => {
@@ -279,9 +279,8 @@ pub async fn run(
             exit = exit_rx.recv() => match exit {
                 Some((name, result)) => {
                     running -= 1;
-                    if let Err(error) = result {
-                        log::error!("stage_failed stage={name} error=\"{error:#}\"");
-                        failure.get_or_insert(error.context(format!("the {name} stage stopped")));
+                    if failure.is_some() || result.is_err() {
+                        record_exit(&mut failure, name, result);
                     }
                 }
                 None => break,
@@ -308,8 +307,27 @@ pub async fn run(
         final_status.uptime_s
     );
     match failure {
-        Some(error) => Err(error),
+        Some((error, _)) => Err(error),
         None => Ok(at_shutdown),
+    }
+}
+
+/// Keeps the most telling stage exit: the first error, else the first unexpected clean exit.
+fn record_exit(
+    failure: &mut Option<(anyhow::Error, bool)>,
+    name: &str,
+    result: anyhow::Result<()>,
+) {
+    let (error, is_error) = match result {
+        Err(error) => (error, true),
+        Ok(()) => (anyhow!("stage ended unexpectedly"), false),
+    };
+    log::error!("stage_failed stage={name} error=\"{error:#}\"");
+    if failure
+        .as_ref()
+        .is_none_or(|(_, was_error)| is_error && !was_error)
+    {
+        *failure = Some((error.context(format!("the {name} stage stopped")), is_error));
     }
 }
 

@@ -111,6 +111,11 @@ impl Bounce {
         self.position + 1 >= len
     }
 
+    /// Head back towards the newest frame (the buffer has refilled).
+    fn turn_forward(&mut self) {
+        self.backwards = false;
+    }
+
     fn step(&mut self, len: usize) -> usize {
         if self.backwards && self.position == 0 {
             self.backwards = false;
@@ -222,10 +227,14 @@ impl Playback {
                     if self.settings.policy == UnderrunPolicy::PingPong
                         && recent >= MIN_PING_PONG_FRAMES
                     {
-                        if self.refilled(level) && bounce.is_at_newest(recent) {
+                        let refilled = self.refilled(level);
+                        if refilled && bounce.is_at_newest(recent) {
                             self.set_state(PlaybackState::Playing, level);
                             Flow::Continue
                         } else {
+                            if refilled {
+                                bounce.turn_forward();
+                            }
                             let index = bounce.step(recent);
                             match self.recent.get(index) {
                                 Some(frame) => {

@@ -94,7 +94,11 @@ impl<'a> Checker<'a> {
             Ok(document) => document,
             Err(error) => {
                 let at = error.span().map_or(0, |s| s.start);
-                checker.push(at, "", String::new(), first_line(error.message()));
+                let message = format!(
+                    "not valid TOML: {} (text values need quotes)",
+                    first_line(error.message())
+                );
+                checker.push(at, "", String::new(), message);
                 return Err(checker.into_error());
             }
         };
@@ -110,21 +114,24 @@ impl<'a> Checker<'a> {
                         .as_ref()
                         .and_then(|s| remove_entry_at(pruned.get_mut(), s, &mut path));
                     let at = span.as_ref().map_or(0, |s| s.start);
-                    let value = removed
-                        .clone()
-                        .map(|r| checker.source_of(r))
-                        .unwrap_or_default();
+                    let value = match &removed {
+                        Some((_, true)) => "(a table)".to_string(),
+                        Some((span, false)) => checker.source_of(span.clone()),
+                        None => String::new(),
+                    };
                     checker.push(at, &path.join("."), value, explain(error.message()));
                     if removed.is_none() {
-                        return Err(checker.into_error());
+                        return Err(checker.finish().expect_err("a problem was just recorded"));
                     }
                 }
             }
         }
-        Err(checker.into_error())
+        Err(checker.finish().expect_err("problems were recorded"))
     }
 
-    pub fn finish(self) -> Result<(), ConfigError> {
+    pub fn finish(mut self) -> Result<(), ConfigError> {
+        // Recovery and validation find problems out of order; people read files top-down.
+        self.problems.sort_by_key(|p| (p.line, p.column));
         if self.problems.is_empty() {
             Ok(())
         } else {
@@ -298,12 +305,12 @@ impl<'a> Checker<'a> {
 }
 
 /// Removes the (innermost) entry whose key or value covers `span`; returns the value's span and
-/// leaves the entry's dotted path in `path`.
+/// whether it was a table, and leaves the entry's dotted path in `path`.
 fn remove_entry_at(
     table: &mut DeTable<'_>,
     span: &Range<usize>,
     path: &mut Vec<String>,
-) -> Option<Range<usize>> {
+) -> Option<(Range<usize>, bool)> {
     let covers = |r: Range<usize>| r.start <= span.start && span.end <= r.end;
     let mut hit = None;
     for (key, value) in table.iter_mut() {
@@ -321,7 +328,9 @@ fn remove_entry_at(
     }
     let key = hit?;
     path.push(key.get_ref().to_string());
-    table.remove(&key).map(|value| value.span())
+    table
+        .remove(&key)
+        .map(|value| (value.span(), matches!(value.get_ref(), DeValue::Table(_))))
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -1,0 +1,194 @@
+//! The real binary: a run into the null sink checked through status.json, snapshots and the
+//! log; the terminal restored on SIGTERM and SIGINT; a clear error without a framebuffer.
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::binary;
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait on child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dreamframe did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const STATUS_FIELDS: &[&str] = &[
+    "target_fps",
+    "achieved_fps",
+    "buffer_seconds",
+    "buffer_percentage",
+    "frames_shown",
+    "late_frames",
+    "underruns",
+    "jitter_p99_ms",
+    "model_lock_avg_wait_ms",
+    "model_lock_max_wait_ms",
+    "keyframes_per_minute",
+    "decode_fps",
+    "uptime_s",
+    "seed",
+    "state",
+    "playing_since_s",
+    "frames_shown_playing",
+    "jitter_p50_ms",
+    "decode_ms_per_frame",
+    "upscale_ms_per_frame",
+    "model_lock_contended",
+    "held_deadlines",
+    "skipped_deadlines",
+    "screen",
+];
+
+fn read_status(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("status.json exists");
+    serde_json::from_str(&text).expect("status.json is whole, valid JSON")
+}
+
+#[test]
+fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("dreamframe.toml");
+    std::fs::write(
+        &config,
+        "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.5\n[interpolation]\nframes-per-transition = 20\n[output]\nstatus-seconds = 0.25\nsnapshot-seconds = 1.0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = binary()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--sink",
+            "null",
+            "--duration",
+            "7",
+            "--seed",
+            "3",
+            "--output-dir",
+        ])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    std::thread::sleep(Duration::from_millis(3000));
+    let first_snapshot = std::fs::read(out.join("snapshot.png")).expect("a snapshot after 3 s");
+    std::thread::sleep(Duration::from_millis(2500));
+    let second_snapshot = std::fs::read(out.join("snapshot.png")).expect("snapshot still there");
+    let running = read_status(&out.join("status.json"));
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+
+    assert_ne!(
+        first_snapshot, second_snapshot,
+        "the picture must change between snapshots"
+    );
+    for field in STATUS_FIELDS {
+        assert!(
+            running.get(field).is_some(),
+            "status.json lacks {field}: {running}"
+        );
+    }
+    assert_eq!(running["state"], "playing", "{running}");
+    assert_eq!(running["seed"], 3);
+    assert!(
+        running["buffer_seconds"].as_f64().unwrap() > 0.5,
+        "buffer should have filled: {running}"
+    );
+    // Paced at the configured rate: new frames per second of playback within 10% of 20.
+    let playing_for =
+        running["uptime_s"].as_f64().unwrap() - running["playing_since_s"].as_f64().unwrap();
+    let fps = running["frames_shown_playing"].as_f64().unwrap() / playing_for;
+    assert!(
+        (18.0..=22.0).contains(&fps),
+        "paced at {fps:.2} fps over {playing_for:.1} s, wanted 20: {running}"
+    );
+
+    let log = std::fs::read_to_string(out.join("dreamframe.log")).expect("log file");
+    for needle in [
+        "start version=",
+        "keyframe index=0 seed=",
+        "[TIMING] transition from=0 to=1 frames=20",
+        "stats state=",
+        "stopped frames_shown=",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+}
+
+fn stop_terminal_run_with(signal: libc::c_int) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = binary()
+        .args(["--sink", "terminal", "--duration", "60", "--output-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).expect("read stdout");
+        bytes
+    });
+    // Wait for the first frames (the first transition is decoded before anything shows).
+    let status = dir.path().join("status.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status.exists() || read_status(&status)["frames_shown"].as_u64().unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "no frames shown within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert!(exit.success(), "signal {signal}: {exit:?}");
+    let output = String::from_utf8(reader.join().expect("reader")).expect("utf-8 output");
+    assert!(
+        output.starts_with(dreamframe::sink::terminal::ENTER),
+        "terminal not taken over"
+    );
+    assert!(output.contains('▀'), "no frame was drawn");
+    assert!(
+        output.ends_with(dreamframe::sink::terminal::RESTORE),
+        "terminal not restored after signal {signal}"
+    );
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    stop_terminal_run_with(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_restores_the_terminal() {
+    stop_terminal_run_with(libc::SIGINT);
+}
+
+#[test]
+fn a_missing_framebuffer_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("fb.toml");
+    std::fs::write(&config, "[display]\nframebuffer = \"/nonexistent/fb0\"\n").unwrap();
+    let output = binary()
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(dir.path())
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open framebuffer /nonexistent/fb0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--sink terminal"), "{stderr}");
+}

@@ -1,0 +1,113 @@
+//! Good and bad config files under tests/data/config, each bad one with the messages it must
+//! produce (`NAME.expected`: every line must appear in the error text).
+
+use dreamframe::config::{Config, ConfigError};
+
+use crate::util::{binary, data};
+
+fn files(folder: &str, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(data(folder))
+        .expect("config test folder exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .{extension} files in {folder}");
+    files
+}
+
+#[test]
+fn good_files_load() {
+    for path in files("config/good", "toml") {
+        Config::load(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    }
+}
+
+#[test]
+fn bad_files_report_every_expected_problem() {
+    for path in files("config/bad", "toml") {
+        let error = Config::load(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{} should be invalid", path.display()));
+        let ConfigError::Invalid { ref problems, .. } = error else {
+            panic!("{}: unexpected error {error}", path.display());
+        };
+        let text = error.to_string();
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .expect("an .expected file beside each bad config");
+        let mut lines: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
+        let header = lines.remove(0);
+        assert!(
+            text.starts_with(header),
+            "{}: header {header:?} not in\n{text}",
+            path.display()
+        );
+        for line in lines {
+            assert!(
+                text.contains(line),
+                "{}: expected {line:?} in\n{text}",
+                path.display()
+            );
+        }
+        // Every problem names a position inside the file.
+        for problem in problems {
+            assert!(problem.line >= 1 && problem.column >= 1, "{problem:?}");
+        }
+    }
+}
+
+#[test]
+fn check_config_exits_78_with_all_messages_and_0_when_valid() {
+    let bad = data("config/bad/out-of-range.toml");
+    let output = binary()
+        .arg("--check-config")
+        .arg(&bad)
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("6 errors in config"), "{stderr}");
+    assert!(
+        stderr.contains("out-of-range.toml:2:7: display.fps = 0.5"),
+        "{stderr}"
+    );
+
+    let good = data("config/good/everything.toml");
+    let output = binary()
+        .arg("--check-config")
+        .arg(&good)
+        .output()
+        .expect("binary runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dreamframe.toml");
+    let output = binary()
+        .arg("--check-config")
+        .arg(&shipped)
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn running_with_a_bad_or_missing_config_exits_78() {
+    let output = binary()
+        .arg("--config")
+        .arg(data("config/bad/syntax.toml"))
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(78));
+    let output = binary()
+        .arg("--config")
+        .arg("/nonexistent/dreamframe.toml")
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("cannot read config file /nonexistent/dreamframe.toml"));
+}

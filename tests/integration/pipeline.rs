@@ -1,0 +1,240 @@
+//! The real `run` with a fake generator and the memory sink: backpressure, underrun policies,
+//! generator failures and sink failures.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dreamframe::config::{Config, UnderrunPolicy};
+use dreamframe::generator::fake::{FakeControls, FakeGenerator};
+use dreamframe::pixel_format::PixelFormat;
+use dreamframe::sink::memory::{MemorySink, Recording};
+use dreamframe::sink::Geometry;
+use dreamframe::status::Status;
+
+const FPS: f64 = 50.0;
+
+fn config(policy: UnderrunPolicy, dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.display.fps = FPS;
+    config.display.realtime = false;
+    config.buffer.seconds = 1.0;
+    config.buffer.start_seconds = 0.2;
+    config.buffer.resume_seconds = 0.2;
+    config.buffer.underrun = policy;
+    config.interpolation.frames_per_transition = 10;
+    config.decode.batch_size = 5;
+    config.output.dir = Some(dir.to_path_buf());
+    config.output.snapshot_interval = None;
+    config
+}
+
+struct Outcome {
+    result: anyhow::Result<Status>,
+    recording: Arc<Mutex<Recording>>,
+}
+
+fn run_with<F: Future<Output = ()>>(
+    config: Config,
+    sink: MemorySink,
+    recording: Arc<Mutex<Recording>>,
+    generator: FakeGenerator,
+    script: F,
+) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(dreamframe::run(
+        config,
+        Box::new(sink),
+        Box::new(generator),
+        5,
+        script,
+    ));
+    Outcome { result, recording }
+}
+
+fn memory_sink() -> (MemorySink, Arc<Mutex<Recording>>) {
+    MemorySink::new(Geometry::packed(32, 18, PixelFormat::XRGB8888))
+}
+
+fn fake() -> (FakeGenerator, Arc<FakeControls>) {
+    let generator = FakeGenerator::new(16, 9);
+    let controls = Arc::clone(&generator.controls);
+    controls.decode_delay_us.store(1000, Ordering::Relaxed);
+    (generator, controls)
+}
+
+/// Runs 1 s normally, stalls the generator for `stall`, then runs 2 s more.
+fn run_with_stall(policy: UnderrunPolicy, stall: Duration) -> (Status, Recording, Duration) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (generator, controls) = fake();
+    let (sink, recording) = memory_sink();
+    let script = async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        controls.stalled.store(true, Ordering::Relaxed);
+        tokio::time::sleep(stall).await;
+        controls.stalled.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let outcome = run_with(
+        config(policy, dir.path()),
+        sink,
+        recording,
+        generator,
+        script,
+    );
+    let status = outcome.result.expect("run succeeds");
+    let recording = std::mem::take(&mut *outcome.recording.lock().expect("recording lock"));
+    (status, recording, stall)
+}
+
+fn max_gap(recording: &Recording) -> Duration {
+    recording
+        .frames
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default()
+}
+
+fn assert_never_black(recording: &Recording) {
+    assert!(!recording.frames.is_empty(), "nothing presented");
+    for (index, frame) in recording.frames.iter().enumerate() {
+        let lit = frame.pixels.chunks_exact(4).any(|p| p[..3] != [0, 0, 0]);
+        assert!(lit, "frame {index} is black");
+    }
+}
+
+#[test]
+fn ping_pong_keeps_frames_moving_through_a_stalled_generator() {
+    let (status, recording, stall) =
+        run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(2));
+    assert!(
+        status.underruns >= 1,
+        "the 1 s buffer must run dry in a 2 s stall: {status:?}"
+    );
+    assert!(status.underrun_frames >= 10, "{status:?}");
+    // The pacer never stopped presenting: no gap near the stall's length.
+    let gap = max_gap(&recording);
+    assert!(
+        gap < Duration::from_millis(250),
+        "presentation gap {gap:?} during a {stall:?} stall"
+    );
+    assert_never_black(&recording);
+    // Normal playback resumed after the stall.
+    assert_eq!(status.state, "playing", "{status:?}");
+}
+
+#[test]
+fn hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadlines() {
+    let (status, recording, _) = run_with_stall(UnderrunPolicy::Hold, Duration::from_secs(2));
+    assert!(status.underruns >= 1, "{status:?}");
+    assert!(
+        status.held_deadlines >= 20,
+        "about 1 s of held deadlines expected: {status:?}"
+    );
+    assert!(status.jitter_p99_ms < 10.0, "pacer stuttered: {status:?}");
+    assert_never_black(&recording);
+    let last = recording.frames.last().expect("frames").at;
+    let first = recording.frames.first().expect("frames").at;
+    assert!(
+        last - first > Duration::from_millis(3500),
+        "playback must resume after the stall"
+    );
+}
+
+#[test]
+fn slow_down_stretches_frames_before_the_buffer_runs_dry() {
+    let (status, recording, _) = run_with_stall(UnderrunPolicy::SlowDown, Duration::from_secs(2));
+    assert!(status.underrun_frames > 0, "{status:?}");
+    assert_never_black(&recording);
+}
+
+#[test]
+fn a_fast_generator_is_held_back_by_the_full_buffer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (generator, controls) = fake();
+    controls.decode_delay_us.store(0, Ordering::Relaxed);
+    let (sink, recording) = memory_sink();
+    let config = config(UnderrunPolicy::Hold, dir.path());
+    let capacity = (config.buffer.seconds * FPS) as u64;
+    let outcome = run_with(config, sink, recording, generator, async {
+        tokio::time::sleep(Duration::from_secs(2)).await
+    });
+    let status = outcome.result.expect("run succeeds");
+    assert_eq!(status.buffer_capacity_frames as u64, capacity);
+    assert!(
+        status.buffer_frames as u64 >= capacity - 10,
+        "buffer should be (nearly) full: {status:?}"
+    );
+    // Decoded = shown + buffered + at most one transition waiting + a few in flight.
+    let ahead = status.decoded_frames - status.frames_shown;
+    assert!(
+        ahead <= capacity + 10 + 5,
+        "producer ran {ahead} frames ahead of a {capacity}-frame buffer"
+    );
+    assert_eq!(status.underruns, 0, "{status:?}");
+}
+
+#[test]
+fn generator_failures_are_retried_and_the_display_carries_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (generator, controls) = fake();
+    let (sink, recording) = memory_sink();
+    let script = async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        controls.failing.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        controls.failing.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    let outcome = run_with(
+        config(UnderrunPolicy::PingPong, dir.path()),
+        sink,
+        recording,
+        generator,
+        script,
+    );
+    let status = outcome
+        .result
+        .expect("generator errors must not end the run");
+    assert!(status.generator_errors >= 1, "{status:?}");
+    let recording = outcome.recording.lock().expect("recording lock");
+    assert_never_black(&recording);
+    let span = recording.frames.last().expect("frames").at - recording.frames[0].at;
+    assert!(
+        span > Duration::from_secs(4),
+        "frames must keep coming after recovery, span {span:?}"
+    );
+}
+
+#[test]
+fn a_failing_or_panicking_sink_ends_the_run_and_releases_the_display() {
+    for panic in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (generator, _) = fake();
+        let (sink, recording) = memory_sink();
+        let sink = sink.failing_at(5, panic);
+        let outcome = run_with(
+            config(UnderrunPolicy::Hold, dir.path()),
+            sink,
+            recording,
+            generator,
+            std::future::pending(),
+        );
+        let error = outcome.result.expect_err("the run must fail");
+        let text = format!("{error:#}");
+        assert!(text.contains("pacer"), "{text}");
+        assert!(
+            text.contains(if panic { "panicked" } else { "told to fail" }),
+            "{text}"
+        );
+        assert!(
+            outcome.recording.lock().expect("recording lock").released,
+            "sink not dropped (panic={panic})"
+        );
+    }
+}
