@@ -90,7 +90,6 @@ impl Pacer {
                         }
                         self.stats.shown_seq.store(frame.seq + 1, Ordering::Relaxed);
                         self.stats.frames_shown.fetch_add(1, Ordering::Relaxed);
-                        self.stats.first_frame_shown.store(true, Ordering::Relaxed);
                         periods_left = frame.periods.max(1);
                         if let Some(previous) = current.replace(frame) {
                             let _ = self.pool.try_send(previous.pixels);

@@ -145,14 +145,6 @@ impl Renderer {
         })
     }
 
-    pub fn geometry(&self) -> &Geometry {
-        &self.geometry
-    }
-
-    pub fn target(&self) -> Rect {
-        self.target
-    }
-
     /// Fills a screen buffer with black (the bars around a fitted picture stay so).
     pub fn clear(&self, out: &mut [u8]) {
         let format = self.geometry.format;

@@ -1,7 +1,7 @@
 //! Shared counters of the running pipeline: written by the stage threads with relaxed atomics
 //! (no locks, no allocation, so the pacer may record), read by the status and log writers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// A fixed-bucket latency histogram: 1 us buckets up to 20 ms, one overflow bucket. Recording is
@@ -171,8 +171,6 @@ pub struct PipelineStats {
     /// Decode time per frame.
     pub decode_time: Timing,
     pub generator_errors: AtomicU64,
-    /// Set once the first frame is on screen.
-    pub first_frame_shown: AtomicBool,
     /// Nanoseconds from `started` to the start of playback (0: not yet).
     playing_since_ns: AtomicU64,
     /// `frames_shown` when playback started.
@@ -202,7 +200,6 @@ impl Default for PipelineStats {
             decoded_frames: AtomicU64::new(0),
             decode_time: Timing::default(),
             generator_errors: AtomicU64::new(0),
-            first_frame_shown: AtomicBool::new(false),
             playing_since_ns: AtomicU64::new(0),
             frames_shown_at_play: AtomicU64::new(0),
         }
@@ -243,10 +240,6 @@ impl PipelineStats {
         }
         self.frames_shown.load(Ordering::Relaxed)
             - self.frames_shown_at_play.load(Ordering::Relaxed)
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }
 

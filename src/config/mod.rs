@@ -178,14 +178,6 @@ impl Config {
         checker.finish()?;
         Ok(config)
     }
-
-    /// Frames the buffer holds at most, from its seconds and megabytes bounds.
-    pub fn buffer_capacity_frames(&self) -> usize {
-        let by_time = (self.buffer.seconds * self.display.fps).ceil() as usize;
-        let frame_bytes = self.generator.width as usize * self.generator.height as usize * 3;
-        let by_memory = self.buffer.max_bytes / frame_bytes.max(1);
-        by_time.min(by_memory).max(1)
-    }
 }
 
 /// Folder for status.json, the snapshot and the log: the configured one, else systemd's
@@ -473,13 +465,5 @@ mod tests {
         let p = problems("[display]\nfps = = 3\n");
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("test.toml:2:"), "{p:#?}");
-    }
-
-    #[test]
-    fn capacity_is_bounded_by_seconds_and_megabytes() {
-        let mut c = Config::default();
-        assert_eq!(c.buffer_capacity_frames(), 900);
-        c.buffer.max_bytes = 256 * 144 * 3 * 100;
-        assert_eq!(c.buffer_capacity_frames(), 100);
     }
 }
