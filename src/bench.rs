@@ -140,11 +140,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let mut config = Config::default();
     config.display.fps = args.fps;
     config.display.sink = SinkKind::Null;
-    let (width, height) = (config.generator.width, config.generator.height);
+    let (width, height) = config
+        .model
+        .size
+        .unwrap_or(crate::config::CPPN_DEFAULT_SIZE);
 
     // Decode: one batch of `decode.batch-size` in-between frames of the default CPPN.
     let mut generator = CppnGenerator::new(
-        &config.generator.cppn,
+        &config.model.cppn,
         width,
         height,
         1,

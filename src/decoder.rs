@@ -33,6 +33,14 @@ pub struct DecodeStage {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
+fn is_out_of_memory(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let text = cause.to_string().to_ascii_lowercase();
+        text.contains("out of memory") || text.contains("out_of_memory")
+    })
+}
+
 /// Shutdown arrived in the middle of a transition.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped")]
@@ -46,7 +54,7 @@ struct Decoded {
 }
 
 impl DecodeStage {
-    fn decode_transition(&self, from: &Keyframe, to: &Keyframe) -> anyhow::Result<Decoded> {
+    fn decode_transition(&mut self, from: &Keyframe, to: &Keyframe) -> anyhow::Result<Decoded> {
         let started = Instant::now();
         let latents = transition(
             &from.latent,
@@ -59,12 +67,26 @@ impl DecodeStage {
         let (mut model, lock_wait) = self.model.lock();
         let started = Instant::now();
         let mut frames = Vec::with_capacity(self.frames_per_transition);
-        for start in (0..self.frames_per_transition).step_by(self.batch_size) {
+        // The keyframe itself through the generator's best decoder, the rest in batches.
+        frames.extend(model.decode_keyframe(&latents.narrow(0, 0, 1)?)?);
+        let mut start = 1;
+        while start < self.frames_per_transition {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(Stopped.into());
             }
             let count = self.batch_size.min(self.frames_per_transition - start);
-            frames.extend(model.decode(&latents.narrow(0, start, count)?)?);
+            match model.decode(&latents.narrow(0, start, count)?) {
+                Ok(decoded) => {
+                    frames.extend(decoded);
+                    start += count;
+                }
+                Err(error) if self.batch_size > 1 && is_out_of_memory(&error) => {
+                    let halved = self.batch_size / 2;
+                    log::warn!("decode_out_of_memory batch_size={} retry_batch_size={halved} error=\"{error:#}\"", self.batch_size);
+                    self.batch_size = halved;
+                }
+                Err(error) => return Err(error),
+            }
         }
         let decode = started.elapsed();
         drop(model);
@@ -82,7 +104,7 @@ impl DecodeStage {
         })
     }
 
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
         let Ok(mut from) = self.input.recv() else {
             return Ok(());
         };

@@ -22,6 +22,8 @@ pub struct Status {
     pub uptime_s: f64,
     pub seed: u64,
     pub generator: String,
+    /// Set when the display runs on something other than what was configured (a fallback).
+    pub generator_note: Option<String>,
     pub sink: String,
     pub screen: Geometry,
     pub internal_width: u32,
@@ -119,6 +121,7 @@ impl StatusSource {
             uptime_s: uptime,
             seed: self.seed,
             generator: self.model.name().to_string(),
+            generator_note: self.model.note().map(str::to_string),
             sink: self.sink.clone(),
             screen: self.screen,
             internal_width,

@@ -291,6 +291,47 @@ impl<'a> Checker<'a> {
         default
     }
 
+    /// A problem at `key` that no range check covers.
+    pub fn report_key(&mut self, key: &str, default_value: &str, message: &str) {
+        self.report(key, None, default_value.to_string(), message.to_string());
+    }
+
+    pub fn multiple_of(&mut self, key: &str, value: u32, step: u32, what: &str) {
+        if value % step != 0 {
+            self.report(
+                key,
+                None,
+                value.to_string(),
+                format!("must be a multiple of {step} ({what})"),
+            );
+        }
+    }
+
+    /// "cpu", "cuda" or "cuda:N".
+    pub fn device(&mut self, key: &str, value: &str) -> crate::config::ComputeDevice {
+        use crate::config::ComputeDevice;
+        match value {
+            "cpu" => return ComputeDevice::Cpu,
+            "cuda" => return ComputeDevice::Cuda(0),
+            _ => {}
+        }
+        if let Some(index) = value
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            if index < 16 {
+                return ComputeDevice::Cuda(index);
+            }
+        }
+        self.report(
+            key,
+            None,
+            format!("\"{value}\""),
+            "allowed values are \"cpu\", \"cuda\" or \"cuda:N\" (N 0 to 15)".into(),
+        );
+        ComputeDevice::Cpu
+    }
+
     pub fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
         if value.is_empty() {
             self.report(

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::generator::stable_diffusion::preset::Preset;
+use crate::generator::stable_diffusion::{SchedulerKind, Theme};
+
 use diagnostics::Checker;
 pub use diagnostics::{ConfigError, ConfigProblem};
 use raw::RawConfig;
@@ -46,8 +49,25 @@ pub enum UpscaleFilter {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GeneratorKind {
+pub enum ModelKind {
     Cppn,
+    StableDiffusion,
+}
+
+/// Where a model runs. There is never a silent move from CUDA to the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeDevice {
+    Cpu,
+    Cuda(usize),
+}
+
+/// What happens when the configured model can't be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Show the built-in generator (and say so in the log and status.json).
+    Cppn,
+    /// Stop with the error.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +92,8 @@ pub struct Config {
     /// Seed of the whole run; `None` picks one at start (and logs it).
     pub seed: Option<u64>,
     pub display: DisplayConfig,
-    pub generator: GeneratorConfig,
+    pub model: ModelConfig,
+    pub prompts: PromptsConfig,
     pub keyframe: KeyframeConfig,
     pub interpolation: InterpolationConfig,
     pub decode: DecodeConfig,
@@ -97,12 +118,35 @@ pub struct DisplayConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct GeneratorConfig {
-    pub kind: GeneratorKind,
-    pub width: u32,
-    pub height: u32,
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Internal resolution (cppn frames, or the Stable Diffusion generation size); `None` picks
+    /// the model's own: 256x144 for cppn, the preset's native size for Stable Diffusion.
+    pub size: Option<(u32, u32)>,
     pub cppn: CppnConfig,
+    pub stable_diffusion: SdConfig,
+    pub fallback: Fallback,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdConfig {
+    pub preset: Preset,
+    pub weights_dir: PathBuf,
+    pub device: ComputeDevice,
+    /// `None`: the preset's default.
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    pub scheduler: SchedulerKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptsConfig {
+    pub rotation_interval: u64,
+    pub themes: Vec<Theme>,
+}
+
+/// The built-in generator's internal resolution when none is configured.
+pub const CPPN_DEFAULT_SIZE: (u32, u32) = (256, 144);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CppnConfig {
@@ -116,17 +160,23 @@ pub struct CppnConfig {
 pub struct KeyframeConfig {
     /// How far each keyframe moves away from the previous one, 0 (same) to 1 (unrelated).
     pub drift: f64,
+    /// Stable Diffusion img2img strength from one keyframe to the next.
+    pub denoise: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InterpolationConfig {
     pub frames_per_transition: usize,
     pub easing: Easing,
+    /// Decoded frames are this many times smaller than the generation size (Stable Diffusion).
+    pub resolution_divisor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeConfig {
     pub batch_size: usize,
+    /// Decode in-between frames with the tiny autoencoder (TAESD); keyframes keep the full VAE.
+    pub tiny_decoder: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -256,22 +306,114 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         realtime: d.realtime,
     };
 
-    let g = &raw.generator;
-    let generator = GeneratorConfig {
-        kind: c.choice(
-            "generator.kind",
-            &g.kind,
-            &[("cppn", GeneratorKind::Cppn)],
-            GeneratorKind::Cppn,
-        ),
-        width: c.range_u32("generator.width", g.width, 16, 4096),
-        height: c.range_u32("generator.height", g.height, 16, 4096),
+    let m = &raw.model;
+    let kind = c.choice(
+        "model.kind",
+        &m.kind,
+        &[
+            ("cppn", ModelKind::Cppn),
+            ("stable-diffusion", ModelKind::StableDiffusion),
+        ],
+        ModelKind::Cppn,
+    );
+    let divisor = c.range_u32(
+        "interpolation.resolution-divisor",
+        raw.interpolation.resolution_divisor,
+        1,
+        8,
+    );
+    let size = if m.width == 0 && m.height == 0 {
+        None
+    } else {
+        let width = c.range_u32("model.width", m.width, 16, 4096);
+        let height = c.range_u32("model.height", m.height, 16, 4096);
+        if kind == ModelKind::StableDiffusion {
+            let step = 8 * divisor;
+            c.multiple_of(
+                "model.width",
+                width,
+                step,
+                "8 x interpolation.resolution-divisor",
+            );
+            c.multiple_of(
+                "model.height",
+                height,
+                step,
+                "8 x interpolation.resolution-divisor",
+            );
+        }
+        Some((width, height))
+    };
+    let model = ModelConfig {
+        kind,
+        size,
         cppn: CppnConfig {
             latent_size: c.range_u32("cppn.latent-size", raw.cppn.latent_size, 2, 256) as usize,
             hidden_units: c.range_u32("cppn.hidden-units", raw.cppn.hidden_units, 4, 128) as usize,
             layers: c.range_u32("cppn.layers", raw.cppn.layers, 1, 12) as usize,
             zoom: c.range_f64("cppn.zoom", raw.cppn.zoom, 0.1, 20.0),
         },
+        stable_diffusion: SdConfig {
+            preset: c.choice(
+                "model.preset",
+                &m.preset,
+                &[
+                    ("sd-turbo", Preset::SdTurbo),
+                    ("sd-1.5", Preset::Sd15),
+                    ("sd-2.1", Preset::Sd21),
+                    ("sdxl-turbo", Preset::SdxlTurbo),
+                ],
+                Preset::SdTurbo,
+            ),
+            weights_dir: c.non_empty_path("model.weights-dir", &m.weights_dir),
+            device: c.device("model.device", &m.device),
+            steps: m
+                .steps
+                .map(|steps| c.range_u32("model.steps", steps, 1, 200) as usize),
+            guidance: m
+                .guidance
+                .map(|guidance| c.range_f64("model.guidance", guidance, 0.0, 30.0)),
+            scheduler: c.choice(
+                "model.scheduler",
+                &m.scheduler,
+                &[
+                    ("ddim", SchedulerKind::Ddim),
+                    ("euler-ancestral", SchedulerKind::EulerAncestral),
+                ],
+                SchedulerKind::Ddim,
+            ),
+        },
+        fallback: c.choice(
+            "model.fallback",
+            &m.fallback,
+            &[("cppn", Fallback::Cppn), ("none", Fallback::None)],
+            Fallback::Cppn,
+        ),
+    };
+
+    let p = &raw.prompts;
+    if p.themes.is_empty() {
+        c.report_key(
+            "prompts.themes",
+            "[]",
+            "needs at least one theme: [[prompts.themes]] with positive and negative",
+        );
+    }
+    let prompts = PromptsConfig {
+        rotation_interval: c.range_u32(
+            "prompts.rotation-interval",
+            p.rotation_interval,
+            1,
+            1_000_000,
+        ) as u64,
+        themes: p
+            .themes
+            .iter()
+            .map(|t| Theme {
+                positive: t.positive.clone(),
+                negative: t.negative.clone(),
+            })
+            .collect(),
     };
 
     let b = &raw.buffer;
@@ -350,9 +492,11 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
     Config {
         seed: raw.seed,
         display,
-        generator,
+        model,
+        prompts,
         keyframe: KeyframeConfig {
             drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),
+            denoise: c.range_f64("keyframe.denoise", raw.keyframe.denoise, 0.0, 1.0),
         },
         interpolation: InterpolationConfig {
             frames_per_transition: c.range_u32(
@@ -370,9 +514,11 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
                 ],
                 Easing::Linear,
             ),
+            resolution_divisor: divisor,
         },
         decode: DecodeConfig {
             batch_size: c.range_u32("decode.batch-size", raw.decode.batch_size, 1, 1024) as usize,
+            tiny_decoder: raw.decode.tiny_decoder,
         },
         buffer,
         output,

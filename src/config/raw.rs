@@ -9,8 +9,9 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub seed: Option<u64>,
     pub display: RawDisplay,
-    pub generator: RawGenerator,
+    pub model: RawModel,
     pub cppn: RawCppn,
+    pub prompts: RawPrompts,
     pub keyframe: RawKeyframe,
     pub interpolation: RawInterpolation,
     pub decode: RawDecode,
@@ -51,18 +52,63 @@ impl Default for RawDisplay {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawGenerator {
+pub struct RawModel {
     pub kind: String,
     pub width: u32,
     pub height: u32,
+    pub preset: String,
+    pub weights_dir: String,
+    pub device: String,
+    pub fallback: String,
+    pub steps: Option<u32>,
+    pub guidance: Option<f64>,
+    pub scheduler: String,
 }
 
-impl Default for RawGenerator {
+impl Default for RawModel {
     fn default() -> Self {
         Self {
             kind: "cppn".into(),
-            width: 256,
-            height: 144,
+            width: 0,
+            height: 0,
+            preset: "sd-turbo".into(),
+            weights_dir: "/var/lib/dreamframe/models/sd-turbo".into(),
+            device: "cpu".into(),
+            fallback: "cppn".into(),
+            steps: None,
+            guidance: None,
+            scheduler: "ddim".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawPrompts {
+    pub rotation_interval: u32,
+    pub themes: Vec<RawTheme>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawTheme {
+    pub positive: String,
+    pub negative: String,
+}
+
+impl Default for RawPrompts {
+    fn default() -> Self {
+        let theme = |positive: &str| RawTheme {
+            positive: positive.into(),
+            negative: "text, watermark, signature, frame, blurry, low quality".into(),
+        };
+        Self {
+            rotation_interval: 8,
+            themes: vec![
+                theme("flowing liquid colours, abstract organic forms, iridescent, intricate, high detail"),
+                theme("a dreamlike landscape of glowing coral and nebulae, soft light, painterly"),
+                theme("ink and watercolour clouds unfolding, luminous gradients, abstract art"),
+            ],
         }
     }
 }
@@ -91,11 +137,15 @@ impl Default for RawCppn {
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawKeyframe {
     pub drift: f64,
+    pub denoise: f64,
 }
 
 impl Default for RawKeyframe {
     fn default() -> Self {
-        Self { drift: 0.45 }
+        Self {
+            drift: 0.45,
+            denoise: 0.25,
+        }
     }
 }
 
@@ -104,6 +154,7 @@ impl Default for RawKeyframe {
 pub struct RawInterpolation {
     pub frames_per_transition: u32,
     pub easing: String,
+    pub resolution_divisor: u32,
 }
 
 impl Default for RawInterpolation {
@@ -111,6 +162,7 @@ impl Default for RawInterpolation {
         Self {
             frames_per_transition: 90,
             easing: "linear".into(),
+            resolution_divisor: 1,
         }
     }
 }
@@ -119,11 +171,15 @@ impl Default for RawInterpolation {
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawDecode {
     pub batch_size: u32,
+    pub tiny_decoder: bool,
 }
 
 impl Default for RawDecode {
     fn default() -> Self {
-        Self { batch_size: 10 }
+        Self {
+            batch_size: 10,
+            tiny_decoder: false,
+        }
     }
 }
 

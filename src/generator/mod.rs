@@ -9,6 +9,7 @@
 
 pub mod cppn;
 pub mod fake;
+pub mod stable_diffusion;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -38,21 +39,89 @@ pub trait Generator: Send {
     fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>>;
     /// Decodes latents stacked on dimension 0 into one packed RGB8 image each.
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
+    /// Decodes the keyframe that opens a transition ([1, ...]); a generator with a cheaper
+    /// decoder for in-between frames uses its best one here.
+    fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.decode(latent)
+    }
+    /// Something the people running the display should know (shown in status.json).
+    fn note(&self) -> Option<&str> {
+        None
+    }
 }
 
-/// The configured generator, its weights seeded by `seed`.
+/// The configured generator (weights seeded by `seed` for the built-in one). A Stable Diffusion
+/// model that can't be loaded falls back to the built-in generator when `model.fallback` says so.
 pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dyn Generator>> {
-    let g = &config.generator;
-    Ok(match g.kind {
-        crate::config::GeneratorKind::Cppn => Box::new(cppn::CppnGenerator::new(
-            &g.cppn,
-            g.width,
-            g.height,
+    use crate::config::{Fallback, ModelKind, CPPN_DEFAULT_SIZE};
+    let cppn = |size: (u32, u32)| -> anyhow::Result<cppn::CppnGenerator> {
+        cppn::CppnGenerator::new(
+            &config.model.cppn,
+            size.0,
+            size.1,
             seed,
             config.keyframe.drift,
             Device::Cpu,
-        )?),
-    })
+        )
+    };
+    match config.model.kind {
+        ModelKind::Cppn => Ok(Box::new(cppn(
+            config.model.size.unwrap_or(CPPN_DEFAULT_SIZE),
+        )?)),
+        ModelKind::StableDiffusion => {
+            match stable_diffusion::load_configured(config) {
+                Ok(generator) => Ok(Box::new(generator)),
+                Err(error) if config.model.fallback == Fallback::Cppn => {
+                    let reason = format!("{error:#}");
+                    log::warn!(
+                        "model_unavailable kind=stable-diffusion fallback=cppn error=\"{reason}\""
+                    );
+                    Ok(Box::new(FallbackGenerator::new(
+                        cppn(CPPN_DEFAULT_SIZE)?,
+                        reason,
+                    )))
+                }
+                Err(error) => Err(error
+                    .context("cannot load the Stable Diffusion model (model.fallback = \"none\")")),
+            }
+        }
+    }
+}
+
+/// The built-in generator standing in for a model that could not be loaded.
+struct FallbackGenerator {
+    inner: cppn::CppnGenerator,
+    note: String,
+}
+
+impl FallbackGenerator {
+    fn new(inner: cppn::CppnGenerator, reason: String) -> Self {
+        Self {
+            inner,
+            note: format!("fallback to cppn: {reason}"),
+        }
+    }
+}
+
+impl Generator for FallbackGenerator {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn resolution(&self) -> (u32, u32) {
+        self.inner.resolution()
+    }
+    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
+        self.inner.keyframes(requests)
+    }
+    fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.inner.decode(latents)
+    }
+    fn note(&self) -> Option<&str> {
+        Some(&self.note)
+    }
 }
 
 /// Seed of keyframe `index` in a run seeded `run_seed` (SplitMix64 finaliser: neighbouring
@@ -111,6 +180,7 @@ impl LockStats {
 pub struct ModelLock {
     model: Mutex<Box<dyn Generator>>,
     name: String,
+    note: Option<String>,
     resolution: (u32, u32),
     pub stats: LockStats,
 }
@@ -119,6 +189,7 @@ impl ModelLock {
     pub fn new(model: Box<dyn Generator>) -> Self {
         Self {
             name: model.name().to_string(),
+            note: model.note().map(str::to_string),
             resolution: model.resolution(),
             model: Mutex::new(model),
             stats: LockStats::default(),
@@ -131,6 +202,10 @@ impl ModelLock {
 
     pub fn resolution(&self) -> (u32, u32) {
         self.resolution
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Takes the model, recording the wait. Returns the guard and the wait in seconds.

@@ -1,0 +1,198 @@
+//! The Stable Diffusion variants dreamframe knows: their UNet, VAE and text-encoder layouts,
+//! latent scale, prediction type and per-preset defaults (steps, guidance, size). The values mirror
+//! the diffusers config.json files of each model (candle keeps its own copies private).
+
+use candle_transformers::models::stable_diffusion::{
+    clip, schedulers::PredictionType, unet_2d, vae,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// stabilityai/sd-turbo: the SD 2.1 architecture distilled for 1-4 steps, no guidance.
+    SdTurbo,
+    /// runwayml/stable-diffusion-v1-5.
+    Sd15,
+    /// stabilityai/stable-diffusion-2-1 (768 px, v-prediction).
+    Sd21,
+    /// stabilityai/sdxl-turbo: SDXL distilled for 1-4 steps, no guidance, two text encoders.
+    SdxlTurbo,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::SdTurbo => "sd-turbo",
+            Preset::Sd15 => "sd-1.5",
+            Preset::Sd21 => "sd-2.1",
+            Preset::SdxlTurbo => "sdxl-turbo",
+        }
+    }
+}
+
+/// Everything needed to build and drive one preset.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub unet: unet_2d::UNet2DConditionModelConfig,
+    pub vae: vae::AutoEncoderKLConfig,
+    /// Text encoders; `None` in tests, which pass text embeddings directly.
+    pub clip: Option<clip::Config>,
+    pub clip2: Option<clip::Config>,
+    pub prediction: PredictionType,
+    pub trailing_timesteps: bool,
+    /// Latents are the VAE's latents times this (what the UNet works in).
+    pub vae_scale: f64,
+    pub default_steps: usize,
+    pub default_guidance: f64,
+    pub native_size: (u32, u32),
+    /// File name of the matching tiny decoder in the weights folder.
+    pub taesd_file: &'static str,
+}
+
+impl Spec {
+    /// Image pixels per latent pixel: the VAE halves the size once per block after the first.
+    pub fn vae_factor(&self) -> u32 {
+        1 << (self.vae.block_out_channels.len().saturating_sub(1))
+    }
+
+    pub fn latent_channels(&self) -> usize {
+        self.vae.latent_channels
+    }
+}
+
+fn block(
+    out_channels: usize,
+    use_cross_attn: Option<usize>,
+    attention_head_dim: usize,
+) -> unet_2d::BlockConfig {
+    unet_2d::BlockConfig {
+        out_channels,
+        use_cross_attn,
+        attention_head_dim,
+    }
+}
+
+fn unet(
+    blocks: Vec<unet_2d::BlockConfig>,
+    cross_attention_dim: usize,
+    use_linear_projection: bool,
+) -> unet_2d::UNet2DConditionModelConfig {
+    unet_2d::UNet2DConditionModelConfig {
+        blocks,
+        center_input_sample: false,
+        cross_attention_dim,
+        downsample_padding: 1,
+        flip_sin_to_cos: true,
+        freq_shift: 0.,
+        layers_per_block: 2,
+        mid_block_scale_factor: 1.,
+        norm_eps: 1e-5,
+        norm_num_groups: 32,
+        sliced_attention_size: None,
+        use_linear_projection,
+    }
+}
+
+fn sd_vae() -> vae::AutoEncoderKLConfig {
+    vae::AutoEncoderKLConfig {
+        block_out_channels: vec![128, 256, 512, 512],
+        layers_per_block: 2,
+        latent_channels: 4,
+        norm_num_groups: 32,
+        use_quant_conv: true,
+        use_post_quant_conv: true,
+    }
+}
+
+pub fn spec(preset: Preset) -> Spec {
+    let sd2_unet = || {
+        unet(
+            vec![
+                block(320, Some(1), 5),
+                block(640, Some(1), 10),
+                block(1280, Some(1), 20),
+                block(1280, None, 20),
+            ],
+            1024,
+            true,
+        )
+    };
+    let sdxl_unet = || {
+        unet(
+            vec![
+                block(320, None, 5),
+                block(640, Some(2), 10),
+                block(1280, Some(10), 20),
+            ],
+            2048,
+            true,
+        )
+    };
+    match preset {
+        Preset::Sd15 => Spec {
+            name: preset.name().into(),
+            unet: unet(
+                vec![
+                    block(320, Some(1), 8),
+                    block(640, Some(1), 8),
+                    block(1280, Some(1), 8),
+                    block(1280, None, 8),
+                ],
+                768,
+                false,
+            ),
+            vae: sd_vae(),
+            clip: Some(clip::Config::v1_5()),
+            clip2: None,
+            prediction: PredictionType::Epsilon,
+            trailing_timesteps: false,
+            vae_scale: 0.18215,
+            default_steps: 20,
+            default_guidance: 7.5,
+            native_size: (512, 512),
+            taesd_file: "taesd_decoder.safetensors",
+        },
+        Preset::Sd21 => Spec {
+            name: preset.name().into(),
+            unet: sd2_unet(),
+            vae: sd_vae(),
+            clip: Some(clip::Config::v2_1()),
+            clip2: None,
+            prediction: PredictionType::VPrediction,
+            trailing_timesteps: false,
+            vae_scale: 0.18215,
+            default_steps: 20,
+            default_guidance: 7.5,
+            native_size: (768, 768),
+            taesd_file: "taesd_decoder.safetensors",
+        },
+        Preset::SdTurbo => Spec {
+            name: preset.name().into(),
+            unet: sd2_unet(),
+            vae: sd_vae(),
+            clip: Some(clip::Config::v2_1()),
+            clip2: None,
+            prediction: PredictionType::Epsilon,
+            trailing_timesteps: true,
+            vae_scale: 0.18215,
+            default_steps: 2,
+            default_guidance: 0.0,
+            native_size: (512, 512),
+            taesd_file: "taesd_decoder.safetensors",
+        },
+        Preset::SdxlTurbo => Spec {
+            name: preset.name().into(),
+            unet: sdxl_unet(),
+            vae: sd_vae(),
+            clip: Some(clip::Config::sdxl()),
+            clip2: Some(clip::Config::sdxl2()),
+            prediction: PredictionType::Epsilon,
+            trailing_timesteps: true,
+            vae_scale: 0.13025,
+            default_steps: 2,
+            default_guidance: 0.0,
+            native_size: (512, 512),
+            taesd_file: "taesdxl_decoder.safetensors",
+        },
+    }
+}

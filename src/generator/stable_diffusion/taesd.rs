@@ -1,0 +1,111 @@
+//! The tiny autoencoder's decoder (TAESD, madebyollin/taesd): ~1.2 M parameters of 3x3
+//! convolutions, ReLU and nearest-neighbour upsampling that turn SD latents into RGB at 8x the
+//! latent size, an order of magnitude cheaper than the full VAE decoder. Used for in-between
+//! frames; keyframes keep the full VAE.
+//!
+//! Weights: `taesd_decoder.safetensors` (or `taesdxl_decoder.safetensors` for SDXL) in the
+//! weights folder, with the published PyTorch `nn.Sequential` names (`1.weight`, `3.conv.0.bias`,
+//! ...). Input: latents in the UNet's (scaled) space, [batch, 4, h, w]. Output: RGB in [0, 1],
+//! [batch, 3, 8h, 8w]. Errors name the missing tensor or wrong shape (candle's VarBuilder).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{conv2d, conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+
+/// Channels of every hidden layer in the published decoder.
+pub const CHANNELS: usize = 64;
+
+fn conv3(vb: VarBuilder, n_in: usize, n_out: usize, bias: bool) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    if bias {
+        conv2d(n_in, n_out, 3, config, vb)
+    } else {
+        conv2d_no_bias(n_in, n_out, 3, config, vb)
+    }
+}
+
+/// conv-ReLU-conv-ReLU-conv plus identity skip, then ReLU.
+struct Block {
+    convs: [Conv2d; 3],
+}
+
+impl Block {
+    fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+        let vb = vb.pp("conv");
+        Ok(Self {
+            convs: [
+                conv3(vb.pp("0"), channels, channels, true)?,
+                conv3(vb.pp("2"), channels, channels, true)?,
+                conv3(vb.pp("4"), channels, channels, true)?,
+            ],
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.convs[0].forward(x)?.relu()?;
+        let h = self.convs[1].forward(&h)?.relu()?;
+        let h = self.convs[2].forward(&h)?;
+        (h + x)?.relu()
+    }
+}
+
+enum Layer {
+    /// tanh(x / 3) * 3: keeps out-of-range latents from blowing up.
+    Clamp,
+    Conv(Conv2d),
+    Relu,
+    Block(Block),
+    Upsample,
+}
+
+pub struct TinyDecoder {
+    layers: Vec<Layer>,
+}
+
+impl TinyDecoder {
+    /// Builds the decoder from `vb` (the root of taesd_decoder.safetensors).
+    pub fn new(vb: VarBuilder, latent_channels: usize) -> Result<Self> {
+        // Index i of the published nn.Sequential is the tensor prefix "i".
+        let c = CHANNELS;
+        let mut layers = vec![
+            Layer::Clamp,
+            Layer::Conv(conv3(vb.pp("1"), latent_channels, c, true)?),
+            Layer::Relu,
+        ];
+        let mut index = 3;
+        for stage in 0..3 {
+            for _ in 0..3 {
+                layers.push(Layer::Block(Block::new(vb.pp(index.to_string()), c)?));
+                index += 1;
+            }
+            layers.push(Layer::Upsample);
+            index += 1;
+            layers.push(Layer::Conv(conv3(vb.pp(index.to_string()), c, c, false)?));
+            index += 1;
+            debug_assert_eq!(index, 8 + stage * 5);
+        }
+        layers.push(Layer::Block(Block::new(vb.pp(index.to_string()), c)?));
+        index += 1;
+        layers.push(Layer::Conv(conv3(vb.pp(index.to_string()), c, 3, true)?));
+        Ok(Self { layers })
+    }
+
+    pub fn forward(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut x = latents.clone();
+        for layer in &self.layers {
+            x = match layer {
+                Layer::Clamp => ((x / 3.0)?.tanh()? * 3.0)?,
+                Layer::Conv(conv) => conv.forward(&x)?,
+                Layer::Relu => x.relu()?,
+                Layer::Block(block) => block.forward(&x)?,
+                Layer::Upsample => {
+                    let (_, _, h, w) = x.dims4()?;
+                    x.upsample_nearest2d(h * 2, w * 2)?
+                }
+            };
+        }
+        Ok(x)
+    }
+}

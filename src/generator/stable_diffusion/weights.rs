@@ -1,0 +1,181 @@
+//! The weights folder (diffusers layout) and loading from it with errors that say exactly what
+//! is wrong: which file is missing, or which tensor of which file is missing or has the wrong
+//! shape, and what was expected. Nothing is ever downloaded.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use super::preset::Spec;
+
+/// The files one preset needs, found in the weights folder.
+#[derive(Debug, Clone)]
+pub struct WeightFiles {
+    pub unet: PathBuf,
+    pub vae: PathBuf,
+    /// (tokenizer.json, text encoder) per text encoder, in order.
+    pub text: Vec<(PathBuf, PathBuf)>,
+    pub tiny_decoder: Option<PathBuf>,
+}
+
+/// The first of `names` that exists in `dir/folder`, or an error listing what was looked for.
+fn find(dir: &Path, folder: &str, names: &[&str], what: &str) -> anyhow::Result<PathBuf> {
+    let base = if folder.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(folder)
+    };
+    for name in names {
+        let path = base.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    let wanted: Vec<String> = names
+        .iter()
+        .map(|n| base.join(n).display().to_string())
+        .collect();
+    bail!(
+        "missing {what}: expected {} (see the README, \"Model weights\")",
+        wanted.join(" or ")
+    )
+}
+
+impl WeightFiles {
+    /// Finds every file of `spec` under `dir`; half-precision files first when `prefer_fp16`.
+    pub fn locate(
+        dir: &Path,
+        spec: &Spec,
+        prefer_fp16: bool,
+        tiny_decoder: bool,
+    ) -> anyhow::Result<Self> {
+        if !dir.is_dir() {
+            bail!(
+                "weights folder {} does not exist (see the README, \"Model weights\")",
+                dir.display()
+            );
+        }
+        let ordered = |full: &'static str, half: &'static str| {
+            if prefer_fp16 {
+                [half, full]
+            } else {
+                [full, half]
+            }
+        };
+        let diffusers = ordered(
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        );
+        let text_model = ordered("model.safetensors", "model.fp16.safetensors");
+        let mut text = Vec::new();
+        let encoders = [
+            ("tokenizer", "text_encoder", spec.clip.is_some()),
+            ("tokenizer_2", "text_encoder_2", spec.clip2.is_some()),
+        ];
+        for (tokenizer, encoder, used) in encoders {
+            if used {
+                text.push((
+                    find(
+                        dir,
+                        tokenizer,
+                        &["tokenizer.json"],
+                        &format!("{} tokenizer", spec.name),
+                    )?,
+                    find(
+                        dir,
+                        encoder,
+                        &text_model,
+                        &format!("{} text encoder", spec.name),
+                    )?,
+                ));
+            }
+        }
+        Ok(Self {
+            unet: find(dir, "unet", &diffusers, &format!("{} UNet", spec.name))?,
+            vae: find(dir, "vae", &diffusers, &format!("{} VAE", spec.name))?,
+            text,
+            tiny_decoder: if tiny_decoder {
+                Some(find(
+                    dir,
+                    "",
+                    &[spec.taesd_file],
+                    "tiny decoder (decode.tiny-decoder = true)",
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// A safetensors file whose every tensor is checked against the layout the model asks for.
+struct CheckedFile {
+    tensors: MmapedSafetensors,
+    path: PathBuf,
+}
+
+impl SimpleBackend for CheckedFile {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let view = self.tensors.get(name).map_err(|_| {
+            candle_core::Error::Msg(format!(
+                "{}: missing tensor {name} (expected shape {:?})",
+                self.path.display(),
+                shape.dims()
+            ))
+        })?;
+        if view.shape() != shape.dims() {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: tensor {name} has shape {:?}, expected {:?}",
+                self.path.display(),
+                view.shape(),
+                shape.dims()
+            )));
+        }
+        self.tensors.load(name, device)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.tensors.load(name, device)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
+}
+
+/// Memory-maps `path` and builds a model from it with `build`, every tensor checked.
+pub fn build_from<T>(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    what: &str,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> anyhow::Result<T> {
+    // SAFETY: the file is mapped read-only; the weights folder must not be rewritten while running.
+    let tensors = unsafe { MmapedSafetensors::new(path) }
+        .with_context(|| format!("cannot read {what} weights {}", path.display()))?;
+    let backend = CheckedFile {
+        tensors,
+        path: path.to_path_buf(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+    build(vb)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("{what} weights {} do not fit the model", path.display()))
+}
