@@ -21,6 +21,8 @@ pub struct FakeControls {
     /// While set, every call fails.
     pub failing: AtomicBool,
     pub decoded_frames: AtomicU64,
+    /// When non-zero, decoding more latents than this at once fails as CUDA does when out of memory.
+    pub memory_limit_frames: AtomicU64,
 }
 
 pub struct FakeGenerator {
@@ -72,6 +74,10 @@ impl Generator for FakeGenerator {
         let colours = latents
             .to_vec2::<f32>()
             .context("fake latents must be [n, 3]")?;
+        let limit = self.controls.memory_limit_frames.load(Ordering::Relaxed);
+        if limit > 0 && colours.len() as u64 > limit {
+            bail!("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")");
+        }
         let mut frames = Vec::with_capacity(colours.len());
         for colour in colours {
             while self.controls.stalled.load(Ordering::Relaxed) {

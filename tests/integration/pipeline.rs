@@ -212,6 +212,26 @@ fn generator_failures_are_retried_and_the_display_carries_on() {
 }
 
 #[test]
+fn decode_out_of_memory_halves_the_batch_and_carries_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (generator, controls) = fake();
+    controls.memory_limit_frames.store(2, Ordering::Relaxed);
+    let (sink, recording) = memory_sink();
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.decode.batch_size = 8;
+    let outcome = run_with(config, sink, recording, generator, async {
+        tokio::time::sleep(Duration::from_millis(1500)).await
+    });
+    let status = outcome.result.expect("run succeeds");
+    assert_eq!(
+        status.generator_errors, 0,
+        "halving is not a generator error: {status:?}"
+    );
+    assert!(status.decoded_frames >= 20, "{status:?}");
+    assert!(status.frames_shown > 10, "{status:?}");
+}
+
+#[test]
 fn a_failing_or_panicking_sink_ends_the_run_and_releases_the_display() {
     for panic in [false, true] {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -1,0 +1,400 @@
+//! Stable Diffusion on tiny random-weight models in the real tensor layout, built here, saved as
+//! safetensors in the diffusers folder layout and loaded through the same loader as real weights:
+//! txt2img, img2img drift, the full VAE and the tiny decoder, batched decode, the error messages
+//! for a missing file, a missing tensor and a wrong shape, and the fallback to the built-in
+//! generator. No real weights exist on these machines.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::stable_diffusion::schedulers::PredictionType;
+use candle_transformers::models::stable_diffusion::unet_2d::{
+    BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
+};
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use dreamframe::config::{Config, ModelKind};
+use dreamframe::generator::stable_diffusion::preset::Spec;
+use dreamframe::generator::stable_diffusion::taesd::TinyDecoder;
+use dreamframe::generator::stable_diffusion::{
+    SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning, Theme,
+};
+use dreamframe::generator::{Generator, KeyframeRequest};
+
+const CROSS_ATTENTION: usize = 16;
+
+fn tiny_spec(vae_channels: usize) -> Spec {
+    Spec {
+        name: "tiny".into(),
+        unet: UNet2DConditionModelConfig {
+            blocks: vec![
+                BlockConfig {
+                    out_channels: 32,
+                    use_cross_attn: Some(1),
+                    attention_head_dim: 8,
+                },
+                BlockConfig {
+                    out_channels: 32,
+                    use_cross_attn: None,
+                    attention_head_dim: 8,
+                },
+            ],
+            center_input_sample: false,
+            cross_attention_dim: CROSS_ATTENTION,
+            downsample_padding: 1,
+            flip_sin_to_cos: true,
+            freq_shift: 0.,
+            layers_per_block: 1,
+            mid_block_scale_factor: 1.,
+            norm_eps: 1e-5,
+            norm_num_groups: 8,
+            sliced_attention_size: None,
+            use_linear_projection: false,
+        },
+        vae: AutoEncoderKLConfig {
+            block_out_channels: vec![vae_channels; 4],
+            layers_per_block: 1,
+            latent_channels: 4,
+            norm_num_groups: 4,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        },
+        clip: None,
+        clip2: None,
+        prediction: PredictionType::Epsilon,
+        trailing_timesteps: false,
+        vae_scale: 0.18215,
+        default_steps: 3,
+        default_guidance: 0.0,
+        native_size: (64, 48),
+        taesd_file: "taesd_decoder.safetensors",
+    }
+}
+
+/// Builds a model with random weights through `build` and saves it at `path`.
+fn save_random(path: &Path, build: impl FnOnce(VarBuilder) -> candle_core::Result<()>) {
+    std::fs::create_dir_all(path.parent().expect("file in a folder")).expect("create folder");
+    let varmap = VarMap::new();
+    build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).expect("tiny model builds");
+    varmap.save(path).expect("save safetensors");
+}
+
+/// A weights folder in the diffusers layout with tiny random models.
+fn weights_folder(dir: &Path, spec: &Spec) -> (PathBuf, PathBuf, PathBuf) {
+    let unet = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let vae = dir.join("vae/diffusion_pytorch_model.safetensors");
+    let taesd = dir.join("taesd_decoder.safetensors");
+    save_random(&unet, |vb| {
+        UNet2DConditionModel::new(vb, 4, 4, false, spec.unet.clone()).map(drop)
+    });
+    save_random(&vae, |vb| {
+        AutoEncoderKL::new(vb, 3, 3, spec.vae.clone()).map(drop)
+    });
+    save_random(&taesd, |vb| TinyDecoder::new(vb, 4).map(drop));
+    (unet, vae, taesd)
+}
+
+fn options(spec: Spec, guidance: f64) -> SdOptions {
+    SdOptions {
+        size: spec.native_size,
+        steps: spec.default_steps,
+        guidance,
+        scheduler: SchedulerKind::Ddim,
+        denoise: 0.5,
+        themes: vec![Theme {
+            positive: "a".into(),
+            negative: "b".into(),
+        }],
+        rotation_interval: 4,
+        resolution_divisor: 1,
+        device: Device::Cpu,
+        dtype: DType::F32,
+        spec,
+    }
+}
+
+fn embedding() -> TextConditioning {
+    let values: Vec<f32> = (0..8 * CROSS_ATTENTION)
+        .map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    TextConditioning::Fixed(
+        Tensor::from_vec(values, (1, 8, CROSS_ATTENTION), &Device::Cpu).expect("embedding"),
+    )
+}
+
+fn generator(dir: &Path, guidance: f64, tiny: bool) -> StableDiffusionGenerator {
+    let spec = tiny_spec(8);
+    let (unet, vae, taesd) = weights_folder(dir, &spec);
+    StableDiffusionGenerator::from_parts(
+        options(spec, guidance),
+        embedding(),
+        &unet,
+        &vae,
+        tiny.then_some(taesd.as_path()),
+    )
+    .expect("tiny model loads")
+}
+
+fn request(index: u64, seed: u64, previous: Option<Tensor>) -> KeyframeRequest {
+    KeyframeRequest {
+        index,
+        seed,
+        previous,
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("values")
+}
+
+fn distance(a: &Tensor, b: &Tensor) -> f32 {
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f32>()
+        .sqrt()
+}
+
+#[test]
+fn txt2img_then_img2img_drift_deterministically() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sd = generator(dir.path(), 0.0, false);
+    let first = sd
+        .keyframes(&[request(0, 11, None)])
+        .expect("txt2img")
+        .remove(0);
+    assert_eq!(first.dims(), &[4, 6, 8], "latent of a 64x48 image");
+    assert!(values(&first).iter().all(|v| v.is_finite()));
+    let again = sd
+        .keyframes(&[request(0, 11, None)])
+        .expect("txt2img")
+        .remove(0);
+    assert_eq!(values(&first), values(&again), "same seed, same keyframe");
+    let other = sd
+        .keyframes(&[request(0, 12, None)])
+        .expect("txt2img")
+        .remove(0);
+    assert_ne!(values(&first), values(&other));
+
+    let drifted = sd
+        .keyframes(&[request(1, 13, Some(first.clone()))])
+        .expect("img2img")
+        .remove(0);
+    assert_eq!(drifted.dims(), first.dims());
+    // img2img from the previous keyframe stays nearer to it than a fresh txt2img does.
+    let fresh = sd
+        .keyframes(&[request(1, 13, None)])
+        .expect("txt2img")
+        .remove(0);
+    assert!(
+        distance(&drifted, &first) < distance(&fresh, &first),
+        "img2img {} vs txt2img {}",
+        distance(&drifted, &first),
+        distance(&fresh, &first)
+    );
+}
+
+#[test]
+fn guidance_runs_the_unconditional_and_conditional_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sd = generator(dir.path(), 7.5, false);
+    let latent = sd
+        .keyframes(&[request(0, 3, None)])
+        .expect("txt2img with guidance")
+        .remove(0);
+    assert_eq!(latent.dims(), &[4, 6, 8]);
+}
+
+#[test]
+fn keyframes_decode_through_the_vae_and_batches_through_the_tiny_decoder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sd = generator(dir.path(), 0.0, true);
+    assert_eq!(sd.resolution(), (64, 48));
+    let keys = sd
+        .keyframes(&[request(0, 1, None), request(1, 2, None)])
+        .expect("two keyframes");
+    let key_image = sd
+        .decode_keyframe(&keys[0].unsqueeze(0).unwrap())
+        .expect("vae decode");
+    assert_eq!(key_image.len(), 1);
+    assert_eq!(key_image[0].len(), 64 * 48 * 3);
+    let batch = dreamframe::interpolation::transition(
+        &keys[0],
+        &keys[1],
+        4,
+        dreamframe::config::Easing::Linear,
+    )
+    .unwrap();
+    let frames = sd
+        .decode(&batch.narrow(0, 1, 3).unwrap())
+        .expect("tiny decode of a batch");
+    assert_eq!(frames.len(), 3);
+    assert!(frames.iter().all(|f| f.len() == 64 * 48 * 3));
+    assert_ne!(frames[0], frames[2], "different latents, different frames");
+}
+
+#[test]
+fn resolution_divisor_shrinks_decoded_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = tiny_spec(8);
+    let (unet, vae, _) = weights_folder(dir.path(), &spec);
+    let mut opts = options(spec, 0.0);
+    opts.size = (64, 32);
+    opts.resolution_divisor = 2;
+    let mut sd =
+        StableDiffusionGenerator::from_parts(opts, embedding(), &unet, &vae, None).expect("loads");
+    assert_eq!(sd.resolution(), (32, 16));
+    let key = sd.keyframes(&[request(0, 1, None)]).unwrap().remove(0);
+    let frames = sd.decode(&key.unsqueeze(0).unwrap()).unwrap();
+    assert_eq!(frames[0].len(), 32 * 16 * 3);
+}
+
+#[test]
+fn a_missing_file_names_what_was_expected() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = tiny_spec(8);
+    let error = StableDiffusionGenerator::load(dir.path(), options(spec, 0.0), false)
+        .err()
+        .expect("nothing there");
+    let text = format!("{error:#}");
+    assert!(text.contains("missing tiny UNet"), "{text}");
+    assert!(
+        text.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_shape_or_missing_tensor_names_file_tensor_and_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (unet, vae, _) = weights_folder(dir.path(), &tiny_spec(16)); // a VAE twice as wide
+    let error = StableDiffusionGenerator::from_parts(
+        options(tiny_spec(8), 0.0),
+        embedding(),
+        &unet,
+        &vae,
+        None,
+    )
+    .err()
+    .expect("shape mismatch");
+    let text = format!("{error:#}");
+    assert!(text.contains(&vae.display().to_string()), "{text}");
+    assert!(
+        text.contains("has shape [16,") && text.contains("expected [8,"),
+        "{text}"
+    );
+
+    let partial = dir.path().join("partial.safetensors");
+    let conv = Tensor::zeros((8, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("something.else".to_string(), conv)]),
+        &partial,
+    )
+    .unwrap();
+    let error = StableDiffusionGenerator::from_parts(
+        options(tiny_spec(8), 0.0),
+        embedding(),
+        &unet,
+        &partial,
+        None,
+    )
+    .err()
+    .expect("missing tensors");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("partial.safetensors: missing tensor") && text.contains("(expected shape ["),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unloadable_model_falls_back_to_the_built_in_generator_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "[model]\nkind = \"stable-diffusion\"\nweights-dir = \"{}\"\n[output]\ndir = \"{}\"\n",
+        dir.path().join("no-such-model").display(),
+        dir.path().display()
+    );
+    let config = Config::from_str(&text, "fallback.toml").expect("valid config");
+    assert_eq!(config.model.kind, ModelKind::StableDiffusion);
+    let generator = dreamframe::generator::build(&config, 1).expect("falls back");
+    assert_eq!(generator.name(), "cppn");
+    let note = generator.note().expect("the fallback is noted");
+    assert!(
+        note.contains("fallback to cppn") && note.contains("no-such-model"),
+        "{note}"
+    );
+
+    let strict = Config::from_str(&format!("{text}\n"), "strict.toml").map(|mut c| {
+        c.model.fallback = dreamframe::config::Fallback::None;
+        c
+    });
+    let error = dreamframe::generator::build(&strict.unwrap(), 1)
+        .err()
+        .expect("no fallback");
+    assert!(format!("{error:#}").contains("model.fallback = \"none\""));
+}
+
+#[test]
+fn cuda_without_a_cuda_build_is_an_error_not_a_silent_cpu_run() {
+    if cfg!(feature = "cuda") {
+        return; // a CUDA build may really open the device
+    }
+    let error = dreamframe::generator::stable_diffusion::compute_device(
+        dreamframe::config::ComputeDevice::Cuda(0),
+    )
+    .err()
+    .expect("no CUDA in this build");
+    assert!(
+        format!("{error:#}").contains("--features cuda"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
+    use dreamframe::pixel_format::PixelFormat;
+    use dreamframe::sink::{memory::MemorySink, Geometry};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sd = generator(dir.path(), 0.0, true);
+    let mut config = Config::default();
+    config.display.fps = 20.0;
+    config.display.realtime = false;
+    config.buffer.start_seconds = 0.2;
+    config.interpolation.frames_per_transition = 6;
+    config.decode.batch_size = 2;
+    config.output.dir = Some(dir.path().join("out"));
+    config.output.snapshot_interval = None;
+    let (sink, recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime
+        .block_on(dreamframe::run(
+            config,
+            Box::new(sink),
+            Box::new(sd),
+            9,
+            async { tokio::time::sleep(std::time::Duration::from_secs(3)).await },
+        ))
+        .expect("run succeeds");
+    assert!(
+        status.generator.starts_with("stable-diffusion/tiny/cpu"),
+        "{status:?}"
+    );
+    assert!(
+        status.keyframes >= 2 && status.decoded_frames >= 6,
+        "{status:?}"
+    );
+    assert!(status.model_lock_acquisitions >= 3, "{status:?}");
+    let recording = recording.lock().unwrap();
+    assert!(
+        recording.frames.len() >= 5,
+        "{} frames presented",
+        recording.frames.len()
+    );
+}
