@@ -346,8 +346,7 @@ fn cuda_without_a_cuda_build_is_an_error_not_a_silent_cpu_run() {
     let error = dreamframe::generator::stable_diffusion::compute_device(
         dreamframe::config::ComputeDevice::Cuda(0),
     )
-    .err()
-    .expect("no CUDA in this build");
+    .expect_err("no CUDA in this build");
     assert!(
         format!("{error:#}").contains("--features cuda"),
         "{error:#}"
