@@ -277,3 +277,141 @@ impl fmt::Display for BenchReport {
         Ok(())
     }
 }
+
+/// `dreamframe bench-sd`: Stable Diffusion at real layout sizes with random weights.
+pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
+    use crate::generator::stable_diffusion::{
+        compute_device, preset, SchedulerKind, SdOptions, StableDiffusionGenerator,
+        TextConditioning, Theme,
+    };
+    let preset = match args.preset.as_str() {
+        "sd-turbo" => preset::Preset::SdTurbo,
+        "sd-1.5" => preset::Preset::Sd15,
+        "sd-2.1" => preset::Preset::Sd21,
+        "sdxl-turbo" => preset::Preset::SdxlTurbo,
+        other => {
+            anyhow::bail!("unknown preset {other:?}: allowed sd-turbo, sd-1.5, sd-2.1, sdxl-turbo")
+        }
+    };
+    let device = match args.device.as_str() {
+        "cpu" => crate::config::ComputeDevice::Cpu,
+        other => crate::config::ComputeDevice::Cuda(
+            other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("device {other:?}: use cpu or cuda:N"))?,
+        ),
+    };
+    let (device, dtype) = compute_device(device)?;
+    let spec = preset::spec(preset);
+    let size = args.size.map_or(spec.native_size, |s| (s, s));
+    let cross = spec.unet.cross_attention_dim;
+    let text = TextConditioning::Fixed(Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?);
+    let options = SdOptions {
+        size,
+        steps: spec.default_steps,
+        guidance: spec.default_guidance,
+        scheduler: SchedulerKind::Ddim,
+        denoise: 0.25,
+        themes: vec![Theme {
+            positive: String::new(),
+            negative: String::new(),
+        }],
+        rotation_interval: 8,
+        resolution_divisor: 1,
+        device: device.clone(),
+        dtype,
+        spec: spec.clone(),
+    };
+    let (steps, guidance) = (options.steps, options.guidance);
+    let mut sd = StableDiffusionGenerator::with_random_weights(options, text, true)?;
+    let factor = spec.vae_factor() as usize;
+    let latents = |batch: usize| {
+        Tensor::randn(
+            0f32,
+            1.0,
+            (
+                batch,
+                spec.latent_channels(),
+                size.1 as usize / factor,
+                size.0 as usize / factor,
+            ),
+            &device,
+        )?
+        .to_dtype(dtype)
+    };
+    let runs = args.runs.max(1);
+    let mut lines = vec![format!(
+        "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}",
+        preset.name(),
+        spec.prediction,
+        size.0,
+        size.1,
+        device,
+        dtype,
+        steps,
+        guidance
+    )];
+    let sync = |d: &Device| d.synchronize().map_err(anyhow::Error::from);
+    for batch in [1, 4, 10] {
+        let input = latents(batch)?;
+        let m = measure(format!("VAE decode, batch {batch}"), runs, batch, || {
+            sd.decode_full(&input)?;
+            sync(&device)
+        })?;
+        lines.push(format!(
+            "  {:<32} median {:>9.3} ms/frame  p90 {:>9.3} ms",
+            m.name, m.median_ms, m.p90_ms
+        ));
+    }
+    let input = latents(10)?;
+    let m = measure("tiny decoder (TAESD), batch 10".into(), runs, 10, || {
+        sd.decode(&input)?;
+        sync(&device)
+    })?;
+    lines.push(format!(
+        "  {:<32} median {:>9.3} ms/frame  p90 {:>9.3} ms",
+        m.name, m.median_ms, m.p90_ms
+    ));
+    let input = latents(1)?;
+    let m = measure("UNet step".into(), runs, 1, || {
+        sd.unet_step(&input, 500)?;
+        sync(&device)
+    })?;
+    lines.push(format!(
+        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
+        m.name, m.median_ms, m.p90_ms
+    ));
+    let first = sd
+        .keyframes(&[KeyframeRequest {
+            index: 0,
+            seed: 1,
+            previous: None,
+        }])?
+        .remove(0);
+    let m = measure("keyframe txt2img".into(), runs, 1, || {
+        sd.keyframes(&[KeyframeRequest {
+            index: 0,
+            seed: 2,
+            previous: None,
+        }])?;
+        sync(&device)
+    })?;
+    lines.push(format!(
+        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
+        m.name, m.median_ms, m.p90_ms
+    ));
+    let m = measure("keyframe img2img (denoise 0.25)".into(), runs, 1, || {
+        sd.keyframes(&[KeyframeRequest {
+            index: 1,
+            seed: 3,
+            previous: Some(first.clone()),
+        }])?;
+        sync(&device)
+    })?;
+    lines.push(format!(
+        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
+        m.name, m.median_ms, m.p90_ms
+    ));
+    Ok(lines.join("\n"))
+}

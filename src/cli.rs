@@ -56,6 +56,25 @@ impl From<SinkArg> for SinkKind {
 pub enum Command {
     /// Measure decode, upscale+convert, pacing jitter and sustained fps on this machine.
     Bench(BenchArgs),
+    /// Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame,
+    /// UNet step and keyframe ms (meant for a GPU: `--features cuda,cudnn`).
+    BenchSd(BenchSdArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchSdArgs {
+    /// Model layout: sd-turbo, sd-1.5, sd-2.1 or sdxl-turbo.
+    #[arg(long, default_value = "sd-1.5")]
+    pub preset: String,
+    /// "cpu" or "cuda:N".
+    #[arg(long, default_value = "cuda:0")]
+    pub device: String,
+    /// Square image size in pixels (default: the preset's native size).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -36,10 +36,16 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    if let Some(Command::Bench(args)) = &cli.command {
-        let report = bench::run(args)?;
-        println!("{report}");
-        return Ok(());
+    match &cli.command {
+        Some(Command::Bench(args)) => {
+            println!("{}", bench::run(args)?);
+            return Ok(());
+        }
+        Some(Command::BenchSd(args)) => {
+            println!("{}", bench::run_sd(args)?);
+            return Ok(());
+        }
+        None => {}
     }
 
     let mut config = match &cli.config {

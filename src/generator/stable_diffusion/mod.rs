@@ -37,7 +37,25 @@ use tokenizers::Tokenizer;
 use super::{Generator, KeyframeRequest};
 use preset::Spec;
 use taesd::TinyDecoder;
-use weights::{build_from, WeightFiles};
+use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
+
+/// The parts of a Stable Diffusion model that have weights of their own.
+#[derive(Debug, Clone, Copy)]
+enum Component {
+    Unet,
+    Vae,
+    TinyDecoder,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Unet => "UNet",
+            Component::Vae => "VAE",
+            Component::TinyDecoder => "tiny decoder",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Theme {
@@ -136,6 +154,42 @@ impl StableDiffusionGenerator {
         vae_file: &Path,
         tiny_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        let (device, dtype) = (options.device.clone(), options.dtype);
+        Self::assemble(options, text, tiny_file.is_some(), |component| {
+            let file = match component {
+                Component::Unet => unet_file,
+                Component::Vae => vae_file,
+                Component::TinyDecoder => tiny_file.expect("asked for only when given"),
+            };
+            Ok((
+                checked_var_builder(file, dtype, &device, component.name())?,
+                file.display().to_string(),
+            ))
+        })
+    }
+
+    /// Builds the generator with random weights of the real layout: for benchmarks of real-size
+    /// models where no weights exist. Its pictures are noise.
+    pub fn with_random_weights(
+        options: SdOptions,
+        text: TextConditioning,
+        tiny_decoder: bool,
+    ) -> anyhow::Result<Self> {
+        let (device, dtype) = (options.device.clone(), options.dtype);
+        Self::assemble(options, text, tiny_decoder, |_| {
+            Ok((
+                random_var_builder(dtype, &device),
+                "random weights".to_string(),
+            ))
+        })
+    }
+
+    fn assemble(
+        options: SdOptions,
+        text: TextConditioning,
+        tiny_decoder: bool,
+        weights: impl Fn(Component) -> anyhow::Result<(candle_nn::VarBuilder<'static>, String)>,
+    ) -> anyhow::Result<Self> {
         let spec = &options.spec;
         let factor = spec.vae_factor();
         ensure!(
@@ -145,27 +199,33 @@ impl StableDiffusionGenerator {
             options.size.1
         );
         ensure!(!options.themes.is_empty(), "at least one theme is needed");
-        let (device, dtype) = (&options.device, options.dtype);
-        let unet = build_from(unet_file, dtype, device, "UNet", |vb| {
-            UNet2DConditionModel::new(
-                vb,
-                spec.latent_channels(),
-                spec.latent_channels(),
-                false,
-                spec.unet.clone(),
-            )
-        })?;
-        // The VAE decodes in f32 on CPU and in the model dtype on CUDA.
-        let vae = build_from(vae_file, dtype, device, "VAE", |vb| {
-            AutoEncoderKL::new(vb, 3, 3, spec.vae.clone())
-        })?;
-        let tiny = match tiny_file {
-            Some(file) => Some(build_from(file, dtype, device, "tiny decoder", |vb| {
-                TinyDecoder::new(vb, spec.latent_channels())
-            })?),
-            None => None,
+        let build = |component: Component| -> anyhow::Result<_> {
+            let (vb, source) = weights(component)?;
+            let fit = move |e: candle_core::Error| {
+                anyhow::anyhow!("{e}").context(format!(
+                    "{} weights {source} do not fit the model",
+                    component.name()
+                ))
+            };
+            Ok((vb, fit))
         };
-        let name = format!("stable-diffusion/{}/{}", spec.name, device_name(device));
+        let (vb, fit) = build(Component::Unet)?;
+        let channels = spec.latent_channels();
+        let unet = UNet2DConditionModel::new(vb, channels, channels, false, spec.unet.clone())
+            .map_err(fit)?;
+        let (vb, fit) = build(Component::Vae)?;
+        let vae = AutoEncoderKL::new(vb, 3, 3, spec.vae.clone()).map_err(fit)?;
+        let tiny = if tiny_decoder {
+            let (vb, fit) = build(Component::TinyDecoder)?;
+            Some(TinyDecoder::new(vb, channels).map_err(fit)?)
+        } else {
+            None
+        };
+        let name = format!(
+            "stable-diffusion/{}/{}",
+            spec.name,
+            device_name(&options.device)
+        );
         Ok(Self {
             options,
             name,
@@ -335,7 +395,19 @@ impl StableDiffusionGenerator {
         Ok(flat.chunks_exact(per_image).map(<[u8]>::to_vec).collect())
     }
 
-    fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// One UNet evaluation on `latents` with the first theme's embeddings (for benchmarks).
+    pub fn unet_step(&mut self, latents: &Tensor, timestep: usize) -> anyhow::Result<Tensor> {
+        let embeddings = self.embeddings_for(0)?;
+        let input = if self.use_guidance() {
+            Tensor::cat(&[latents, latents], 0)?
+        } else {
+            latents.clone()
+        };
+        Ok(self.unet.forward(&input, timestep as f64, &embeddings)?)
+    }
+
+    /// Decodes through the full VAE whatever the tiny-decoder setting.
+    pub fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let latents = (self.shrink(latents)? / self.options.spec.vae_scale)?;
         let images = self.vae.decode(&latents)?;
         Self::to_rgb8(&((images.to_dtype(DType::F32)? + 1.0)? / 2.0)?)

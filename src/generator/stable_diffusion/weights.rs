@@ -159,6 +159,27 @@ impl SimpleBackend for CheckedFile {
     }
 }
 
+/// A VarBuilder over the safetensors file at `path` (memory-mapped), every tensor checked.
+pub fn checked_var_builder(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    what: &str,
+) -> anyhow::Result<VarBuilder<'static>> {
+    // SAFETY: the file is mapped read-only; the weights folder must not be rewritten while running.
+    let tensors = unsafe { MmapedSafetensors::new(path) }
+        .with_context(|| format!("cannot read {what} weights {}", path.display()))?;
+    let backend = CheckedFile {
+        tensors,
+        path: path.to_path_buf(),
+    };
+    Ok(VarBuilder::from_backend(
+        Box::new(backend),
+        dtype,
+        device.clone(),
+    ))
+}
+
 /// Memory-maps `path` and builds a model from it with `build`, every tensor checked.
 pub fn build_from<T>(
     path: &Path,
@@ -167,15 +188,39 @@ pub fn build_from<T>(
     what: &str,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
 ) -> anyhow::Result<T> {
-    // SAFETY: the file is mapped read-only; the weights folder must not be rewritten while running.
-    let tensors = unsafe { MmapedSafetensors::new(path) }
-        .with_context(|| format!("cannot read {what} weights {}", path.display()))?;
-    let backend = CheckedFile {
-        tensors,
-        path: path.to_path_buf(),
-    };
-    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+    let vb = checked_var_builder(path, dtype, device, what)?;
     build(vb)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{what} weights {} do not fit the model", path.display()))
+}
+
+/// Random weights of whatever shape the model asks for (plain tensors, not trainable variables,
+/// so inference keeps no gradient graph). For benchmarks only.
+struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        shape: Shape,
+        _: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg(format!(
+            "random weights cannot guess the shape of {name}"
+        )))
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+pub fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone())
 }
