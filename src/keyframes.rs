@@ -48,6 +48,10 @@ impl KeyframeStage {
             let (mut model, lock_wait) = self.model.lock();
             let started = Instant::now();
             let generated = model.keyframes(std::slice::from_ref(&request));
+            let label = model
+                .keyframe_label(index)
+                .map(|l| format!(" {l}"))
+                .unwrap_or_default();
             drop(model);
             let elapsed = started.elapsed();
             match generated
@@ -58,7 +62,7 @@ impl KeyframeStage {
                     self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
                     self.stats.keyframe_time.record(elapsed);
                     log::info!(
-                        "keyframe index={index} seed={} generator={} ms={:.2} lock_wait_ms={:.3}",
+                        "keyframe index={index} seed={} generator={} ms={:.2} lock_wait_ms={:.3}{label}",
                         request.seed,
                         self.model.name(),
                         elapsed.as_secs_f64() * 1e3,

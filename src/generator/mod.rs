@@ -44,6 +44,10 @@ pub trait Generator: Send {
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         self.decode(latent)
     }
+    /// What else identifies keyframe `index` in the log (e.g. `theme=2`), so it can be reproduced.
+    fn keyframe_label(&self, _index: u64) -> Option<String> {
+        None
+    }
     /// Something the people running the display should know (shown in status.json).
     fn note(&self) -> Option<&str> {
         None

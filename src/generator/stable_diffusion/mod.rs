@@ -468,6 +468,12 @@ impl Generator for StableDiffusionGenerator {
         self.decode_full(latent)
     }
 
+    fn keyframe_label(&self, index: u64) -> Option<String> {
+        let theme = self.theme_index(index);
+        let prompt = self.options.themes[theme].positive.replace('"', "'");
+        Some(format!("theme={theme} prompt=\"{prompt}\""))
+    }
+
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         match &self.tiny {
             Some(tiny) => {
