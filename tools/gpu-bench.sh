@@ -25,9 +25,10 @@ build)
   export PATH="$cuda_root/bin:$PATH" CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root"
   export CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP=90
   export LIBRARY_PATH="$(find "$site/nvidia" -name 'lib' -type d | paste -sd:)${LIBRARY_PATH:+:$LIBRARY_PATH}"
-  CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --features cuda,cudnn
+  # A target folder of its own: the CUDA features would otherwise rebuild the CPU release's deps.
+  CARGO_TARGET_DIR=target/cuda CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --features cuda,cudnn
   mkdir -p "$out/lib"
-  cp target/release/dreamframe "$out/dreamframe"
+  cp target/cuda/release/dreamframe "$out/dreamframe"
   strip "$out/dreamframe"
   # The runtime libraries the binary links, for a machine that may lack some of them.
   find "$site/nvidia" -name 'lib*.so*' \( -name 'libcublas*' -o -name 'libcurand*' -o -name 'libcudart*' \
