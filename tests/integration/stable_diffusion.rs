@@ -397,3 +397,30 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
         recording.frames.len()
     );
 }
+
+#[test]
+fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = tiny_spec(8);
+    let (unet, vae, _) = weights_folder(dir.path(), &spec);
+    let mut opts = options(spec, 0.0);
+    opts.themes.push(Theme {
+        positive: "second \"theme\"".into(),
+        negative: String::new(),
+    });
+    opts.rotation_interval = 4;
+    let sd =
+        StableDiffusionGenerator::from_parts(opts, embedding(), &unet, &vae, None).expect("loads");
+    assert_eq!(
+        sd.keyframe_label(3).as_deref(),
+        Some("theme=0 prompt=\"a\"")
+    );
+    assert_eq!(
+        sd.keyframe_label(4).as_deref(),
+        Some("theme=1 prompt=\"second 'theme'\"")
+    );
+    assert_eq!(
+        sd.keyframe_label(8).as_deref(),
+        Some("theme=0 prompt=\"a\"")
+    );
+}
