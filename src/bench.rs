@@ -31,6 +31,16 @@ pub struct Measurement {
     pub runs: usize,
 }
 
+impl Measurement {
+    /// One report line: name, median and p90 (`unit` is "ms" or "ms/frame").
+    fn line(&self, unit: &str) -> String {
+        format!(
+            "  {:<58} median {:>9.3} {unit}  p90 {:>9.3} ms  ({} runs)",
+            self.name, self.median_ms, self.p90_ms, self.runs
+        )
+    }
+}
+
 pub struct PipelineRun {
     pub name: String,
     pub status: Status,
@@ -241,11 +251,7 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "dreamframe bench: {} cores, internal {}x{}, screen {}x{}, {} fps, {} s per pipeline run", self.cores, self.internal.0, self.internal.1, self.args.width, self.args.height, self.args.fps, self.args.seconds)?;
         for m in std::iter::once(&self.decode).chain(&self.render) {
-            writeln!(
-                f,
-                "  {:<58} median {:>8.3} ms/frame  p90 {:>8.3} ms  ({} runs)",
-                m.name, m.median_ms, m.p90_ms, m.runs
-            )?;
+            writeln!(f, "{}", m.line("ms/frame"))?;
         }
         for run in &self.runs {
             let s = &run.status;
@@ -359,29 +365,20 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
             sd.decode_full(&input)?;
             sync(&device)
         })?;
-        lines.push(format!(
-            "  {:<32} median {:>9.3} ms/frame  p90 {:>9.3} ms",
-            m.name, m.median_ms, m.p90_ms
-        ));
+        lines.push(m.line("ms/frame"));
     }
     let input = latents(10)?;
     let m = measure("tiny decoder (TAESD), batch 10".into(), runs, 10, || {
         sd.decode(&input)?;
         sync(&device)
     })?;
-    lines.push(format!(
-        "  {:<32} median {:>9.3} ms/frame  p90 {:>9.3} ms",
-        m.name, m.median_ms, m.p90_ms
-    ));
+    lines.push(m.line("ms/frame"));
     let input = latents(1)?;
     let m = measure("UNet step".into(), runs, 1, || {
         sd.unet_step(&input, 500)?;
         sync(&device)
     })?;
-    lines.push(format!(
-        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
-        m.name, m.median_ms, m.p90_ms
-    ));
+    lines.push(m.line("ms"));
     let first = sd
         .keyframes(&[KeyframeRequest {
             index: 0,
@@ -397,10 +394,7 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
         }])?;
         sync(&device)
     })?;
-    lines.push(format!(
-        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
-        m.name, m.median_ms, m.p90_ms
-    ));
+    lines.push(m.line("ms"));
     let m = measure("keyframe img2img (denoise 0.25)".into(), runs, 1, || {
         sd.keyframes(&[KeyframeRequest {
             index: 1,
@@ -409,9 +403,6 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
         }])?;
         sync(&device)
     })?;
-    lines.push(format!(
-        "  {:<32} median {:>9.3} ms  p90 {:>9.3} ms",
-        m.name, m.median_ms, m.p90_ms
-    ));
+    lines.push(m.line("ms"));
     Ok(lines.join("\n"))
 }
