@@ -227,6 +227,12 @@ pub async fn run(
     // A stage that fails makes its neighbours end too (their channels close): the first real
     // error is the cause, an early clean exit only a symptom.
     let mut failure: Option<(anyhow::Error, bool)> = None;
+    let mut notifier = crate::notify::Notifier::from_env();
+    let mut ready_sent = false;
+    let watchdog_interval = crate::notify::Notifier::watchdog_interval();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
+    let mut deadlines_at_last_ping = 0;
     let mut last_status = status.collect();
     tokio::pin!(shutdown);
 
@@ -243,6 +249,11 @@ pub async fn run(
             }
             _ = status_tick.tick() => {
                 last_status = status.collect();
+                if !ready_sent && last_status.frames_shown > 0 {
+                    notifier.send("READY=1");
+                    ready_sent = true;
+                    log::info!("ready frames_shown={} notify={}", last_status.frames_shown, notifier.is_active());
+                }
                 let path = paths.status.clone();
                 match serde_json::to_vec_pretty(&last_status) {
                     Ok(json) => write_in_background(&mut status_write, move || {
@@ -254,6 +265,16 @@ pub async fn run(
                 }
             }
             _ = stats_log_tick.tick() => log::info!("{}", last_status.log_line()),
+            _ = watchdog_tick.tick(), if watchdog_interval.is_some() => {
+                // Only a pacer that keeps reaching deadlines keeps the watchdog quiet.
+                let deadlines = stats.deadlines.load(Ordering::Relaxed);
+                if deadlines > deadlines_at_last_ping {
+                    notifier.send("WATCHDOG=1");
+                    deadlines_at_last_ping = deadlines;
+                } else {
+                    log::warn!("watchdog_withheld deadlines={deadlines}: the pacer is not presenting");
+                }
+            }
             _ = snapshot_tick.tick(), if config.output.snapshot_interval.is_some() => {
                 let shown = stats.shown_seq.load(Ordering::Relaxed);
                 if let Some(frame) = shown.checked_sub(1).and_then(|seq| recent.find(seq)) {
@@ -270,6 +291,7 @@ pub async fn run(
 
     // Figures as they were while running, before the stages wind down.
     let at_shutdown = status.collect();
+    notifier.send("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
     buffer.close();
     let grace = tokio::time::sleep(STOP_GRACE);

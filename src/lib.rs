@@ -16,6 +16,7 @@ pub mod generator;
 pub mod interpolation;
 pub mod keyframes;
 pub mod logging;
+pub mod notify;
 pub mod pacer;
 pub mod pixel_format;
 pub mod playback;

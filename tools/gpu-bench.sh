@@ -19,7 +19,8 @@ build)
   # CUDA 13.0 series to match the GPU machine's driver 580; compute capability 9.0 (Hopper).
   python3 -m venv "$out/venv"
   "$out/venv/bin/pip" install -q "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-runtime==13.0.*" \
-    "nvidia-cublas==13.0.*" "nvidia-curand==10.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-cudnn-cu13==9.*"
+    "nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-cudnn-cu13==9.*" \
+    "nvidia-cuda-cccl==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==13.0.*"
   site=$("$out/venv/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))')
   cuda_root=$(dirname "$(find "$site/nvidia" -name nvcc -type f | head -n 1)")/..
   export PATH="$cuda_root/bin:$PATH" CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root"

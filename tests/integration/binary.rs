@@ -192,3 +192,47 @@ fn a_missing_framebuffer_says_how_to_fix_it() {
     );
     assert!(stderr.contains("--sink terminal"), "{stderr}");
 }
+
+#[test]
+fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = binary()
+        .args(["--sink", "null", "--duration", "5", "--output-dir"])
+        .arg(dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut messages = Vec::new();
+    let mut buffer = [0u8; 256];
+    while let Ok(n) = socket.recv(&mut buffer) {
+        let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+        let done = message == "STOPPING=1";
+        messages.push(message);
+        if done {
+            break;
+        }
+    }
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    let ready = messages
+        .iter()
+        .position(|m| m == "READY=1")
+        .expect("READY=1 sent");
+    let status = read_status(&dir.path().join("status.json"));
+    assert!(status["frames_shown"].as_u64().unwrap() > 0);
+    assert!(
+        messages[ready..].iter().any(|m| m == "WATCHDOG=1"),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{messages:?}"
+    );
+}

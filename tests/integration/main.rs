@@ -5,4 +5,5 @@ mod binary;
 mod config_files;
 mod pipeline;
 mod stable_diffusion;
+mod systemd;
 mod util;
