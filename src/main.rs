@@ -64,8 +64,14 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         .unwrap_or_else(dreamframe::fresh_seed);
 
     let output_dir = dreamframe::config::resolve_output_dir(config.output.dir.as_deref());
-    let log_file = config.log.file.as_ref().map(|file| output_dir.join(file));
-    let log_warning = logging::init(config.log.level, log_file.as_deref())?;
+    let log_dir = dreamframe::config::resolve_log_dir(&output_dir);
+    let log_file = config.log.file.as_ref().map(|file| log_dir.join(file));
+    let log_warning = logging::init(
+        config.log.level,
+        log_file.as_deref(),
+        config.log.max_bytes,
+        config.log.files,
+    )?;
     *logging_started = true;
     if let Some(warning) = log_warning {
         log::warn!("{warning}");

@@ -200,8 +200,12 @@ pub struct OutputConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub level: LevelFilter,
-    /// Log file name, relative to the output folder unless absolute; `None` logs to stderr only.
+    /// Log file name, relative to the log folder unless absolute; `None` logs to stderr only.
     pub file: Option<PathBuf>,
+    /// The file is rotated past this size...
+    pub max_bytes: usize,
+    /// ...keeping this many old files beside it.
+    pub files: usize,
 }
 
 impl Default for Config {
@@ -227,6 +231,14 @@ impl Config {
         let config = validate(&raw, &mut checker);
         checker.finish()?;
         Ok(config)
+    }
+}
+
+/// Folder for the log file: systemd's `$LOGS_DIRECTORY` when set, else the output folder.
+pub fn resolve_log_dir(output_dir: &Path) -> PathBuf {
+    match std::env::var_os("LOGS_DIRECTORY").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or_default()),
+        None => output_dir.to_path_buf(),
     }
 }
 
@@ -487,6 +499,14 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             LevelFilter::Info,
         ),
         file: (!raw.log.file.is_empty()).then(|| PathBuf::from(&raw.log.file)),
+        max_bytes: c.range_u32(
+            "log.max-kilobytes",
+            raw.log.max_kilobytes,
+            4,
+            4 * 1024 * 1024,
+        ) as usize
+            * 1024,
+        files: c.range_u32("log.files", raw.log.files, 1, 100) as usize,
     };
 
     Config {

@@ -228,6 +228,8 @@ impl Default for RawOutput {
 pub struct RawLog {
     pub level: String,
     pub file: String,
+    pub max_kilobytes: u32,
+    pub files: u32,
 }
 
 impl Default for RawLog {
@@ -235,6 +237,8 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             file: "dreamframe.log".into(),
+            max_kilobytes: 10240,
+            files: 5,
         }
     }
 }

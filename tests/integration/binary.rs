@@ -202,7 +202,7 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut child = binary()
-        .args(["--sink", "null", "--duration", "5", "--output-dir"])
+        .args(["--sink", "null", "--duration", "60", "--output-dir"])
         .arg(dir.path())
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
@@ -211,12 +211,23 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
         .expect("binary starts");
     let mut messages = Vec::new();
     let mut buffer = [0u8; 256];
+    let mut stop_sent = false;
     while let Ok(n) = socket.recv(&mut buffer) {
         let message = String::from_utf8_lossy(&buffer[..n]).to_string();
         let done = message == "STOPPING=1";
         messages.push(message);
         if done {
             break;
+        }
+        // Once ready and pinged since, stop it as systemd would.
+        let ready = messages.iter().position(|m| m == "READY=1");
+        if !stop_sent && ready.is_some_and(|r| messages[r..].iter().any(|m| m == "WATCHDOG=1")) {
+            // SAFETY: plain kill(2) on our own child.
+            assert_eq!(
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+                0
+            );
+            stop_sent = true;
         }
     }
     assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
@@ -235,4 +246,50 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
         Some("STOPPING=1"),
         "{messages:?}"
     );
+}
+
+#[test]
+fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_display() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("busy.toml");
+    // One keyframe and one [TIMING] line per frame at 100 fps: plenty of log.
+    std::fs::write(
+        &config,
+        "[display]\nfps = 100.0\nrealtime = false\n[buffer]\nstart-seconds = 0.1\n[interpolation]\nframes-per-transition = 1\n[log]\nmax-kilobytes = 4\nfiles = 2\n",
+    )
+    .unwrap();
+    let status = binary()
+        .arg("--config")
+        .arg(&config)
+        .args(["--sink", "null", "--duration", "4", "--output-dir"])
+        .arg(dir.path())
+        .env_remove("LOGS_DIRECTORY")
+        .stderr(Stdio::null())
+        .status()
+        .expect("binary runs");
+    assert!(status.success());
+    let logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with("dreamframe.log"))
+        .collect();
+    assert!(
+        logs.contains(&"dreamframe.log.1".to_string()),
+        "no rotation: {logs:?}"
+    );
+    assert!(logs.len() <= 3, "only 2 old files kept: {logs:?}");
+    for name in &logs {
+        let size = std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert!(size < 6 * 1024, "{name} is {size} bytes");
+    }
+
+    // A log "folder" that is a file: the display runs anyway and says why there is no log.
+    let output = binary()
+        .args(["--sink", "null", "--duration", "1", "--output-dir"])
+        .arg(dir.path())
+        .env("LOGS_DIRECTORY", dir.path().join("busy.toml"))
+        .output()
+        .expect("binary runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log_file_unavailable"));
 }
