@@ -84,6 +84,8 @@ fn write_in_background(slot: &mut Option<JoinHandle<()>>, write: impl FnOnce() +
 pub struct OutputPaths {
     pub status: PathBuf,
     pub snapshot: PathBuf,
+    /// `None` when `output.resume` is off.
+    pub resume: Option<PathBuf>,
 }
 
 impl OutputPaths {
@@ -92,6 +94,10 @@ impl OutputPaths {
         Self {
             status: dir.join("status.json"),
             snapshot: dir.join("snapshot.png"),
+            resume: config
+                .output
+                .resume
+                .then(|| dir.join(crate::resume::FILE_NAME)),
         }
     }
 }
@@ -162,6 +168,11 @@ pub async fn run(
         output: keyframe_tx,
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
+        resume_from: paths
+            .resume
+            .as_deref()
+            .and_then(|path| crate::resume::usable(path, model.name(), seed)),
+        resume_path: paths.resume.clone(),
     };
     spawn_stage("keyframes", &exit_tx, move || stage.run())?;
     let stage = DecodeStage {

@@ -15,8 +15,11 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Tensor;
 
+use std::path::PathBuf;
+
 use crate::backoff::Backoff;
 use crate::generator::{keyframe_seed, KeyframeRequest, ModelLock};
+use crate::resume::ResumeState;
 use crate::stats::PipelineStats;
 
 #[derive(Debug, Clone)]
@@ -32,13 +35,34 @@ pub struct KeyframeStage {
     pub output: SyncSender<Keyframe>,
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
+    /// Where the walk's state is saved every `resume::SAVE_EVERY` keyframes (`None`: never).
+    pub resume_path: Option<PathBuf>,
+    /// A saved state to continue from.
+    pub resume_from: Option<ResumeState>,
 }
 
 impl KeyframeStage {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
         let mut previous: Option<Tensor> = None;
         let mut backoff = Backoff::default();
         let mut index = 0u64;
+        let mut resumed = false;
+        if let Some(state) = self.resume_from.take() {
+            match state.latent(self.model.device()) {
+                Ok(latent) => {
+                    log::info!(
+                        "resume next_index={} seed={} generator={}",
+                        state.next_index,
+                        state.seed,
+                        state.generator
+                    );
+                    previous = Some(latent);
+                    index = state.next_index;
+                    resumed = true;
+                }
+                Err(error) => log::warn!("resume_unusable error=\"{error:#}\": starting fresh"),
+            }
+        }
         while !self.stop.load(Ordering::Relaxed) {
             let request = KeyframeRequest {
                 index,
@@ -59,6 +83,7 @@ impl KeyframeStage {
             {
                 Ok(latent) => {
                     backoff.reset();
+                    resumed = false;
                     self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
                     self.stats.keyframe_time.record(elapsed);
                     log::info!(
@@ -69,6 +94,22 @@ impl KeyframeStage {
                         lock_wait * 1e3
                     );
                     previous = Some(latent.clone());
+                    if let Some(path) = self
+                        .resume_path
+                        .as_deref()
+                        .filter(|_| (index + 1) % crate::resume::SAVE_EVERY == 0)
+                    {
+                        let saved = ResumeState::capture(
+                            self.model.name(),
+                            self.run_seed,
+                            index + 1,
+                            &latent,
+                        )
+                        .and_then(|state| state.save(path));
+                        if let Err(error) = saved {
+                            log::warn!("resume_save_failed error=\"{error:#}\"");
+                        }
+                    }
                     let keyframe = Keyframe {
                         index,
                         seed: request.seed,
@@ -78,6 +119,13 @@ impl KeyframeStage {
                         return Ok(()); // the decoder has ended
                     }
                     index += 1;
+                }
+                Err(error) if resumed => {
+                    // The saved latent doesn't fit this generator (its settings changed).
+                    log::warn!("resume_unusable index={index} error=\"{error:#}\": starting fresh");
+                    previous = None;
+                    index = 0;
+                    resumed = false;
                 }
                 Err(error) => {
                     self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);

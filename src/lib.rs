@@ -21,6 +21,7 @@ pub mod pacer;
 pub mod pixel_format;
 pub mod playback;
 pub mod renderer;
+pub mod resume;
 pub mod sink;
 pub mod snapshot;
 pub mod stats;

@@ -58,9 +58,14 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     if let Some(dir) = &cli.output_dir {
         config.output.dir = Some(dir.clone());
     }
+    // A saved walk keeps its seed across restarts, unless one is asked for.
+    let saved_seed = dreamframe::app::OutputPaths::for_config(&config)
+        .resume
+        .and_then(|path| dreamframe::resume::ResumeState::saved_seed(&path));
     let seed = cli
         .seed
         .or(config.seed)
+        .or(saved_seed)
         .unwrap_or_else(dreamframe::fresh_seed);
 
     let output_dir = dreamframe::config::resolve_output_dir(config.output.dir.as_deref());

@@ -195,6 +195,8 @@ pub struct OutputConfig {
     pub status_interval: Duration,
     /// `None` when snapshots are off.
     pub snapshot_interval: Option<Duration>,
+    /// Save the generator's place and continue from it after a restart.
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -483,6 +485,7 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
                 )))
             }
         },
+        resume: o.resume,
     };
 
     let log = LogConfig {

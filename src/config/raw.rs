@@ -211,6 +211,7 @@ pub struct RawOutput {
     pub dir: String,
     pub status_seconds: f64,
     pub snapshot_seconds: f64,
+    pub resume: bool,
 }
 
 impl Default for RawOutput {
@@ -219,6 +220,7 @@ impl Default for RawOutput {
             dir: String::new(),
             status_seconds: 1.0,
             snapshot_seconds: 60.0,
+            resume: true,
         }
     }
 }

@@ -186,6 +186,7 @@ pub struct ModelLock {
     name: String,
     note: Option<String>,
     resolution: (u32, u32),
+    device: Device,
     pub stats: LockStats,
 }
 
@@ -194,6 +195,7 @@ impl ModelLock {
         Self {
             name: model.name().to_string(),
             note: model.note().map(str::to_string),
+            device: model.device().clone(),
             resolution: model.resolution(),
             model: Mutex::new(model),
             stats: LockStats::default(),
@@ -210,6 +212,10 @@ impl ModelLock {
 
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Takes the model, recording the wait. Returns the guard and the wait in seconds.

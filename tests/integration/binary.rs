@@ -230,7 +230,7 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
             stop_sent = true;
         }
     }
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(40)).success());
     let ready = messages
         .iter()
         .position(|m| m == "READY=1")
@@ -292,4 +292,53 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
         .expect("binary runs");
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("log_file_unavailable"));
+}
+
+#[test]
+fn a_restart_continues_the_walk_where_it_was() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("resume.toml");
+    std::fs::write(
+        &config,
+        "[display]\nrealtime = false\n[buffer]\nstart-seconds = 0.2\n[interpolation]\nframes-per-transition = 5\n",
+    )
+    .unwrap();
+    let run = || {
+        let status = binary()
+            .arg("--config")
+            .arg(&config)
+            .args(["--sink", "null", "--duration", "3", "--output-dir"])
+            .arg(dir.path())
+            .env_remove("LOGS_DIRECTORY")
+            .stderr(Stdio::null())
+            .status()
+            .expect("binary runs");
+        assert!(status.success());
+        read_status(&dir.path().join("status.json"))
+    };
+    let first = run();
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("resume.json")).expect("resume.json saved"),
+    )
+    .unwrap();
+    let next_index = saved["next_index"].as_u64().unwrap();
+    assert!(next_index >= 4, "{saved}");
+    assert_eq!(saved["seed"], first["seed"], "the saved walk is this run's");
+
+    let second = run();
+    assert_eq!(second["seed"], first["seed"], "the seed carries over");
+    let log = std::fs::read_to_string(dir.path().join("dreamframe.log")).unwrap();
+    let second_run = &log[log.rfind("start version=").unwrap()..];
+    assert!(
+        second_run.contains(&format!("resume next_index={next_index} ")),
+        "{second_run}"
+    );
+    assert!(
+        second_run.contains(&format!("keyframe index={next_index} ")),
+        "{second_run}"
+    );
+    assert!(
+        !second_run.contains("keyframe index=0 "),
+        "must not start over: {second_run}"
+    );
 }

@@ -1,0 +1,158 @@
+//! Resume: the generator's place in its walk (run seed, next keyframe index, last keyframe
+//! latent) saved atomically to `resume.json` in the output (state) folder every few keyframes, so
+//! after a restart or reboot the display continues where it was instead of starting over.
+//!
+//! Written by the keyframe thread (never the display path) through temp file + rename. Read once
+//! at start: a missing file means a fresh start; a corrupt one, or one from another generator or
+//! seed, means a fresh start with a warning, never a crash.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub const FILE_NAME: &str = "resume.json";
+/// Keyframes between saves.
+pub const SAVE_EVERY: u64 = 4;
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeState {
+    pub version: u32,
+    pub generator: String,
+    pub seed: u64,
+    /// Index of the next keyframe to generate.
+    pub next_index: u64,
+    pub shape: Vec<usize>,
+    /// The last keyframe's latent, row-major.
+    pub latent: Vec<f32>,
+}
+
+impl ResumeState {
+    pub fn capture(
+        generator: &str,
+        seed: u64,
+        next_index: u64,
+        latent: &Tensor,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            version: VERSION,
+            generator: generator.to_string(),
+            seed,
+            next_index,
+            shape: latent.dims().to_vec(),
+            latent: latent
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        })
+    }
+
+    pub fn latent(&self, device: &Device) -> anyhow::Result<Tensor> {
+        Ok(Tensor::from_slice(
+            &self.latent,
+            self.shape.as_slice(),
+            device,
+        )?)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_vec(self)?;
+        crate::status::write_atomic(path, &json)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The saved state; `Ok(None)` when there is none, an error when the file is unreadable.
+    pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        let state: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a resume state", path.display()))?;
+        anyhow::ensure!(
+            state.version == VERSION,
+            "{} has version {}, expected {VERSION}",
+            path.display(),
+            state.version
+        );
+        let count: usize = state.shape.iter().product();
+        anyhow::ensure!(
+            count == state.latent.len(),
+            "{} holds {} values for shape {:?}",
+            path.display(),
+            state.latent.len(),
+            state.shape
+        );
+        Ok(Some(state))
+    }
+
+    /// The saved seed, if a readable state exists (for choosing the run seed before start).
+    pub fn saved_seed(path: &Path) -> Option<u64> {
+        Self::load(path).ok().flatten().map(|state| state.seed)
+    }
+}
+
+/// The state to resume from for `generator` and `seed`, or `None` (with a warning when a file
+/// was there but can't be used).
+pub fn usable(path: &Path, generator: &str, seed: u64) -> Option<ResumeState> {
+    match ResumeState::load(path) {
+        Ok(None) => None,
+        Ok(Some(state)) if state.generator != generator || state.seed != seed => {
+            log::warn!(
+                "resume_ignored path={} saved_generator={} saved_seed={} generator={generator} seed={seed}: starting fresh",
+                path.display(),
+                state.generator,
+                state.seed
+            );
+            None
+        }
+        Ok(Some(state)) => Some(state),
+        Err(error) => {
+            log::warn!("resume_unreadable error=\"{error:#}\": starting fresh");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(FILE_NAME);
+        assert_eq!(ResumeState::load(&path).unwrap(), None);
+        let latent = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0], (2, 2), &Device::Cpu).unwrap();
+        let state = ResumeState::capture("cppn", 7, 12, &latent).unwrap();
+        state.save(&path).unwrap();
+        let loaded = ResumeState::load(&path).unwrap().expect("saved");
+        assert_eq!(loaded, state);
+        assert_eq!(
+            loaded
+                .latent(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
+        assert!(usable(&path, "cppn", 7).is_some());
+        assert!(
+            usable(&path, "cppn", 8).is_none(),
+            "another seed starts fresh"
+        );
+        assert!(
+            usable(&path, "stable-diffusion/sd-turbo/cpu", 7).is_none(),
+            "another generator starts fresh"
+        );
+        std::fs::write(&path, "{\"version\":1,").unwrap();
+        assert!(ResumeState::load(&path).is_err());
+        assert!(
+            usable(&path, "cppn", 7).is_none(),
+            "a corrupt file starts fresh"
+        );
+    }
+}
