@@ -48,6 +48,16 @@ const STATUS_FIELDS: &[&str] = &[
     "screen",
 ];
 
+/// The binary showing into the null sink for `seconds`, writing its files (and log) to `dir`.
+fn null_run(dir: &std::path::Path, seconds: &str) -> std::process::Command {
+    let mut command = binary();
+    command
+        .args(["--sink", "null", "--duration", seconds, "--output-dir"])
+        .arg(dir)
+        .env_remove("LOGS_DIRECTORY");
+    command
+}
+
 fn read_status(path: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("status.json exists");
     serde_json::from_str(&text).expect("status.json is whole, valid JSON")
@@ -201,9 +211,7 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut child = binary()
-        .args(["--sink", "null", "--duration", "60", "--output-dir"])
-        .arg(dir.path())
+    let mut child = null_run(dir.path(), "60")
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
         .stderr(Stdio::null())
@@ -258,12 +266,9 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
         "[display]\nfps = 100.0\nrealtime = false\n[buffer]\nstart-seconds = 0.1\n[interpolation]\nframes-per-transition = 1\n[log]\nmax-kilobytes = 4\nfiles = 2\n",
     )
     .unwrap();
-    let status = binary()
+    let status = null_run(dir.path(), "4")
         .arg("--config")
         .arg(&config)
-        .args(["--sink", "null", "--duration", "4", "--output-dir"])
-        .arg(dir.path())
-        .env_remove("LOGS_DIRECTORY")
         .stderr(Stdio::null())
         .status()
         .expect("binary runs");
@@ -284,9 +289,7 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
     }
 
     // A log "folder" that is a file: the display runs anyway and says why there is no log.
-    let output = binary()
-        .args(["--sink", "null", "--duration", "1", "--output-dir"])
-        .arg(dir.path())
+    let output = null_run(dir.path(), "1")
         .env("LOGS_DIRECTORY", dir.path().join("busy.toml"))
         .output()
         .expect("binary runs");
@@ -304,12 +307,9 @@ fn a_restart_continues_the_walk_where_it_was() {
     )
     .unwrap();
     let run = || {
-        let status = binary()
+        let status = null_run(dir.path(), "3")
             .arg("--config")
             .arg(&config)
-            .args(["--sink", "null", "--duration", "3", "--output-dir"])
-            .arg(dir.path())
-            .env_remove("LOGS_DIRECTORY")
             .stderr(Stdio::null())
             .status()
             .expect("binary runs");
