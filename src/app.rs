@@ -123,6 +123,7 @@ pub async fn run(
     let geometry = sink.geometry();
     let sink_description = sink.describe();
     let sink_name = sink.name().to_string();
+    let framebuffer_report = sink.framebuffer_report();
     let fps = config.display.fps;
     let stats = Arc::new(PipelineStats::default());
     let model = Arc::new(ModelLock::new(generator));
@@ -133,6 +134,7 @@ pub async fn run(
         geometry,
         (width, height),
         config.display.fit,
+        config.display.rotation,
         config.display.upscale_filter,
     )
     .context("cannot render onto this screen")?;
@@ -224,6 +226,7 @@ pub async fn run(
         geometry,
         fps,
     );
+    status.framebuffer = framebuffer_report;
     let mut status_tick = tokio::time::interval(config.output.status_interval);
     let mut stats_log_tick = tokio::time::interval(STATS_LOG_INTERVAL);
     stats_log_tick.tick().await; // the first tick is immediate; the first line comes after 10 s

@@ -13,7 +13,7 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 
 use crate::cli::BenchArgs;
-use crate::config::{Config, Fit, SinkKind, UpscaleFilter};
+use crate::config::{Config, Fit, Rotation, SinkKind, UpscaleFilter};
 use crate::frame_buffer::Frame;
 use crate::generator::cppn::CppnGenerator;
 use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
@@ -203,6 +203,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             geometry,
             (width, height),
             Fit::Fill,
+            Rotation::None,
             UpscaleFilter::CatmullRom,
         )?;
         let mut out = vec![0u8; geometry.frame_bytes()];

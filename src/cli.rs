@@ -54,6 +54,9 @@ impl From<SinkArg> for SinkKind {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Probe the framebuffer and the console and print what they support (driver, sizes, pixel
+    /// layout, panning, vsync, VT mode), then exit; the display keeps what it showed.
+    Probe(ProbeArgs),
     /// Measure decode, upscale+convert, pacing jitter and sustained fps on this machine.
     Bench(BenchArgs),
     /// Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame,
@@ -102,4 +105,14 @@ impl Default for BenchArgs {
             fps: 30.0,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// Framebuffer device (default: the config's display.framebuffer).
+    #[arg(long, value_name = "PATH")]
+    pub framebuffer: Option<PathBuf>,
+    /// Virtual terminal whose mode to report (default: the config's display.console).
+    #[arg(long, value_name = "PATH")]
+    pub console: Option<PathBuf>,
 }

@@ -1,6 +1,7 @@
 //! The Linux console under the art: while we show frames on a framebuffer the VT is switched to
 //! graphics mode (KDSETMODE KD_GRAPHICS), so fbcon draws neither its cursor nor text over the
-//! picture, and screen blanking is switched off. `ConsoleGuard` restores the previous mode when
+//! picture, the cursor is hidden and screen blanking is switched off. `ConsoleGuard` restores the
+//! previous mode, the cursor and the blanking timeout (read from the kernel's consoleblank) when
 //! dropped (normal exit, SIGTERM/SIGINT via orderly shutdown) and `restore_after_panic` does it
 //! from the panic hook. No crate wraps these two ioctls, so they are here.
 //!
@@ -24,6 +25,33 @@ pub const KD_GRAPHICS: libc::c_int = 0x01;
 /// The console taken by the running guard, for the panic hook (-1: none).
 static ACTIVE_FD: AtomicI32 = AtomicI32::new(-1);
 static ACTIVE_PREVIOUS_MODE: AtomicI32 = AtomicI32::new(KD_TEXT);
+/// The kernel's console blanking timeout in seconds, which "\x1b[9;N]" overrides per VT.
+const CONSOLEBLANK: &str = "/sys/module/kernel/parameters/consoleblank";
+/// Cursor off, blanking off ("setterm -cursor off -blank 0").
+const HIDE: &[u8] = b"\x1b[?25l\x1b[9;0]";
+static ACTIVE_BLANK_MINUTES: AtomicI32 = AtomicI32::new(0);
+
+/// What to write to the VT to undo `HIDE`: cursor on, blanking back to its old timeout.
+fn restore_sequence(blank_minutes: i32) -> String {
+    format!("\x1b[?25h\x1b[9;{blank_minutes}]")
+}
+
+fn write_fd(fd: libc::c_int, bytes: &[u8]) {
+    // SAFETY: writes from a live buffer to an fd that is open for the call; a short or failed
+    // write of an escape sequence only leaves the cursor or blanking as they were.
+    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
+pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("cannot open console {}", path.display()))?;
+    get_mode(file.as_raw_fd())
+        .with_context(|| format!("{} is not a virtual terminal", path.display()))
+}
 
 fn set_mode(fd: libc::c_int, mode: libc::c_int) -> std::io::Result<()> {
     // SAFETY: KDSETMODE takes its argument by value; fd is open for the call.
@@ -46,6 +74,7 @@ pub struct ConsoleGuard {
     file: File,
     path: PathBuf,
     previous: libc::c_int,
+    blank_minutes: i32,
 }
 
 impl ConsoleGuard {
@@ -69,11 +98,16 @@ impl ConsoleGuard {
         if ACTIVE_FD.load(Ordering::SeqCst) >= 0 {
             bail!("the console is already taken by this process");
         }
-        // "setterm -blank 0": the console must never blank the art after consoleblank minutes.
-        let _ = (&file).write_all(b"\x1b[9;0]");
+        // The console must never blank the art after consoleblank minutes, nor blink a cursor.
+        let blank_minutes = std::fs::read_to_string(CONSOLEBLANK)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .map_or(0, |seconds| (seconds + 59) / 60);
+        let _ = (&file).write_all(HIDE);
         set_mode(fd, KD_GRAPHICS)
             .with_context(|| format!("cannot switch {} to graphics mode", path.display()))?;
         ACTIVE_PREVIOUS_MODE.store(previous, Ordering::SeqCst);
+        ACTIVE_BLANK_MINUTES.store(blank_minutes, Ordering::SeqCst);
         ACTIVE_FD.store(fd, Ordering::SeqCst);
         log::info!(
             "console path={} mode=graphics previous_mode={}",
@@ -84,6 +118,7 @@ impl ConsoleGuard {
             file,
             path: path.to_path_buf(),
             previous,
+            blank_minutes,
         })
     }
 }
@@ -91,7 +126,12 @@ impl ConsoleGuard {
 impl Drop for ConsoleGuard {
     fn drop(&mut self) {
         ACTIVE_FD.store(-1, Ordering::SeqCst);
-        match set_mode(self.file.as_raw_fd(), self.previous) {
+        let restored = set_mode(self.file.as_raw_fd(), self.previous);
+        write_fd(
+            self.file.as_raw_fd(),
+            restore_sequence(self.blank_minutes).as_bytes(),
+        );
+        match restored {
             Ok(()) => log::info!("console path={} mode=restored", self.path.display()),
             Err(error) => log::error!(
                 "console path={} restore_failed error=\"{error}\"",
@@ -106,6 +146,8 @@ pub fn restore_after_panic() {
     let fd = ACTIVE_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         let _ = set_mode(fd, ACTIVE_PREVIOUS_MODE.load(Ordering::SeqCst));
+        let minutes = ACTIVE_BLANK_MINUTES.load(Ordering::SeqCst);
+        write_fd(fd, restore_sequence(minutes).as_bytes());
     }
 }
 
@@ -123,5 +165,12 @@ mod tests {
         );
         assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
         restore_after_panic(); // nothing to restore: must be a no-op
+        assert!(mode(file.path()).is_err());
+    }
+
+    #[test]
+    fn the_restore_sequence_shows_the_cursor_and_puts_blanking_back() {
+        assert_eq!(restore_sequence(10), "\x1b[?25h\x1b[9;10]");
+        assert_eq!(HIDE, b"\x1b[?25l\x1b[9;0]");
     }
 }

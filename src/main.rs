@@ -45,6 +45,40 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
             println!("{}", bench::run_sd(args)?);
             return Ok(());
         }
+        Some(Command::Probe(args)) => {
+            let config = match &cli.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            let framebuffer = args
+                .framebuffer
+                .clone()
+                .unwrap_or(config.display.framebuffer);
+            let console_path = args.console.clone().or(config.display.console);
+            // Each part is reported on its own: a box without a framebuffer still has a console.
+            match sink::fbdev::FbdevSink::open_device(&framebuffer) {
+                Ok(device) => println!("{}", device.report().log_line()),
+                Err(error) => println!(
+                    "framebuffer path={} error=\"{error:#}\"",
+                    framebuffer.display()
+                ),
+            }
+            if let Some(path) = console_path {
+                match console::mode(&path) {
+                    Ok(mode) => println!(
+                        "console path={} mode={}",
+                        path.display(),
+                        if mode == console::KD_GRAPHICS {
+                            "graphics"
+                        } else {
+                            "text"
+                        }
+                    ),
+                    Err(error) => println!("console path={} error=\"{error:#}\"", path.display()),
+                }
+            }
+            return Ok(());
+        }
         None => {}
     }
 

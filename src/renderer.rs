@@ -1,5 +1,7 @@
 //! Upscale + convert: one internal-resolution RGB8 frame into the screen's own pixel format, at
-//! screen size and stride, placed by the fit mode.
+//! screen size and stride, turned by the rotation and placed by the fit mode. Rotation turns the
+//! small source frame (a copy of ~100 KB) before the resize, so the resizer writes the turned
+//! picture straight into the screen buffer at no cost per screen pixel.
 //!
 //! Inputs: a `Frame` and a screen buffer of `geometry.frame_bytes()`. Output: that buffer, filled.
 //! Runs on the playback thread. Every buffer is made once in `Renderer::new` and reused: nothing is
@@ -16,7 +18,7 @@ use fr::images::{TypedCroppedImageMut, TypedImage, TypedImageRef};
 use fr::pixels::{U8x3, U8x4};
 use fr::{FilterType, PixelTrait, ResizeAlg, ResizeOptions};
 
-use crate::config::{Fit, UpscaleFilter};
+use crate::config::{Fit, Rotation, UpscaleFilter};
 use crate::frame_buffer::Frame;
 use crate::pixel_format::ByteLayout;
 use crate::sink::Geometry;
@@ -98,6 +100,9 @@ fn channel_lookup(format: &crate::pixel_format::PixelFormat) -> Box<[[u32; 256];
 pub struct Renderer {
     geometry: Geometry,
     source: (u32, u32),
+    rotation: Rotation,
+    /// The turned source frame (empty without rotation).
+    turned: Vec<u8>,
     target: Rect,
     options: ResizeOptions,
     resizer: fr::Resizer,
@@ -118,6 +123,7 @@ impl Renderer {
         geometry: Geometry,
         source: (u32, u32),
         fit: Fit,
+        rotation: Rotation,
         filter: UpscaleFilter,
     ) -> anyhow::Result<Self> {
         geometry
@@ -135,7 +141,12 @@ impl Renderer {
             geometry.stride,
             geometry.width
         );
-        let (target, crop) = placement(fit, source, (geometry.width, geometry.height));
+        let oriented = if rotation.is_quarter() {
+            (source.1, source.0)
+        } else {
+            source
+        };
+        let (target, crop) = placement(fit, oriented, (geometry.width, geometry.height));
         let mut options = ResizeOptions::new()
             .resize_alg(resize_alg(filter))
             .use_alpha(false);
@@ -155,9 +166,16 @@ impl Renderer {
                 lookup: channel_lookup(&geometry.format),
             },
         };
+        let turned = if rotation == Rotation::None {
+            Vec::new()
+        } else {
+            vec![0; source_pixels * 3]
+        };
         Ok(Self {
             geometry,
             source,
+            rotation,
+            turned,
             target,
             options,
             resizer: fr::Resizer::new(),
@@ -195,15 +213,16 @@ impl Renderer {
             out.len()
         );
         let out = &mut out[..frame_bytes];
-        let (width, height) = self.source;
+        let (rgb, (width, height)) = if self.rotation == Rotation::None {
+            (&frame.rgb[..], self.source)
+        } else {
+            let size = turn(&frame.rgb, self.source, self.rotation, &mut self.turned);
+            (&self.turned[..], size)
+        };
         match &mut self.path {
             Path::Bytes { layout, shuffled } => {
                 let bpp = layout.bytes_per_pixel;
-                for (src, dst) in frame
-                    .rgb
-                    .chunks_exact(3)
-                    .zip(shuffled.chunks_exact_mut(bpp))
-                {
+                for (src, dst) in rgb.chunks_exact(3).zip(shuffled.chunks_exact_mut(bpp)) {
                     dst[layout.red] = src[0];
                     dst[layout.green] = src[1];
                     dst[layout.blue] = src[2];
@@ -238,7 +257,7 @@ impl Renderer {
                 scratch,
                 lookup,
             } => {
-                for (src, dst) in frame.rgb.chunks_exact(3).zip(rgbx.chunks_exact_mut(4)) {
+                for (src, dst) in rgb.chunks_exact(3).zip(rgbx.chunks_exact_mut(4)) {
                     dst[..3].copy_from_slice(src);
                 }
                 let target = self.target;
@@ -261,6 +280,31 @@ impl Renderer {
             }
         }
     }
+}
+
+/// Turns an RGB8 `source`-sized image clockwise into `out`; returns the turned size.
+fn turn(rgb: &[u8], (width, height): (u32, u32), rotation: Rotation, out: &mut [u8]) -> (u32, u32) {
+    let (w, h) = (width as usize, height as usize);
+    let (turned_width, turned_height) = if rotation.is_quarter() {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    for y in 0..turned_height {
+        for x in 0..turned_width {
+            // The source pixel that lands at (x, y) after the turn.
+            let (sx, sy) = match rotation {
+                Rotation::None => (x, y),
+                Rotation::Clockwise90 => (y, h - 1 - x),
+                Rotation::Half => (w - 1 - x, h - 1 - y),
+                Rotation::Clockwise270 => (w - 1 - y, x),
+            };
+            let from = (sy * w + sx) * 3;
+            let to = (y * turned_width + x) * 3;
+            out[to..to + 3].copy_from_slice(&rgb[from..from + 3]);
+        }
+    }
+    (turned_width as u32, turned_height as u32)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -358,8 +402,14 @@ mod tests {
     /// never written.
     fn check_solid(format: PixelFormat, padding: usize, rgb: [u8; 3], expected: &[u8]) {
         let g = geometry(7, 5, format, padding);
-        let mut renderer =
-            Renderer::new(g, (4, 3), Fit::Stretch, UpscaleFilter::CatmullRom).expect("renderer");
+        let mut renderer = Renderer::new(
+            g,
+            (4, 3),
+            Fit::Stretch,
+            Rotation::None,
+            UpscaleFilter::CatmullRom,
+        )
+        .expect("renderer");
         let mut out = vec![PADDING_MARK; g.frame_bytes()];
         renderer
             .render(&solid(4, 3, rgb), &mut out)
@@ -432,7 +482,8 @@ mod tests {
     fn fitted_picture_leaves_black_bars() {
         let format = PixelFormat::XRGB8888;
         let g = geometry(8, 4, format, 0);
-        let mut renderer = Renderer::new(g, (4, 4), Fit::Fit, UpscaleFilter::Nearest).unwrap();
+        let mut renderer =
+            Renderer::new(g, (4, 4), Fit::Fit, Rotation::None, UpscaleFilter::Nearest).unwrap();
         let mut out = vec![0x11; g.frame_bytes()];
         renderer.clear(&mut out);
         renderer
@@ -450,7 +501,14 @@ mod tests {
     fn upscale_keeps_a_gradient_ordered() {
         let format = PixelFormat::RGB565;
         let g = geometry(64, 2, format, 0);
-        let mut renderer = Renderer::new(g, (4, 1), Fit::Stretch, UpscaleFilter::Bilinear).unwrap();
+        let mut renderer = Renderer::new(
+            g,
+            (4, 1),
+            Fit::Stretch,
+            Rotation::None,
+            UpscaleFilter::Bilinear,
+        )
+        .unwrap();
         let frame = Frame {
             seq: 0,
             width: 4,
@@ -470,8 +528,74 @@ mod tests {
     #[test]
     fn wrong_frame_size_is_an_error() {
         let g = geometry(8, 8, PixelFormat::XRGB8888, 0);
-        let mut renderer = Renderer::new(g, (4, 4), Fit::Fill, UpscaleFilter::Nearest).unwrap();
+        let mut renderer =
+            Renderer::new(g, (4, 4), Fit::Fill, Rotation::None, UpscaleFilter::Nearest).unwrap();
         let mut out = vec![0; g.frame_bytes()];
         assert!(renderer.render(&solid(5, 4, [0, 0, 0]), &mut out).is_err());
+    }
+
+    /// A 3x2 source of six distinct colours, shown 1:1 (nearest, stretch onto the turned size),
+    /// must come out turned clockwise, in both conversion paths.
+    #[test]
+    fn rotation_turns_the_picture_clockwise() {
+        let colours: Vec<[u8; 3]> = (0..6u8).map(|i| [i * 40, 250 - i * 40, 100 + i]).collect();
+        let frame = Frame {
+            seq: 0,
+            width: 3,
+            height: 2,
+            rgb: colours.concat(),
+        };
+        // Source pixels by index:  0 1 2
+        //                          3 4 5
+        let expected = [
+            (Rotation::None, (3, 2), vec![0, 1, 2, 3, 4, 5]),
+            (Rotation::Clockwise90, (2, 3), vec![3, 0, 4, 1, 5, 2]),
+            (Rotation::Half, (3, 2), vec![5, 4, 3, 2, 1, 0]),
+            (Rotation::Clockwise270, (2, 3), vec![2, 5, 1, 4, 0, 3]),
+        ];
+        for format in [PixelFormat::XRGB8888, PixelFormat::RGB565] {
+            for (rotation, (width, height), order) in &expected {
+                let g = geometry(*width, *height, format, 0);
+                let mut renderer =
+                    Renderer::new(g, (3, 2), Fit::Stretch, *rotation, UpscaleFilter::Nearest)
+                        .expect("renderer");
+                let mut out = vec![0; g.frame_bytes()];
+                renderer.render(&frame, &mut out).expect("render");
+                let shown: Vec<[u8; 3]> = out
+                    .chunks_exact(format.bytes_per_pixel())
+                    .map(|p| format.unpack(p))
+                    .collect();
+                let want: Vec<[u8; 3]> = order
+                    .iter()
+                    .map(|&i| {
+                        let c = colours[i];
+                        format.unpack(&format.pack(c[0], c[1], c[2]).to_le_bytes())
+                    })
+                    .collect();
+                assert_eq!(shown, want, "{format} rotated {}", rotation.degrees());
+            }
+        }
+    }
+
+    #[test]
+    fn fit_applies_to_the_turned_picture() {
+        // A 16:9 picture turned onto a 9:16 screen fills it exactly with "fit".
+        let g = geometry(9, 16, PixelFormat::XRGB8888, 0);
+        let mut renderer = Renderer::new(
+            g,
+            (16, 9),
+            Fit::Fit,
+            Rotation::Clockwise90,
+            UpscaleFilter::Nearest,
+        )
+        .expect("renderer");
+        let mut out = vec![0; g.frame_bytes()];
+        renderer
+            .render(&solid(16, 9, [200, 200, 200]), &mut out)
+            .expect("render");
+        assert!(
+            out.chunks_exact(4).all(|p| p[..3] == [200, 200, 200]),
+            "no black bars"
+        );
     }
 }

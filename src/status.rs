@@ -26,6 +26,8 @@ pub struct Status {
     pub generator_note: Option<String>,
     pub sink: String,
     pub screen: Geometry,
+    /// The framebuffer as probed at start (fbdev sink only).
+    pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
     pub internal_width: u32,
     pub internal_height: u32,
     pub state: &'static str,
@@ -74,6 +76,7 @@ pub struct StatusSource {
     pub sink: String,
     pub screen: Geometry,
     pub target_fps: f64,
+    pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
     last: Option<(Instant, u64, u64)>,
 }
 
@@ -95,6 +98,7 @@ impl StatusSource {
             sink,
             screen,
             target_fps,
+            framebuffer: None,
             last: None,
         }
     }
@@ -124,6 +128,7 @@ impl StatusSource {
             generator_note: self.model.note().map(str::to_string),
             sink: self.sink.clone(),
             screen: self.screen,
+            framebuffer: self.framebuffer.clone(),
             internal_width,
             internal_height,
             state: s.state().name(),

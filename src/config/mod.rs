@@ -40,6 +40,33 @@ pub enum Fit {
     Stretch,
 }
 
+/// Clockwise turn of the picture on the framebuffer, for screens mounted on their side or upside
+/// down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    #[default]
+    None,
+    Clockwise90,
+    Half,
+    Clockwise270,
+}
+
+impl Rotation {
+    pub fn degrees(self) -> u32 {
+        match self {
+            Rotation::None => 0,
+            Rotation::Clockwise90 => 90,
+            Rotation::Half => 180,
+            Rotation::Clockwise270 => 270,
+        }
+    }
+
+    /// Whether width and height trade places.
+    pub fn is_quarter(self) -> bool {
+        matches!(self, Rotation::Clockwise90 | Rotation::Clockwise270)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpscaleFilter {
     Nearest,
@@ -52,6 +79,8 @@ pub enum UpscaleFilter {
 pub enum ModelKind {
     Cppn,
     StableDiffusion,
+    /// Fixed colour bars, to check a screen's colours and orientation.
+    TestPattern,
 }
 
 /// Where a model runs. There is never a silent move from CUDA to the CPU.
@@ -107,6 +136,7 @@ pub struct DisplayConfig {
     pub sink: SinkKind,
     pub fps: f64,
     pub fit: Fit,
+    pub rotation: Rotation,
     pub upscale_filter: UpscaleFilter,
     pub framebuffer: PathBuf,
     /// The VT switched to graphics mode while the art is shown; `None` leaves the console alone.
@@ -298,6 +328,20 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             ],
             Fit::Fill,
         ),
+        rotation: match d.rotation {
+            0 => Rotation::None,
+            90 => Rotation::Clockwise90,
+            180 => Rotation::Half,
+            270 => Rotation::Clockwise270,
+            other => {
+                c.report_key(
+                    "display.rotation",
+                    &other.to_string(),
+                    "allowed values are 0, 90, 180, 270 (degrees clockwise)",
+                );
+                Rotation::None
+            }
+        },
         upscale_filter: c.choice(
             "display.upscale-filter",
             &d.upscale_filter,
@@ -327,6 +371,7 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         &[
             ("cppn", ModelKind::Cppn),
             ("stable-diffusion", ModelKind::StableDiffusion),
+            ("test-pattern", ModelKind::TestPattern),
         ],
         ModelKind::Cppn,
     );

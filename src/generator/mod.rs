@@ -10,6 +10,7 @@
 pub mod cppn;
 pub mod fake;
 pub mod stable_diffusion;
+pub mod test_pattern;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -72,6 +73,10 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
         ModelKind::Cppn => Ok(Box::new(cppn(
             config.model.size.unwrap_or(CPPN_DEFAULT_SIZE),
         )?)),
+        ModelKind::TestPattern => {
+            let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);
+            Ok(Box::new(test_pattern::TestPattern::new(width, height)))
+        }
         ModelKind::StableDiffusion => {
             match stable_diffusion::load_configured(config) {
                 Ok(generator) => Ok(Box::new(generator)),

@@ -45,6 +45,15 @@ pub trait Sink: Send {
     fn geometry(&self) -> Geometry;
     /// Shows one frame of `geometry().frame_bytes()` bytes.
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()>;
+    /// What a real framebuffer reported when probed (for status.json); `None` for other sinks.
+    fn framebuffer_report(&self) -> Option<fbdev::FramebufferReport> {
+        None
+    }
+    /// Powers the screen down (`true`) or up, for the night schedule. Sinks without a screen
+    /// to power down do nothing.
+    fn set_blanked(&mut self, _blanked: bool) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// A one-line description for the start-up log.
     fn describe(&self) -> String {
         let g = self.geometry();

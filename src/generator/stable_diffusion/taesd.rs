@@ -17,6 +17,10 @@ pub const CHANNELS: usize = 64;
 fn conv3(vb: VarBuilder, n_in: usize, n_out: usize, bias: bool) -> Result<Conv2d> {
     let config = Conv2dConfig {
         padding: 1,
+        // With cuDNN, candle asks its heuristic for an algorithm (and zeroes a workspace for it)
+        // on every call unless one is named; measured on an H100 that overhead, not the
+        // arithmetic, dominated the tiny decoder. Ignored on the CPU and without cuDNN.
+        cudnn_fwd_algo: Some(candle_core::conv::CudnnFwdAlgo::ImplicitPrecompGemm),
         ..Default::default()
     };
     if bias {
