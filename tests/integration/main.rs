@@ -4,6 +4,7 @@
 mod binary;
 mod config_files;
 mod pipeline;
+mod qemu;
 mod stable_diffusion;
 mod systemd;
 mod util;

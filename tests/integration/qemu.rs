@@ -1,0 +1,921 @@
+//! End to end on real framebuffers: Debian's kernel boots under qemu-system-x86_64 (TCG) with this
+//! build's dreamframe, busybox and a shell loop in an initramfs, once on bochs DRM (fbdev
+//! emulation, 32 bpp XRGB, shadow buffer) and once on vesafb (direct video memory, 16 bpp
+//! RGB565, picture turned 90 degrees). The host drives the guest over the serial line and takes
+//! screendumps over the QEMU monitor, checking that:
+//! - the probe reports the device (driver, bpp, channel layout, flush method) and the console is
+//!   in text mode before and after;
+//! - the test pattern is on screen pixel for pixel as the renderer makes it for that format (so
+//!   colours, rotation and placement are right), while console text and kernel messages are
+//!   written to the VT and the cursor would blink: any console damage is a mismatch;
+//! - a second player is refused while the first holds the screen;
+//! - the built-in generator's art is on screen (not black) and changes between dumps;
+//! - after SIGTERM the exit is clean, the VT is back in text mode and the console shows again.
+//!
+//! QEMU, the kernel and busybox come from Debian with `apt-get download` into a cache
+//! ($DREAMFRAME_QEMU_CACHE, default ~/.cache/dreamframe-qemu), unpacked with `dpkg-deb -x`:
+//! installing qemu-system-x86 with apt would remove this machine's qemu-utils. Where QEMU can't be
+//! fetched or run at all the test says SKIPPED on stderr (uncaptured) and passes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dreamframe::config::{Fit, Rotation, UpscaleFilter};
+use dreamframe::frame_buffer::Frame;
+use dreamframe::generator::test_pattern::bars;
+use dreamframe::pixel_format::{Channel, PixelFormat};
+use dreamframe::renderer::Renderer;
+use dreamframe::sink::Geometry;
+
+/// Debian bookworm's QEMU 7.2 and what its binary links that this machine lacks.
+const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-common",
+    "qemu-system-data",
+    "seabios",
+    "busybox-static",
+    "libcapstone4",
+    "libfdt1",
+    "libpmem1",
+    "librdmacm1",
+    "libibverbs1",
+    "libslirp0",
+    "libvdeplug2",
+    "libndctl6",
+    "libdaxctl1",
+    "libnl-3-200",
+    "libnl-route-3-200",
+];
+/// The bochs DRM driver and what it needs, in load order.
+const BOCHS_MODULES: &[&str] = &[
+    "drm",
+    "ttm",
+    "drm_ttm_helper",
+    "drm_kms_helper",
+    "drm_vram_helper",
+    "bochs",
+];
+const PATTERN_SIZE: (u32, u32) = (64, 36);
+
+fn skip(reason: &str) {
+    // Straight to the file descriptor: the test harness captures eprintln! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: framebuffer end-to-end test under QEMU: {reason}"
+    );
+}
+
+struct Toolchain {
+    qemu: PathBuf,
+    root: PathBuf,
+    kernel: PathBuf,
+    library_path: String,
+}
+
+fn run_quiet(command: &mut Command) -> Result<String, String> {
+    let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if entry.file_name() == name {
+            return Some(path);
+        }
+    }
+    None
+}
+
+fn library_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut has_library = false;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            library_dirs(&path, out);
+        } else if entry.file_name().to_string_lossy().contains(".so") {
+            has_library = true;
+        }
+    }
+    if has_library {
+        out.push(dir.to_path_buf());
+    }
+}
+
+/// Downloads and unpacks the packages once; `Err` is the reason to skip.
+fn fetch(cache: &Path) -> Result<PathBuf, String> {
+    let root = cache.join("root");
+    if root.join(".complete").exists() {
+        return Ok(root);
+    }
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("cannot create {}: {e}", debs.display()))?;
+    let depends = run_quiet(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    let kernel_package = depends
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Depends: linux-image-"))
+        .map(|rest| format!("linux-image-{rest}"))
+        .ok_or("apt-cache names no kernel package for linux-image-amd64")?;
+    run_quiet(
+        Command::new("apt-get")
+            .arg("download")
+            .args(PACKAGES)
+            .arg(&kernel_package)
+            .current_dir(&debs),
+    )?;
+    let staging = cache.join("root.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    for deb in std::fs::read_dir(&debs)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        run_quiet(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb.path())
+                .arg(&staging),
+        )?;
+    }
+    std::fs::write(staging.join(".complete"), b"").map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&staging, &root).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+fn toolchain() -> &'static Result<Toolchain, String> {
+    static TOOLCHAIN: OnceLock<Result<Toolchain, String>> = OnceLock::new();
+    TOOLCHAIN.get_or_init(|| {
+        let cache = std::env::var_os("DREAMFRAME_QEMU_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dreamframe-qemu"))
+            })
+            .ok_or("neither DREAMFRAME_QEMU_CACHE nor HOME is set")?;
+        let root = fetch(&cache)?;
+        let qemu = root.join("usr/bin/qemu-system-x86_64");
+        let kernel = std::fs::read_dir(root.join("boot"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+            .ok_or("no vmlinuz in the kernel package")?;
+        let mut dirs = Vec::new();
+        library_dirs(&root, &mut dirs);
+        let library_path = std::env::join_paths(&dirs)
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .into_owned();
+        let toolchain = Toolchain {
+            qemu,
+            root,
+            kernel,
+            library_path,
+        };
+        let version = run_quiet(toolchain.command().arg("--version"))
+            .map_err(|e| format!("qemu cannot run here: {e}"))?;
+        if !version.contains("QEMU emulator") {
+            return Err(format!("unexpected qemu --version: {version}"));
+        }
+        Ok(toolchain)
+    })
+}
+
+impl Toolchain {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.qemu);
+        command
+            .env("LD_LIBRARY_PATH", &self.library_path)
+            .env(
+                "QEMU_MODULE_DIR",
+                self.root.join("usr/lib/x86_64-linux-gnu/qemu"),
+            )
+            .arg("-L")
+            .arg(self.root.join("usr/share/seabios"))
+            .arg("-L")
+            .arg(self.root.join("usr/share/qemu"));
+        command
+    }
+
+    fn module(&self, name: &str) -> PathBuf {
+        find_file(&self.root.join("lib/modules"), &format!("{name}.ko"))
+            .unwrap_or_else(|| panic!("kernel module {name}.ko is not in the kernel package"))
+    }
+}
+
+/// A newc cpio archive, what the kernel unpacks as its initramfs.
+#[derive(Default)]
+struct Cpio {
+    data: Vec<u8>,
+    inode: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, body: &[u8]) {
+        self.inode += 1;
+        let name_bytes = name.len() + 1;
+        let fields = [
+            self.inode,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            body.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name_bytes as u32,
+            0,
+        ];
+        self.data.extend_from_slice(b"070701");
+        for field in fields {
+            self.data
+                .extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.data.extend_from_slice(name.as_bytes());
+        self.data.push(0);
+        self.pad();
+        self.data.extend_from_slice(body);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while self.data.len() % 4 != 0 {
+            self.data.push(0);
+        }
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, &[]);
+    }
+
+    fn file(&mut self, name: &str, source: &Path, mode: u32) {
+        let body = std::fs::read(source)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
+        self.entry(name, mode, &body);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.data
+    }
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+MODULES
+i=0; while [ ! -e /dev/fb0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+stty -echo
+echo "@@ready"
+while read -r line; do eval "$line"; echo "@@done $?"; done
+"#;
+
+fn config(kind: &str, rotation: u32, extra: &str) -> String {
+    format!(
+        r#"[display]
+sink = "fbdev"
+fps = 5.0
+fit = "fit"
+rotation = {rotation}
+upscale-filter = "nearest"
+console = "/dev/tty1"
+
+[model]
+kind = "{kind}"
+width = {}
+height = {}
+
+[interpolation]
+frames-per-transition = 10
+
+[decode]
+batch-size = 5
+
+[buffer]
+seconds = 4.0
+start-seconds = 1.0
+resume-seconds = 0.5
+
+[output]
+status-seconds = 1.0
+resume = false
+
+[log]
+file = ""
+{extra}"#,
+        PATTERN_SIZE.0, PATTERN_SIZE.1
+    )
+}
+
+/// The initramfs: busybox, the binary (stripped: the test profile's carries debug info) and the
+/// libraries it links, the modules, the init loop and two configs.
+fn initramfs(toolchain: &Toolchain, modules: &[&str], rotation: u32, dir: &Path) -> PathBuf {
+    let binary = dir.join("dreamframe");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&binary)
+        .arg(env!("CARGO_BIN_EXE_dreamframe"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !stripped {
+        std::fs::copy(env!("CARGO_BIN_EXE_dreamframe"), &binary).expect("copy the binary");
+    }
+    let mut cpio = Cpio::default();
+    for d in [
+        "bin", "dev", "proc", "sys", "run", "tmp", "mods", "lib", "lib64", "usr", "usr/lib",
+    ] {
+        cpio.dir(d);
+    }
+    cpio.file("bin/busybox", &toolchain.root.join("bin/busybox"), 0o100755);
+    cpio.file("dreamframe", &binary, 0o100755);
+    let ldd = run_quiet(Command::new("ldd").arg(&binary)).expect("ldd of the binary");
+    let mut made = std::collections::BTreeSet::new();
+    for library in ldd.lines().filter_map(|line| {
+        line.split_whitespace()
+            .find(|word| word.starts_with('/'))
+            .map(PathBuf::from)
+    }) {
+        let name = library
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .to_string();
+        let mut parent = Path::new(&name).parent();
+        let mut parents = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            parents.push(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+        for p in parents.into_iter().rev() {
+            if made.insert(p.clone()) && !["lib", "lib64", "usr", "usr/lib"].contains(&p.as_str()) {
+                cpio.dir(&p);
+            }
+        }
+        // Resolved through symlinks: the archive holds plain files.
+        let real = std::fs::canonicalize(&library).expect("library path");
+        cpio.file(&name, &real, 0o100755);
+    }
+    let mut loads = String::new();
+    for module in modules {
+        cpio.file(
+            &format!("mods/{module}.ko"),
+            &toolchain.module(module),
+            0o100644,
+        );
+        // Two pages of virtual height, so the pan probe has a second page to try.
+        let parameters = if *module == "drm_kms_helper" {
+            " drm_fbdev_overalloc=200"
+        } else {
+            ""
+        };
+        loads.push_str(&format!("insmod /mods/{module}.ko{parameters}\n"));
+    }
+    cpio.entry(
+        "init",
+        0o100755,
+        INIT.replace("MODULES\n", &loads).as_bytes(),
+    );
+    cpio.entry(
+        "pattern.toml",
+        0o100644,
+        config("test-pattern", rotation, "").as_bytes(),
+    );
+    cpio.entry("art.toml", 0o100644, config("cppn", 0, "").as_bytes());
+    let path = dir.join("initramfs.cpio");
+    std::fs::write(&path, cpio.finish()).expect("write the initramfs");
+    path
+}
+
+struct Vm {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    transcript: Arc<Mutex<String>>,
+    monitor: PathBuf,
+    dir: PathBuf,
+    dumps: u32,
+}
+
+/// A screendump: width, height, RGB8.
+struct Picture {
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+}
+
+impl Picture {
+    fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * self.width as usize + x as usize) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    /// Share of pixels with any channel above 40.
+    fn lit_share(&self) -> f64 {
+        let lit = self
+            .rgb
+            .chunks_exact(3)
+            .filter(|p| p.iter().any(|&c| c > 40))
+            .count();
+        lit as f64 / (self.width as f64 * self.height as f64)
+    }
+
+    fn mean_difference(&self, other: &Picture) -> f64 {
+        let total: u64 = self
+            .rgb
+            .iter()
+            .zip(&other.rgb)
+            .map(|(&a, &b)| a.abs_diff(b) as u64)
+            .sum();
+        total as f64 / self.rgb.len() as f64
+    }
+}
+
+fn parse_ppm(bytes: &[u8]) -> Option<Picture> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while bytes.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !bytes.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(std::str::from_utf8(&bytes[start..at]).ok()?.to_string());
+    }
+    at += 1;
+    let (width, height) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+    let rgb = bytes
+        .get(at..at + width as usize * height as usize * 3)?
+        .to_vec();
+    (fields[0] == "P6").then_some(Picture { width, height, rgb })
+}
+
+impl Vm {
+    fn boot(toolchain: &Toolchain, name: &str, initramfs: &Path, append: &str, dir: &Path) -> Vm {
+        let monitor = dir.join("monitor.sock");
+        let mut child = toolchain
+            .command()
+            .args([
+                "-m", "512", "-smp", "1", "-nic", "none", "-display", "none", "-vga", "std",
+            ])
+            .args(["-serial", "stdio", "-no-reboot"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .arg("-kernel")
+            .arg(&toolchain.kernel)
+            .arg("-initrd")
+            .arg(initramfs)
+            .arg("-append")
+            .arg(format!(
+                "console=tty0 console=ttyS0 panic=-1 rdinit=/init {append}"
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start qemu: {e}"));
+        let stdin = child.stdin.take().expect("qemu stdin");
+        let transcript = Arc::new(Mutex::new(String::new()));
+        let (sender, lines) = channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("qemu stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("qemu stderr")),
+        ] {
+            let sender = sender.clone();
+            let transcript = Arc::clone(&transcript);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let line = line.trim_end_matches('\r').to_string();
+                    transcript
+                        .lock()
+                        .expect("transcript")
+                        .push_str(&format!("{line}\n"));
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        let mut vm = Vm {
+            child,
+            stdin,
+            lines,
+            transcript,
+            monitor,
+            dir: dir.to_path_buf(),
+            dumps: 0,
+        };
+        vm.wait_for("@@ready", Duration::from_secs(90));
+        vm
+    }
+
+    fn fail(&self, message: &str) -> ! {
+        panic!(
+            "{message}\n--- guest transcript (serial console) ---\n{}\n--- files in {} ---",
+            self.transcript.lock().expect("transcript"),
+            self.dir.display()
+        )
+    }
+
+    /// The lines before the one starting with `marker`, and that line.
+    fn wait_for(&mut self, marker: &str, timeout: Duration) -> (Vec<String>, String) {
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(marker) => return (before, line),
+                Ok(line) => before.push(line),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {marker:?} from the guest within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("qemu ended before {marker:?}"))
+                }
+            }
+        }
+    }
+
+    /// Runs a shell line in the guest; returns its output lines and exit status.
+    fn sh(&mut self, line: &str, timeout: Duration) -> (Vec<String>, i32) {
+        writeln!(self.stdin, "{line}").expect("write to the guest");
+        self.stdin.flush().expect("flush to the guest");
+        let (output, done) = self.wait_for("@@done ", timeout);
+        let status = done["@@done ".len()..].trim().parse().unwrap_or(-1);
+        (output, status)
+    }
+
+    fn sh_ok(&mut self, line: &str, timeout: Duration) -> Vec<String> {
+        let (output, status) = self.sh(line, timeout);
+        if status != 0 {
+            self.fail(&format!(
+                "guest command failed ({status}): {line}\n{}",
+                output.join("\n")
+            ));
+        }
+        output
+    }
+
+    fn screendump(&mut self) -> Picture {
+        self.dumps += 1;
+        let path = self.dir.join(format!("dump{}.ppm", self.dumps));
+        let mut monitor = UnixStream::connect(&self.monitor)
+            .unwrap_or_else(|e| self.fail(&format!("cannot reach the qemu monitor: {e}")));
+        monitor
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("monitor timeout");
+        let mut reply = Vec::new();
+        let read_until_prompt = |monitor: &mut UnixStream, reply: &mut Vec<u8>| {
+            let mut chunk = [0u8; 4096];
+            while !String::from_utf8_lossy(reply).ends_with("(qemu) ") {
+                match monitor.read(&mut chunk) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => reply.extend_from_slice(&chunk[..n]),
+                }
+            }
+            true
+        };
+        if !read_until_prompt(&mut monitor, &mut reply) {
+            self.fail("no prompt from the qemu monitor");
+        }
+        reply.clear();
+        writeln!(monitor, "screendump {}", path.display()).expect("monitor write");
+        if !read_until_prompt(&mut monitor, &mut reply) {
+            self.fail("screendump did not finish");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(picture) = std::fs::read(&path).ok().and_then(|b| parse_ppm(&b)) {
+                return picture;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "no screendump at {}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&reply)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key=value` and `key="value"` pairs of one log line.
+fn fields(line: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut rest = line;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].rsplit(' ').next().unwrap_or("").to_string();
+        let after = &rest[eq + 1..];
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (
+                quoted[..end].to_string(),
+                &quoted[(end + 1).min(quoted.len())..],
+            )
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        map.insert(key, value);
+        rest = next;
+    }
+    map
+}
+
+fn channel_of(text: &str) -> Channel {
+    let (offset, length) = text.split_once('/').expect("offset/length");
+    Channel {
+        offset: offset.parse().expect("offset"),
+        length: length.parse().expect("length"),
+    }
+}
+
+/// The screen as the probe describes it.
+fn geometry_of(report: &BTreeMap<String, String>) -> Geometry {
+    let number = |key: &str| -> u32 { report[key].parse().expect(key) };
+    let format = PixelFormat::new(
+        number("bpp"),
+        channel_of(&report["red"]),
+        channel_of(&report["green"]),
+        channel_of(&report["blue"]),
+        channel_of(&report["transp"]),
+    );
+    Geometry {
+        width: number("width"),
+        height: number("height"),
+        stride: number("line_length") as usize,
+        format,
+    }
+}
+
+/// Pixels of the screendump that differ from what the renderer makes of the test pattern,
+/// compared at the format's own channel depth.
+fn pattern_mismatches(
+    picture: &Picture,
+    geometry: Geometry,
+    rotation: Rotation,
+) -> (usize, String) {
+    let mut renderer = Renderer::new(
+        geometry,
+        PATTERN_SIZE,
+        Fit::Fit,
+        rotation,
+        UpscaleFilter::Nearest,
+    )
+    .expect("renderer for the probed screen");
+    let frame = Frame {
+        seq: 0,
+        width: PATTERN_SIZE.0,
+        height: PATTERN_SIZE.1,
+        rgb: bars(PATTERN_SIZE.0, PATTERN_SIZE.1),
+    };
+    let mut expected = vec![0; geometry.frame_bytes()];
+    renderer.clear(&mut expected);
+    renderer
+        .render(&frame, &mut expected)
+        .expect("render the pattern");
+    let format = geometry.format;
+    let bpp = format.bytes_per_pixel();
+    let depth = [format.red.length, format.green.length, format.blue.length];
+    let mut mismatches = 0;
+    let mut first = String::new();
+    for y in 0..geometry.height {
+        for x in 0..geometry.width {
+            let at = y as usize * geometry.stride + x as usize * bpp;
+            let want = format.unpack(&expected[at..at + bpp]);
+            let got = picture.pixel(x, y);
+            let same = (0..3).all(|c| want[c] >> (8 - depth[c]) == got[c] >> (8 - depth[c]));
+            if !same {
+                if mismatches == 0 {
+                    first = format!("first at ({x}, {y}): expected {want:?}, screen {got:?}");
+                }
+                mismatches += 1;
+            }
+        }
+    }
+    (mismatches, first)
+}
+
+struct Case {
+    name: &'static str,
+    modules: &'static [&'static str],
+    append: &'static str,
+    rotation: u32,
+    driver: &'static str,
+    bpp: u32,
+    flush: &'static str,
+}
+
+fn run_case(case: &Case) {
+    let toolchain = match toolchain() {
+        Ok(toolchain) => toolchain,
+        Err(reason) => return skip(reason),
+    };
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("dreamframe-qemu-{}-", case.name))
+        .tempdir()
+        .expect("temp dir");
+    let initramfs = initramfs(toolchain, case.modules, case.rotation, dir.path());
+    let mut vm = Vm::boot(toolchain, case.name, &initramfs, case.append, dir.path());
+    let minute = Duration::from_secs(60);
+
+    // The probe, before anything runs.
+    let probe = vm.sh_ok(
+        "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
+        minute,
+    );
+    let report_line = probe
+        .iter()
+        .find(|l| l.starts_with("framebuffer "))
+        .unwrap_or_else(|| vm.fail("no framebuffer line from the probe"));
+    let report = fields(report_line);
+    assert_eq!(report["driver"], case.driver, "{report_line}");
+    assert_eq!(report["bpp"], case.bpp.to_string(), "{report_line}");
+    assert_eq!(report["flush"], case.flush, "{report_line}");
+    assert_eq!(report["buffering"], "single", "{report_line}");
+    assert!(
+        probe
+            .iter()
+            .any(|l| l == "console path=/dev/tty1 mode=text"),
+        "{probe:?}"
+    );
+    let geometry = geometry_of(&report);
+    if case.bpp == 16 {
+        assert_eq!(geometry.format, PixelFormat::RGB565, "{report_line}");
+    } else {
+        assert_eq!(geometry.format, PixelFormat::XRGB8888, "{report_line}");
+    }
+
+    // The test pattern, with the console doing its worst underneath.
+    let wait_shown = |dir: &str| {
+        format!(
+            "i=0; until grep -q '\"frames_shown\": [1-9]' /run/{dir}/status.json 2>/dev/null; do \
+             sleep 0.2; i=$((i+1)); [ $i -gt 300 ] && cat /run/{dir}.log && exit 1; done; true"
+        )
+    };
+    vm.sh_ok(
+        "/dreamframe --config /pattern.toml --output-dir /run/pattern >/run/pattern.log 2>&1 & echo $! >/run/pid",
+        minute,
+    );
+    vm.sh_ok(&wait_shown("pattern"), Duration::from_secs(90));
+    vm.sh_ok(
+        "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
+         echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
+        minute,
+    );
+    let (second, _) = vm.sh(
+        "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
+        minute,
+    );
+    assert!(
+        second
+            .iter()
+            .any(|l| l.contains("in use by another player")),
+        "a second player must be refused: {second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|l| l == "console path=/dev/tty1 mode=graphics"),
+        "{second:?}"
+    );
+    let rotation = match case.rotation {
+        90 => Rotation::Clockwise90,
+        180 => Rotation::Half,
+        270 => Rotation::Clockwise270,
+        _ => Rotation::None,
+    };
+    let pattern = vm.screendump();
+    assert_eq!(
+        (pattern.width, pattern.height),
+        (geometry.width, geometry.height)
+    );
+    let (mismatches, first) = pattern_mismatches(&pattern, geometry, rotation);
+    if mismatches != 0 {
+        vm.fail(&format!(
+            "{mismatches} pixels differ from the test pattern ({first}); dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+    let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
+    assert_eq!(status, 0, "pattern run exit: {output:?}");
+
+    // The art: lit, and moving.
+    vm.sh_ok(
+        "/dreamframe --config /art.toml --output-dir /run/art >/run/art.log 2>&1 & echo $! >/run/pid",
+        minute,
+    );
+    vm.sh_ok(&wait_shown("art"), Duration::from_secs(90));
+    vm.sh_ok("sleep 1", minute);
+    let first_art = vm.screendump();
+    vm.sh_ok("sleep 3", minute);
+    let later_art = vm.screendump();
+    let lit = first_art.lit_share();
+    let moved = first_art.mean_difference(&later_art);
+    if lit < 0.5 || moved < 1.0 {
+        vm.fail(&format!(
+            "art on screen: lit share {lit:.2} (want >= 0.5), mean change {moved:.2} (want >= 1); dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+
+    // SIGTERM: clean exit, text mode back, the console visible again.
+    let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
+    assert_eq!(status, 0, "art run exit: {output:?}");
+    let log = vm.sh_ok("cat /run/art.log", minute).join("\n");
+    assert!(
+        log.contains("console path=/dev/tty1 mode=restored"),
+        "{log}"
+    );
+    let after = vm.sh_ok(
+        "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
+        minute,
+    );
+    assert!(
+        after
+            .iter()
+            .any(|l| l == "console path=/dev/tty1 mode=text"),
+        "{after:?}"
+    );
+    vm.sh_ok(
+        "clear >/dev/tty1; for i in 1 2 3 4 5 6 7 8; do echo 'the console is back' >/dev/tty1; done; sleep 1",
+        minute,
+    );
+    let console = vm.screendump();
+    let console_lit = console.lit_share();
+    if !(0.001..0.2).contains(&console_lit) {
+        vm.fail(&format!(
+            "after exit the screen should be the text console (a few lit pixels), lit share {console_lit:.3}; dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "qemu {}: {} {}x{} {} bpp passed in {:.1} s",
+        case.name,
+        case.driver,
+        geometry.width,
+        geometry.height,
+        case.bpp,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn bochs_drm_32bpp_shows_the_art_and_restores_the_console() {
+    run_case(&Case {
+        name: "bochs",
+        modules: BOCHS_MODULES,
+        append: "",
+        rotation: 0,
+        driver: "bochs-drmdrmfb",
+        bpp: 32,
+        flush: "msync",
+    });
+}
+
+#[test]
+fn vesafb_rgb565_shows_the_art_turned_and_restores_the_console() {
+    run_case(&Case {
+        name: "vesafb",
+        modules: &[],
+        // VESA mode 0x314: 800x600, 16 bpp RGB565.
+        append: "vga=0x314",
+        rotation: 90,
+        driver: "VESA VGA",
+        bpp: 16,
+        flush: "direct",
+    });
+}
