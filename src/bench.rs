@@ -5,6 +5,7 @@
 //! are compared happen in this one process, side by side.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,9 @@ use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
 use crate::interpolation::transition;
 use crate::pixel_format::PixelFormat;
 use crate::renderer::Renderer;
+use crate::sink::fbdev::FbdevSink;
 use crate::sink::null::NullSink;
-use crate::sink::Geometry;
+use crate::sink::{Geometry, Sink};
 use crate::status::Status;
 
 pub struct Measurement {
@@ -112,12 +114,57 @@ impl Drop for CoreLoad {
     }
 }
 
+/// A framebuffer in memory (tmpfs): the fbdev sink's mapping, locking and copy without a device.
+fn memory_framebuffer(
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+) -> anyhow::Result<(FbdevSink, std::path::PathBuf)> {
+    let dir = Path::new("/dev/shm");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!(
+        "dreamframe-bench-fb-{}-{}",
+        std::process::id(),
+        format.bits_per_pixel
+    ));
+    let mut var = framebuffer::VarScreeninfo {
+        xres: width,
+        yres: height,
+        xres_virtual: width,
+        yres_virtual: height,
+        bits_per_pixel: format.bits_per_pixel,
+        ..Default::default()
+    };
+    for (field, channel) in [
+        (&mut var.red, format.red),
+        (&mut var.green, format.green),
+        (&mut var.blue, format.blue),
+        (&mut var.transp, format.transp),
+    ] {
+        field.offset = channel.offset;
+        field.length = channel.length;
+    }
+    let line_length = width * format.bytes_per_pixel() as u32;
+    let fix = framebuffer::FixScreeninfo {
+        line_length,
+        smem_len: line_length * height,
+        visual: 2, // FB_VISUAL_TRUECOLOR
+        ..Default::default()
+    };
+    Ok((FbdevSink::over_file(&path, &var, &fix)?, path))
+}
+
 fn pipeline_run(
     name: &str,
     config: &Config,
     args: &BenchArgs,
     load: Option<usize>,
     realtime: bool,
+    framebuffer: Option<PixelFormat>,
 ) -> anyhow::Result<PipelineRun> {
     let dir = std::env::temp_dir().join(format!("dreamframe-bench-{}", std::process::id()));
     let mut config = config.clone();
@@ -126,11 +173,19 @@ fn pipeline_run(
     config.display.realtime = realtime;
     let seed = 1;
     let generator = crate::generator::build(&config, seed)?;
-    let sink = Box::new(NullSink::new(Geometry::packed(
-        args.width,
-        args.height,
-        PixelFormat::XRGB8888,
-    )));
+    let mut framebuffer_file = None;
+    let sink: Box<dyn Sink> = match framebuffer {
+        Some(format) => {
+            let (sink, path) = memory_framebuffer(args.width, args.height, format)?;
+            framebuffer_file = Some(path);
+            Box::new(sink)
+        }
+        None => Box::new(NullSink::new(Geometry::packed(
+            args.width,
+            args.height,
+            PixelFormat::XRGB8888,
+        ))),
+    };
     let _load = load.map(CoreLoad::start);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,6 +195,9 @@ fn pipeline_run(
         tokio::time::sleep(duration).await
     }))?;
     let _ = std::fs::remove_dir_all(dir);
+    if let Some(path) = framebuffer_file {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(PipelineRun {
         name: name.to_string(),
         status,
@@ -218,17 +276,55 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         )?);
     }
 
+    // Upscale + convert + blit into a memory-backed framebuffer through the fbdev sink.
+    for (label, format) in [
+        ("XRGB8888 32bpp", PixelFormat::XRGB8888),
+        ("RGB565 16bpp", PixelFormat::RGB565),
+    ] {
+        let (mut sink, path) = memory_framebuffer(args.width, args.height, format)?;
+        let geometry = sink.geometry();
+        let mut renderer = Renderer::new(
+            geometry,
+            (width, height),
+            Fit::Fill,
+            Rotation::None,
+            UpscaleFilter::CatmullRom,
+        )?;
+        let mut out = vec![0u8; geometry.frame_bytes()];
+        render.push(measure(
+            format!(
+                "upscale+convert+blit {width}x{height} -> {}x{} {label} (fbdev sink, memory-backed)",
+                args.width, args.height
+            ),
+            60,
+            1,
+            || {
+                renderer.render(&frame, &mut out)?;
+                sink.present(&out)
+            },
+        )?);
+        render.push(measure(
+            format!("blit alone {}x{} {label}", args.width, args.height),
+            60,
+            1,
+            || sink.present(&out),
+        )?);
+        drop(sink);
+        let _ = std::fs::remove_file(path);
+    }
+
     // The whole pipeline into a null sink: alone, then with every core loaded as well.
     config.buffer.start_seconds = 1.0;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runs = vec![
-        pipeline_run("pipeline", &config, args, None, true)?,
+        pipeline_run("pipeline", &config, args, None, true, None)?,
         pipeline_run(
             &format!("pipeline + {cores} busy threads"),
             &config,
             args,
             Some(cores),
             true,
+            None,
         )?,
         pipeline_run(
             &format!("pipeline + {cores} busy, realtime off"),
@@ -236,6 +332,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             args,
             Some(cores),
             false,
+            None,
+        )?,
+        pipeline_run(
+            "pipeline -> fbdev XRGB8888 (memory)",
+            &config,
+            args,
+            None,
+            true,
+            Some(PixelFormat::XRGB8888),
+        )?,
+        pipeline_run(
+            "pipeline -> fbdev RGB565 (memory)",
+            &config,
+            args,
+            None,
+            true,
+            Some(PixelFormat::RGB565),
         )?,
     ];
     Ok(BenchReport {
@@ -264,13 +377,16 @@ impl fmt::Display for BenchReport {
             };
             writeln!(
                 f,
-                "  {:<32} sustained {:>6.2} fps over {:.1} s playing | jitter p50 {:.3} ms p99 {:.3} ms max {:.3} ms | late {} skipped {} held {} underruns {} | buffer {:.1} s ({:.0}%) at end | decode {:.2} ms/frame, upscale {:.2} ms/frame",
+                "  {:<32} sustained {:>6.2} fps over {:.1} s playing | jitter p50 {:.3} ms p99 {:.3} ms max {:.3} ms | presented p50 {:.3} p99 {:.3} max {:.3} ms | late {} skipped {} held {} underruns {} | buffer {:.1} s ({:.0}%) at end | decode {:.2} ms/frame, upscale {:.2} ms/frame",
                 run.name,
                 sustained,
                 playing_s,
                 s.jitter_p50_ms,
                 s.jitter_p99_ms,
                 s.jitter_max_ms,
+                s.presented_p50_ms,
+                s.presented_p99_ms,
+                s.presented_max_ms,
                 s.late_frames,
                 s.skipped_deadlines,
                 s.held_deadlines,

@@ -85,6 +85,7 @@ impl Pacer {
                 match self.ready.try_recv() {
                     Ok(frame) => {
                         self.sink.present(&frame.pixels)?;
+                        self.stats.presented_lateness.record(deadline.elapsed());
                         if lateness > LATE_THRESHOLD {
                             self.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                         }

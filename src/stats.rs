@@ -155,6 +155,8 @@ pub struct PipelineStats {
     pub held_deadlines: AtomicU64,
     /// Lateness of each deadline's wake-up against the deadline.
     pub lateness: Histogram,
+    /// Deadline to the end of `present` (the frame handed to the screen), for new frames.
+    pub presented_lateness: Histogram,
     /// 1 + sequence number of the frame on screen (0: nothing shown yet).
     pub shown_seq: AtomicU64,
     // Playback.
@@ -190,6 +192,7 @@ impl Default for PipelineStats {
             skipped_deadlines: AtomicU64::new(0),
             held_deadlines: AtomicU64::new(0),
             lateness: Histogram::default(),
+            presented_lateness: Histogram::default(),
             shown_seq: AtomicU64::new(0),
             state: AtomicU8::new(PlaybackState::Buffering as u8),
             underruns: AtomicU64::new(0),

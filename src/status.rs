@@ -52,6 +52,10 @@ pub struct Status {
     pub jitter_p50_ms: f64,
     pub jitter_p99_ms: f64,
     pub jitter_max_ms: f64,
+    /// Deadline to frame handed to the screen (after the blit, msync or vsync wait).
+    pub presented_p50_ms: f64,
+    pub presented_p99_ms: f64,
+    pub presented_max_ms: f64,
     pub model_lock_acquisitions: u64,
     pub model_lock_contended: u64,
     pub model_lock_avg_wait_ms: f64,
@@ -150,6 +154,9 @@ impl StatusSource {
             jitter_p50_ms: s.lateness.quantile_ms(0.5),
             jitter_p99_ms: s.lateness.quantile_ms(0.99),
             jitter_max_ms: s.lateness.max_ms(),
+            presented_p50_ms: s.presented_lateness.quantile_ms(0.5),
+            presented_p99_ms: s.presented_lateness.quantile_ms(0.99),
+            presented_max_ms: s.presented_lateness.max_ms(),
             model_lock_acquisitions: lock.acquisitions,
             model_lock_contended: lock.contended,
             model_lock_avg_wait_ms: lock.avg_wait_ms,
@@ -174,7 +181,7 @@ impl Status {
     /// The periodic `stats` log line (stable key=value, for tools/).
     pub fn log_line(&self) -> String {
         format!(
-            "stats state={} fps={:.2} target_fps={:.2} frames_shown={} late_frames={} skipped_deadlines={} held_deadlines={} underruns={} underrun_frames={} buffer_frames={} buffer_seconds={:.2} buffer_percentage={:.1} jitter_p50_ms={:.3} jitter_p99_ms={:.3} jitter_max_ms={:.3} lock_avg_wait_ms={:.3} lock_max_wait_ms={:.3} lock_contended={} decode_fps={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} generator_errors={}",
+            "stats state={} fps={:.2} target_fps={:.2} frames_shown={} late_frames={} skipped_deadlines={} held_deadlines={} underruns={} underrun_frames={} buffer_frames={} buffer_seconds={:.2} buffer_percentage={:.1} jitter_p50_ms={:.3} jitter_p99_ms={:.3} jitter_max_ms={:.3} presented_p99_ms={:.3} lock_avg_wait_ms={:.3} lock_max_wait_ms={:.3} lock_contended={} decode_fps={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} generator_errors={}",
             self.state,
             self.achieved_fps,
             self.target_fps,
@@ -190,6 +197,7 @@ impl Status {
             self.jitter_p50_ms,
             self.jitter_p99_ms,
             self.jitter_max_ms,
+            self.presented_p99_ms,
             self.model_lock_avg_wait_ms,
             self.model_lock_max_wait_ms,
             self.model_lock_contended,

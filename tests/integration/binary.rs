@@ -46,6 +46,8 @@ const STATUS_FIELDS: &[&str] = &[
     "held_deadlines",
     "skipped_deadlines",
     "screen",
+    "framebuffer",
+    "presented_p99_ms",
 ];
 
 /// The binary showing into the null sink for `seconds`, writing its files (and log) to `dir`.
