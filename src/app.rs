@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::config::{resolve_output_dir, Config};
@@ -25,6 +25,7 @@ use crate::decoder::DecodeStage;
 use crate::frame_buffer::FrameBuffer;
 use crate::generator::{Generator, ModelLock};
 use crate::keyframes::KeyframeStage;
+use crate::live::{needs_restart, Live, LiveSettings, Watcher};
 use crate::pacer::Pacer;
 use crate::playback::{Playback, PlaybackSettings, RecentFrames, MIN_PING_PONG_FRAMES};
 use crate::renderer::Renderer;
@@ -111,6 +112,24 @@ pub async fn run(
     seed: u64,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Status> {
+    let (_keep_open, reloads) = unbounded_channel();
+    run_with_reloads(config, sink, generator, seed, shutdown, reloads).await
+}
+
+/// How often the night schedule is looked at (and at every reload).
+const SCHEDULE_CHECK: Duration = Duration::from_secs(15);
+
+/// `run`, taking new (already validated) configs from `reloads`: themes, fps, transitions,
+/// schedule, fit and rotation apply at once, without reloading the model or blanking the screen;
+/// changes that need a restart are logged and left alone.
+pub async fn run_with_reloads(
+    config: Config,
+    sink: Box<dyn Sink>,
+    generator: Box<dyn Generator>,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: UnboundedReceiver<Config>,
+) -> anyhow::Result<Status> {
     let paths = OutputPaths::for_config(&config);
     if let Some(dir) = paths.status.parent() {
         if let Err(error) = std::fs::create_dir_all(dir) {
@@ -139,6 +158,8 @@ pub async fn run(
     )
     .context("cannot render onto this screen")?;
     let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(Live::new(LiveSettings::from_config(&config)));
+    let watcher = || Watcher::new(&live);
 
     let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(SCREEN_BUFFERS);
     for _ in 0..SCREEN_BUFFERS {
@@ -175,6 +196,8 @@ pub async fn run(
             .as_deref()
             .and_then(|path| crate::resume::usable(path, model.name(), seed)),
         resume_path: paths.resume.clone(),
+        live: Arc::clone(&live),
+        watcher: watcher(),
     };
     spawn_stage("keyframes", &exit_tx, move || stage.run())?;
     let stage = DecodeStage {
@@ -187,6 +210,8 @@ pub async fn run(
         fps,
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
+        live: Arc::clone(&live),
+        watcher: watcher(),
     };
     spawn_stage("decoder", &exit_tx, move || stage.run())?;
     let playback = Playback {
@@ -202,6 +227,8 @@ pub async fn run(
         ready: ready_tx,
         recent: Arc::clone(&recent),
         stats: Arc::clone(&stats),
+        live: Arc::clone(&live),
+        watcher: watcher(),
     };
     spawn_stage("playback", &exit_tx, move || playback.run())?;
     let pacer = Pacer {
@@ -212,6 +239,8 @@ pub async fn run(
         realtime: config.display.realtime,
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
+        live: Arc::clone(&live),
+        watcher: watcher(),
     };
     spawn_stage("pacer", &exit_tx, move || pacer.run())?;
     drop(exit_tx);
@@ -247,6 +276,9 @@ pub async fn run(
     let mut watchdog_tick =
         tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
     let mut deadlines_at_last_ping = 0;
+    let mut running_config = config.clone();
+    let mut schedule_tick = tokio::time::interval(SCHEDULE_CHECK);
+    let mut schedule_now: Option<crate::schedule::Period> = None;
     let mut last_status = status.collect();
     tokio::pin!(shutdown);
 
@@ -279,6 +311,46 @@ pub async fn run(
                 }
             }
             _ = stats_log_tick.tick() => log::info!("{}", last_status.log_line()),
+            Some(new) = reloads.recv() => {
+                let restart = needs_restart(&running_config, &new);
+                if !restart.is_empty() {
+                    log::warn!("reload_needs_restart keys=\"{}\": these keep their running values until a restart", restart.join(", "));
+                }
+                let settings = LiveSettings::from_config(&new);
+                log::info!(
+                    "reload applied=true fps={} fit={:?} rotation={} frames_per_transition={} easing={:?} themes={} schedule_periods={}",
+                    settings.fps,
+                    settings.fit,
+                    settings.rotation.degrees(),
+                    settings.frames_per_transition,
+                    settings.easing,
+                    settings.prompts.themes.len(),
+                    settings.schedule.len()
+                );
+                status.target_fps = settings.fps;
+                live.update(settings);
+                running_config = new;
+                schedule_tick.reset_immediately();
+            }
+            _ = schedule_tick.tick() => {
+                let periods = &running_config.schedule;
+                let active = crate::schedule::active(periods, crate::schedule::local_minute_of_day()).copied();
+                if active != schedule_now {
+                    match &active {
+                        Some(period) => log::info!("schedule action=\"{}\"", period.label()),
+                        None => log::info!("schedule action=none"),
+                    }
+                    let (blank, brightness) = match active.map(|p| p.action) {
+                        Some(crate::schedule::ScheduleAction::Blank) => (true, 1.0),
+                        Some(crate::schedule::ScheduleAction::Dim(factor)) => (false, factor),
+                        None => (false, 1.0),
+                    };
+                    live.set_brightness(brightness);
+                    live.set_blanked(blank);
+                    status.schedule = active.map(|p| p.label());
+                    schedule_now = active;
+                }
+            }
             _ = watchdog_tick.tick(), if watchdog_interval.is_some() => {
                 // Only a pacer that keeps reaching deadlines keeps the watchdog quiet.
                 let deadlines = stats.deadlines.load(Ordering::Relaxed);
@@ -371,7 +443,6 @@ fn record_exit(
 pub struct ShutdownSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
     quit: tokio::signal::unix::Signal,
 }
 
@@ -383,17 +454,15 @@ impl ShutdownSignals {
         Ok(Self {
             terminate: install(SignalKind::terminate())?,
             interrupt: install(SignalKind::interrupt())?,
-            hangup: install(SignalKind::hangup())?,
             quit: install(SignalKind::quit())?,
         })
     }
 
-    /// Completes on SIGTERM, SIGINT, SIGHUP or SIGQUIT, with the signal's name.
+    /// Completes on SIGTERM, SIGINT or SIGQUIT, with the signal's name (SIGHUP reloads).
     pub async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
-            _ = self.hangup.recv() => "SIGHUP",
             _ = self.quit.recv() => "SIGQUIT",
         }
     }

@@ -31,6 +31,9 @@ pub struct DecodeStage {
     pub fps: f64,
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
+    /// Transition length and easing from reloads; decoding pauses while the screen is blanked.
+    pub live: Arc<crate::live::Live>,
+    pub watcher: crate::live::Watcher,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -116,6 +119,13 @@ impl DecodeStage {
             let Ok(to) = self.input.recv() else {
                 return Ok(());
             };
+            while self.live.blanked() && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(crate::live::PAUSE_POLL);
+            }
+            if let Some(settings) = self.watcher.changed(&self.live) {
+                self.frames_per_transition = settings.frames_per_transition;
+                self.easing = settings.easing;
+            }
             let decoded = loop {
                 match self.decode_transition(&from, &to) {
                     Ok(decoded) => break decoded,

@@ -39,6 +39,9 @@ pub struct KeyframeStage {
     pub resume_path: Option<PathBuf>,
     /// A saved state to continue from.
     pub resume_from: Option<ResumeState>,
+    /// Themes from reloads; generation pauses while the screen is blanked.
+    pub live: Arc<crate::live::Live>,
+    pub watcher: crate::live::Watcher,
 }
 
 impl KeyframeStage {
@@ -64,6 +67,13 @@ impl KeyframeStage {
             }
         }
         while !self.stop.load(Ordering::Relaxed) {
+            if self.live.blanked() {
+                std::thread::sleep(crate::live::PAUSE_POLL);
+                continue;
+            }
+            if let Some(settings) = self.watcher.changed(&self.live) {
+                self.model.lock().0.reconfigure(&settings.prompts);
+            }
             let request = KeyframeRequest {
                 index,
                 seed: keyframe_seed(self.run_seed, index),

@@ -142,7 +142,41 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
             };
             log::info!("shutdown reason={reason}");
         };
-        dreamframe::run(config, sink, generator, seed, shutdown).await
+        let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        let config_path = cli.config.clone();
+        let overrides = (cli.sink, cli.output_dir.clone());
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(path) = &config_path else {
+                    log::warn!("reload_rejected reason=\"no --config file: the built-in defaults have nothing to re-read\"");
+                    continue;
+                };
+                // Read on the blocking pool: a slow disk must not hold up the orchestrator.
+                let path = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+                match loaded {
+                    Ok(Ok(mut new)) => {
+                        if let Some(sink) = overrides.0 {
+                            new.display.sink = sink.into();
+                        }
+                        if let Some(dir) = &overrides.1 {
+                            new.output.dir = Some(dir.clone());
+                        }
+                        let _ = reload_tx.send(new);
+                    }
+                    // The same all-problems message as at start; the running config stays.
+                    Ok(Err(error)) => {
+                        // One log line (tools parse lines): the problems joined by " | ".
+                        let problems = format!("{error:#}").replace("\n  ", " | ").replace('\n', " ");
+                        log::error!("reload_rejected error=\"{problems}\": the running config stays");
+                    }
+                    Err(error) => log::error!("reload_rejected error=\"{error}\""),
+                }
+            }
+        });
+        dreamframe::app::run_with_reloads(config, sink, generator, seed, shutdown, reloads).await
     })?;
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct Pacer {
     pub realtime: bool,
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
+    /// fps from reloads; blanking from the schedule.
+    pub live: Arc<crate::live::Live>,
+    pub watcher: crate::live::Watcher,
 }
 
 fn wait_until(deadline: Instant) {
@@ -68,12 +71,35 @@ impl Pacer {
             "pacer fps={:.3} realtime={realtime}",
             1.0 / self.period.as_secs_f64()
         );
-        let period_ns = self.period.as_nanos().max(1) as u64;
-        let base = Instant::now();
+        let mut period_ns = self.period.as_nanos().max(1) as u64;
+        let mut base = Instant::now();
         let mut deadline_index: u64 = 0;
         let mut current: Option<ScreenFrame> = None;
         let mut periods_left: u32 = 0;
+        let mut blanked = false;
         while !self.stop.load(Ordering::Relaxed) {
+            if let Some(settings) = self.watcher.changed(&self.live) {
+                // A new rate starts a new deadline grid from the last deadline.
+                let new_ns = Duration::from_secs_f64(1.0 / settings.fps)
+                    .as_nanos()
+                    .max(1) as u64;
+                if new_ns != period_ns {
+                    base += Duration::from_nanos(period_ns * deadline_index.saturating_sub(1));
+                    deadline_index = 1;
+                    period_ns = new_ns;
+                    log::info!("pacer fps={:.3} reloaded=true", 1e9 / period_ns as f64);
+                }
+            }
+            if self.live.blanked() != blanked {
+                blanked = !blanked;
+                match self.sink.set_blanked(blanked) {
+                    Ok(()) => log::info!("screen blanked={blanked} sink={}", self.sink.name()),
+                    // The schedule still pauses generation; the picture just stays lit.
+                    Err(error) => {
+                        log::warn!("screen_blank_failed blanked={blanked} error=\"{error:#}\"")
+                    }
+                }
+            }
             let deadline = base + Duration::from_nanos(period_ns * deadline_index);
             wait_until(deadline);
             let lateness = deadline.elapsed();
@@ -81,7 +107,7 @@ impl Pacer {
             self.stats.deadlines.fetch_add(1, Ordering::Relaxed);
 
             periods_left = periods_left.saturating_sub(1);
-            if periods_left == 0 {
+            if periods_left == 0 && !blanked {
                 match self.ready.try_recv() {
                     Ok(frame) => {
                         self.sink.present(&frame.pixels)?;

@@ -90,6 +90,9 @@ pub struct Playback {
     pub ready: SyncSender<ScreenFrame>,
     pub recent: Arc<RecentFrames>,
     pub stats: Arc<PipelineStats>,
+    /// Fit, rotation and fps from reloads; brightness from the schedule.
+    pub live: Arc<crate::live::Live>,
+    pub watcher: crate::live::Watcher,
 }
 
 /// Position of a ping-pong walk through the recent frames.
@@ -271,6 +274,18 @@ impl Playback {
                 Err(_) => return Ok(Flow::Stop),
             }
         };
+        if let Some(settings) = self.watcher.changed(&self.live) {
+            self.settings.fps = settings.fps;
+            if (settings.fit, settings.rotation) != (self.renderer.fit(), self.renderer.rotation())
+            {
+                // Made before the old one goes, so a failure keeps the picture as it was.
+                match self.renderer.reconfigured(settings.fit, settings.rotation) {
+                    Ok(renderer) => self.renderer = renderer,
+                    Err(error) => log::warn!("reload_render_failed error=\"{error:#}\""),
+                }
+            }
+        }
+        self.renderer.set_brightness(self.live.brightness());
         let started = std::time::Instant::now();
         self.renderer.render(frame, &mut pixels)?;
         self.stats.upscale.record(started.elapsed());

@@ -101,8 +101,12 @@ pub struct Renderer {
     geometry: Geometry,
     source: (u32, u32),
     rotation: Rotation,
-    /// The turned source frame (empty without rotation).
+    fit: Fit,
+    filter: UpscaleFilter,
+    /// The source frame turned and dimmed, when either applies.
     turned: Vec<u8>,
+    /// Brightness lookup (identity at full brightness) and its factor in thousandths.
+    brightness: ([u8; 256], u32),
     target: Rect,
     options: ResizeOptions,
     resizer: fr::Resizer,
@@ -166,21 +170,45 @@ impl Renderer {
                 lookup: channel_lookup(&geometry.format),
             },
         };
-        let turned = if rotation == Rotation::None {
-            Vec::new()
-        } else {
-            vec![0; source_pixels * 3]
-        };
         Ok(Self {
             geometry,
             source,
             rotation,
-            turned,
+            fit,
+            filter,
+            turned: vec![0; source_pixels * 3],
+            brightness: (std::array::from_fn(|i| i as u8), 1000),
             target,
             options,
             resizer: fr::Resizer::new(),
             path,
         })
+    }
+
+    /// The same screen and source with another fit and rotation (a reload).
+    pub fn reconfigured(&self, fit: Fit, rotation: Rotation) -> anyhow::Result<Self> {
+        let mut renderer = Self::new(self.geometry, self.source, fit, rotation, self.filter)?;
+        renderer.brightness = self.brightness;
+        Ok(renderer)
+    }
+
+    pub fn fit(&self) -> Fit {
+        self.fit
+    }
+
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
+    }
+
+    /// Scales the picture's brightness (the night schedule's dimming); 1.0 leaves it as is.
+    pub fn set_brightness(&mut self, factor: f32) {
+        let permille = (factor.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        if permille != self.brightness.1 {
+            self.brightness = (
+                std::array::from_fn(|i| ((i as u32 * permille + 500) / 1000) as u8),
+                permille,
+            );
+        }
     }
 
     /// Fills a screen buffer with black (the bars around a fitted picture stay so).
@@ -213,10 +241,18 @@ impl Renderer {
             out.len()
         );
         let out = &mut out[..frame_bytes];
-        let (rgb, (width, height)) = if self.rotation == Rotation::None {
+        let dimmed = self.brightness.1 < 1000;
+        let (rgb, (width, height)) = if self.rotation == Rotation::None && !dimmed {
             (&frame.rgb[..], self.source)
         } else {
             let size = turn(&frame.rgb, self.source, self.rotation, &mut self.turned);
+            if dimmed {
+                // On the small source, before the resize: ~100 KB instead of the whole screen.
+                let lookup = &self.brightness.0;
+                for value in self.turned.iter_mut() {
+                    *value = lookup[*value as usize];
+                }
+            }
             (&self.turned[..], size)
         };
         match &mut self.path {
@@ -597,5 +633,47 @@ mod tests {
             out.chunks_exact(4).all(|p| p[..3] == [200, 200, 200]),
             "no black bars"
         );
+    }
+
+    #[test]
+    fn brightness_scales_the_picture_and_reconfiguring_keeps_it() {
+        let g = geometry(4, 4, PixelFormat::XRGB8888, 0);
+        let mut renderer = Renderer::new(
+            g,
+            (2, 2),
+            Fit::Stretch,
+            Rotation::None,
+            UpscaleFilter::Nearest,
+        )
+        .expect("renderer");
+        renderer.set_brightness(0.5);
+        let mut out = vec![0; g.frame_bytes()];
+        renderer
+            .render(&solid(2, 2, [200, 100, 0]), &mut out)
+            .expect("render");
+        assert!(
+            out.chunks_exact(4).all(|p| p[..3] == [0, 50, 100]),
+            "{:?}",
+            &out[..4]
+        );
+        let mut turned = renderer
+            .reconfigured(Fit::Fit, Rotation::Half)
+            .expect("reconfigured");
+        assert_eq!(
+            (turned.fit(), turned.rotation()),
+            (Fit::Fit, Rotation::Half)
+        );
+        turned
+            .render(&solid(2, 2, [200, 100, 0]), &mut out)
+            .expect("render");
+        assert!(
+            out.chunks_exact(4).all(|p| p[..3] == [0, 50, 100]),
+            "dimming kept"
+        );
+        turned.set_brightness(1.0);
+        turned
+            .render(&solid(2, 2, [200, 100, 0]), &mut out)
+            .expect("render");
+        assert!(out.chunks_exact(4).all(|p| p[..3] == [0, 100, 200]));
     }
 }

@@ -28,6 +28,8 @@ pub struct Status {
     pub screen: Geometry,
     /// The framebuffer as probed at start (fbdev sink only).
     pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
+    /// The schedule period in force ("blank 23:00-07:00", "dim 0.30 21:00-23:00"), if any.
+    pub schedule: Option<String>,
     pub internal_width: u32,
     pub internal_height: u32,
     pub state: &'static str,
@@ -81,6 +83,7 @@ pub struct StatusSource {
     pub screen: Geometry,
     pub target_fps: f64,
     pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
+    pub schedule: Option<String>,
     last: Option<(Instant, u64, u64)>,
 }
 
@@ -103,6 +106,7 @@ impl StatusSource {
             screen,
             target_fps,
             framebuffer: None,
+            schedule: None,
             last: None,
         }
     }
@@ -133,6 +137,7 @@ impl StatusSource {
             sink: self.sink.clone(),
             screen: self.screen,
             framebuffer: self.framebuffer.clone(),
+            schedule: self.schedule.clone(),
             internal_width,
             internal_height,
             state: s.state().name(),

@@ -167,12 +167,23 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The span of a key's value in the file, if the file sets it.
+    /// The span of a key's value in the file, if the file sets it. A part may index an array
+    /// of tables: "schedule.periods[1].from".
     fn locate(&self, key: &str) -> Option<Range<usize>> {
         let mut table = self.document.get_ref();
         let mut parts = key.split('.').peekable();
         while let Some(part) = parts.next() {
-            let value = table.get(part)?;
+            let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+                Some((name, index)) => (name, Some(index.parse::<usize>().ok()?)),
+                None => (part, None),
+            };
+            let mut value = table.get(name)?;
+            if let Some(index) = index {
+                match value.get_ref() {
+                    DeValue::Array(items) => value = items.get(index)?,
+                    _ => return None,
+                }
+            }
             if parts.peek().is_none() {
                 return Some(value.span());
             }

@@ -129,6 +129,8 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub output: OutputConfig,
     pub log: LogConfig,
+    /// Daily periods that dim or blank the display.
+    pub schedule: Vec<crate::schedule::Period>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -302,6 +304,55 @@ pub fn resolve_output_dir(configured: Option<&Path>) -> PathBuf {
         return home.join(".local/state/dreamframe");
     }
     PathBuf::from("/tmp/dreamframe")
+}
+
+fn validate_schedule(raw: &raw::RawSchedule, c: &mut Checker) -> Vec<crate::schedule::Period> {
+    use crate::schedule::{parse_clock, Period, ScheduleAction};
+    let mut periods = Vec::new();
+    for (i, p) in raw.periods.iter().enumerate() {
+        let key = |name: &str| format!("schedule.periods[{i}].{name}");
+        let mut clock = |name: &str, value: &str| {
+            let minute = parse_clock(value);
+            if minute.is_none() {
+                c.report_key(
+                    &key(name),
+                    value,
+                    "allowed: a 24-hour local time \"HH:MM\", 00:00 to 23:59",
+                );
+            }
+            minute
+        };
+        let (from, to) = (clock("from", &p.from), clock("to", &p.to));
+        let action = match p.action.as_str() {
+            "blank" => Some(ScheduleAction::Blank),
+            "dim" => Some(ScheduleAction::Dim(c.range_f64(
+                &key("brightness"),
+                p.brightness,
+                0.05,
+                1.0,
+            ))),
+            _ => {
+                c.report_key(
+                    &key("action"),
+                    &p.action,
+                    "allowed values are \"dim\", \"blank\"",
+                );
+                None
+            }
+        };
+        if let (Some(from), Some(to), Some(action)) = (from, to, action) {
+            if from == to {
+                c.report_key(
+                    &key("to"),
+                    &p.to,
+                    "must differ from `from` (an empty period)",
+                );
+            } else {
+                periods.push(Period { from, to, action });
+            }
+        }
+    }
+    periods
 }
 
 fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
@@ -557,8 +608,10 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         files: c.range_u32("log.files", raw.log.files, 1, 100) as usize,
     };
 
+    let schedule = validate_schedule(&raw.schedule, c);
     Config {
         seed: raw.seed,
+        schedule,
         display,
         model,
         prompts,

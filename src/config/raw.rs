@@ -18,6 +18,27 @@ pub struct RawConfig {
     pub buffer: RawBuffer,
     pub output: RawOutput,
     pub log: RawLog,
+    pub schedule: RawSchedule,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawSchedule {
+    pub periods: Vec<RawPeriod>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawPeriod {
+    pub from: String,
+    pub to: String,
+    pub action: String,
+    #[serde(default = "full_brightness")]
+    pub brightness: f64,
+}
+
+fn full_brightness() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -49,6 +49,8 @@ pub trait Generator: Send {
     fn keyframe_label(&self, _index: u64) -> Option<String> {
         None
     }
+    /// New themes from a reload; generators without prompts ignore them.
+    fn reconfigure(&mut self, _prompts: &crate::config::PromptsConfig) {}
     /// Something the people running the display should know (shown in status.json).
     fn note(&self) -> Option<&str> {
         None

@@ -19,6 +19,8 @@ pub struct Recording {
     pub frames: Vec<Presented>,
     /// Set when the sink was dropped (the run let go of the display).
     pub released: bool,
+    /// Each FBIOBLANK-like call: when, and whether it blanked.
+    pub blanks: Vec<(Instant, bool)>,
 }
 
 pub struct MemorySink {
@@ -78,6 +80,15 @@ impl Sink for MemorySink {
             .expect("memory sink recording lock poisoned")
             .frames
             .push(presented);
+        Ok(())
+    }
+
+    fn set_blanked(&mut self, blanked: bool) -> anyhow::Result<()> {
+        self.recording
+            .lock()
+            .expect("memory sink recording lock poisoned")
+            .blanks
+            .push((Instant::now(), blanked));
         Ok(())
     }
 }

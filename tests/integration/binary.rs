@@ -344,3 +344,75 @@ fn a_restart_continues_the_walk_where_it_was() {
         "must not start over: {second_run}"
     );
 }
+
+#[test]
+fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("dreamframe.toml");
+    let first = "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n";
+    std::fs::write(&config, first).expect("config");
+    let mut child = null_run(dir.path(), "12")
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .expect("binary starts");
+    let status_path = dir.path().join("status.json");
+    let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&status_path) {
+                if let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if check(&status) {
+                        return status;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("frames", &|s| s["frames_shown"].as_u64().unwrap_or(0) > 0);
+    let hangup = || {
+        // SAFETY: signalling our own child by pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    };
+
+    // A bad file: every problem logged with file and line; the display runs on at 20 fps.
+    std::fs::write(&config, "[display]\nfps = 500.0\nfit = \"zoom\"\n").expect("config");
+    hangup();
+    std::thread::sleep(Duration::from_millis(800));
+    let status = wait_for("still running", &|s| s["target_fps"] == 20.0);
+    assert!(status["frames_shown"].as_u64().unwrap_or(0) > 0);
+
+    // A good one: fps and schedule apply at once.
+    std::fs::write(
+        &config,
+        format!("{first}[[schedule.periods]]\nfrom = \"00:00\"\nto = \"23:59\"\naction = \"dim\"\nbrightness = 0.5\n")
+            .replace("fps = 20.0", "fps = 10.0"),
+    )
+    .expect("config");
+    hangup();
+    let status = wait_for("the reload", &|s| s["target_fps"] == 10.0);
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("dreamframe.log")).expect("log");
+    let rejected = log
+        .lines()
+        .find(|l| l.contains("reload_rejected"))
+        .unwrap_or_else(|| panic!("no reload_rejected line:\n{log}"));
+    assert!(
+        rejected
+            .contains("dreamframe.toml:2:7: display.fps = 500.0: out of range, allowed 1 to 240")
+            && rejected.contains("dreamframe.toml:3:7: display.fit = \"zoom\"")
+            && rejected.contains("the running config stays"),
+        "{rejected}"
+    );
+    assert!(log.contains("reload applied=true fps=10"), "{log}");
+    // 23:59 to 00:00 is the one minute the period leaves out.
+    if status["schedule"].is_string() {
+        assert!(
+            log.contains("schedule action=\"dim 0.50 00:00-23:59\""),
+            "{log}"
+        );
+    }
+}

@@ -258,3 +258,147 @@ fn a_failing_or_panicking_sink_ends_the_run_and_releases_the_display() {
         );
     }
 }
+
+/// A schedule period that covers now (local time) for `action`.
+fn period_now(action: dreamframe::schedule::ScheduleAction) -> dreamframe::schedule::Period {
+    use dreamframe::schedule::{local_minute_of_day, MINUTES_PER_DAY};
+    let now = local_minute_of_day();
+    dreamframe::schedule::Period {
+        from: (now + MINUTES_PER_DAY - 60) % MINUTES_PER_DAY,
+        to: (now + 60) % MINUTES_PER_DAY,
+        action,
+    }
+}
+
+#[test]
+fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_pauses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Fixed colour bars: white on the left, black on the right, so a turn shows.
+    let generator = dreamframe::generator::test_pattern::TestPattern::new(16, 9);
+    let (sink, recording) = memory_sink();
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.display.fps = 25.0;
+    config.display.upscale_filter = dreamframe::config::UpscaleFilter::Nearest;
+    let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let mut slower = config.clone();
+    slower.display.fps = 10.0;
+    slower.display.rotation = dreamframe::config::Rotation::Half;
+    slower.decode.batch_size = 2; // needs a restart: logged, not applied
+    let mut night = slower.clone();
+    night.schedule = vec![period_now(dreamframe::schedule::ScheduleAction::Blank)];
+    let morning = slower.clone();
+    let marks = Arc::new(Mutex::new(Vec::new()));
+    let script_marks = Arc::clone(&marks);
+    let script = async move {
+        let mark = |name: &'static str| {
+            script_marks
+                .lock()
+                .expect("marks")
+                .push((name, std::time::Instant::now()))
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        mark("slower");
+        reload_tx.send(slower).expect("reload");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        mark("night");
+        reload_tx.send(night).expect("reload");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        mark("morning");
+        reload_tx.send(morning).expect("reload");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let status = runtime
+        .block_on(dreamframe::app::run_with_reloads(
+            config,
+            Box::new(sink),
+            Box::new(generator),
+            5,
+            script,
+            reloads,
+        ))
+        .expect("run");
+    let recording = recording.lock().expect("recording");
+    let marks = marks.lock().expect("marks");
+    let at = |name: &str| marks.iter().find(|(n, _)| *n == name).expect("mark").1;
+    let intervals = |from: std::time::Instant, to: std::time::Instant| -> Vec<f64> {
+        let times: Vec<_> = recording
+            .frames
+            .iter()
+            .map(|f| f.at)
+            .filter(|t| *t > from && *t < to)
+            .collect();
+        times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+            .collect()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let before = intervals(at("slower") - Duration::from_millis(800), at("slower"));
+    let after = intervals(at("slower") + Duration::from_millis(300), at("night"));
+    assert!(
+        (median(before.clone()) - 40.0).abs() < 8.0,
+        "25 fps before: {before:?}"
+    );
+    assert!(
+        (median(after.clone()) - 100.0).abs() < 15.0,
+        "10 fps after: {after:?}"
+    );
+    // No gap around the reload: the picture stays up.
+    let around = intervals(
+        at("slower") - Duration::from_millis(300),
+        at("slower") + Duration::from_millis(500),
+    );
+    assert!(
+        around.iter().all(|&ms| ms < 150.0),
+        "gap at the reload: {around:?}"
+    );
+    // Turned half way round: the top-left pixel goes from white to black.
+    let top_left = |from: std::time::Instant| {
+        let frame = recording
+            .frames
+            .iter()
+            .find(|f| f.at > from)
+            .expect("a frame");
+        frame.pixels[..3].to_vec()
+    };
+    assert_eq!(
+        top_left(at("slower") - Duration::from_millis(300)),
+        vec![255, 255, 255]
+    );
+    assert_eq!(
+        top_left(at("slower") + Duration::from_millis(300)),
+        vec![0, 0, 0]
+    );
+
+    // The night period blanked the screen, nothing was presented meanwhile, and it came back.
+    assert_eq!(
+        recording.blanks.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+        vec![true, false],
+        "blank then unblank"
+    );
+    let (blanked_at, unblanked_at) = (recording.blanks[0].0, recording.blanks[1].0);
+    assert!(blanked_at > at("night") && blanked_at < at("night") + Duration::from_millis(500));
+    let shown_while_blank = recording
+        .frames
+        .iter()
+        .filter(|f| f.at > blanked_at && f.at < unblanked_at)
+        .count();
+    assert_eq!(shown_while_blank, 0, "frames presented on a blanked screen");
+    let after_morning = recording
+        .frames
+        .iter()
+        .filter(|f| f.at > unblanked_at)
+        .count();
+    assert!(
+        after_morning >= 5,
+        "display resumed: {after_morning} frames"
+    );
+    assert_eq!(status.schedule, None, "{status:?}");
+}
