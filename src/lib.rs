@@ -4,6 +4,7 @@
 //! -> playback (underrun policy, renderer: upscale + convert) -> pacer thread -> sink.
 //! `app::run` wires and supervises them; `main.rs` only parses, loads and maps exit codes.
 
+pub mod analyze;
 pub mod app;
 pub mod backoff;
 pub mod bench;

@@ -14,6 +14,9 @@ if [[ -z "$dest" && $EUID -ne 0 ]]; then
 fi
 
 install -D -m 0755 "$binary" "$dest/usr/local/bin/dreamframe"
+# The log analyzer, for reading the logs over SSH (built alongside by cargo build --release).
+analyzer="$(dirname "$binary")/dreamframe-analyze"
+[[ -x "$analyzer" ]] && install -D -m 0755 "$analyzer" "$dest/usr/local/bin/dreamframe-analyze"
 if [[ -e "$dest/etc/dreamframe/dreamframe.toml" ]]; then
   echo "keeping the existing $dest/etc/dreamframe/dreamframe.toml"
 else

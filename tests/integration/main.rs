@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area (config files, the pipeline driven through
 //! `run` with fakes, the real binary).
 
+mod analyze;
 mod binary;
 mod config_files;
 mod pipeline;

@@ -1,0 +1,133 @@
+//! `dreamframe-analyze` on logs of real runs of the binary, kept in tests/data/logs:
+//! healthy-cppn-30fps.log (`dreamframe --sink null --seed 11 --duration 45`, defaults) and
+//! stressed-512x288-60fps.log (the same with stressed-512x288-60fps.toml: a 512x288 built-in
+//! generator against 60 fps and a 3 s buffer, so generation falls behind and the buffer runs dry).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::data;
+
+fn analyze(logs: &[&str], chart: &Path) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"))
+        .arg("--chart")
+        .arg(chart)
+        .args(logs.iter().map(|log| data(&format!("logs/{log}"))))
+        .output()
+        .expect("dreamframe-analyze runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The count column of a report row.
+fn count(report: &str, row: &str) -> usize {
+    report
+        .lines()
+        .find(|line| line.trim_start().starts_with(row))
+        .and_then(|line| {
+            line[line.find(row).unwrap() + row.len()..]
+                .split_whitespace()
+                .next()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row {row:?} in:\n{report}"))
+}
+
+fn lines_with(log: &str, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(data(&format!("logs/{log}")))
+        .expect("log")
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_healthy_log_has_no_bottleneck_and_its_stages_are_all_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chart = dir.path().join("chart.svg");
+    let log = "healthy-cppn-30fps.log";
+    let (ok, report, stderr) = analyze(&[log], &chart);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        count(&report, "keyframe"),
+        lines_with(log, "] keyframe index=").len()
+    );
+    assert_eq!(
+        count(&report, "decode"),
+        lines_with(log, "[TIMING] transition").len()
+    );
+    assert!(
+        report.contains("1 run(s)") && report.contains("generator cppn"),
+        "{report}"
+    );
+    assert!(report.contains("Display (target 30.00 fps)"), "{report}");
+    assert!(report.contains("underruns (buffer ran dry): 0"), "{report}");
+    assert!(report.contains("1. No bottleneck"), "{report}");
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    // fps, target, buffer, decode and upscale; one point per stats line but the closing one.
+    assert_eq!(svg.matches("<polyline").count(), 5, "{svg}");
+    let stats = lines_with(log, "] stats ").len();
+    let fps_points = svg
+        .lines()
+        .find(|l| l.contains("#1f77b4") && l.contains("<polyline"))
+        .map(|l| l.matches(',').count())
+        .expect("fps line");
+    assert_eq!(fps_points, stats - 1);
+}
+
+#[test]
+fn a_stressed_log_names_generation_as_the_bottleneck_and_counts_the_underruns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = "stressed-512x288-60fps.log";
+    let (ok, report, stderr) = analyze(&[log], &dir.path().join("chart.svg"));
+    assert!(ok, "{stderr}");
+    let last_stats = lines_with(log, "] stats ").pop().expect("a stats line");
+    let underruns = last_stats
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("underruns="))
+        .expect("underruns field");
+    assert!(
+        report.contains(&format!("underruns (buffer ran dry): {underruns} at")),
+        "{report}"
+    );
+    let recommendations = report
+        .split("Recommendations")
+        .nth(1)
+        .expect("recommendations");
+    assert!(
+        recommendations.contains("1. Generation is the bottleneck"),
+        "{report}"
+    );
+    assert!(recommendations.contains("model.width/height"), "{report}");
+    assert!(
+        recommendations.contains(&format!("ran dry {underruns} time(s)")),
+        "{report}"
+    );
+    assert!(!recommendations.contains("No bottleneck"), "{report}");
+}
+
+#[test]
+fn logs_of_two_runs_are_one_timeline_and_a_file_without_log_lines_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chart = dir.path().join("chart.svg");
+    let (ok, report, stderr) = analyze(
+        &["stressed-512x288-60fps.log", "healthy-cppn-30fps.log"],
+        &chart,
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        report.contains("2 file(s)") && report.contains("2 run(s)"),
+        "{report}"
+    );
+    let (ok, _, stderr) = analyze(&["stressed-512x288-60fps.toml"], &chart);
+    assert!(!ok);
+    assert!(stderr.contains("no dreamframe log lines"), "{stderr}");
+}
