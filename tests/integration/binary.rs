@@ -416,3 +416,29 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
         );
     }
 }
+
+#[test]
+fn a_full_disk_under_the_log_does_not_stop_the_display() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("dreamframe.log")).expect("symlink");
+    let config = dir.path().join("dreamframe.toml");
+    std::fs::write(
+        &config,
+        "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n",
+    )
+    .expect("config");
+    let output = null_run(dir.path(), "5")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("binary runs");
+    assert!(output.status.success(), "{output:?}");
+    let status = read_status(&dir.path().join("status.json"));
+    assert!(
+        status["frames_shown_playing"].as_u64().unwrap_or(0) > 30,
+        "the display kept going: {status}"
+    );
+    // The log still reaches stderr (journald under systemd).
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stopped frames_shown="));
+}
