@@ -686,6 +686,7 @@ mod tests {
     fn counters_add_up_over_restarts_and_generation_below_target_is_named() {
         let log = "\
 2026-01-01T00:00:00Z [INFO] start generator=cppn fps=30
+2026-01-01T00:00:03Z [INFO] [TIMING] transition from=0 to=1 frames=30 decode_ms_per_frame=80.0 upscale_ms_per_frame=3.0
 2026-01-01T00:00:10Z [INFO] stats fps=20.00 target_fps=30.00 late_frames=2 underruns=1 decode_fps=12.0 buffer_percentage=5.0 buffer_seconds=0.5 jitter_p99_ms=0.1 generator_errors=0
 2026-01-01T00:00:11Z [INFO] underrun policy=PingPong buffer_frames=0 recent_frames=30
 2026-01-01T00:01:00Z [INFO] start generator=cppn fps=30
@@ -698,7 +699,10 @@ mod tests {
         );
         assert_eq!(analysis.underrun_times, vec![11.0]);
         let text = report(&analysis, &["x".into()]);
-        assert!(text.contains("Generation is the bottleneck"), "{text}");
+        assert!(
+            text.contains("Generation is the bottleneck: the generator can make 12.5 frames/s"),
+            "{text}"
+        );
         assert!(text.contains("model.width/height"), "{text}");
         assert!(text.contains("ran dry 3 time(s)"), "{text}");
         let svg = chart(&analysis);

@@ -169,20 +169,19 @@ impl PixelFormat {
     }
 }
 
+/// "offset/length", as the log and the probe print a channel.
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.offset, self.length)
+    }
+}
+
 impl fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}bpp r{}/{} g{}/{} b{}/{} a{}/{}",
-            self.bits_per_pixel,
-            self.red.offset,
-            self.red.length,
-            self.green.offset,
-            self.green.length,
-            self.blue.offset,
-            self.blue.length,
-            self.transp.offset,
-            self.transp.length
+            "{}bpp r{} g{} b{} a{}",
+            self.bits_per_pixel, self.red, self.green, self.blue, self.transp
         )
     }
 }

@@ -82,7 +82,7 @@ impl FramebufferReport {
     pub fn log_line(&self) -> String {
         format!(
             "framebuffer path={} driver=\"{}\" width={} height={} virtual_width={} virtual_height={} bpp={} \
-             red={}/{} green={}/{} blue={}/{} transp={}/{} line_length={} memory_bytes={} shadow_buffer={} \
+             red={} green={} blue={} transp={} line_length={} memory_bytes={} shadow_buffer={} \
              buffering=\"{}\" flush={} pan=\"{}\" vsync=\"{}\"",
             self.path,
             self.driver,
@@ -91,14 +91,10 @@ impl FramebufferReport {
             self.virtual_width,
             self.virtual_height,
             self.bits_per_pixel,
-            self.red.offset,
-            self.red.length,
-            self.green.offset,
-            self.green.length,
-            self.blue.offset,
-            self.blue.length,
-            self.transp.offset,
-            self.transp.length,
+            self.red,
+            self.green,
+            self.blue,
+            self.transp,
             self.line_length,
             self.memory_bytes,
             self.shadow_buffer,
