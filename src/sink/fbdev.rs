@@ -345,6 +345,8 @@ pub struct FbdevSink {
     shown: usize,
     var: VarScreeninfo,
     vsync: Option<VsyncWaiter>,
+    /// Powered down by the schedule: powered up again when the sink goes.
+    blanked: bool,
     // Dropped after the mapping: the console repaints only once we are done drawing.
     _console: Option<ConsoleGuard>,
 }
@@ -425,6 +427,7 @@ impl FbdevSink {
             shown: 0,
             var,
             vsync,
+            blanked: false,
             _console: None,
         })
     }
@@ -466,6 +469,7 @@ impl FbdevSink {
             shown: 0,
             var: var.clone(),
             vsync: None,
+            blanked: false,
             _console: None,
         })
     }
@@ -616,7 +620,18 @@ impl Sink for FbdevSink {
                 if blanked { "powerdown" } else { "unblank" },
                 self.report.path
             )
-        })
+        })?;
+        self.blanked = blanked;
+        Ok(())
+    }
+}
+
+impl Drop for FbdevSink {
+    fn drop(&mut self) {
+        // Whoever uses the screen next (the console, a restart) must find it powered up.
+        if self.blanked {
+            let _ = set_blank(&self.file, false);
+        }
     }
 }
 

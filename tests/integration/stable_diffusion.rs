@@ -423,4 +423,24 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
         sd.keyframe_label(8).as_deref(),
         Some("theme=0 prompt=\"a\"")
     );
+
+    // A reload's themes take over without reloading the model.
+    let mut sd = sd;
+    sd.reconfigure(&dreamframe::config::PromptsConfig {
+        rotation_interval: 2,
+        themes: vec![
+            Theme {
+                positive: "x".into(),
+                negative: String::new(),
+            },
+            Theme {
+                positive: "reloaded".into(),
+                negative: String::new(),
+            },
+        ],
+    });
+    assert_eq!(
+        sd.keyframe_label(2).as_deref(),
+        Some("theme=1 prompt=\"reloaded\"")
+    );
 }

@@ -468,6 +468,19 @@ impl Generator for StableDiffusionGenerator {
         self.decode_full(latent)
     }
 
+    /// New themes from a reload: the text embeddings of the old ones are dropped (they are
+    /// made again, per theme, when first needed). The model stays loaded.
+    fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
+        if prompts.themes.is_empty() {
+            return; // validation never lets this through; keep the old themes if it did
+        }
+        if self.options.themes != prompts.themes {
+            self.options.themes = prompts.themes.clone();
+            self.embeddings.clear();
+        }
+        self.options.rotation_interval = prompts.rotation_interval;
+    }
+
     fn keyframe_label(&self, index: u64) -> Option<String> {
         let theme = self.theme_index(index);
         let prompt = self.options.themes[theme].positive.replace('"', "'");
