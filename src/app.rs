@@ -276,7 +276,10 @@ pub async fn run_with_reloads(
     let mut watchdog_tick =
         tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
     let mut deadlines_at_last_ping = 0;
-    let mut running_config = config.clone();
+    // Restart-only keys are judged against what the stages were started with, not the last
+    // reload (whose restart-only changes never took effect).
+    let started_with = config.clone();
+    let mut schedule = config.schedule.clone();
     let mut schedule_tick = tokio::time::interval(SCHEDULE_CHECK);
     let mut schedule_now: Option<crate::schedule::Period> = None;
     let mut last_status = status.collect();
@@ -312,7 +315,7 @@ pub async fn run_with_reloads(
             }
             _ = stats_log_tick.tick() => log::info!("{}", last_status.log_line()),
             Some(new) = reloads.recv() => {
-                let restart = needs_restart(&running_config, &new);
+                let restart = needs_restart(&started_with, &new);
                 if !restart.is_empty() {
                     log::warn!("reload_needs_restart keys=\"{}\": these keep their running values until a restart", restart.join(", "));
                 }
@@ -328,13 +331,12 @@ pub async fn run_with_reloads(
                     settings.schedule.len()
                 );
                 status.target_fps = settings.fps;
+                schedule = settings.schedule.clone();
                 live.update(settings);
-                running_config = new;
                 schedule_tick.reset_immediately();
             }
             _ = schedule_tick.tick() => {
-                let periods = &running_config.schedule;
-                let active = crate::schedule::active(periods, crate::schedule::local_minute_of_day()).copied();
+                let active = crate::schedule::active(&schedule, crate::schedule::local_minute_of_day()).copied();
                 if active != schedule_now {
                     match &active {
                         Some(period) => log::info!("schedule action=\"{}\"", period.label()),

@@ -5,9 +5,12 @@
 //! Deadlines are counted from one fixed base instant (no drift); the thread sleeps until just
 //! before each deadline and spins the last stretch (sleep alone overshoots by up to a few ms).
 //! After a miss it snaps to the next future deadline rather than hurrying to catch up.
-//! Nothing here allocates, touches files or waits on a lock: statistics are atomics.
-//! When no new frame is ready the last one simply stays on screen (counted as held). An error
-//! from the sink ends the thread with that error; dropping the sink restores the console.
+//! Nothing here allocates, touches files or waits on a lock: statistics are atomics. The one
+//! exception is a reload: when the live settings' generation counter moves, the new fps is read
+//! (one short lock) and the deadline grid re-based at the last deadline. While the schedule has
+//! the screen blanked the pacer keeps its deadlines (the watchdog sees it alive) but presents
+//! nothing. When no new frame is ready the last one simply stays on screen (counted as held). An
+//! error from the sink ends the thread with that error; dropping the sink restores the console.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
