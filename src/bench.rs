@@ -257,8 +257,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         ("RGB888 24bpp", PixelFormat::RGB888),
         ("RGB565 16bpp", PixelFormat::RGB565),
     ] {
-        let (mut sink, path) = memory_framebuffer(args.width, args.height, format)?;
-        let geometry = sink.geometry();
+        let geometry = Geometry::packed(args.width, args.height, format);
         let mut renderer = Renderer::new(
             geometry,
             (width, height),
@@ -271,6 +270,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         render.push(measure(format!("upscale+convert {size}"), 60, 1, || {
             renderer.render(&frame, &mut out)
         })?);
+        // The sink's mapping only now: the render figure above is taken as before it existed.
+        let (mut sink, path) = memory_framebuffer(args.width, args.height, format)?;
+        anyhow::ensure!(
+            sink.geometry() == geometry,
+            "memory framebuffer has another layout"
+        );
         render.push(measure(
             format!("upscale+convert+blit {size} (fbdev, memory)"),
             60,
