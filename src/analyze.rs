@@ -55,8 +55,9 @@ fn parse_time(text: &str) -> Option<f64> {
     )
 }
 
-/// `key=value` and `key="quoted value"` pairs after the event name.
-fn parse_fields(text: &str) -> BTreeMap<String, String> {
+/// `key=value` and `key="quoted value"` pairs of a log line (after the event name; the probe's
+/// line parses the same way).
+pub fn parse_fields(text: &str) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
     let mut rest = text;
     while let Some(eq) = rest.find('=') {

@@ -60,6 +60,39 @@ fn null_run(dir: &std::path::Path, seconds: &str) -> std::process::Command {
     command
 }
 
+/// `null_run` with `config` written to `dir`/dreamframe.toml; returns the file's path too.
+fn null_run_with_config(
+    dir: &std::path::Path,
+    seconds: &str,
+    config: &str,
+) -> (std::process::Command, std::path::PathBuf) {
+    let path = dir.join("dreamframe.toml");
+    std::fs::write(&path, config).expect("write the config");
+    let mut command = null_run(dir, seconds);
+    command.arg("--config").arg(&path);
+    (command, path)
+}
+
+/// Polls status.json until `check` holds; fails after `timeout`, naming `what`.
+fn wait_for_status(
+    path: &std::path::Path,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        if let Some(status) = status.filter(|s| check(s)) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn read_status(path: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("status.json exists");
     serde_json::from_str(&text).expect("status.json is whole, valid JSON")
@@ -152,12 +185,12 @@ fn stop_terminal_run_with(signal: libc::c_int) {
         bytes
     });
     // Wait for the first frames (the first transition is decoded before anything shows).
-    let status = dir.path().join("status.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !status.exists() || read_status(&status)["frames_shown"].as_u64().unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "no frames shown within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_status(
+        &dir.path().join("status.json"),
+        Duration::from_secs(30),
+        "3 frames shown",
+        |s| s["frames_shown"].as_u64().unwrap_or(0) >= 3,
+    );
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     let exit = wait_with_timeout(&mut child, Duration::from_secs(10));
@@ -261,19 +294,13 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
 #[test]
 fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_display() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("busy.toml");
     // One keyframe and one [TIMING] line per frame at 100 fps: plenty of log.
-    std::fs::write(
-        &config,
+    let (mut run, config) = null_run_with_config(
+        dir.path(),
+        "4",
         "[display]\nfps = 100.0\nrealtime = false\n[buffer]\nstart-seconds = 0.1\n[interpolation]\nframes-per-transition = 1\n[log]\nmax-kilobytes = 4\nfiles = 2\n",
-    )
-    .unwrap();
-    let status = null_run(dir.path(), "4")
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .status()
-        .expect("binary runs");
+    );
+    let status = run.stderr(Stdio::null()).status().expect("binary runs");
     assert!(status.success());
     let logs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -292,7 +319,7 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
 
     // A log "folder" that is a file: the display runs anyway and says why there is no log.
     let output = null_run(dir.path(), "1")
-        .env("LOGS_DIRECTORY", dir.path().join("busy.toml"))
+        .env("LOGS_DIRECTORY", &config)
         .output()
         .expect("binary runs");
     assert!(output.status.success(), "{output:?}");
@@ -302,16 +329,10 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
 #[test]
 fn a_restart_continues_the_walk_where_it_was() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("resume.toml");
-    std::fs::write(
-        &config,
-        "[display]\nrealtime = false\n[buffer]\nstart-seconds = 0.2\n[interpolation]\nframes-per-transition = 5\n",
-    )
-    .unwrap();
+    let config = "[display]\nrealtime = false\n[buffer]\nstart-seconds = 0.2\n[interpolation]\nframes-per-transition = 5\n";
     let run = || {
-        let status = null_run(dir.path(), "3")
-            .arg("--config")
-            .arg(&config)
+        let status = null_run_with_config(dir.path(), "3", config)
+            .0
             .stderr(Stdio::null())
             .status()
             .expect("binary runs");
@@ -348,28 +369,12 @@ fn a_restart_continues_the_walk_where_it_was() {
 #[test]
 fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("dreamframe.toml");
     let first = "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n";
-    std::fs::write(&config, first).expect("config");
-    let mut child = null_run(dir.path(), "12")
-        .arg("--config")
-        .arg(&config)
-        .spawn()
-        .expect("binary starts");
+    let (mut run, config) = null_run_with_config(dir.path(), "12", first);
+    let mut child = run.spawn().expect("binary starts");
     let status_path = dir.path().join("status.json");
     let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&status_path) {
-                if let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) {
-                    if check(&status) {
-                        return status;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_status(&status_path, Duration::from_secs(8), what, check)
     };
     wait_for("frames", &|s| s["frames_shown"].as_u64().unwrap_or(0) > 0);
     let hangup = || {
@@ -422,17 +427,14 @@ fn a_full_disk_under_the_log_does_not_stop_the_display() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every write to /dev/full fails with ENOSPC, as on a full disk.
     std::os::unix::fs::symlink("/dev/full", dir.path().join("dreamframe.log")).expect("symlink");
-    let config = dir.path().join("dreamframe.toml");
-    std::fs::write(
-        &config,
+    // Long enough for the first transition even while the other tests load both cores.
+    let output = null_run_with_config(
+        dir.path(),
+        "8",
         "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n",
     )
-    .expect("config");
-    // Long enough for the first transition even while the other tests load both cores.
-    let output = null_run(dir.path(), "8")
-        .arg("--config")
-        .arg(&config)
-        .output()
+    .0
+    .output()
         .expect("binary runs");
     assert!(output.status.success(), "{output:?}");
     let status = read_status(&dir.path().join("status.json"));

@@ -26,6 +26,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use dreamframe::analyze::parse_fields;
 use dreamframe::config::{Fit, Rotation, UpscaleFilter};
 use dreamframe::frame_buffer::Frame;
 use dreamframe::generator::test_pattern::bars;
@@ -630,29 +631,6 @@ impl Drop for Vm {
     }
 }
 
-/// `key=value` and `key="value"` pairs of one log line.
-fn fields(line: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut rest = line;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].rsplit(' ').next().unwrap_or("").to_string();
-        let after = &rest[eq + 1..];
-        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"').unwrap_or(quoted.len());
-            (
-                quoted[..end].to_string(),
-                &quoted[(end + 1).min(quoted.len())..],
-            )
-        } else {
-            let end = after.find(' ').unwrap_or(after.len());
-            (after[..end].to_string(), &after[end..])
-        };
-        map.insert(key, value);
-        rest = next;
-    }
-    map
-}
-
 fn channel_of(text: &str) -> Channel {
     let (offset, length) = text.split_once('/').expect("offset/length");
     Channel {
@@ -760,7 +738,7 @@ fn run_case(case: &Case) {
         .iter()
         .find(|l| l.starts_with("framebuffer "))
         .unwrap_or_else(|| vm.fail("no framebuffer line from the probe"));
-    let report = fields(report_line);
+    let report = parse_fields(report_line);
     assert_eq!(report["driver"], case.driver, "{report_line}");
     assert_eq!(report["bpp"], case.bpp.to_string(), "{report_line}");
     assert_eq!(report["flush"], case.flush, "{report_line}");
