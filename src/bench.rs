@@ -445,7 +445,7 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
         )?
         .to_dtype(dtype)
     };
-    let runs = args.runs.max(1);
+    let runs = usize::from(args.runs);
     let mut lines = vec![format!(
         "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}",
         preset.name(),

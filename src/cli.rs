@@ -1,4 +1,5 @@
-//! Command-line arguments. Parsed by clap; checked against the config in `main`.
+//! Command-line arguments. Parsed by clap; every number is checked here, before anything runs,
+//! so a bad argument is refused at once (exit 2) naming the flag and what is allowed.
 
 use std::path::PathBuf;
 
@@ -26,7 +27,7 @@ pub struct Cli {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = run_seconds, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Folder for status.json, snapshot.png and the log (overrides `output.dir`).
     #[arg(long, value_name = "DIR")]
@@ -72,27 +73,27 @@ pub struct BenchSdArgs {
     /// "cpu" or "cuda:N".
     #[arg(long, default_value = "cuda:0")]
     pub device: String,
-    /// Square image size in pixels (default: the preset's native size).
-    #[arg(long)]
+    /// Square image size in pixels, a multiple of 8 (default: the preset's native size).
+    #[arg(long, value_parser = sd_size)]
     pub size: Option<u32>,
     /// Timed repetitions of each measurement (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub runs: u16,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Seconds for each timed run (jitter, sustained fps).
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds for each timed run (jitter, sustained fps), 1 to 3600.
+    #[arg(long, default_value_t = 10.0, value_parser = bench_seconds, allow_negative_numbers = true)]
     pub seconds: f64,
-    /// Screen width to upscale to.
-    #[arg(long, default_value_t = 1920)]
+    /// Screen width to upscale to, 16 to 7680.
+    #[arg(long, default_value_t = 1920, value_parser = clap::value_parser!(u32).range(16..=7680))]
     pub width: u32,
-    /// Screen height to upscale to.
-    #[arg(long, default_value_t = 1080)]
+    /// Screen height to upscale to, 16 to 4320.
+    #[arg(long, default_value_t = 1080, value_parser = clap::value_parser!(u32).range(16..=4320))]
     pub height: u32,
-    /// Display rate for the jitter and sustained runs.
-    #[arg(long, default_value_t = 30.0)]
+    /// Display rate for the jitter and sustained runs, 1 to 240.
+    #[arg(long, default_value_t = 30.0, value_parser = bench_fps, allow_negative_numbers = true)]
     pub fps: f64,
 }
 
@@ -115,4 +116,102 @@ pub struct ProbeArgs {
     /// Virtual terminal whose mode to report (default: the config's display.console).
     #[arg(long, value_name = "PATH")]
     pub console: Option<PathBuf>,
+}
+
+/// The longest `--duration`: ten years, far past any real run, and well inside what a `Duration`
+/// holds.
+pub const MAX_RUN_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// A finite number within `low..=high` (what = the allowed range in words).
+fn number_in(text: &str, low: f64, high: f64, what: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number: {what}"))?;
+    if value.is_finite() && (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("out of range: {what}"))
+    }
+}
+
+fn run_seconds(text: &str) -> Result<f64, String> {
+    number_in(
+        text,
+        0.001,
+        MAX_RUN_SECONDS,
+        "seconds greater than 0, at most 315360000 (ten years)",
+    )
+}
+
+fn bench_seconds(text: &str) -> Result<f64, String> {
+    number_in(text, 1.0, 3600.0, "seconds from 1 to 3600")
+}
+
+fn bench_fps(text: &str) -> Result<f64, String> {
+    number_in(text, 1.0, 240.0, "frames per second from 1 to 240")
+}
+
+fn sd_size(text: &str) -> Result<u32, String> {
+    let what = "pixels from 64 to 2048, a multiple of 8";
+    let size: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number: {what}"))?;
+    if (64..=2048).contains(&size) && size % 8 == 0 {
+        Ok(size)
+    } else {
+        Err(format!("out of range: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn refused(args: &[&str]) -> String {
+        let error = Cli::try_parse_from(args).expect_err("must be refused");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
+        assert_eq!(error.exit_code(), 2);
+        error.to_string()
+    }
+
+    #[test]
+    fn numbers_that_cannot_work_are_refused_naming_the_flag() {
+        for bad in ["1e309", "nan", "inf", "-1", "0", "18446744073709551616e9"] {
+            let message = refused(&["dreamframe", "--duration", bad]);
+            assert!(message.contains("--duration"), "{message}");
+            assert!(message.contains("ten years"), "{message}");
+        }
+        let message = refused(&["dreamframe", "--duration=-1"]);
+        assert!(message.contains("--duration"), "{message}");
+        for (flag, bad) in [
+            ("--seconds", "nan"),
+            ("--seconds", "1e309"),
+            ("--seconds", "-1"),
+            ("--fps", "0"),
+            ("--fps", "nan"),
+            ("--width", "0"),
+            ("--height", "0"),
+        ] {
+            let message = refused(&["dreamframe", "bench", flag, bad]);
+            assert!(message.contains(flag), "{message}");
+        }
+        let message = refused(&["dreamframe", "bench-sd", "--size", "100"]);
+        assert!(message.contains("multiple of 8"), "{message}");
+        refused(&["dreamframe", "bench-sd", "--runs", "0"]);
+    }
+
+    #[test]
+    fn sensible_numbers_pass() {
+        let cli = Cli::try_parse_from(["dreamframe", "--duration", "2.5"]).unwrap();
+        assert_eq!(cli.duration, Some(2.5));
+        let cli =
+            Cli::try_parse_from(["dreamframe", "bench", "--seconds", "2", "--fps", "60"]).unwrap();
+        match cli.command {
+            Some(Command::Bench(args)) => assert_eq!((args.seconds, args.fps), (2.0, 60.0)),
+            other => panic!("{other:?}"),
+        }
+    }
 }

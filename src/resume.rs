@@ -4,7 +4,9 @@
 //!
 //! Written by the keyframe thread (never the display path) through temp file + rename. Read once
 //! at start: a missing file means a fresh start; a corrupt one, or one from another generator or
-//! seed, means a fresh start with a warning, never a crash.
+//! seed, means a fresh start with a warning, never a crash. "Corrupt" includes what a hand edit
+//! can make: not a regular file (a FIFO, a link to /dev/zero), larger than `MAX_FILE_BYTES`, a
+//! non-finite latent value, a shape that doesn't match, an index past `MAX_INDEX`.
 
 use std::path::Path;
 
@@ -16,6 +18,10 @@ pub const FILE_NAME: &str = "resume.json";
 /// Keyframes between saves.
 pub const SAVE_EVERY: u64 = 4;
 const VERSION: u32 = 1;
+/// The largest resume file read: an SDXL latent (4x128x128 values) is about 1 MiB of JSON.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest keyframe index accepted: a keyframe a second for 285 million years.
+pub const MAX_INDEX: u64 = 1 << 53;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResumeState {
@@ -36,16 +42,22 @@ impl ResumeState {
         next_index: u64,
         latent: &Tensor,
     ) -> anyhow::Result<Self> {
+        let values = latent
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        // JSON has no NaN or infinity: such a state would be saved as `null` and refused later.
+        anyhow::ensure!(
+            values.iter().all(|v| v.is_finite()),
+            "the latent holds non-finite values; not saved"
+        );
         Ok(Self {
             version: VERSION,
             generator: generator.to_string(),
             seed,
             next_index,
             shape: latent.dims().to_vec(),
-            latent: latent
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
+            latent: values,
         })
     }
 
@@ -59,18 +71,18 @@ impl ResumeState {
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let json = serde_json::to_vec(self)?;
-        crate::status::write_atomic(path, &json)
+        crate::files::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The saved state; `Ok(None)` when there is none, an error when the file is unreadable.
     pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let bytes = match crate::files::read_regular(path, MAX_FILE_BYTES) {
+            Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
         };
-        let state: Self = serde_json::from_str(&text)
+        let state: Self = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a resume state", path.display()))?;
         anyhow::ensure!(
             state.version == VERSION,
@@ -78,13 +90,27 @@ impl ResumeState {
             path.display(),
             state.version
         );
-        let count: usize = state.shape.iter().product();
+        let count = state
+            .shape
+            .iter()
+            .try_fold(1usize, |count, &dim| count.checked_mul(dim));
         anyhow::ensure!(
-            count == state.latent.len(),
+            count == Some(state.latent.len()),
             "{} holds {} values for shape {:?}",
             path.display(),
             state.latent.len(),
             state.shape
+        );
+        anyhow::ensure!(
+            state.latent.iter().all(|v| v.is_finite()),
+            "{} holds a non-finite latent value",
+            path.display()
+        );
+        anyhow::ensure!(
+            state.next_index <= MAX_INDEX,
+            "{} has next_index {}, more than the {MAX_INDEX} allowed",
+            path.display(),
+            state.next_index
         );
         Ok(Some(state))
     }
@@ -154,5 +180,55 @@ mod tests {
             usable(&path, "cppn", 7).is_none(),
             "a corrupt file starts fresh"
         );
+    }
+
+    fn saved(dir: &Path, json: &str) -> std::path::PathBuf {
+        let path = dir.join(FILE_NAME);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, json).unwrap();
+        path
+    }
+
+    #[test]
+    fn hand_edited_states_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = r#"{"version":1,"generator":"cppn","seed":7,"next_index":4,"shape":[2],"latent":[1.0,2.0]}"#;
+        assert!(ResumeState::load(&saved(dir.path(), good))
+            .unwrap()
+            .is_some());
+        for (bad, why) in [
+            (good.replace("1.0,2.0", "1e39,2.0"), "non-finite"),
+            (good.replace("1.0,2.0", "null,2.0"), "not a resume state"),
+            (good.replace(":4,", ":18446744073709551615,"), "next_index"),
+            (
+                good.replace("[2]", "[4294967296,4294967296,4294967296]"),
+                "values for shape",
+            ),
+        ] {
+            let error = ResumeState::load(&saved(dir.path(), &bad)).unwrap_err();
+            assert!(format!("{error:#}").contains(why), "{why}: {error:#}");
+        }
+        // A non-finite latent is never saved in the first place.
+        let latent = Tensor::from_slice(&[f32::NAN, 1.0], 2, &Device::Cpu).unwrap();
+        assert!(ResumeState::capture("cppn", 7, 4, &latent).is_err());
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(FILE_NAME);
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let error = ResumeState::load(&path).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("character device"),
+            "{error:#}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = ResumeState::load(&path).unwrap_err();
+        assert!(format!("{error:#}").contains("FIFO"), "{error:#}");
+        assert!(usable(&path, "cppn", 7).is_none(), "a fresh start");
     }
 }

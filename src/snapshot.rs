@@ -20,7 +20,7 @@ pub fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
         ImageFormat::Png,
     )
     .context("encoding snapshot PNG")?;
-    crate::status::write_atomic(path, &png)
+    crate::files::write_atomic(path, &png)
         .with_context(|| format!("writing snapshot {}", path.display()))
 }
 

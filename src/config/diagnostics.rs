@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, Deserializer};
 use toml::Spanned;
 
+use super::raw::{Number, TABLE_SECTIONS};
+
 /// One thing wrong in a config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {
@@ -30,7 +32,9 @@ pub struct ConfigProblem {
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.origin, self.line, self.column)?;
-        if !self.key.is_empty() {
+        if !self.key.is_empty() && self.value.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        } else if !self.key.is_empty() {
             write!(f, "{} = {}: ", self.key, self.value)?;
         }
         write!(f, "{}", self.message)
@@ -39,29 +43,41 @@ impl fmt::Display for ConfigProblem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", format_problems(origin, problems))]
+    #[error("{}", format_problems(origin, problems, *gave_up))]
     Invalid {
         origin: String,
         problems: Vec<ConfigProblem>,
+        /// Checking stopped early (too many problems): there may be more.
+        gave_up: bool,
     },
 }
 
-fn format_problems(origin: &str, problems: &[ConfigProblem]) -> String {
+fn format_problems(origin: &str, problems: &[ConfigProblem], gave_up: bool) -> String {
     let mut text = format!(
-        "{} error{} in config {}:",
+        "{}{} error{} in config {}:",
         problems.len(),
+        if gave_up { " or more" } else { "" },
         if problems.len() == 1 { "" } else { "s" },
         origin
     );
-    for problem in problems {
+    for problem in problems.iter().take(MAX_PRINTED) {
         text.push_str("\n  ");
         text.push_str(&problem.to_string());
+    }
+    if problems.len() > MAX_PRINTED {
+        text.push_str(&format!(
+            "\n  ... and {} more (fix these first)",
+            problems.len() - MAX_PRINTED
+        ));
+    }
+    if gave_up {
+        text.push_str("\n  (checking stopped here: fix these and check again)");
     }
     text
 }
@@ -72,10 +88,66 @@ pub struct Checker<'a> {
     text: &'a str,
     document: Spanned<DeTable<'a>>,
     problems: Vec<ConfigProblem>,
+    /// Set when checking stopped early (see `MAX_RECOVERIES`).
+    gave_up: bool,
+    /// Byte offset of each line's start, made at the first problem (positions of thousands of
+    /// problems must not each rescan the text).
+    line_starts: Vec<usize>,
 }
 
-/// Enough retries for every key of a generous file; each retry removes one entry.
-const MAX_RECOVERIES: usize = 256;
+/// Deserialisation retries before checking stops. Unknown keys of a table are removed together,
+/// so each retry is one wrong type; a hand-edited file has a handful, and a hostile 1 MiB one
+/// costs at most this many passes (about 2 s).
+const MAX_RECOVERIES: usize = 50;
+/// Problems printed in full; past this the message says how many more there are.
+const MAX_PRINTED: usize = 50;
+/// Keys and values are shown at most this long in messages.
+const MAX_SHOWN_CHARS: usize = 60;
+
+/// `text` cut to `MAX_SHOWN_CHARS` characters, with "..." when cut.
+fn shortened(text: &str) -> String {
+    if text.chars().count() > MAX_SHOWN_CHARS {
+        format!(
+            "{}...",
+            text.chars().take(MAX_SHOWN_CHARS - 3).collect::<String>()
+        )
+    } else {
+        text.to_string()
+    }
+}
+
+/// One step of a key path: a key, and an index when the key holds an array of tables.
+#[derive(Debug, Clone)]
+struct Step {
+    key: String,
+    index: Option<usize>,
+}
+
+fn dotted(path: &[Step]) -> String {
+    path.iter()
+        .map(|step| match step.index {
+            Some(index) => format!("{}[{index}]", shortened(&step.key)),
+            None => shortened(&step.key),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What an entry removed from the document was, for the message.
+fn describe_value(value: &Spanned<DeValue<'_>>) -> Option<&'static str> {
+    match value.get_ref() {
+        DeValue::Table(_) => Some("(a table)"),
+        DeValue::Array(items)
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|item| matches!(item.get_ref(), DeValue::Table(_))) =>
+        {
+            Some("(an array of tables)")
+        }
+        _ => None,
+    }
+}
 
 impl<'a> Checker<'a> {
     /// Deserialises `text`, collecting every entry serde rejects. Fails outright only when the
@@ -89,43 +161,89 @@ impl<'a> Checker<'a> {
             text,
             document: Spanned::new(0..0, DeTable::new()),
             problems: Vec::new(),
+            gave_up: false,
+            line_starts: Vec::new(),
         };
         let document = match DeTable::parse(text) {
             Ok(document) => document,
             Err(error) => {
-                let at = error.span().map_or(0, |s| s.start);
-                let message = format!(
-                    "not valid TOML: {} (text values need quotes)",
-                    first_line(error.message())
-                );
-                checker.push(at, "", String::new(), message);
+                let span = error.span().unwrap_or(0..0);
+                let mut message = format!("not valid TOML: {}", first_line(error.message()));
+                if error.message().starts_with("duplicate key") {
+                    message = format!(
+                        "not valid TOML: duplicate key `{}`: each key may be set once",
+                        shortened(text.get(span.clone()).unwrap_or_default().trim())
+                    );
+                }
+                checker.push(span.start, "", String::new(), message);
                 return Err(checker.into_error());
             }
         };
         let mut pruned = document.clone();
         checker.document = document;
         for _ in 0..MAX_RECOVERIES {
-            match T::deserialize(Deserializer::from(pruned.clone())) {
+            let error = match T::deserialize(Deserializer::from(pruned.clone())) {
                 Ok(raw) => return Ok((raw, checker)),
-                Err(error) => {
-                    let span = error.span();
-                    let mut path = Vec::new();
-                    let removed = span
-                        .as_ref()
-                        .and_then(|s| remove_entry_at(pruned.get_mut(), s, &mut path));
-                    let at = span.as_ref().map_or(0, |s| s.start);
-                    let value = match &removed {
-                        Some((_, true)) => "(a table)".to_string(),
-                        Some((span, false)) => checker.source_of(span.clone()),
-                        None => String::new(),
-                    };
-                    checker.push(at, &path.join("."), value, explain(error.message()));
-                    if removed.is_none() {
-                        return Err(checker.finish().expect_err("a problem was just recorded"));
+                Err(error) => error,
+            };
+            let message = first_line(error.message());
+            let Some(span) = error.span() else {
+                checker.push(0, "", String::new(), explain(&message, None));
+                return Err(checker.into_error());
+            };
+            let Some(path) = entry_path(pruned.get_ref(), &span, &mut Vec::new()) else {
+                checker.push(span.start, "", String::new(), explain(&message, None));
+                return Err(checker.into_error());
+            };
+            if let Some(allowed) = unknown_key_allowed(&message) {
+                // Every unknown key of that table at once: one retry, however many there are.
+                let (parent, _) = path.split_at(path.len() - 1);
+                let table = table_at_mut(pruned.get_mut(), parent)
+                    .expect("the path was found in this document");
+                // Rebuilt rather than removed from one by one: removal shifts the rest.
+                let mut unknown = Vec::new();
+                for (key, value) in std::mem::replace(table, DeTable::new()) {
+                    if allowed.iter().any(|a| a == key.get_ref().as_ref()) {
+                        table.insert(key, value);
+                    } else {
+                        unknown.push((key, value));
                     }
                 }
+                for (key, value) in unknown {
+                    let mut key_path = parent.to_vec();
+                    key_path.push(Step {
+                        key: key.get_ref().to_string(),
+                        index: None,
+                    });
+                    let value = describe_value(&value)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| checker.source_of(value.span()));
+                    let message = format!("unknown key, allowed keys here: {}", allowed.join(", "));
+                    checker.push(key.span().start, &dotted(&key_path), value, message);
+                }
+                continue;
             }
+            let removed =
+                remove_at(pruned.get_mut(), &path).expect("the path was found in this document");
+            let value = describe_value(&removed)
+                .map(str::to_string)
+                .unwrap_or_else(|| checker.source_of(removed.span()));
+            let top_level_table = path.len() == 1
+                && TABLE_SECTIONS.contains(&path[0].key.as_str())
+                && describe_value(&removed) != Some("(a table)");
+            let message = if top_level_table {
+                format!(
+                    "wrong type: expected a table [{0}], found {1}; write [{0}] (one pair of brackets)",
+                    path[0].key,
+                    describe_value(&removed)
+                        .map_or("a value", |d| d.trim_matches(|c| c == '(' || c == ')'))
+                )
+            } else {
+                explain(&message, describe_value(&removed))
+            };
+            checker.push(span.start, &dotted(&path), value, message);
         }
+        checker.gave_up = true;
         Err(checker.finish().expect_err("problems were recorded"))
     }
 
@@ -143,11 +261,23 @@ impl<'a> Checker<'a> {
         ConfigError::Invalid {
             origin: self.origin,
             problems: self.problems,
+            gave_up: self.gave_up,
         }
     }
 
     fn push(&mut self, at: usize, key: &str, value: String, message: String) {
-        let (line, column) = line_column(self.text, at);
+        if self.line_starts.is_empty() {
+            self.line_starts = std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
+        }
+        let at = at.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= at);
+        let start = self.line_starts[line - 1];
+        let column = self
+            .text
+            .get(start..at)
+            .map_or(1, |t| t.chars().count() + 1);
         self.problems.push(ConfigProblem {
             origin: self.origin.clone(),
             line,
@@ -159,12 +289,7 @@ impl<'a> Checker<'a> {
     }
 
     fn source_of(&self, span: Range<usize>) -> String {
-        let text = self.text.get(span).unwrap_or_default().trim();
-        if text.chars().count() > 60 {
-            format!("{}...", text.chars().take(57).collect::<String>())
-        } else {
-            text.to_string()
-        }
+        shortened(self.text.get(span).unwrap_or_default().trim())
     }
 
     /// The span of a key's value in the file, if the file sets it. A part may index an array
@@ -203,6 +328,10 @@ impl<'a> Checker<'a> {
         default_value: String,
         message: String,
     ) {
+        // One problem per key: a value serde already rejected is not judged again.
+        if self.problems.iter().any(|p| p.key == key) {
+            return;
+        }
         if let Some(span) = self.locate(key) {
             let value = self.source_of(span.clone());
             self.push(span.start, key, value, message);
@@ -215,7 +344,7 @@ impl<'a> Checker<'a> {
         self.push(at, key, format!("{default_value} (default)"), message);
     }
 
-    pub fn range_f64(&mut self, key: &str, value: f64, low: f64, high: f64) -> f64 {
+    pub fn range_f64(&mut self, key: &str, value: Number, low: f64, high: f64) -> f64 {
         self.checked_f64(key, value, low, high, None)
     }
 
@@ -223,7 +352,7 @@ impl<'a> Checker<'a> {
     pub fn range_f64_named(
         &mut self,
         key: &str,
-        value: f64,
+        value: Number,
         low: f64,
         high: f64,
         high_key: &str,
@@ -234,46 +363,75 @@ impl<'a> Checker<'a> {
     fn checked_f64(
         &mut self,
         key: &str,
-        value: f64,
+        value: Number,
         low: f64,
         high: f64,
         high_key: Option<&str>,
     ) -> f64 {
-        if value.is_finite() && (low..=high).contains(&value) {
-            return value;
+        let number = match value {
+            Number::Whole(n) => n as f64,
+            Number::Real(x) => x,
+        };
+        if number.is_finite() && (low..=high).contains(&number) {
+            return number;
         }
         let bound = high_key.map(|k| format!(" ({k})")).unwrap_or_default();
         self.report(
             key,
             high_key,
-            value.to_string(),
+            number.to_string(),
             format!("out of range, allowed {low} to {high}{bound}"),
         );
-        value.clamp(low, high)
+        if number.is_nan() {
+            low
+        } else {
+            number.clamp(low, high)
+        }
     }
 
-    pub fn range_u32(&mut self, key: &str, value: u32, low: u32, high: u32) -> u32 {
-        if (low..=high).contains(&value) {
-            return value;
+    /// A whole number within `low..=high`.
+    pub fn whole(&mut self, key: &str, value: Number, low: u64, high: u64) -> u64 {
+        match value {
+            Number::Whole(n) if (low as i128..=high as i128).contains(&n) => n as u64,
+            Number::Whole(n) => {
+                self.report(
+                    key,
+                    None,
+                    n.to_string(),
+                    format!("out of range, allowed {low} to {high}"),
+                );
+                n.clamp(low as i128, high as i128) as u64
+            }
+            Number::Real(x) => {
+                self.report(
+                    key,
+                    None,
+                    x.to_string(),
+                    format!("wrong type: expected a whole number, {low} to {high}"),
+                );
+                low
+            }
         }
-        self.report(
-            key,
-            None,
-            value.to_string(),
-            format!("out of range, allowed {low} to {high}"),
-        );
-        value.clamp(low, high)
+    }
+
+    pub fn range_u32(&mut self, key: &str, value: Number, low: u32, high: u32) -> u32 {
+        self.whole(key, value, low.into(), high.into()) as u32
     }
 
     /// A range where 0 means "automatic".
-    pub fn range_u32_or_zero(&mut self, key: &str, value: u32, low: u32, high: u32) -> u32 {
-        if value == 0 || (low..=high).contains(&value) {
-            return value;
+    pub fn range_u32_or_zero(&mut self, key: &str, value: Number, low: u32, high: u32) -> u32 {
+        if value.is_zero() {
+            return 0;
+        }
+        if let Number::Whole(n) = value {
+            if (low as i128..=high as i128).contains(&n) {
+                return n as u32;
+            }
         }
         self.report(
             key,
             None,
-            value.to_string(),
+            String::new(),
             format!("out of range, allowed 0 (automatic) or {low} to {high}"),
         );
         0
@@ -296,7 +454,7 @@ impl<'a> Checker<'a> {
         self.report(
             key,
             None,
-            format!("\"{value}\""),
+            format!("\"{}\"", shortened(value)),
             format!("allowed values are {}", names.join(", ")),
         );
         default
@@ -304,7 +462,7 @@ impl<'a> Checker<'a> {
 
     /// A problem at `key` that no range check covers.
     pub fn report_key(&mut self, key: &str, default_value: &str, message: &str) {
-        self.report(key, None, default_value.to_string(), message.to_string());
+        self.report(key, None, shortened(default_value), message.to_string());
     }
 
     pub fn multiple_of(&mut self, key: &str, value: u32, step: u32, what: &str) {
@@ -337,52 +495,144 @@ impl<'a> Checker<'a> {
         self.report(
             key,
             None,
-            format!("\"{value}\""),
+            format!("\"{}\"", shortened(value)),
             "allowed values are \"cpu\", \"cuda\" or \"cuda:N\" (N 0 to 15)".into(),
         );
         ComputeDevice::Cpu
     }
 
-    pub fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
-        if value.is_empty() {
+    /// A path; empty means `None` when `may_be_empty`. A NUL byte can't be in a Unix path.
+    pub fn path(&mut self, key: &str, value: &str, may_be_empty: bool) -> Option<PathBuf> {
+        if value.contains('\0') {
             self.report(
                 key,
                 None,
-                "\"\"".into(),
-                "must not be empty: give a path".into(),
+                format!("{value:?}"),
+                "a path cannot contain a NUL character (\\u0000)".into(),
             );
+            return None;
         }
-        PathBuf::from(value)
+        if value.is_empty() {
+            if !may_be_empty {
+                self.report(
+                    key,
+                    None,
+                    "\"\"".into(),
+                    "must not be empty: give a path".into(),
+                );
+            }
+            return None;
+        }
+        Some(PathBuf::from(value))
+    }
+
+    /// A path that must be given.
+    pub fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
+        self.path(key, value, false).unwrap_or_default()
     }
 }
 
-/// Removes the (innermost) entry whose key or value covers `span`; returns the value's span and
-/// whether it was a table, and leaves the entry's dotted path in `path`.
-fn remove_entry_at(
-    table: &mut DeTable<'_>,
-    span: &Range<usize>,
-    path: &mut Vec<String>,
-) -> Option<(Range<usize>, bool)> {
+/// The problem for a file that is not UTF-8, at the first bad byte.
+pub fn not_utf8(origin: &str, bytes: &[u8], error: std::str::Utf8Error) -> ConfigError {
+    let valid = &bytes[..error.valid_up_to()];
+    let text = std::str::from_utf8(valid).expect("valid up to this byte");
+    let (line, column) = line_column(text, text.len());
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        problems: vec![ConfigProblem {
+            origin: origin.to_string(),
+            line,
+            column,
+            key: String::new(),
+            value: String::new(),
+            message: format!(
+                "not valid UTF-8 (byte 0x{:02x}): save the file as UTF-8 text",
+                bytes[error.valid_up_to()]
+            ),
+        }],
+        gave_up: false,
+    }
+}
+
+/// The allowed keys, when serde rejected an unknown one ("unknown field `x`, expected `a` or
+/// `b`", "... expected one of `a`, `b`, `c`").
+fn unknown_key_allowed(message: &str) -> Option<Vec<String>> {
+    let rest = message.strip_prefix("unknown field ")?;
+    let list = rest.split_once("expected ")?.1;
+    Some(
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The path to the innermost entry whose key or value covers `span`.
+fn entry_path(table: &DeTable<'_>, span: &Range<usize>, path: &mut Vec<Step>) -> Option<Vec<Step>> {
     let covers = |r: Range<usize>| r.start <= span.start && span.end <= r.end;
-    let mut hit = None;
-    for (key, value) in table.iter_mut() {
-        if let DeValue::Table(child) = value.get_mut() {
-            path.push(key.get_ref().to_string());
-            if let Some(removed) = remove_entry_at(child, span, path) {
-                return Some(removed);
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        match value.get_ref() {
+            DeValue::Table(child) => {
+                path.push(Step {
+                    key: name.clone(),
+                    index: None,
+                });
+                if let Some(found) = entry_path(child, span, path) {
+                    return Some(found);
+                }
+                path.pop();
             }
-            path.pop();
+            DeValue::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    if let DeValue::Table(child) = item.get_ref() {
+                        path.push(Step {
+                            key: name.clone(),
+                            index: Some(index),
+                        });
+                        if let Some(found) = entry_path(child, span, path) {
+                            return Some(found);
+                        }
+                        path.pop();
+                    }
+                }
+            }
+            _ => {}
         }
         if covers(key.span()) || covers(value.span()) {
-            hit = Some(key.clone());
-            break;
+            let mut found = path.clone();
+            found.push(Step {
+                key: name,
+                index: None,
+            });
+            return Some(found);
         }
     }
-    let key = hit?;
-    path.push(key.get_ref().to_string());
-    table
-        .remove(&key)
-        .map(|value| (value.span(), matches!(value.get_ref(), DeValue::Table(_))))
+    None
+}
+
+/// The table that `path` (steps to a table, possibly through arrays of tables) names.
+fn table_at_mut<'t, 'a>(table: &'t mut DeTable<'a>, path: &[Step]) -> Option<&'t mut DeTable<'a>> {
+    let Some((step, rest)) = path.split_first() else {
+        return Some(table);
+    };
+    let value = table.get_mut(step.key.as_str())?;
+    let value = match (step.index, value.get_mut()) {
+        (Some(index), DeValue::Array(items)) => items.get_mut(index)?.get_mut(),
+        (None, value) => value,
+        _ => return None,
+    };
+    match value {
+        DeValue::Table(child) => table_at_mut(child, rest),
+        _ => None,
+    }
+}
+
+/// Removes the entry at `path`; returns its value.
+fn remove_at<'a>(table: &mut DeTable<'a>, path: &[Step]) -> Option<Spanned<DeValue<'a>>> {
+    let (last, parent) = path.split_last()?;
+    table_at_mut(table, parent)?.remove(last.key.as_str())
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -397,14 +647,11 @@ fn first_line(message: &str) -> String {
 }
 
 /// Rewords serde's messages for people editing a file: keys, not fields; numbers, not f64.
-fn explain(message: &str) -> String {
+/// `removed` describes the rejected value when it was a table or an array of tables.
+fn explain(message: &str, removed: Option<&str>) -> String {
     let message = first_line(message);
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        let allowed = rest
-            .split_once("expected ")
-            .map(|(_, list)| list.trim_start_matches("one of ").replace('`', ""))
-            .unwrap_or_default();
-        return format!("unknown key, allowed keys here: {allowed}");
+    if message.ends_with("number overflowed") {
+        return "out of range: the number is too large".to_string();
     }
     for (prefix, what) in [
         ("invalid type: ", "wrong type"),
@@ -412,11 +659,16 @@ fn explain(message: &str) -> String {
     ] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
-            let found = found.split_whitespace().next().unwrap_or(found);
+            let found = match removed {
+                Some(description) => description.trim_matches(|c| c == '(' || c == ')'),
+                None => found.split_whitespace().next().unwrap_or(found),
+            };
             let expected = match expected {
-                "f64" => "a number",
+                "f64" | "a number" => "a number",
                 "u32" | "u64" => "a whole number, 0 or more",
                 "a string" => "a string in quotes",
+                "a boolean" => "true or false",
+                "a sequence" => "an array (of tables: [[...]] headers)",
                 other if other.starts_with("struct ") => "a table",
                 other => other,
             };
@@ -439,12 +691,16 @@ mod tests {
     #[test]
     fn serde_messages_are_reworded() {
         assert_eq!(
-            explain("invalid type: string \"x\", expected f64"),
+            explain("invalid type: string \"x\", expected f64", None),
             "wrong type: expected a number, found string"
         );
         assert_eq!(
-            explain("unknown field `fsp`, expected one of `sink`, `fps`"),
-            "unknown key, allowed keys here: sink, fps"
+            unknown_key_allowed("unknown field `fsp`, expected one of `sink`, `fps`"),
+            Some(vec!["sink".to_string(), "fps".to_string()])
+        );
+        assert_eq!(
+            unknown_key_allowed("unknown field `x`, expected `rotation-interval` or `themes`"),
+            Some(vec!["rotation-interval".to_string(), "themes".to_string()])
         );
     }
 }

@@ -6,6 +6,7 @@
 //! the value and what is allowed. Runs on whichever thread loads the config; it has no side
 //! effects, so a failed load leaves the caller's running config untouched.
 
+mod budget;
 mod diagnostics;
 mod raw;
 
@@ -17,6 +18,7 @@ use log::LevelFilter;
 use crate::generator::stable_diffusion::preset::Preset;
 use crate::generator::stable_diffusion::{SchedulerKind, Theme};
 
+pub use budget::FrameBudget;
 use diagnostics::Checker;
 pub use diagnostics::{ConfigError, ConfigProblem};
 use raw::RawConfig;
@@ -160,6 +162,24 @@ pub struct ModelConfig {
     pub fallback: Fallback,
 }
 
+impl ModelConfig {
+    /// The size of decoded frames this config asks for: the generation size (or the model's
+    /// own), divided by the resolution divisor for Stable Diffusion.
+    pub fn frame_size(&self, resolution_divisor: u32) -> (u32, u32) {
+        match self.kind {
+            ModelKind::StableDiffusion => {
+                let (width, height) = self.size.unwrap_or(
+                    crate::generator::stable_diffusion::preset::spec(self.stable_diffusion.preset)
+                        .native_size,
+                );
+                let divisor = resolution_divisor.max(1);
+                (width / divisor, height / divisor)
+            }
+            ModelKind::Cppn | ModelKind::TestPattern => self.size.unwrap_or(CPPN_DEFAULT_SIZE),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SdConfig {
     pub preset: Preset,
@@ -179,6 +199,8 @@ pub struct PromptsConfig {
 
 /// The built-in generator's internal resolution when none is configured.
 pub const CPPN_DEFAULT_SIZE: (u32, u32) = (256, 144);
+/// The largest Stable Diffusion generation size (either side).
+pub const SD_MAX_SIZE: u32 = 2048;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CppnConfig {
@@ -248,14 +270,28 @@ impl Default for Config {
     }
 }
 
+/// The largest config file read: a real one is a few KiB; this leaves room for thousands of
+/// themes while a runaway file (or /dev/zero behind a symlink) costs at most this much.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 impl Config {
-    /// Reads and checks a config file.
+    /// Reads and checks a config file: a regular file of at most `MAX_CONFIG_BYTES` in UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            path: path.to_path_buf(),
-            source,
+        let bytes = crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|source| {
+            ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
-        Config::from_str(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        match String::from_utf8(bytes) {
+            Ok(text) => Config::from_str(&text, &origin),
+            Err(error) => Err(diagnostics::not_utf8(
+                &origin,
+                error.as_bytes(),
+                error.utf8_error(),
+            )),
+        }
     }
 
     /// Checks config text; `origin` names it in messages (a path, or a test's name).
@@ -380,14 +416,14 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             Fit::Fill,
         ),
         rotation: match d.rotation {
-            0 => Rotation::None,
-            90 => Rotation::Clockwise90,
-            180 => Rotation::Half,
-            270 => Rotation::Clockwise270,
-            other => {
+            raw::Number::Whole(0) => Rotation::None,
+            raw::Number::Whole(90) => Rotation::Clockwise90,
+            raw::Number::Whole(180) => Rotation::Half,
+            raw::Number::Whole(270) => Rotation::Clockwise270,
+            _ => {
                 c.report_key(
                     "display.rotation",
-                    &other.to_string(),
+                    "",
                     "allowed values are 0, 90, 180, 270 (degrees clockwise)",
                 );
                 Rotation::None
@@ -405,11 +441,20 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             UpscaleFilter::CatmullRom,
         ),
         framebuffer: c.non_empty_path("display.framebuffer", &d.framebuffer),
-        console: (!d.console.is_empty()).then(|| PathBuf::from(&d.console)),
+        console: c.path("display.console", &d.console, true),
         terminal_size: {
-            let columns =
-                c.range_u32_or_zero("display.terminal-columns", d.terminal_columns, 8, 1000);
-            let rows = c.range_u32_or_zero("display.terminal-rows", d.terminal_rows, 4, 1000);
+            let columns = c.range_u32_or_zero(
+                "display.terminal-columns",
+                d.terminal_columns,
+                8,
+                crate::sink::terminal::MAX_COLUMNS,
+            );
+            let rows = c.range_u32_or_zero(
+                "display.terminal-rows",
+                d.terminal_rows,
+                4,
+                crate::sink::terminal::MAX_ROWS,
+            );
             (columns > 0 && rows > 0).then_some((columns, rows))
         },
         realtime: d.realtime,
@@ -432,12 +477,21 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         1,
         8,
     );
-    let size = if m.width == 0 && m.height == 0 {
+    let size = if m.width.is_zero() && m.height.is_zero() {
         None
     } else {
         let width = c.range_u32("model.width", m.width, 16, 4096);
         let height = c.range_u32("model.height", m.height, 16, 4096);
         if kind == ModelKind::StableDiffusion {
+            for (key, value) in [("model.width", width), ("model.height", height)] {
+                if value > SD_MAX_SIZE {
+                    c.report_key(
+                        key,
+                        &value.to_string(),
+                        &format!("too large for Stable Diffusion, allowed 16 to {SD_MAX_SIZE}: the VAE's attention grows with the fourth power of the size (at 2048x2048 it needs 17 GB for one frame); the picture is upscaled to the screen anyway"),
+                    );
+                }
+            }
             let step = 8 * divisor;
             c.multiple_of(
                 "model.width",
@@ -561,7 +615,7 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
 
     let o = &raw.output;
     let output = OutputConfig {
-        dir: (!o.dir.is_empty()).then(|| PathBuf::from(&o.dir)),
+        dir: c.path("output.dir", &o.dir, true),
         status_interval: Duration::from_secs_f64(c.range_f64(
             "output.status-seconds",
             o.status_seconds,
@@ -570,7 +624,7 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         )),
         snapshot_interval: {
             let s = o.snapshot_seconds;
-            if s == 0.0 {
+            if s.is_zero() {
                 None
             } else {
                 Some(Duration::from_secs_f64(c.range_f64(
@@ -597,7 +651,7 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             ],
             LevelFilter::Info,
         ),
-        file: (!raw.log.file.is_empty()).then(|| PathBuf::from(&raw.log.file)),
+        file: c.path("log.file", &raw.log.file, true),
         max_bytes: c.range_u32(
             "log.max-kilobytes",
             raw.log.max_kilobytes,
@@ -609,8 +663,18 @@ fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
     };
 
     let schedule = validate_schedule(&raw.schedule, c);
+    let (width, height) = model.frame_size(divisor);
+    if let Err(why) =
+        FrameBudget::plan(buffer.max_bytes, width as usize * height as usize * 3, 1, 1)
+    {
+        c.report_key(
+            "buffer.max-megabytes",
+            &(buffer.max_bytes / (1024 * 1024)).to_string(),
+            &format!("{why} ({width}x{height} frames)"),
+        );
+    }
     Config {
-        seed: raw.seed,
+        seed: raw.seed.map(|seed| c.whole("seed", seed, 0, u64::MAX)),
         schedule,
         display,
         model,

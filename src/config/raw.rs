@@ -1,13 +1,86 @@
 //! The config file exactly as serde reads it: every key optional, defaults filled in, unknown
 //! keys rejected. Nothing here is checked for range; `super::validate` turns a `RawConfig` into
-//! a typed `Config` and reports every problem at once.
+//! a typed `Config` and reports every problem at once. Numbers are read as `Number`, which takes
+//! any number TOML can hold (negative, huge, whole or not), so that validation can say what is
+//! allowed instead of serde's "expected u32".
 
-use serde::Deserialize;
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer};
+
+/// A number as written in the file; range and wholeness are checked by validation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Whole(i128),
+    Real(f64),
+}
+
+impl Number {
+    pub fn is_zero(self) -> bool {
+        match self {
+            Number::Whole(n) => n == 0,
+            Number::Real(x) => x == 0.0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumberVisitor;
+        impl Visitor<'_> for NumberVisitor {
+            type Value = Number;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Number, E> {
+                Ok(Number::Whole(v.into()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Number, E> {
+                Ok(Number::Whole(v.into()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Number, E> {
+                Ok(Number::Whole(v))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Number, E> {
+                i128::try_from(v)
+                    .map(Number::Whole)
+                    .map_err(|_| E::custom("integer number overflowed"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Number, E> {
+                Ok(Number::Real(v))
+            }
+        }
+        deserializer.deserialize_any(NumberVisitor)
+    }
+}
+
+/// Top-level sections that are tables: `[[display]]` (an array of them) is a mistake worth
+/// naming, which serde's own message ("expected f64, found map") does not.
+pub const TABLE_SECTIONS: &[&str] = &[
+    "display",
+    "model",
+    "cppn",
+    "prompts",
+    "keyframe",
+    "interpolation",
+    "decode",
+    "buffer",
+    "output",
+    "log",
+    "schedule",
+];
+
+fn real(value: f64) -> Number {
+    Number::Real(value)
+}
+
+fn whole(value: i128) -> Number {
+    Number::Whole(value)
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawConfig {
-    pub seed: Option<u64>,
+    pub seed: Option<Number>,
     pub display: RawDisplay,
     pub model: RawModel,
     pub cppn: RawCppn,
@@ -27,32 +100,40 @@ pub struct RawSchedule {
     pub periods: Vec<RawPeriod>,
 }
 
+/// Every key defaults (empty), so a period missing one is reported by validation with the
+/// others, not as serde's lone "missing field".
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawPeriod {
     pub from: String,
     pub to: String,
     pub action: String,
-    #[serde(default = "full_brightness")]
-    pub brightness: f64,
+    pub brightness: Number,
 }
 
-fn full_brightness() -> f64 {
-    1.0
+impl Default for RawPeriod {
+    fn default() -> Self {
+        Self {
+            from: String::new(),
+            to: String::new(),
+            action: String::new(),
+            brightness: real(1.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawDisplay {
     pub sink: String,
-    pub fps: f64,
+    pub fps: Number,
     pub fit: String,
-    pub rotation: u32,
+    pub rotation: Number,
     pub upscale_filter: String,
     pub framebuffer: String,
     pub console: String,
-    pub terminal_columns: u32,
-    pub terminal_rows: u32,
+    pub terminal_columns: Number,
+    pub terminal_rows: Number,
     pub realtime: bool,
 }
 
@@ -60,14 +141,14 @@ impl Default for RawDisplay {
     fn default() -> Self {
         Self {
             sink: "fbdev".into(),
-            fps: 30.0,
+            fps: real(30.0),
             fit: "fill".into(),
-            rotation: 0,
+            rotation: whole(0),
             upscale_filter: "catmull-rom".into(),
             framebuffer: "/dev/fb0".into(),
             console: "/dev/tty0".into(),
-            terminal_columns: 0,
-            terminal_rows: 0,
+            terminal_columns: whole(0),
+            terminal_rows: whole(0),
             realtime: true,
         }
     }
@@ -77,14 +158,14 @@ impl Default for RawDisplay {
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawModel {
     pub kind: String,
-    pub width: u32,
-    pub height: u32,
+    pub width: Number,
+    pub height: Number,
     pub preset: String,
     pub weights_dir: String,
     pub device: String,
     pub fallback: String,
-    pub steps: Option<u32>,
-    pub guidance: Option<f64>,
+    pub steps: Option<Number>,
+    pub guidance: Option<Number>,
     pub scheduler: String,
 }
 
@@ -92,8 +173,8 @@ impl Default for RawModel {
     fn default() -> Self {
         Self {
             kind: "cppn".into(),
-            width: 0,
-            height: 0,
+            width: whole(0),
+            height: whole(0),
             preset: "sd-turbo".into(),
             weights_dir: "/var/lib/dreamframe/models/sd-turbo".into(),
             device: "cpu".into(),
@@ -108,7 +189,7 @@ impl Default for RawModel {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawPrompts {
-    pub rotation_interval: u32,
+    pub rotation_interval: Number,
     pub themes: Vec<RawTheme>,
 }
 
@@ -126,7 +207,7 @@ impl Default for RawPrompts {
             negative: "text, watermark, signature, frame, blurry, low quality".into(),
         };
         Self {
-            rotation_interval: 8,
+            rotation_interval: whole(8),
             themes: vec![
                 theme("flowing liquid colours, abstract organic forms, iridescent, intricate, high detail"),
                 theme("a dreamlike landscape of glowing coral and nebulae, soft light, painterly"),
@@ -139,19 +220,19 @@ impl Default for RawPrompts {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawCppn {
-    pub latent_size: u32,
-    pub hidden_units: u32,
-    pub layers: u32,
-    pub zoom: f64,
+    pub latent_size: Number,
+    pub hidden_units: Number,
+    pub layers: Number,
+    pub zoom: Number,
 }
 
 impl Default for RawCppn {
     fn default() -> Self {
         Self {
-            latent_size: 16,
-            hidden_units: 16,
-            layers: 3,
-            zoom: 1.6,
+            latent_size: whole(16),
+            hidden_units: whole(16),
+            layers: whole(3),
+            zoom: real(1.6),
         }
     }
 }
@@ -159,15 +240,15 @@ impl Default for RawCppn {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawKeyframe {
-    pub drift: f64,
-    pub denoise: f64,
+    pub drift: Number,
+    pub denoise: Number,
 }
 
 impl Default for RawKeyframe {
     fn default() -> Self {
         Self {
-            drift: 0.45,
-            denoise: 0.25,
+            drift: real(0.45),
+            denoise: real(0.25),
         }
     }
 }
@@ -175,17 +256,17 @@ impl Default for RawKeyframe {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawInterpolation {
-    pub frames_per_transition: u32,
+    pub frames_per_transition: Number,
     pub easing: String,
-    pub resolution_divisor: u32,
+    pub resolution_divisor: Number,
 }
 
 impl Default for RawInterpolation {
     fn default() -> Self {
         Self {
-            frames_per_transition: 90,
+            frames_per_transition: whole(90),
             easing: "linear".into(),
-            resolution_divisor: 1,
+            resolution_divisor: whole(1),
         }
     }
 }
@@ -193,14 +274,14 @@ impl Default for RawInterpolation {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawDecode {
-    pub batch_size: u32,
+    pub batch_size: Number,
     pub tiny_decoder: bool,
 }
 
 impl Default for RawDecode {
     fn default() -> Self {
         Self {
-            batch_size: 10,
+            batch_size: whole(10),
             tiny_decoder: false,
         }
     }
@@ -209,20 +290,20 @@ impl Default for RawDecode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawBuffer {
-    pub seconds: f64,
-    pub start_seconds: f64,
-    pub resume_seconds: f64,
-    pub max_megabytes: u32,
+    pub seconds: Number,
+    pub start_seconds: Number,
+    pub resume_seconds: Number,
+    pub max_megabytes: Number,
     pub underrun: String,
 }
 
 impl Default for RawBuffer {
     fn default() -> Self {
         Self {
-            seconds: 30.0,
-            start_seconds: 10.0,
-            resume_seconds: 2.0,
-            max_megabytes: 512,
+            seconds: real(30.0),
+            start_seconds: real(10.0),
+            resume_seconds: real(2.0),
+            max_megabytes: whole(512),
             underrun: "ping-pong".into(),
         }
     }
@@ -232,8 +313,8 @@ impl Default for RawBuffer {
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct RawOutput {
     pub dir: String,
-    pub status_seconds: f64,
-    pub snapshot_seconds: f64,
+    pub status_seconds: Number,
+    pub snapshot_seconds: Number,
     pub resume: bool,
 }
 
@@ -241,8 +322,8 @@ impl Default for RawOutput {
     fn default() -> Self {
         Self {
             dir: String::new(),
-            status_seconds: 1.0,
-            snapshot_seconds: 60.0,
+            status_seconds: real(1.0),
+            snapshot_seconds: real(60.0),
             resume: true,
         }
     }
@@ -253,8 +334,8 @@ impl Default for RawOutput {
 pub struct RawLog {
     pub level: String,
     pub file: String,
-    pub max_kilobytes: u32,
-    pub files: u32,
+    pub max_kilobytes: Number,
+    pub files: Number,
 }
 
 impl Default for RawLog {
@@ -262,8 +343,8 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             file: "dreamframe.log".into(),
-            max_kilobytes: 10240,
-            files: 5,
+            max_kilobytes: whole(10240),
+            files: whole(5),
         }
     }
 }

@@ -1,0 +1,288 @@
+//! The files dreamframe reads and writes beside the display: bounded reads of regular files,
+//! atomic writes, and the lock that keeps one display per output folder.
+//!
+//! Config, resume state and logs are edited by hand over SSH, so a path may name anything: a
+//! FIFO (opening it would block until a writer comes), /dev/zero (endless), a folder, a huge
+//! file. `read_regular` opens without blocking, refuses whatever is not a regular file and reads
+//! at most a stated number of bytes, so no such file can hang or exhaust the display.
+//! `write_atomic` writes a temp file beside the target and renames it over, removing the temp
+//! file when any step fails (a full disk leaves nothing behind). Runs on whichever thread calls;
+//! every failure is an `io::Error` naming what was wrong, never a panic.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// What kind of thing a path names, for messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a folder"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+}
+
+/// Opens `path` for reading if it is a regular file (after following symlinks) of at most
+/// `max_bytes`. Opening never blocks: a FIFO is opened non-blocking and then refused.
+pub fn open_regular(path: &Path, max_bytes: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(invalid(format!(
+            "is {}, expected a regular file",
+            kind_of(metadata.file_type())
+        )));
+    }
+    if metadata.len() > max_bytes {
+        return Err(invalid(format!(
+            "is {} bytes, larger than the {} allowed",
+            metadata.len(),
+            human_bytes(max_bytes)
+        )));
+    }
+    Ok(file)
+}
+
+/// The whole content of a regular file of at most `max_bytes` (see `open_regular`). A file that
+/// grows while being read is cut off at the bound and refused too.
+pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    let file = open_regular(path, max_bytes)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(invalid(format!(
+            "grew past the {} allowed while being read",
+            human_bytes(max_bytes)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// "1 MiB", "16 MiB", "512 KiB", "100 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= 1024 && bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same folder and a rename, so a reader
+/// never sees half a file; on any failure the temp file is removed and the old file stays.
+/// The temp file is always created new: whatever stood at its name (a stale temp, a FIFO, a
+/// symlink) is removed first, never written through.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// The lock that makes a display the only one writing into its output folder. Held (an
+/// exclusive `flock` on `dreamframe.lock`, which holds the owner's PID) until dropped; the
+/// kernel releases it when the process dies, however it dies.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Name of the lock file in the output folder.
+pub const LOCK_FILE_NAME: &str = "dreamframe.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another dreamframe (PID {pid}) is already showing into {dir}: stop it first (`systemctl stop dreamframe`), or give this one another --output-dir")]
+    Held { dir: PathBuf, pid: String },
+    #[error("cannot lock the output folder {dir}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OutputLock {
+    /// Takes the lock of `dir` (which must exist) for this process.
+    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join(LOCK_FILE_NAME);
+        let io = |source| LockError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                let pid = text.trim();
+                return Err(LockError::Held {
+                    dir: dir.to_path_buf(),
+                    pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
+                });
+            }
+            return Err(io(error));
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file, path })
+    }
+
+    /// The PID written in `dir`'s lock file if a live process holds the lock; `None` when the
+    /// folder has no running display. Changes nothing.
+    pub fn holder(dir: &Path) -> Option<String> {
+        use std::os::fd::AsRawFd;
+        let mut file = open_regular(&dir.join(LOCK_FILE_NAME), 4096).ok()?;
+        // SAFETY: flock on a descriptor this function owns; closing it releases a lock taken.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            return None;
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        Some(text.trim().to_string()).filter(|pid| !pid.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_regular_files_within_the_bound_and_refuses_everything_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        assert_eq!(read_regular(&file, 100).unwrap(), b"x = 1\n");
+        let error = read_regular(&file, 3).unwrap_err().to_string();
+        assert_eq!(error, "is 6 bytes, larger than the 3 bytes allowed");
+
+        let error = read_regular(dir.path(), 100).unwrap_err().to_string();
+        assert!(error.contains("a folder"), "{error}");
+        let error = read_regular(Path::new("/dev/zero"), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("a character device"), "{error}");
+
+        // A FIFO with no writer: opening it must not block.
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = read_regular(&fifo, 100).unwrap_err().to_string();
+        assert!(error.contains("a FIFO"), "{error}");
+
+        // A symlink to a device is judged by what it points to.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read_regular(&link, 100).is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("status.json");
+        write_atomic(&path, b"{\"a\":1}").unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_atomic_write_removes_its_temp_file_and_keeps_the_old_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The rename fails (the target is a folder that isn't empty) after the temp file was
+        // written: the same clean-up as when a full disk fails the write.
+        let target = dir.path().join("status.json");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"old").unwrap();
+        assert!(write_atomic(&target, b"new").is_err());
+        assert_eq!(names_in(dir.path()), vec!["status.json"]);
+        assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn whatever_stands_at_the_temp_name_is_replaced_never_written_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("resume.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("resume.json.tmp")).unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(names_in(dir.path()), vec!["resume.json", "victim"]);
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_folder_names_the_first_holder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = OutputLock::acquire(dir.path()).expect("first lock");
+        let error = OutputLock::acquire(dir.path()).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("PID {}", std::process::id())),
+            "{text}"
+        );
+        assert_eq!(
+            OutputLock::holder(dir.path()),
+            Some(std::process::id().to_string())
+        );
+        drop(first);
+        assert_eq!(OutputLock::holder(dir.path()), None);
+        OutputLock::acquire(dir.path()).expect("free again once dropped");
+    }
+}
