@@ -20,8 +20,9 @@ use anyhow::{anyhow, Context};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
-use crate::config::{resolve_output_dir, Config};
+use crate::config::{resolve_output_dir, Config, FrameBudget};
 use crate::decoder::DecodeStage;
+use crate::files::write_atomic;
 use crate::frame_buffer::FrameBuffer;
 use crate::generator::{Generator, ModelLock};
 use crate::keyframes::KeyframeStage;
@@ -31,7 +32,7 @@ use crate::playback::{Playback, PlaybackSettings, RecentFrames, MIN_PING_PONG_FR
 use crate::renderer::Renderer;
 use crate::sink::Sink;
 use crate::stats::PipelineStats;
-use crate::status::{write_atomic, Status, StatusSource};
+use crate::status::{Status, StatusSource};
 
 /// Screen buffers in circulation: one on screen, one ready, one being rendered.
 const SCREEN_BUFFERS: usize = 3;
@@ -83,6 +84,7 @@ fn write_in_background(slot: &mut Option<JoinHandle<()>>, write: impl FnOnce() +
 /// Where the run writes status.json and snapshot.png.
 #[derive(Debug, Clone)]
 pub struct OutputPaths {
+    pub dir: PathBuf,
     pub status: PathBuf,
     pub snapshot: PathBuf,
     /// `None` when `output.resume` is off.
@@ -93,6 +95,7 @@ impl OutputPaths {
     pub fn for_config(config: &Config) -> Self {
         let dir = resolve_output_dir(config.output.dir.as_deref());
         Self {
+            dir: dir.clone(),
             status: dir.join("status.json"),
             snapshot: dir.join("snapshot.png"),
             resume: config
@@ -147,8 +150,27 @@ pub async fn run_with_reloads(
     let stats = Arc::new(PipelineStats::default());
     let model = Arc::new(ModelLock::new(generator));
     let (width, height) = model.resolution();
+    let frame_bytes = width as usize * height as usize * 3;
+    // One second of history: ping-pong sways over it, and resuming (which waits for the walk to
+    // come back to the newest frame) takes at most that long.
+    let budget = FrameBudget::plan(
+        config.buffer.max_bytes,
+        frame_bytes,
+        (fps as usize).max(MIN_PING_PONG_FRAMES),
+        config.decode.batch_size,
+    )
+    .map_err(|why| {
+        anyhow!(
+            "buffer.max-megabytes = {}: {why} ({width}x{height} frames)",
+            config.buffer.max_bytes / (1024 * 1024)
+        )
+    })?;
     let frames_by_time = (config.buffer.seconds * fps).ceil() as usize;
-    let buffer = Arc::new(FrameBuffer::new(frames_by_time, config.buffer.max_bytes));
+    let buffer = Arc::new(FrameBuffer::new(
+        frames_by_time,
+        budget.buffer_bytes,
+        frame_bytes,
+    ));
     let renderer = Renderer::new(
         geometry,
         (width, height),
@@ -171,17 +193,17 @@ pub async fn run_with_reloads(
     }
     let (ready_tx, ready_rx) = sync_channel(1);
     let (keyframe_tx, keyframe_rx) = sync_channel(2);
-    // One second of history: ping-pong sways over it, and resuming (which waits for the walk to
-    // come back to the newest frame) takes at most that long.
-    let recent = Arc::new(RecentFrames::new((fps as usize).max(MIN_PING_PONG_FRAMES)));
+    let recent = Arc::new(RecentFrames::new(budget.recent_frames));
     let (exit_tx, mut exit_rx) = unbounded_channel::<StageExit>();
 
     log::info!(
-        "start version={} generator={} seed={seed} {sink_description} internal_width={width} internal_height={height} fps={fps} frames_per_transition={} buffer_capacity_frames={} underrun_policy={:?}",
+        "start version={} generator={} seed={seed} {sink_description} internal_width={width} internal_height={height} fps={fps} frames_per_transition={} buffer_capacity_frames={} recent_frames={} decode_batch={} underrun_policy={:?}",
         env!("CARGO_PKG_VERSION"),
         model.name(),
         config.interpolation.frames_per_transition,
         buffer.level().capacity_frames,
+        budget.recent_frames,
+        budget.decode_batch,
         config.buffer.underrun,
     );
 
@@ -206,8 +228,9 @@ pub async fn run_with_reloads(
         buffer: Arc::clone(&buffer),
         frames_per_transition: config.interpolation.frames_per_transition,
         easing: config.interpolation.easing,
-        batch_size: config.decode.batch_size,
+        batch_size: budget.decode_batch,
         fps,
+        upscale_mark: stats.upscale.snapshot(),
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
         live: Arc::clone(&live),
@@ -282,7 +305,8 @@ pub async fn run_with_reloads(
     let mut schedule = config.schedule.clone();
     let mut schedule_tick = tokio::time::interval(SCHEDULE_CHECK);
     let mut schedule_now: Option<crate::schedule::Period> = None;
-    let mut last_status = status.collect();
+    let mut status_window = status.window(crate::status::STATUS_RATE_WINDOW);
+    let mut stats_window = status.window(STATS_LOG_INTERVAL);
     tokio::pin!(shutdown);
 
     loop {
@@ -297,10 +321,11 @@ pub async fn run_with_reloads(
                 break;
             }
             _ = status_tick.tick() => {
-                last_status = status.collect();
+                let last_status = status.collect(&mut status_window);
                 if !ready_sent && last_status.frames_shown > 0 {
                     notifier.send("READY=1");
                     ready_sent = true;
+                    log::info!("first_picture after_s={:.3}", last_status.first_picture_s.unwrap_or_default());
                     log::info!("ready frames_shown={} notify={}", last_status.frames_shown, notifier.is_active());
                 }
                 let path = paths.status.clone();
@@ -313,7 +338,7 @@ pub async fn run_with_reloads(
                     Err(error) => log::warn!("status_encode_failed error=\"{error}\""),
                 }
             }
-            _ = stats_log_tick.tick() => log::info!("{}", last_status.log_line()),
+            _ = stats_log_tick.tick() => log::info!("{}", status.collect(&mut stats_window).log_line()),
             Some(new) = reloads.recv() => {
                 let restart = needs_restart(&started_with, &new);
                 if !restart.is_empty() {
@@ -378,7 +403,7 @@ pub async fn run_with_reloads(
     }
 
     // Figures as they were while running, before the stages wind down.
-    let at_shutdown = status.collect();
+    let at_shutdown = status.collect(&mut status_window);
     notifier.send("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
     buffer.close();
@@ -401,8 +426,8 @@ pub async fn run_with_reloads(
             }
         }
     }
-    let final_status = status.collect();
-    if let Ok(json) = serde_json::to_vec_pretty(&final_status) {
+    let final_status = status.collect(&mut stats_window);
+    if let Ok(json) = serde_json::to_vec_pretty(&status.collect(&mut status_window)) {
         if let Err(error) = write_atomic(&paths.status, &json) {
             log::warn!(
                 "status_write_failed path={} error=\"{error}\"",
@@ -438,34 +463,5 @@ fn record_exit(
         .is_none_or(|(_, was_error)| is_error && !was_error)
     {
         *failure = Some((error.context(format!("the {name} stage stopped")), is_error));
-    }
-}
-
-/// The signals that stop the display, installed before the run starts so none is missed.
-pub struct ShutdownSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-    quit: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    /// Must be called inside the tokio runtime.
-    pub fn install() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let install = |kind: SignalKind| signal(kind).context("cannot install a signal handler");
-        Ok(Self {
-            terminate: install(SignalKind::terminate())?,
-            interrupt: install(SignalKind::interrupt())?,
-            quit: install(SignalKind::quit())?,
-        })
-    }
-
-    /// Completes on SIGTERM, SIGINT or SIGQUIT, with the signal's name (SIGHUP reloads).
-    pub async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.quit.recv() => "SIGQUIT",
-        }
     }
 }

@@ -1,23 +1,29 @@
-//! The decode stage: for each pair of consecutive keyframes, slerps the in-between latents and
-//! decodes the whole transition under ONE acquisition of the model lock (in chunks of
-//! `decode.batch-size`), then pushes the frames into the frame buffer.
+//! The decode stage: turns the walk from keyframe to keyframe into frames. The very first
+//! keyframe is decoded alone and pushed at once, so it is on screen before any transition is
+//! decoded. Then, for each next keyframe, the in-between latents are slerped a batch at a time
+//! (`decode.batch-size`, fewer when frames are large; see `config::FrameBudget`), each batch is
+//! decoded under one acquisition of the model lock and pushed into the frame buffer before the
+//! next is made; the transition ends with the new keyframe itself, through the generator's best
+//! decoder. So nothing holds more than one batch of frames outside the frame buffer.
 //!
 //! Inputs: `Keyframe`s from the keyframe stage. Outputs: `Frame`s into the frame buffer, which
-//! blocks this thread while full. Runs on the "decoder" thread. A decode error is logged and the
-//! same transition retried with backoff, so the picture never jumps; playback meanwhile follows
-//! the underrun policy. Ends when the buffer is closed or the keyframe stage has gone.
-//! Logs one `[TIMING]` line per transition.
+//! blocks this thread while full (never while the model lock is held). Runs on the "decoder"
+//! thread. A decode error is logged and the same batch retried with backoff, so the picture
+//! never jumps; playback meanwhile follows the underrun policy. Ends when the buffer is closed,
+//! the stop flag is set or the keyframe stage has gone. Logs one `[TIMING]` line per transition.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Tensor;
+
 use crate::backoff::Backoff;
 use crate::config::Easing;
 use crate::frame_buffer::{Frame, FrameBuffer};
 use crate::generator::ModelLock;
-use crate::interpolation::transition;
+use crate::interpolation::Transition;
 use crate::keyframes::Keyframe;
 use crate::stats::PipelineStats;
 
@@ -27,6 +33,7 @@ pub struct DecodeStage {
     pub buffer: Arc<FrameBuffer>,
     pub frames_per_transition: usize,
     pub easing: Easing,
+    /// Frames decoded at once (the budget's `decode_batch`); halved on out-of-memory.
     pub batch_size: usize,
     pub fps: f64,
     pub stats: Arc<PipelineStats>,
@@ -34,6 +41,8 @@ pub struct DecodeStage {
     /// Transition length and easing from reloads; decoding pauses while the screen is blanked.
     pub live: Arc<crate::live::Live>,
     pub watcher: crate::live::Watcher,
+    /// Upscale timings up to the last `[TIMING]` line, for the next line's mean.
+    pub upscale_mark: crate::stats::TimingSnapshot,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -44,139 +53,219 @@ fn is_out_of_memory(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Shutdown arrived in the middle of a transition.
-#[derive(Debug, thiserror::Error)]
-#[error("stopped")]
-struct Stopped;
+/// Why the stage ends early.
+enum Ended {
+    /// Shutdown, or the buffer or the keyframe stage has gone.
+    Stopped,
+    /// Something that retrying can't mend (a tensor operation on our own latents failed).
+    Failed(anyhow::Error),
+}
 
-struct Decoded {
-    frames: Vec<Vec<u8>>,
+impl From<candle_core::Error> for Ended {
+    fn from(error: candle_core::Error) -> Self {
+        Ended::Failed(error.into())
+    }
+}
+
+/// One transition's figures, for its `[TIMING]` line.
+#[derive(Default)]
+struct TransitionTimes {
     slerp: Duration,
     decode: Duration,
-    lock_wait: f64,
+    lock_wait_max: f64,
+    lock_acquisitions: u32,
 }
 
 impl DecodeStage {
-    fn decode_transition(&mut self, from: &Keyframe, to: &Keyframe) -> anyhow::Result<Decoded> {
-        let started = Instant::now();
-        let latents = transition(
-            &from.latent,
-            &to.latent,
-            self.frames_per_transition,
-            self.easing,
-        )?;
-        let slerp = started.elapsed();
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 
-        let (mut model, lock_wait) = self.model.lock();
-        let started = Instant::now();
-        let mut frames = Vec::with_capacity(self.frames_per_transition);
-        // The keyframe itself through the generator's best decoder, the rest in batches.
-        frames.extend(model.decode_keyframe(&latents.narrow(0, 0, 1)?)?);
-        let mut start = 1;
-        while start < self.frames_per_transition {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(Stopped.into());
+    /// Decodes `latents` (all keyframes when `keyframe`), retrying with backoff until it works
+    /// or the stage must end. Halves the batch size on out-of-memory.
+    fn decode(
+        &mut self,
+        latents: &Tensor,
+        keyframe: bool,
+        times: &mut TransitionTimes,
+    ) -> Result<Vec<Vec<u8>>, Ended> {
+        let mut backoff = Backoff::default();
+        loop {
+            if self.stopping() {
+                return Err(Ended::Stopped);
             }
-            let count = self.batch_size.min(self.frames_per_transition - start);
-            match model.decode(&latents.narrow(0, start, count)?) {
-                Ok(decoded) => {
-                    frames.extend(decoded);
-                    start += count;
-                }
-                Err(error) if self.batch_size > 1 && is_out_of_memory(&error) => {
-                    let halved = self.batch_size / 2;
-                    log::warn!("decode_out_of_memory batch_size={} retry_batch_size={halved} error=\"{error:#}\"", self.batch_size);
-                    self.batch_size = halved;
-                }
-                Err(error) => return Err(error),
+            let (mut model, lock_wait) = self.model.lock();
+            let started = Instant::now();
+            let result = if keyframe {
+                model.decode_keyframe(latents)
+            } else {
+                model.decode(latents)
+            };
+            drop(model);
+            times.decode += started.elapsed();
+            times.lock_wait_max = times.lock_wait_max.max(lock_wait);
+            times.lock_acquisitions += 1;
+            let count = latents.dim(0).unwrap_or(0);
+            let error = match result {
+                Ok(frames) if frames.len() == count => return Ok(frames),
+                Ok(frames) => anyhow::anyhow!(
+                    "generator decoded {} frames for {count} latents",
+                    frames.len()
+                ),
+                Err(error) => error,
+            };
+            if count > 1 && self.batch_size > 1 && is_out_of_memory(&error) {
+                let halved = self.batch_size / 2;
+                log::warn!("decode_out_of_memory batch_size={} retry_batch_size={halved} error=\"{error:#}\"", self.batch_size);
+                self.batch_size = halved;
+                return self.decode_split(latents, times);
+            }
+            self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "generator_error stage=decode frames={count} retry_in_s={} error=\"{error:#}\"",
+                backoff.next_delay().as_secs()
+            );
+            if !backoff.sleep(&self.stop) {
+                return Err(Ended::Stopped);
             }
         }
-        let decode = started.elapsed();
-        drop(model);
-        anyhow::ensure!(
-            frames.len() == self.frames_per_transition,
-            "generator decoded {} frames for {} latents",
-            frames.len(),
-            self.frames_per_transition
+    }
+
+    /// `latents` decoded in batches of the (just reduced) batch size.
+    fn decode_split(
+        &mut self,
+        latents: &Tensor,
+        times: &mut TransitionTimes,
+    ) -> Result<Vec<Vec<u8>>, Ended> {
+        let count = latents.dim(0)?;
+        let mut frames = Vec::with_capacity(count);
+        let mut start = 0;
+        while start < count {
+            let length = self.batch_size.max(1).min(count - start);
+            let part = latents.narrow(0, start, length)?;
+            frames.extend(self.decode(&part, false, times)?);
+            start += length;
+        }
+        Ok(frames)
+    }
+
+    /// Pushes decoded frames into the buffer (waiting while it is full).
+    fn push(&mut self, frames: Vec<Vec<u8>>, seq: &mut u64) -> Result<(), Ended> {
+        let (width, height) = self.model.resolution();
+        self.stats
+            .decoded_frames
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        for rgb in frames {
+            let frame = Arc::new(Frame {
+                seq: *seq,
+                width,
+                height,
+                rgb,
+            });
+            *seq += 1;
+            self.buffer.push(frame).map_err(|_| Ended::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Frames 1..=N of the walk from `from` to `to`: the in-betweens in batches, then `to`.
+    fn walk(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
+        let frames = self.frames_per_transition.max(1);
+        let started = Instant::now();
+        let walk = match Transition::new(&from.latent, &to.latent, frames, self.easing) {
+            Ok(walk) => walk,
+            Err(error) => {
+                // Keyframes of different shapes (a generator swap): cut to the new one.
+                log::warn!(
+                    "generator_error stage=decode from={} to={} error=\"{error:#}\": cutting to the keyframe",
+                    from.index,
+                    to.index
+                );
+                let keyframe = self.decode(
+                    &to.latent.unsqueeze(0)?,
+                    true,
+                    &mut TransitionTimes::default(),
+                )?;
+                return self.push(keyframe, seq);
+            }
+        };
+        let mut times = TransitionTimes {
+            slerp: started.elapsed(),
+            ..TransitionTimes::default()
+        };
+        let mut step = 1;
+        while step < frames {
+            let count = self.batch_size.max(1).min(frames - step);
+            let slerp_started = Instant::now();
+            let latents = walk.latents(step..step + count)?;
+            times.slerp += slerp_started.elapsed();
+            let decoded = self.decode(&latents, false, &mut times)?;
+            self.push(decoded, seq)?;
+            step += count;
+        }
+        let keyframe = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
+        self.push(keyframe, seq)?;
+        self.log_timing(from, to, frames, &times);
+        Ok(())
+    }
+
+    fn log_timing(
+        &mut self,
+        from: &Keyframe,
+        to: &Keyframe,
+        frames: usize,
+        times: &TransitionTimes,
+    ) {
+        self.stats
+            .decode_time
+            .record_many(times.decode, frames as u64);
+        let level = self.buffer.level();
+        let upscale = self.stats.upscale.snapshot();
+        log::info!(
+            "[TIMING] transition from={} to={} frames={frames} slerp_ms={:.3} decode_ms={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} lock_wait_ms={:.3} lock_acquisitions={} buffer_frames={} buffer_seconds={:.2}",
+            from.index,
+            to.index,
+            times.slerp.as_secs_f64() * 1e3,
+            times.decode.as_secs_f64() * 1e3,
+            times.decode.as_secs_f64() * 1e3 / frames as f64,
+            upscale.mean_ms_since(self.upscale_mark),
+            times.lock_wait_max * 1e3,
+            times.lock_acquisitions,
+            level.frames,
+            level.frames as f64 / self.fps
         );
-        Ok(Decoded {
-            frames,
-            slerp,
-            decode,
-            lock_wait,
-        })
+        self.upscale_mark = upscale;
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
+        match self.decode_all() {
+            Ok(()) | Err(Ended::Stopped) => Ok(()),
+            Err(Ended::Failed(error)) => Err(error),
+        }
+    }
+
+    fn decode_all(&mut self) -> Result<(), Ended> {
         let Ok(mut from) = self.input.recv() else {
             return Ok(());
         };
-        let (width, height) = self.model.resolution();
         let mut seq = 0u64;
-        let mut backoff = Backoff::default();
-        let mut upscale_mark = self.stats.upscale.snapshot();
+        // The first picture: the first keyframe alone, before any transition.
+        let mut times = TransitionTimes::default();
+        let frames = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
+        self.stats.decode_time.record_many(times.decode, 1);
+        self.push(frames, &mut seq)?;
         loop {
             let Ok(to) = self.input.recv() else {
                 return Ok(());
             };
-            while self.live.blanked() && !self.stop.load(Ordering::Relaxed) {
+            while self.live.blanked() && !self.stopping() {
                 std::thread::sleep(crate::live::PAUSE_POLL);
             }
             if let Some(settings) = self.watcher.changed(&self.live) {
                 self.frames_per_transition = settings.frames_per_transition;
                 self.easing = settings.easing;
             }
-            let decoded = loop {
-                match self.decode_transition(&from, &to) {
-                    Ok(decoded) => break decoded,
-                    Err(error) if error.is::<Stopped>() => return Ok(()),
-                    Err(error) => {
-                        self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(
-                            "generator_error stage=decode from={} to={} retry_in_s={} error=\"{error:#}\"",
-                            from.index,
-                            to.index,
-                            backoff.next_delay().as_secs()
-                        );
-                        if !backoff.sleep(&self.stop) {
-                            return Ok(());
-                        }
-                    }
-                }
-            };
-            backoff.reset();
-            let count = decoded.frames.len() as u64;
-            self.stats
-                .decoded_frames
-                .fetch_add(count, Ordering::Relaxed);
-            self.stats.decode_time.record_many(decoded.decode, count);
-            let upscale_now = self.stats.upscale.snapshot();
-            let level = self.buffer.level();
-            log::info!(
-                "[TIMING] transition from={} to={} frames={count} slerp_ms={:.3} decode_ms={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} lock_wait_ms={:.3} buffer_frames={} buffer_seconds={:.2}",
-                from.index,
-                to.index,
-                decoded.slerp.as_secs_f64() * 1e3,
-                decoded.decode.as_secs_f64() * 1e3,
-                decoded.decode.as_secs_f64() * 1e3 / count as f64,
-                upscale_now.mean_ms_since(upscale_mark),
-                decoded.lock_wait * 1e3,
-                level.frames,
-                level.frames as f64 / self.fps
-            );
-            upscale_mark = upscale_now;
-            for rgb in decoded.frames {
-                let frame = Arc::new(Frame {
-                    seq,
-                    width,
-                    height,
-                    rgb,
-                });
-                seq += 1;
-                if self.buffer.push(frame).is_err() {
-                    return Ok(()); // closed: shutting down
-                }
-            }
+            self.walk(&from, &to, &mut seq)?;
             from = to;
         }
     }

@@ -6,6 +6,7 @@
 //! buffer unless it asks to wait. The pacer thread never touches it. `close` wakes every waiter
 //! and makes pushes fail, which is how shutdown reaches the producers. An empty buffer always
 //! accepts one frame, whatever the byte bound, so a frame larger than the bound cannot deadlock.
+//! Its byte bound is its share of `buffer.max-megabytes` (`config::FrameBudget`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -67,14 +68,16 @@ pub struct FrameBuffer {
 }
 
 impl FrameBuffer {
-    pub fn new(max_frames: usize, max_bytes: usize) -> Self {
+    /// A buffer of at most `max_frames` frames and `max_bytes` bytes, for frames of about
+    /// `frame_bytes` each (so its capacity is known before the first frame).
+    pub fn new(max_frames: usize, max_bytes: usize, frame_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 frames: VecDeque::with_capacity(max_frames.min(4096)),
                 bytes: 0,
                 max_frames: max_frames.max(1),
                 max_bytes,
-                last_frame_bytes: 0,
+                last_frame_bytes: frame_bytes,
                 closed: false,
             }),
             changed: Condvar::new(),
@@ -180,7 +183,7 @@ mod tests {
 
     #[test]
     fn producer_blocks_when_full_and_resumes_when_drained() {
-        let buffer = Arc::new(FrameBuffer::new(3, usize::MAX));
+        let buffer = Arc::new(FrameBuffer::new(3, usize::MAX, 3));
         let pushed = Arc::new(AtomicUsize::new(0));
         let producer = {
             let (buffer, pushed) = (Arc::clone(&buffer), Arc::clone(&pushed));
@@ -207,7 +210,7 @@ mod tests {
 
     #[test]
     fn byte_bound_limits_the_frames_held() {
-        let buffer = FrameBuffer::new(100, 10);
+        let buffer = FrameBuffer::new(100, 10, 4);
         buffer.push(frame(0, 4)).unwrap();
         buffer.push(frame(1, 4)).unwrap();
         let level = buffer.level();
@@ -216,21 +219,27 @@ mod tests {
             (2, 8, 2)
         );
         // A frame larger than the whole bound still goes into an empty buffer.
-        let big = FrameBuffer::new(100, 10);
+        let big = FrameBuffer::new(100, 10, 4);
         big.push(frame(0, 50)).unwrap();
         assert_eq!(big.level().frames, 1);
     }
 
     #[test]
+    fn the_capacity_is_known_before_the_first_frame() {
+        let buffer = FrameBuffer::new(900, 10 * 1024, 1024);
+        assert_eq!(buffer.level().capacity_frames, 10);
+    }
+
+    #[test]
     fn close_releases_a_blocked_producer_and_a_waiting_consumer() {
-        let buffer = Arc::new(FrameBuffer::new(1, usize::MAX));
+        let buffer = Arc::new(FrameBuffer::new(1, usize::MAX, 1));
         buffer.push(frame(0, 1)).unwrap();
         let blocked = {
             let buffer = Arc::clone(&buffer);
             std::thread::spawn(move || buffer.push(frame(1, 1)))
         };
         let waiting = {
-            let buffer = Arc::new(FrameBuffer::new(4, usize::MAX));
+            let buffer = Arc::new(FrameBuffer::new(4, usize::MAX, 1));
             let waiter = Arc::clone(&buffer);
             let handle =
                 std::thread::spawn(move || waiter.wait_for_level(4, Duration::from_secs(30)));
@@ -246,7 +255,7 @@ mod tests {
 
     #[test]
     fn wait_for_level_returns_when_reached_or_full() {
-        let buffer = FrameBuffer::new(2, usize::MAX);
+        let buffer = FrameBuffer::new(2, usize::MAX, 1);
         assert_eq!(
             buffer.wait_for_level(1, Duration::from_millis(10)).frames,
             0

@@ -1,8 +1,8 @@
 //! Interpolation: the in-between latents of one transition, by spherical linear interpolation
 //! (slerp) between two keyframe latents, with optional easing.
 //!
-//! Inputs: two keyframe latents of the same shape. Output: the transition's latents stacked on a
-//! new first dimension, on the latents' device. Runs on the decoder thread, outside the model
+//! Inputs: two keyframe latents of the same shape. Output: a range of the transition's latents
+//! stacked on a new first dimension, on the latents' device. Runs on the decoder thread, outside the model
 //! lock (it needs no model). Errors are candle's (shape mismatch).
 
 use candle_core::{DType, Tensor};
@@ -66,6 +66,44 @@ pub fn ease(t: f64, easing: Easing) -> f64 {
     }
 }
 
+/// The walk from one keyframe latent to the next, `frames` steps long: step 0 is `a`, step
+/// `frames` is `b`. Latents are made a range at a time, so a long transition never holds more
+/// than one decode batch of them.
+pub struct Transition {
+    a: Tensor,
+    b: Tensor,
+    basis: SlerpBasis,
+    frames: usize,
+    easing: Easing,
+}
+
+impl Transition {
+    pub fn new(a: &Tensor, b: &Tensor, frames: usize, easing: Easing) -> candle_core::Result<Self> {
+        Ok(Self {
+            basis: SlerpBasis::new(a, b)?,
+            a: a.clone(),
+            b: b.clone(),
+            frames: frames.max(1),
+            easing,
+        })
+    }
+
+    /// The latents of steps `range` (within `0..=frames`), stacked on dimension 0.
+    pub fn latents(&self, range: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
+        let latents = range
+            .map(|i| match i {
+                0 => Ok(self.a.clone()),
+                i if i >= self.frames => Ok(self.b.clone()),
+                i => {
+                    let t = ease(i as f64 / self.frames as f64, self.easing);
+                    combine(&self.a, &self.b, self.basis.coefficients(t))
+                }
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::stack(&latents, 0)
+    }
+}
+
 /// The `frames` latents from `a` (included) towards `b` (excluded: it opens the next
 /// transition), stacked on dimension 0.
 pub fn transition(
@@ -74,18 +112,7 @@ pub fn transition(
     frames: usize,
     easing: Easing,
 ) -> candle_core::Result<Tensor> {
-    let basis = SlerpBasis::new(a, b)?;
-    let latents = (0..frames)
-        .map(|i| {
-            let t = ease(i as f64 / frames as f64, easing);
-            if i == 0 {
-                Ok(a.clone())
-            } else {
-                combine(a, b, basis.coefficients(t))
-            }
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::stack(&latents, 0)
+    Transition::new(a, b, frames, easing)?.latents(0..frames)
 }
 
 #[cfg(test)]
@@ -165,5 +192,23 @@ mod tests {
         assert!(ease(0.1, Easing::Smoothstep) < 0.1);
         assert!(ease(0.9, Easing::Smoothstep) > 0.9);
         assert_eq!(ease(0.5, Easing::Smoothstep), 0.5);
+    }
+
+    #[test]
+    fn ranges_of_a_transition_join_into_the_whole_and_end_at_b() {
+        let (a, b) = (vector(&[1.0, 0.0, 0.0]), vector(&[0.0, 1.0, 0.0]));
+        let walk = Transition::new(&a, &b, 5, Easing::Smoothstep).unwrap();
+        let whole = values(&walk.latents(0..6).unwrap());
+        let parts = [
+            values(&walk.latents(0..2).unwrap()),
+            values(&walk.latents(2..6).unwrap()),
+        ]
+        .concat();
+        assert_eq!(whole, parts);
+        assert_eq!(values(&walk.latents(5..6).unwrap()), values(&b));
+        assert_eq!(
+            values(&transition(&a, &b, 5, Easing::Smoothstep).unwrap()),
+            whole[..15].to_vec()
+        );
     }
 }

@@ -119,7 +119,7 @@ impl Pacer {
                             self.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                         }
                         self.stats.shown_seq.store(frame.seq + 1, Ordering::Relaxed);
-                        self.stats.frames_shown.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record_presented();
                         periods_left = frame.periods.max(1);
                         if let Some(previous) = current.replace(frame) {
                             let _ = self.pool.try_send(previous.pixels);

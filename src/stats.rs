@@ -177,6 +177,8 @@ pub struct PipelineStats {
     playing_since_ns: AtomicU64,
     /// `frames_shown` when playback started.
     frames_shown_at_play: AtomicU64,
+    /// Nanoseconds from the process start to the first frame on screen (0: not yet).
+    first_picture_ns: AtomicU64,
 }
 
 /// A frame presented later than this after its deadline counts as late.
@@ -184,6 +186,9 @@ pub const LATE_THRESHOLD: Duration = Duration::from_millis(2);
 
 impl Default for PipelineStats {
     fn default() -> Self {
+        // Time-to-first-picture counts from the process start; where `main` did not mark it
+        // (tests, the bench), from here.
+        crate::process_start();
         Self {
             started: Instant::now(),
             deadlines: AtomicU64::new(0),
@@ -205,6 +210,7 @@ impl Default for PipelineStats {
             generator_errors: AtomicU64::new(0),
             playing_since_ns: AtomicU64::new(0),
             frames_shown_at_play: AtomicU64::new(0),
+            first_picture_ns: AtomicU64::new(0),
         }
     }
 }
@@ -228,6 +234,20 @@ impl PipelineStats {
             );
         }
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Notes that a frame reached the screen; the first one sets time-to-first-picture.
+    pub fn record_presented(&self) {
+        if self.frames_shown.fetch_add(1, Ordering::Relaxed) == 0 {
+            let since_start = crate::process_start().elapsed().as_nanos().max(1) as u64;
+            self.first_picture_ns.store(since_start, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds from the process start to the first frame on screen, once there was one.
+    pub fn first_picture_s(&self) -> Option<f64> {
+        let ns = self.first_picture_ns.load(Ordering::Relaxed);
+        (ns > 0).then(|| ns as f64 / 1e9)
     }
 
     /// Seconds from start to the start of playback, once it has started.

@@ -2,9 +2,14 @@
 //! rewritten atomically (temp file + rename) every `output.status-seconds`, so a reader never
 //! sees half a file. Built on the tokio thread from the shared counters; written on tokio's
 //! blocking pool, never on the display path. A failed write is logged and retried next time.
+//!
+//! Rates (frames shown and decoded per second) are over a window that belongs to each reader
+//! (`RateWindow`): status.json's slides over the last `STATUS_RATE_WINDOW`, the `stats` log
+//! line's covers the time since the previous line, so neither resets the other.
 
-use std::io::Write;
-use std::path::Path;
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,8 +38,10 @@ pub struct Status {
     pub internal_width: u32,
     pub internal_height: u32,
     pub state: &'static str,
+    /// Seconds from the process start to the first frame on screen; null before.
+    pub first_picture_s: Option<f64>,
     pub target_fps: f64,
-    /// New frames put on screen per second, over the last status interval.
+    /// New frames put on screen per second, over the reader's window (see `RateWindow`).
     pub achieved_fps: f64,
     pub frames_shown: u64,
     /// Seconds from start until playback began (the buffer reached start-seconds); null before.
@@ -66,7 +73,7 @@ pub struct Status {
     pub keyframes_per_minute: f64,
     pub keyframe_ms: f64,
     pub decoded_frames: u64,
-    /// Frames decoded per second, over the last status interval.
+    /// Frames decoded per second, over the reader's window (see `RateWindow`).
     pub decode_fps: f64,
     pub decode_ms_per_frame: f64,
     pub upscale_ms_per_frame: f64,
@@ -84,7 +91,42 @@ pub struct StatusSource {
     pub target_fps: f64,
     pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
     pub schedule: Option<String>,
-    last: Option<(Instant, u64, u64)>,
+}
+
+/// How far back status.json's rates look.
+pub const STATUS_RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// One reader's window for rates: counts sampled at each read, rates over the samples up to
+/// `span` old (or since the start, for a young run).
+pub struct RateWindow {
+    span: Duration,
+    /// (when, frames shown, frames decoded), oldest first.
+    samples: VecDeque<(Instant, u64, u64)>,
+}
+
+impl RateWindow {
+    pub fn new(span: Duration, started: Instant) -> Self {
+        Self {
+            span,
+            samples: VecDeque::from([(started, 0, 0)]),
+        }
+    }
+
+    /// (shown, decoded) per second from the oldest sample in the window to now.
+    fn rates(&mut self, now: Instant, shown: u64, decoded: u64) -> (f64, f64) {
+        // Keep exactly one sample at least `span` old as the window's start.
+        while self.samples.len() > 1 && now.duration_since(self.samples[1].0) >= self.span {
+            self.samples.pop_front();
+        }
+        let (since, shown_before, decoded_before) =
+            *self.samples.front().expect("the window keeps its start");
+        let seconds = now.duration_since(since).as_secs_f64().max(1e-6);
+        self.samples.push_back((now, shown, decoded));
+        (
+            shown.saturating_sub(shown_before) as f64 / seconds,
+            decoded.saturating_sub(decoded_before) as f64 / seconds,
+        )
+    }
 }
 
 impl StatusSource {
@@ -107,19 +149,21 @@ impl StatusSource {
             target_fps,
             framebuffer: None,
             schedule: None,
-            last: None,
         }
     }
 
-    /// The status now; rates are over the time since the previous call.
-    pub fn collect(&mut self) -> Status {
+    /// A rate window of `span` starting at the run's start.
+    pub fn window(&self, span: Duration) -> RateWindow {
+        RateWindow::new(span, self.stats.started)
+    }
+
+    /// The status now; rates are over `window`.
+    pub fn collect(&self, window: &mut RateWindow) -> Status {
         let s = &self.stats;
         let now = Instant::now();
         let shown = s.frames_shown.load(Ordering::Relaxed);
         let decoded = s.decoded_frames.load(Ordering::Relaxed);
-        let (since, shown_before, decoded_before) = self.last.unwrap_or((s.started, 0, 0));
-        let interval = now.duration_since(since).as_secs_f64().max(1e-6);
-        self.last = Some((now, shown, decoded));
+        let (achieved_fps, decode_fps) = window.rates(now, shown, decoded);
         let level = self.buffer.level();
         let uptime = now.duration_since(s.started).as_secs_f64();
         let lock = self.model.stats.summary();
@@ -141,8 +185,9 @@ impl StatusSource {
             internal_width,
             internal_height,
             state: s.state().name(),
+            first_picture_s: s.first_picture_s(),
             target_fps: self.target_fps,
-            achieved_fps: (shown - shown_before) as f64 / interval,
+            achieved_fps,
             frames_shown: shown,
             playing_since_s: s.playing_since_s(),
             frames_shown_playing: s.frames_shown_playing(),
@@ -174,7 +219,7 @@ impl StatusSource {
             },
             keyframe_ms: s.keyframe_time.mean_ms(),
             decoded_frames: decoded,
-            decode_fps: (decoded - decoded_before) as f64 / interval,
+            decode_fps,
             decode_ms_per_frame: s.decode_time.mean_ms(),
             upscale_ms_per_frame: s.upscale.mean_ms(),
             generator_errors: s.generator_errors.load(Ordering::Relaxed),
@@ -214,29 +259,34 @@ impl Status {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(".tmp");
-    let temp = path.with_file_name(temp_name);
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    drop(file);
-    std::fs::rename(&temp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn atomic_write_replaces_the_whole_file_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("status.json");
-        write_atomic(&path, b"{\"a\":1}").unwrap();
-        write_atomic(&path, b"{}").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    fn each_window_measures_its_own_span() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut sliding = RateWindow::new(Duration::from_secs(10), start);
+        let mut other = RateWindow::new(Duration::from_secs(10), start);
+        // 30 frames shown per second throughout; decoding came in one burst of 100 at 5 s.
+        for second in 1..=20 {
+            let decoded = if second >= 5 { 100 } else { 0 };
+            let (fps, decode_fps) = sliding.rates(at(second), 30 * second, decoded);
+            assert!((fps - 30.0).abs() < 1e-9, "{second}: {fps}");
+            if second <= 10 {
+                assert!((decode_fps - decoded as f64 / second as f64).abs() < 1e-9);
+            } else if second >= 15 {
+                assert_eq!(decode_fps, 0.0, "the burst left the window at {second}");
+            }
+        }
+        // A reader sampling rarely is not disturbed by the frequent one.
+        let (fps, decode_fps) = other.rates(at(20), 600, 100);
+        assert_eq!((fps, decode_fps), (30.0, 5.0));
+        assert!(
+            sliding.samples.len() <= 12,
+            "bounded: {}",
+            sliding.samples.len()
+        );
     }
 }

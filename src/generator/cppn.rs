@@ -4,7 +4,10 @@
 //! Every pixel's colour is a small network of its coordinates (x, y, radius) and the keyframe
 //! latent z. The weights come from the run seed, so a seed always gives the same frames; the
 //! latent walks (keyframes drift, frames slerp between them), so the picture morphs smoothly.
-//! The coordinate half of the first layer does not depend on z and is computed once.
+//! The coordinate half of the first layer does not depend on z and is computed once (per tile,
+//! on the fly, when keeping it for the whole frame would take more than
+//! `MAX_PRECOMPUTED_BYTES`). Frames are evaluated in tiles of rows, so a decode's working memory
+//! stays within `TILE_VALUES` values per tensor whatever the frame size.
 //! Runs on the keyframe and decoder threads under the model lock; errors are candle's.
 
 use anyhow::{ensure, Context};
@@ -40,14 +43,25 @@ struct Layer {
     activation: Activation,
 }
 
+/// The z-independent half of layer one is kept for the whole frame up to this size.
+const MAX_PRECOMPUTED_BYTES: usize = 64 * 1024 * 1024;
+/// Values in one tile's [latents x pixels, hidden] tensor: ~16 MB of f32.
+const TILE_VALUES: usize = 4 * 1024 * 1024;
+
 pub struct CppnGenerator {
     width: u32,
     height: u32,
     latent_size: usize,
+    hidden_units: usize,
+    zoom: f64,
     drift: f64,
     device: Device,
-    /// coords @ W_coords + b, shape [pixels, hidden]: the z-independent half of layer one.
-    coordinate_features: Tensor,
+    /// coords @ W_coords + b, shape [pixels, hidden]: the z-independent half of layer one; `None`
+    /// when too large to keep (then made per tile).
+    coordinate_features: Option<Tensor>,
+    /// [3, hidden] and [hidden]: layer one's coordinate weights.
+    coord_weight: Tensor,
+    first_bias: Tensor,
     /// [latent, hidden]
     latent_weight: Tensor,
     hidden: Vec<Layer>,
@@ -56,6 +70,8 @@ pub struct CppnGenerator {
     output_phase: Tensor,
     /// Threads a decode batch is split across.
     threads: usize,
+    /// `TILE_VALUES`, smaller in tests.
+    tile_values: usize,
 }
 
 fn normal_tensor(
@@ -88,23 +104,8 @@ impl CppnGenerator {
         );
         let hidden = config.hidden_units;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-
-        // Coordinates centred on the screen; y spans [-zoom, zoom], x keeps the aspect ratio.
-        let aspect = width as f64 / height as f64;
-        let zoom = config.zoom;
-        let mut coords = Vec::with_capacity(width as usize * height as usize * 3);
-        for row in 0..height {
-            let y = ((row as f64 + 0.5) / height as f64 * 2.0 - 1.0) * zoom;
-            for column in 0..width {
-                let x = ((column as f64 + 0.5) / width as f64 * 2.0 - 1.0) * zoom * aspect;
-                coords.extend_from_slice(&[x as f32, y as f32, (x * x + y * y).sqrt() as f32]);
-            }
-        }
-        let pixels = (width * height) as usize;
-        let coords = Tensor::from_vec(coords, (pixels, 3), &device)?;
         let coord_weight = normal_tensor(&mut rng, &[3, hidden], 1.0, &device)?;
         let first_bias = normal_tensor(&mut rng, &[hidden], 0.5, &device)?;
-        let coordinate_features = coords.matmul(&coord_weight)?.broadcast_add(&first_bias)?;
         let latent_weight = normal_tensor(
             &mut rng,
             &[config.latent_size, hidden],
@@ -134,19 +135,50 @@ impl CppnGenerator {
             &device,
         )?;
         let output_phase = normal_tensor(&mut rng, &[3], 1.0, &device)?;
-        Ok(Self {
+        let mut generator = Self {
             width,
             height,
             latent_size: config.latent_size,
+            hidden_units: hidden,
+            zoom: config.zoom,
             drift,
             device,
-            coordinate_features,
+            coordinate_features: None,
+            coord_weight,
+            first_bias,
             latent_weight,
             hidden: layers,
             output_weight,
             output_phase,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        })
+            tile_values: TILE_VALUES,
+        };
+        let pixels = width as usize * height as usize;
+        if pixels * hidden * 4 <= MAX_PRECOMPUTED_BYTES {
+            generator.coordinate_features = Some(generator.features_of(0, pixels)?);
+        }
+        Ok(generator)
+    }
+
+    /// Layer one's coordinate half for pixels `start..start + count` (row-major): [count, hidden].
+    fn features_of(&self, start: usize, count: usize) -> candle_core::Result<Tensor> {
+        if let Some(features) = &self.coordinate_features {
+            return features.narrow(0, start, count);
+        }
+        // Coordinates centred on the screen; y spans [-zoom, zoom], x keeps the aspect ratio.
+        let (width, height) = (self.width as usize, self.height as usize);
+        let aspect = width as f64 / height as f64;
+        let zoom = self.zoom;
+        let mut coords = Vec::with_capacity(count * 3);
+        for pixel in start..start + count {
+            let (row, column) = (pixel / width, pixel % width);
+            let y = ((row as f64 + 0.5) / height as f64 * 2.0 - 1.0) * zoom;
+            let x = ((column as f64 + 0.5) / width as f64 * 2.0 - 1.0) * zoom * aspect;
+            coords.extend_from_slice(&[x as f32, y as f32, (x * x + y * y).sqrt() as f32]);
+        }
+        Tensor::from_vec(coords, (count, 3), &self.device)?
+            .matmul(&self.coord_weight)?
+            .broadcast_add(&self.first_bias)
     }
 
     fn random_latent(&self, seed: u64) -> candle_core::Result<Tensor> {
@@ -225,33 +257,42 @@ impl Generator for CppnGenerator {
 impl CppnGenerator {
     fn decode_on_this_thread(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let (batch, _) = latents.dims2()?;
-        let pixels = (self.width * self.height) as usize;
-        let (_, hidden) = self.coordinate_features.dims2()?;
-
+        let pixels = self.width as usize * self.height as usize;
+        let hidden = self.hidden_units;
         let z = latents.to_dtype(DType::F32)?.matmul(&self.latent_weight)?; // [batch, hidden]
-        let mut h = self
-            .coordinate_features
-            .unsqueeze(0)?
-            .broadcast_add(&z.unsqueeze(1)?)? // [batch, pixels, hidden]
-            .tanh()?
-            .reshape((batch * pixels, hidden))?;
-        for layer in &self.hidden {
-            h = layer
-                .activation
-                .apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
+        let mut frames = vec![vec![0u8; pixels * 3]; batch];
+        let tile = (self.tile_values / (batch * hidden).max(1)).clamp(1, pixels);
+        let mut start = 0;
+        while start < pixels {
+            let count = tile.min(pixels - start);
+            let mut h = self
+                .features_of(start, count)?
+                .unsqueeze(0)?
+                .broadcast_add(&z.unsqueeze(1)?)? // [batch, count, hidden]
+                .tanh()?
+                .reshape((batch * count, hidden))?;
+            for layer in &self.hidden {
+                h = layer
+                    .activation
+                    .apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
+            }
+            // Colour: each channel a sine of the output, so the fields cycle through the palette
+            // instead of saturating to flat regions.
+            let rgb = h
+                .matmul(&self.output_weight)?
+                .broadcast_add(&self.output_phase)?
+                .sin()?
+                .affine(127.5, 127.5)?
+                .clamp(0.0, 255.0)?
+                .to_dtype(DType::U8)?
+                .flatten_all()?
+                .to_vec1::<u8>()?;
+            for (frame, part) in frames.iter_mut().zip(rgb.chunks_exact(count * 3)) {
+                frame[start * 3..(start + count) * 3].copy_from_slice(part);
+            }
+            start += count;
         }
-        // Colour: each channel a sine of the output, so the fields cycle through the palette
-        // instead of saturating to flat regions.
-        let rgb = h
-            .matmul(&self.output_weight)?
-            .broadcast_add(&self.output_phase)?
-            .sin()?
-            .affine(127.5, 127.5)?
-            .clamp(0.0, 255.0)?
-            .to_dtype(DType::U8)?
-            .flatten_all()?
-            .to_vec1::<u8>()?;
-        Ok(rgb.chunks_exact(pixels * 3).map(<[u8]>::to_vec).collect())
+        Ok(frames)
     }
 }
 
@@ -282,6 +323,25 @@ mod tests {
         generator
             .decode(&Tensor::stack(&keys, 0).expect("stack"))
             .expect("decode")
+    }
+
+    #[test]
+    fn tiles_and_features_made_on_the_fly_give_the_same_frames() {
+        let mut whole =
+            CppnGenerator::new(&small(), 32, 18, 9, 0.4, Device::Cpu).expect("cppn builds");
+        let mut tiled = CppnGenerator::new(&small(), 32, 18, 9, 0.4, Device::Cpu).unwrap();
+        // Features made per tile, and tiles of 37 pixels (not a whole number of rows).
+        tiled.coordinate_features = None;
+        tiled.tile_values = 37 * 8 * 3;
+        tiled.threads = 1;
+        let latents = Tensor::from_vec(
+            (0..24).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
+            (3, 8),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let expected = whole.decode(&latents).unwrap();
+        assert_eq!(tiled.decode(&latents).unwrap(), expected);
     }
 
     #[test]
