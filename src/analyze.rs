@@ -4,12 +4,16 @@
 //! buffer health with its depletion events, underruns and errors, then concrete recommendations;
 //! and draws an SVG chart of fps, buffer fill and stage times over time.
 //!
-//! Inputs: log text (rotated files in any order; lines are sorted by time). Outputs: a report
-//! string and an SVG string. Runs on the caller's thread; lines it can't read are counted and
-//! skipped, never fatal.
+//! Inputs: log lines, streamed (`Analyzer::feed`): memory grows with the figures kept (a few
+//! numbers per keyframe, transition and stats line), not with the log's size. Rotated files are
+//! put in time order by their first line (`order_by_first_time`). Outputs: a report string and
+//! an SVG string. Runs on the caller's thread; lines it can't read (not our format, a number
+//! that is not finite or beyond `MAX_FIGURE`, a line longer than `MAX_LINE_BYTES`) are counted
+//! and skipped, never fatal.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, Read};
 
 /// One log line: seconds since the Unix epoch, level, event, fields.
 #[derive(Debug, Clone)]
@@ -20,9 +24,17 @@ pub struct Line {
     pub fields: BTreeMap<String, String>,
 }
 
+/// The largest magnitude a figure in our logs can have (frame counters over decades at 240 fps
+/// stay below 1e12): anything beyond is a damaged or forged line.
+pub const MAX_FIGURE: f64 = 1e12;
+/// Lines longer than this are not ours (ours are at most a few KiB).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
 impl Line {
+    /// A field as a number: finite and within `MAX_FIGURE`, else `None`.
     pub fn number(&self, key: &str) -> Option<f64> {
-        self.fields.get(key)?.parse().ok()
+        let value: f64 = self.fields.get(key)?.parse().ok()?;
+        (value.is_finite() && value.abs() <= MAX_FIGURE).then_some(value)
     }
 }
 
@@ -43,10 +55,19 @@ fn parse_time(text: &str) -> Option<f64> {
     let (date, time) = text.split_once('T')?;
     let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
     let mut time = time.splitn(3, ':');
     let hours: f64 = time.next()?.parse().ok()?;
     let minutes: f64 = time.next()?.parse().ok()?;
     let seconds: f64 = time.next()?.parse().ok()?;
+    if !(0.0..24.0).contains(&hours)
+        || !(0.0..60.0).contains(&minutes)
+        || !(0.0..61.0).contains(&seconds)
+    {
+        return None;
+    }
     Some(
         days_from_civil(year, month, day) as f64 * 86_400.0
             + hours * 3600.0
@@ -182,36 +203,62 @@ struct PerRun {
     contended: f64,
 }
 
-pub fn analyze(texts: &[String]) -> Analysis {
-    let mut analysis = Analysis::default();
-    let mut lines: Vec<Line> = Vec::new();
-    for text in texts {
-        for raw in text.lines().filter(|l| !l.trim().is_empty()) {
-            analysis.lines += 1;
-            match parse_line(raw) {
-                Some(line) => lines.push(line),
-                None => analysis.unreadable += 1,
-            }
+/// Reads log lines one at a time, in time order, into an `Analysis`.
+#[derive(Default)]
+pub struct Analyzer {
+    analysis: Analysis,
+    first_time: Option<f64>,
+    last_time: f64,
+    finished: PerRun,
+    current: PerRun,
+    /// A stats line held back until the next line shows whether it closed its run.
+    pending_stats: Option<Line>,
+}
+
+impl Analyzer {
+    /// One line of log text, with or without its line break (a line that is not ours is
+    /// counted as unreadable).
+    pub fn feed(&mut self, raw: &str) {
+        let raw = raw.trim_end_matches(['\n', '\r']);
+        if raw.trim().is_empty() {
+            return;
+        }
+        self.analysis.lines += 1;
+        if raw.len() > MAX_LINE_BYTES {
+            self.analysis.unreadable += 1;
+            return;
+        }
+        match parse_line(raw) {
+            Some(line) => self.line(line),
+            None => self.analysis.unreadable += 1,
         }
     }
-    // Rotated files and several runs: one timeline.
-    lines.sort_by(|a, b| a.time.total_cmp(&b.time));
-    let Some(first) = lines.first().map(|l| l.time) else {
-        return analysis;
-    };
-    analysis.span_s = lines.last().map_or(0.0, |l| l.time - first);
-    let mut finished = PerRun::default();
-    let mut current = PerRun::default();
-    // Rates on a stats line cover the time since the previous one: the extra line written at
-    // shutdown, just before `stopped`, covers a moment and its rates mean nothing.
-    let closing: Vec<bool> = (0..lines.len())
-        .map(|i| {
-            lines[i].event == "stats"
-                && lines.get(i + 1).is_some_and(|next| next.event == "stopped")
-        })
-        .collect();
-    for (index, line) in lines.iter().enumerate() {
+
+    /// Counts a line that could not be read at all (too long, not text).
+    pub fn skip_unreadable(&mut self) {
+        self.analysis.lines += 1;
+        self.analysis.unreadable += 1;
+    }
+
+    fn line(&mut self, line: Line) {
+        // Rates on a stats line cover the time since the previous one: the extra line written
+        // at shutdown, just before `stopped`, covers a moment and its rates mean nothing.
+        if let Some(stats) = self.pending_stats.take() {
+            let closing = line.event == "stopped";
+            self.record(stats, closing);
+        }
+        if line.event == "stats" {
+            self.pending_stats = Some(line);
+        } else {
+            self.record(line, false);
+        }
+    }
+
+    fn record(&mut self, line: Line, closing: bool) {
+        let first = *self.first_time.get_or_insert(line.time);
+        self.last_time = self.last_time.max(line.time);
         let t = line.time - first;
+        let analysis = &mut self.analysis;
         match line.level.as_str() {
             "WARN" => analysis.warnings += 1,
             "ERROR" => analysis.errors += 1,
@@ -221,11 +268,11 @@ pub fn analyze(texts: &[String]) -> Analysis {
         match line.event.as_str() {
             "start" => {
                 analysis.runs += 1;
-                finished.late += current.late;
-                finished.underruns += current.underruns;
-                finished.errors += current.errors;
-                finished.contended += current.contended;
-                current = PerRun::default();
+                self.finished.late += self.current.late;
+                self.finished.underruns += self.current.underruns;
+                self.finished.errors += self.current.errors;
+                self.finished.contended += self.current.contended;
+                self.current = PerRun::default();
                 if let Some(generator) = line.fields.get("generator") {
                     if !analysis.generators.contains(generator) {
                         analysis.generators.push(generator.clone());
@@ -255,7 +302,7 @@ pub fn analyze(texts: &[String]) -> Analysis {
                         series.push((t, value));
                     }
                 };
-                if !closing[index] {
+                if !closing {
                     push(&mut analysis.fps, "fps");
                     analysis.decode_fps.extend(n("decode_fps"));
                 }
@@ -270,6 +317,7 @@ pub fn analyze(texts: &[String]) -> Analysis {
                     .lock_max_wait_ms
                     .max(n("lock_max_wait_ms").unwrap_or(0.0));
                 analysis.target_fps = n("target_fps").or(analysis.target_fps);
+                let current = &mut self.current;
                 current.late = n("late_frames").unwrap_or(current.late);
                 current.underruns = n("underruns").unwrap_or(current.underruns);
                 current.errors = n("generator_errors").unwrap_or(current.errors);
@@ -283,11 +331,87 @@ pub fn analyze(texts: &[String]) -> Analysis {
             _ => {}
         }
     }
-    analysis.late_frames = finished.late + current.late;
-    analysis.underruns = finished.underruns + current.underruns;
-    analysis.generator_errors = finished.errors + current.errors;
-    analysis.lock_contended = finished.contended + current.contended;
-    analysis
+
+    pub fn finish(mut self) -> Analysis {
+        if let Some(stats) = self.pending_stats.take() {
+            self.record(stats, false);
+        }
+        let mut analysis = self.analysis;
+        analysis.span_s = self.first_time.map_or(0.0, |first| self.last_time - first);
+        analysis.late_frames = self.finished.late + self.current.late;
+        analysis.underruns = self.finished.underruns + self.current.underruns;
+        analysis.generator_errors = self.finished.errors + self.current.errors;
+        analysis.lock_contended = self.finished.contended + self.current.contended;
+        analysis
+    }
+}
+
+/// Reads `reader` line by line into `analyzer`, holding at most one line (of at most
+/// `MAX_LINE_BYTES`) at a time.
+pub fn feed_reader(
+    analyzer: &mut Analyzer,
+    reader: &mut impl std::io::BufRead,
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            return Ok(());
+        }
+        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+            // Too long to be ours: skip to the end of it.
+            analyzer.skip_unreadable();
+            loop {
+                let buffer = reader.fill_buf()?;
+                if buffer.is_empty() {
+                    return Ok(());
+                }
+                match buffer.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        reader.consume(end + 1);
+                        break;
+                    }
+                    None => {
+                        let length = buffer.len();
+                        reader.consume(length);
+                    }
+                }
+            }
+            continue;
+        }
+        match std::str::from_utf8(&line) {
+            Ok(text) => analyzer.feed(text),
+            Err(_) => analyzer.feed(&String::from_utf8_lossy(&line)),
+        }
+    }
+}
+
+/// The time of the first line of ours in `text`, for putting rotated files in order.
+pub fn first_time(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| parse_line(line).map(|l| l.time))
+}
+
+/// The analysis of whole texts (each a file's content), taken in time order of their first
+/// lines.
+pub fn analyze(texts: &[String]) -> Analysis {
+    let mut ordered: Vec<&String> = texts.iter().collect();
+    ordered.sort_by(|a, b| {
+        first_time(a)
+            .unwrap_or(f64::MAX)
+            .total_cmp(&first_time(b).unwrap_or(f64::MAX))
+    });
+    let mut analyzer = Analyzer::default();
+    for text in ordered {
+        for line in text.lines() {
+            analyzer.feed(line);
+        }
+    }
+    analyzer.finish()
 }
 
 fn row(out: &mut String, name: &str, unit: &str, values: &[f64]) {

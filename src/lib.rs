@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod decoder;
+pub mod files;
 pub mod frame_buffer;
 pub mod generator;
 pub mod interpolation;
@@ -25,16 +26,25 @@ pub mod playback;
 pub mod renderer;
 pub mod resume;
 pub mod schedule;
+pub mod signals;
 pub mod sink;
 pub mod snapshot;
 pub mod stats;
 pub mod status;
+pub mod sys;
 
 pub use app::run;
 
 /// Exit status for an invalid config (EX_CONFIG from sysexits.h); the systemd unit does not
 /// restart on it.
 pub const EXIT_CONFIG: u8 = 78;
+
+/// When this process started (the first call; `main` makes it first thing), for
+/// time-to-first-picture.
+pub fn process_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
 
 /// A seed for a run whose config names none: the clock's nanoseconds and the process id.
 pub fn fresh_seed() -> u64 {

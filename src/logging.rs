@@ -1,7 +1,9 @@
 //! Logging, set up once by `main`: stderr (journald under systemd) and a log file rotated by size
 //! (file-rotate), so the disk never fills. Lines are `time [LEVEL] event key=value ...` so tools/
-//! can parse them. A log file that can't be opened is reported and skipped, and a failing write
-//! (disk full) is dropped by simplelog: logging never stops the display.
+//! can parse them, and each record is exactly one line: line breaks inside a message (a
+//! multi-line error, a backtrace) are written as " | ". A log file that can't be opened is
+//! reported and skipped, and a failing write (disk full) is dropped by simplelog: logging never
+//! stops the display.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -10,7 +12,54 @@ use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 use log::LevelFilter;
+use log::{Log, Metadata, Record};
 use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
+
+/// Passes records on with their line breaks flattened, so one record is one line.
+struct OneLine(Box<CombinedLogger>);
+
+/// `text` on one line: each line break (and the spaces after it) becomes " | ".
+pub fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim_start)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+impl Log for OneLine {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let text = match record.args().as_str() {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(record.args().to_string()),
+        };
+        if !text.contains(['\n', '\r']) {
+            self.0.log(record);
+            return;
+        }
+        let flat = one_line(&text);
+        self.0.log(
+            &Record::builder()
+                .metadata(record.metadata().clone())
+                .args(format_args!("{flat}"))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
 
 /// Starts logging into stderr and, if given, `file` rotated past `max_bytes` keeping `files` old
 /// ones; returns a warning to log if the file could not be opened.
@@ -55,6 +104,18 @@ pub fn init(
             }
         }
     }
-    CombinedLogger::init(loggers)?;
+    log::set_boxed_logger(Box::new(OneLine(CombinedLogger::new(loggers))))?;
+    log::set_max_level(level);
     Ok(warning)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_become_separators() {
+        assert_eq!(one_line("a\n  b\r\nc\n"), "a | b | c");
+        assert_eq!(one_line("plain"), "plain");
+    }
 }

@@ -1,17 +1,30 @@
 //! The dreamframe binary: parse args, load config, init logging, run, map the result to an exit
-//! status (78 for config errors, 1 for anything else).
+//! status (2 for bad arguments, from clap; 78 for config errors; 1 for anything else).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use dreamframe::app::ShutdownSignals;
 use dreamframe::cli::{Cli, Command};
 use dreamframe::config::{Config, ConfigError};
+use dreamframe::signals::Signals;
 use dreamframe::{bench, console, generator, logging, sink, EXIT_CONFIG};
 
+/// How long the blocking pool (status and snapshot writes, a reload's read) gets to finish
+/// after the display stopped; a stuck disk must not keep the process alive.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
+/// A reload's read of the config file that takes longer than this is given up.
+const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn main() -> ExitCode {
+    dreamframe::process_start();
+    // Library errors (candle's) capture a backtrace under RUST_BACKTRACE=1 and print it as
+    // part of their message: dozens of lines in what must be one log line, and slow to capture.
+    // Panics keep theirs; an explicit RUST_LIB_BACKTRACE is respected.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let mut logging_started = false;
     match run(cli, &mut logging_started) {
@@ -39,71 +52,122 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Bench(args)) => {
             println!("{}", bench::run(args)?);
-            return Ok(());
+            Ok(())
         }
         Some(Command::BenchSd(args)) => {
             println!("{}", bench::run_sd(args)?);
-            return Ok(());
+            Ok(())
         }
-        Some(Command::Probe(args)) => {
-            let config = match &cli.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            let framebuffer = args
-                .framebuffer
-                .clone()
-                .unwrap_or(config.display.framebuffer);
-            let console_path = args.console.clone().or(config.display.console);
-            // Each part is reported on its own: a box without a framebuffer still has a console.
-            match sink::fbdev::FbdevSink::open_device(&framebuffer) {
-                Ok(device) => println!("{}", device.report().log_line()),
-                Err(error) => println!(
-                    "framebuffer path={} error=\"{error:#}\"",
-                    framebuffer.display()
-                ),
-            }
-            if let Some(path) = console_path {
-                match console::mode(&path) {
-                    Ok(mode) => println!(
-                        "console path={} mode={}",
-                        path.display(),
-                        if mode == console::KD_GRAPHICS {
-                            "graphics"
-                        } else {
-                            "text"
-                        }
-                    ),
-                    Err(error) => println!("console path={} error=\"{error:#}\"", path.display()),
-                }
-            }
-            return Ok(());
+        Some(Command::Probe(args)) => probe(&cli, args),
+        None => display(cli, logging_started),
+    }
+}
+
+/// Where the config comes from: the file named on the command line (else the built-in
+/// defaults), with the command line's overrides applied, at start and at every reload alike.
+#[derive(Debug, Clone)]
+struct ConfigSource {
+    path: Option<std::path::PathBuf>,
+    sink: Option<dreamframe::cli::SinkArg>,
+    output_dir: Option<std::path::PathBuf>,
+}
+
+impl ConfigSource {
+    fn of(cli: &Cli) -> Self {
+        Self {
+            path: cli.config.clone(),
+            sink: cli.sink,
+            output_dir: cli.output_dir.clone(),
         }
-        None => {}
     }
 
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(sink) = self.sink {
+            config.display.sink = sink.into();
+        }
+        if let Some(dir) = &self.output_dir {
+            config.output.dir = Some(dir.clone());
+        }
+        Ok(config)
+    }
+}
+
+fn probe(cli: &Cli, args: &dreamframe::cli::ProbeArgs) -> anyhow::Result<()> {
+    let config = ConfigSource::of(cli).load()?;
+    let framebuffer = args
+        .framebuffer
+        .clone()
+        .unwrap_or(config.display.framebuffer);
+    let console_path = args.console.clone().or(config.display.console);
+    // Each part is reported on its own: a box without a framebuffer still has a console.
+    match sink::fbdev::FbdevSink::open_device(&framebuffer) {
+        Ok(device) => println!("{}", device.report().log_line()),
+        Err(error) => println!(
+            "framebuffer path={} error=\"{error:#}\"",
+            framebuffer.display()
+        ),
+    }
+    if let Some(path) = console_path {
+        match console::mode(&path) {
+            Ok(mode) => println!(
+                "console path={} mode={}",
+                path.display(),
+                if mode == console::KD_GRAPHICS {
+                    "graphics"
+                } else {
+                    "text"
+                }
+            ),
+            Err(error) => println!("console path={} error=\"{error:#}\"", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// The display itself, until a stop signal, `--duration` or a failure.
+fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
+    // Signals before anything else: from here a SIGTERM is a clean, logged stop.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let mut signals = {
+        let _inside = runtime.enter();
+        Signals::install()?
     };
-    if let Some(sink) = cli.sink {
-        config.display.sink = sink.into();
-    }
-    if let Some(dir) = &cli.output_dir {
-        config.output.dir = Some(dir.clone());
-    }
+
+    let source = ConfigSource::of(&cli);
+    let config = source.load()?;
+    let output = dreamframe::app::OutputPaths::for_config(&config);
+    // One display per output folder: a second one would overwrite status.json and resume.json.
+    let _output_lock = match std::fs::create_dir_all(&output.dir) {
+        Ok(()) => match dreamframe::files::OutputLock::acquire(&output.dir) {
+            Ok(lock) => Some(lock),
+            Err(error @ dreamframe::files::LockError::Held { .. }) => return Err(error.into()),
+            Err(error) => {
+                eprintln!("dreamframe: warning: {:#}", anyhow::Error::from(error));
+                None
+            }
+        },
+        // Reported once the log is up (app::run); the display runs without its files.
+        Err(_) => None,
+    };
     // A saved walk keeps its seed across restarts, unless one is asked for.
-    let saved_seed = dreamframe::app::OutputPaths::for_config(&config)
+    let saved_seed = output
         .resume
-        .and_then(|path| dreamframe::resume::ResumeState::saved_seed(&path));
+        .as_deref()
+        .and_then(dreamframe::resume::ResumeState::saved_seed);
     let seed = cli
         .seed
         .or(config.seed)
         .or(saved_seed)
         .unwrap_or_else(dreamframe::fresh_seed);
 
-    let output_dir = dreamframe::config::resolve_output_dir(config.output.dir.as_deref());
-    let log_dir = dreamframe::config::resolve_log_dir(&output_dir);
+    let log_dir = dreamframe::config::resolve_log_dir(&output.dir);
     let log_file = config.log.file.as_ref().map(|file| log_dir.join(file));
     let log_warning = logging::init(
         config.log.level,
@@ -123,13 +187,9 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
 
     let sink = sink::open(&config.display, (1920, 1080))?;
     let generator = generator::build(&config, seed).context("cannot build the generator")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
     let duration = cli.duration.map(Duration::from_secs_f64);
-    runtime.block_on(async move {
-        let mut signals = ShutdownSignals::install()?;
+    let hangups = signals.take_hangup();
+    let result = runtime.block_on(async move {
         let shutdown = async move {
             let reason = tokio::select! {
                 reason = signals.wait() => reason,
@@ -143,40 +203,53 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
             log::info!("shutdown reason={reason}");
         };
         let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot install the SIGHUP handler")?;
-        let config_path = cli.config.clone();
-        let overrides = (cli.sink, cli.output_dir.clone());
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                let Some(path) = &config_path else {
-                    log::warn!("reload_rejected reason=\"no --config file: the built-in defaults have nothing to re-read\"");
-                    continue;
-                };
-                // Read on the blocking pool: a slow disk must not hold up the orchestrator.
-                let path = path.clone();
-                let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
-                match loaded {
-                    Ok(Ok(mut new)) => {
-                        if let Some(sink) = overrides.0 {
-                            new.display.sink = sink.into();
-                        }
-                        if let Some(dir) = &overrides.1 {
-                            new.output.dir = Some(dir.clone());
-                        }
-                        let _ = reload_tx.send(new);
+        if let Some(mut hangups) = hangups {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    if let Some(config) = reload(&source).await {
+                        let _ = reload_tx.send(config);
                     }
-                    // The same all-problems message as at start; the running config stays.
-                    Ok(Err(error)) => {
-                        // One log line (tools parse lines): the problems joined by " | ".
-                        let problems = format!("{error:#}").replace("\n  ", " | ").replace('\n', " ");
-                        log::error!("reload_rejected error=\"{problems}\": the running config stays");
-                    }
-                    Err(error) => log::error!("reload_rejected error=\"{error}\""),
                 }
-            }
-        });
+            });
+        }
         dreamframe::app::run_with_reloads(config, sink, generator, seed, shutdown, reloads).await
-    })?;
-    Ok(())
+    });
+    // Writes still under way on the blocking pool get a moment, then are left behind.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    result.map(|_| ())
+}
+
+/// The config re-read for SIGHUP, or `None` (logged) when it can't be used.
+async fn reload(source: &ConfigSource) -> Option<Config> {
+    if source.path.is_none() {
+        log::warn!("reload_rejected reason=\"no --config file: the built-in defaults have nothing to re-read\"");
+        return None;
+    }
+    // Read on the blocking pool: a slow disk must not hold up the orchestrator.
+    let reader = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source.load())
+    };
+    match tokio::time::timeout(RELOAD_READ_TIMEOUT, reader).await {
+        Ok(Ok(Ok(config))) => Some(config),
+        // The same all-problems message as at start, on one line; the running config stays.
+        Ok(Ok(Err(error))) => {
+            let problems = format!("{:#}", anyhow::Error::from(error))
+                .replace("\n  ", " | ")
+                .replace('\n', " ");
+            log::error!("reload_rejected error=\"{problems}\": the running config stays");
+            None
+        }
+        Ok(Err(error)) => {
+            log::error!("reload_rejected error=\"{error}\": the running config stays");
+            None
+        }
+        Err(_) => {
+            log::error!(
+                "reload_rejected error=\"reading the config took over {} s\": the running config stays",
+                RELOAD_READ_TIMEOUT.as_secs()
+            );
+            None
+        }
+    }
 }

@@ -5,11 +5,18 @@
 //! thread; when the writer is still busy with the previous frame (a slow SSH link) the new one
 //! is dropped, so the pacer never waits on the terminal. The writer switches to the alternate
 //! screen with the cursor hidden, and restores both when the sink is dropped.
+//!
+//! The terminal is the display: when writing to it fails (a closed pipe, a full disk behind a
+//! redirect, a closed stdout) the writer stops and the next `present` returns that error, which
+//! ends the run. Its size is bounded (`MAX_COLUMNS` x `MAX_ROWS`) whatever the terminal reports,
+//! and dropping the sink waits at most `STOP_WAIT` for a writer stuck on a blocked output.
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -19,11 +26,23 @@ use crate::pixel_format::PixelFormat;
 pub const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[2J";
 pub const RESTORE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";
 
+/// The largest terminal drawn, in character cells (the same bounds as
+/// `display.terminal-columns` / `terminal-rows`): a terminal reporting more is drawn at this
+/// size, so a bogus `stty rows 3000 cols 3000` can't make 100 MB frames.
+pub const MAX_COLUMNS: u32 = 500;
+pub const MAX_ROWS: u32 = 250;
+/// How long dropping the sink waits for the writer to restore the terminal.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
 pub struct TerminalSink {
     geometry: Geometry,
     to_writer: Option<SyncSender<Vec<u8>>>,
     spares: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<()>>,
+    /// Why the writer stopped, once it has.
+    failure: Arc<Mutex<Option<std::io::Error>>>,
+    /// Disconnected once the writer has finished.
+    finished: Receiver<()>,
 }
 
 /// The terminal's size in cells from stdout, if it is a terminal.
@@ -38,6 +57,7 @@ impl TerminalSink {
     /// `size` in character cells; `None` asks the terminal (80x24 when stdout is not one).
     pub fn open(size: Option<(u32, u32)>) -> anyhow::Result<Self> {
         let (columns, rows) = size.or_else(terminal_size).unwrap_or((80, 24));
+        let (columns, rows) = (columns.clamp(1, MAX_COLUMNS), rows.clamp(2, MAX_ROWS));
         // One row is left free so the last line never scrolls the screen.
         let geometry = Geometry::packed(columns, (rows - 1).max(1) * 2, PixelFormat::BGR888);
         let (to_writer, from_sink) = mpsc::sync_channel::<Vec<u8>>(1);
@@ -47,33 +67,63 @@ impl TerminalSink {
                 .send(vec![0; geometry.frame_bytes()])
                 .expect("spare channel has room for two buffers");
         }
-        let writer = std::thread::Builder::new()
-            .name("terminal".into())
-            .spawn(move || write_frames(geometry, from_sink, spare_tx))
-            .context("cannot start the terminal writer thread")?;
+        let failure = Arc::new(Mutex::new(None));
+        let (finished_tx, finished) = mpsc::channel::<()>();
+        let writer = {
+            let failure = Arc::clone(&failure);
+            std::thread::Builder::new()
+                .name("terminal".into())
+                .spawn(move || {
+                    let _finished = finished_tx;
+                    let mut out = std::io::stdout().lock();
+                    if let Err(error) = write_frames(&mut out, geometry, from_sink, spare_tx) {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    }
+                })
+                .context("cannot start the terminal writer thread")?
+        };
         log::info!("terminal columns={columns} rows={rows}");
         Ok(Self {
             geometry,
             to_writer: Some(to_writer),
             spares,
             writer: Some(writer),
+            failure,
+            finished,
         })
+    }
+
+    /// The error that stopped the writer.
+    fn writer_failure(&self) -> anyhow::Error {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(error) => anyhow::Error::new(error).context("cannot write to the terminal"),
+            None => anyhow::anyhow!("the terminal writer thread ended"),
+        }
     }
 }
 
-fn write_frames(geometry: Geometry, frames: Receiver<Vec<u8>>, spares: SyncSender<Vec<u8>>) {
-    let stdout = std::io::stdout();
-    let mut text = String::with_capacity(geometry.frame_bytes() * 12);
-    let _ = stdout.lock().write_all(ENTER.as_bytes());
+/// Draws frames until the sink goes (then restores the terminal) or a write fails.
+fn write_frames(
+    out: &mut impl Write,
+    geometry: Geometry,
+    frames: Receiver<Vec<u8>>,
+    spares: SyncSender<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut text = String::new();
+    out.write_all(ENTER.as_bytes())?;
     while let Ok(frame) = frames.recv() {
         encode_half_blocks(&geometry, &frame, &mut text);
-        let mut out = stdout.lock();
-        // A closed terminal (SSH gone) is not a reason to stop the display.
-        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
         let _ = spares.send(frame);
     }
-    let mut out = stdout.lock();
-    let _ = out.write_all(RESTORE.as_bytes()).and_then(|_| out.flush());
+    out.write_all(RESTORE.as_bytes())?;
+    out.flush()
 }
 
 /// Two pixel rows per text row: the upper pixel as the foreground of '▀', the lower as background.
@@ -110,8 +160,10 @@ impl Sink for TerminalSink {
     }
 
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()> {
-        let Ok(mut spare) = self.spares.try_recv() else {
-            return Ok(()); // the writer is behind: drop this frame
+        let mut spare = match self.spares.try_recv() {
+            Ok(spare) => spare,
+            Err(TryRecvError::Empty) => return Ok(()), // the writer is behind: drop this frame
+            Err(TryRecvError::Disconnected) => return Err(self.writer_failure()),
         };
         let length = spare.len();
         spare.copy_from_slice(&frame[..length]);
@@ -121,7 +173,7 @@ impl Sink for TerminalSink {
             .context("terminal writer already stopped")?;
         match to_writer.try_send(spare) {
             Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => anyhow::bail!("terminal writer thread ended"),
+            Err(TrySendError::Disconnected(_)) => Err(self.writer_failure()),
         }
     }
 }
@@ -129,8 +181,11 @@ impl Sink for TerminalSink {
 impl Drop for TerminalSink {
     fn drop(&mut self) {
         self.to_writer.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        // A writer blocked on an output nobody reads would never return: wait a moment only.
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = self.finished.recv_timeout(STOP_WAIT) {
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.join();
+            }
         }
     }
 }
@@ -138,6 +193,25 @@ impl Drop for TerminalSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Failing;
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_terminal_ends_the_writer_with_the_error() {
+        let geometry = Geometry::packed(2, 2, PixelFormat::BGR888);
+        let (_to_writer, frames) = mpsc::sync_channel(1);
+        let (spares, _) = mpsc::sync_channel(1);
+        let error = write_frames(&mut Failing, geometry, frames, spares).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    }
 
     #[test]
     fn half_blocks_carry_both_pixels_colours() {
