@@ -47,12 +47,13 @@ struct Layer {
 const MAX_PRECOMPUTED_BYTES: usize = 64 * 1024 * 1024;
 /// Values in one tile's [latents x pixels, hidden] tensor: ~16 MB of f32.
 const TILE_VALUES: usize = 4 * 1024 * 1024;
+/// Fewer pixels than this are not worth a thread of their own.
+const MIN_PIXELS_PER_THREAD: usize = 4096;
 
 pub struct CppnGenerator {
     width: u32,
     height: u32,
     latent_size: usize,
-    hidden_units: usize,
     zoom: f64,
     drift: f64,
     device: Device,
@@ -139,7 +140,6 @@ impl CppnGenerator {
             width,
             height,
             latent_size: config.latent_size,
-            hidden_units: hidden,
             zoom: config.zoom,
             drift,
             device,
@@ -226,51 +226,60 @@ impl Generator for CppnGenerator {
             self.latent_size
         );
         // candle's CPU element-wise ops (the activations, most of the cost) run on one core:
-        // decode slices of the batch on every core instead.
-        let threads = self.threads.min(batch).max(1);
-        if threads == 1 {
-            return self.decode_on_this_thread(latents);
-        }
-        let chunk = batch.div_ceil(threads);
+        // decode a share of the pixels on every core instead (a share of the rows, so that a
+        // single frame, like the first keyframe, uses them all too).
+        let pixels = self.width as usize * self.height as usize;
+        let threads = self
+            .threads
+            .min(pixels.div_ceil(MIN_PIXELS_PER_THREAD))
+            .max(1);
+        let z = latents.to_dtype(DType::F32)?.matmul(&self.latent_weight)?; // [batch, hidden]
+        let mut frames = vec![vec![0u8; pixels * 3]; batch];
+        let share = pixels.div_ceil(threads);
         let this: &Self = self;
         std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..batch)
-                .step_by(chunk)
+            let workers: Vec<_> = (0..pixels)
+                .step_by(share)
                 .map(|start| {
-                    let slice = latents.narrow(0, start, chunk.min(batch - start));
-                    scope.spawn(move || this.decode_on_this_thread(&slice?))
+                    let z = &z;
+                    let count = share.min(pixels - start);
+                    (
+                        start,
+                        count,
+                        scope.spawn(move || this.colours(z, start, count)),
+                    )
                 })
                 .collect();
-            let mut frames = Vec::with_capacity(batch);
-            for worker in workers {
-                frames.extend(
-                    worker
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("cppn decode worker panicked"))??,
-                );
+            for (start, count, worker) in workers {
+                let colours = worker
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("cppn decode worker panicked"))??;
+                for (frame, part) in frames.iter_mut().zip(colours.chunks_exact(count * 3)) {
+                    frame[start * 3..(start + count) * 3].copy_from_slice(part);
+                }
             }
-            Ok(frames)
-        })
+            anyhow::Ok(())
+        })?;
+        Ok(frames)
     }
 }
 
 impl CppnGenerator {
-    fn decode_on_this_thread(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let (batch, _) = latents.dims2()?;
-        let pixels = self.width as usize * self.height as usize;
-        let hidden = self.hidden_units;
-        let z = latents.to_dtype(DType::F32)?.matmul(&self.latent_weight)?; // [batch, hidden]
-        let mut frames = vec![vec![0u8; pixels * 3]; batch];
-        let tile = (self.tile_values / (batch * hidden).max(1)).clamp(1, pixels);
-        let mut start = 0;
-        while start < pixels {
-            let count = tile.min(pixels - start);
+    /// RGB8 of pixels `first..first + count` (row-major) for every latent projection in `z`
+    /// ([batch, hidden]), latent after latent, evaluated in tiles.
+    fn colours(&self, z: &Tensor, first: usize, count: usize) -> anyhow::Result<Vec<u8>> {
+        let (batch, hidden) = z.dims2()?;
+        let mut out = vec![0u8; batch * count * 3];
+        let tile = (self.tile_values / (batch * hidden).max(1)).clamp(1, count.max(1));
+        let mut offset = 0;
+        while offset < count {
+            let length = tile.min(count - offset);
             let mut h = self
-                .features_of(start, count)?
+                .features_of(first + offset, length)?
                 .unsqueeze(0)?
-                .broadcast_add(&z.unsqueeze(1)?)? // [batch, count, hidden]
+                .broadcast_add(&z.unsqueeze(1)?)? // [batch, length, hidden]
                 .tanh()?
-                .reshape((batch * count, hidden))?;
+                .reshape((batch * length, hidden))?;
             for layer in &self.hidden {
                 h = layer
                     .activation
@@ -287,12 +296,13 @@ impl CppnGenerator {
                 .to_dtype(DType::U8)?
                 .flatten_all()?
                 .to_vec1::<u8>()?;
-            for (frame, part) in frames.iter_mut().zip(rgb.chunks_exact(count * 3)) {
-                frame[start * 3..(start + count) * 3].copy_from_slice(part);
+            for (latent, part) in rgb.chunks_exact(length * 3).enumerate() {
+                let at = (latent * count + offset) * 3;
+                out[at..at + length * 3].copy_from_slice(part);
             }
-            start += count;
+            offset += length;
         }
-        Ok(frames)
+        Ok(out)
     }
 }
 
@@ -328,12 +338,14 @@ mod tests {
     #[test]
     fn tiles_and_features_made_on_the_fly_give_the_same_frames() {
         let mut whole =
-            CppnGenerator::new(&small(), 32, 18, 9, 0.4, Device::Cpu).expect("cppn builds");
-        let mut tiled = CppnGenerator::new(&small(), 32, 18, 9, 0.4, Device::Cpu).unwrap();
-        // Features made per tile, and tiles of 37 pixels (not a whole number of rows).
+            CppnGenerator::new(&small(), 128, 72, 9, 0.4, Device::Cpu).expect("cppn builds");
+        whole.threads = 1;
+        let mut tiled = CppnGenerator::new(&small(), 128, 72, 9, 0.4, Device::Cpu).unwrap();
+        // Features made per tile, tiles of 37 pixels (not a whole number of rows), the pixels
+        // shared by three threads.
         tiled.coordinate_features = None;
         tiled.tile_values = 37 * 8 * 3;
-        tiled.threads = 1;
+        tiled.threads = 3;
         let latents = Tensor::from_vec(
             (0..24).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
             (3, 8),
