@@ -131,3 +131,69 @@ fn logs_of_two_runs_are_one_timeline_and_a_file_without_log_lines_is_refused() {
     assert!(!ok);
     assert!(stderr.contains("no dreamframe log lines"), "{stderr}");
 }
+
+#[test]
+fn standard_input_is_read_for_a_dash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = data("logs/healthy-cppn-30fps.log");
+    let output = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"))
+        .arg("--chart")
+        .arg(dir.path().join("chart.svg"))
+        .arg("-")
+        .stdin(std::fs::File::open(&log).expect("log"))
+        .output()
+        .expect("dreamframe-analyze runs");
+    assert!(output.status.success());
+    let from_stdin = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (_, from_file, _) = analyze(&["healthy-cppn-30fps.log"], &dir.path().join("c2.svg"));
+    // The same figures; only the source's name differs.
+    let figures = |report: &str| report.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        figures(&from_stdin).replace("chart.svg", "c2.svg"),
+        figures(&from_file)
+    );
+}
+
+#[test]
+fn forged_figures_are_skipped_not_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let healthy =
+        std::fs::read_to_string(data("logs/healthy-cppn-30fps.log")).expect("healthy log");
+    // Every stats line's figures replaced by NaN, infinity, 1e308 and 2^64.
+    let forged: String = healthy
+        .lines()
+        .map(|line| {
+            if line.contains("] stats ") {
+                line.replace("fps=", "fps=NaN x=")
+                    .replace("buffer_percentage=", "buffer_percentage=1e308 x=")
+                    .replace("underruns=", "underruns=18446744073709551616 x=")
+                    .replace("jitter_p99_ms=", "jitter_p99_ms=inf x=")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.path().join("forged.log");
+    std::fs::write(&path, forged).unwrap();
+    let chart = dir.path().join("chart.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"))
+        .arg("--chart")
+        .arg(&chart)
+        .arg(&path)
+        .output()
+        .expect("dreamframe-analyze runs");
+    assert!(output.status.success());
+    let report = String::from_utf8_lossy(&output.stdout);
+    let svg = std::fs::read_to_string(&chart).expect("chart");
+    for text in [report.as_ref(), svg.as_str()] {
+        let lower = text.to_lowercase();
+        assert!(!lower.contains("nan") && !lower.contains("inf "), "{text}");
+        assert!(
+            !text
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|n| n.len() > 15),
+            "a huge number got through: {text}"
+        );
+    }
+}

@@ -406,6 +406,12 @@ fn initramfs(toolchain: &Toolchain, modules: &[&str], rotation: u32, dir: &Path)
         config("test-pattern", rotation, "").as_bytes(),
     );
     cpio.entry("art.toml", 0o100644, config("cppn", 0, "").as_bytes());
+    // The shipped config unchanged: it already names /dev/fb0 and the active VT.
+    cpio.entry(
+        "shipped.toml",
+        0o100644,
+        include_str!("../../config/dreamframe.toml").as_bytes(),
+    );
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, cpio.finish()).expect("write the initramfs");
     path
@@ -713,6 +719,8 @@ struct Case {
     driver: &'static str,
     bpp: u32,
     flush: &'static str,
+    /// Also run the shipped config/dreamframe.toml as it is.
+    shipped: bool,
 }
 
 fn run_case(case: &Case) {
@@ -810,6 +818,41 @@ fn run_case(case: &Case) {
     let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
     assert_eq!(status, 0, "pattern run exit: {output:?}");
 
+    // The shipped config as a user gets it: a picture within seconds, not after a whole
+    // transition (90 frames at ~0.7 s each under TCG).
+    if case.shipped {
+        vm.sh_ok(
+            "/dreamframe --config /shipped.toml --output-dir /run/shipped >/run/shipped.log 2>&1 & echo $! >/run/pid",
+            minute,
+        );
+        vm.sh_ok(&wait_shown("shipped"), Duration::from_secs(90));
+        // status.json has no final newline: `echo` keeps the end marker on a line of its own.
+        let status = vm
+            .sh_ok("cat /run/shipped/status.json; echo", minute)
+            .join("\n");
+        let first_picture: f64 = status
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("\"first_picture_s\": "))
+            .and_then(|v| v.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| vm.fail(&format!("no first_picture_s in {status}")));
+        let shipped = vm.screendump();
+        let lit = shipped.lit_share();
+        if lit < 0.5 || first_picture > 20.0 {
+            vm.fail(&format!(
+                "shipped config: first picture after {first_picture:.2} s (want within seconds), lit share {lit:.2}"
+            ));
+        }
+        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
+        assert_eq!(status, 0, "shipped run exit: {output:?}");
+        let start_up = vm.sh_ok("head -n 12 /run/shipped/dreamframe.log", minute);
+        let _ = writeln!(
+            std::io::stderr(),
+            "qemu {}: shipped config, first picture after {first_picture:.2} s; its start:\n  {}",
+            case.name,
+            start_up.join("\n  ")
+        );
+    }
+
     // The art: lit, and moving.
     vm.sh_ok(
         "/dreamframe --config /art.toml --output-dir /run/art >/run/art.log 2>&1 & echo $! >/run/pid",
@@ -881,6 +924,7 @@ fn bochs_drm_32bpp_shows_the_art_and_restores_the_console() {
         driver: "bochs-drmdrmfb",
         bpp: 32,
         flush: "msync",
+        shipped: true,
     });
 }
 
@@ -895,5 +939,6 @@ fn vesafb_rgb565_shows_the_art_turned_and_restores_the_console() {
         driver: "VESA VGA",
         bpp: 16,
         flush: "direct",
+        shipped: false,
     });
 }

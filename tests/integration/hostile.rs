@@ -1,0 +1,437 @@
+//! The real binary tried as a hostile user would: absurd arguments, special files where files
+//! are expected, signals at the worst moment, a second display on the same folder, a terminal
+//! that can't be written, frames that don't fit. No panic, no hang, bounded memory, a clear
+//! message. Every wait is bounded, so a regression fails instead of hanging the suite.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::binary;
+
+/// Waits for `child` at most `timeout` (then kills it and fails).
+fn finish(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait on child").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "{what}: no exit within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(command: &mut Command, timeout: Duration, what: &str) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    finish(child, timeout, what)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn mkfifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+/// A null-sink run writing into `dir`, with `config` (if any) as dir/dreamframe.toml.
+fn display(dir: &Path, seconds: &str, config: Option<&str>) -> Command {
+    let mut command = binary();
+    command
+        .args(["--sink", "null", "--duration", seconds, "--output-dir"])
+        .arg(dir)
+        .env_remove("LOGS_DIRECTORY");
+    if let Some(text) = config {
+        let path = dir.join("dreamframe.toml");
+        std::fs::write(&path, text).expect("write the config");
+        command.arg("--config").arg(path);
+    }
+    command
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("dreamframe.log")).unwrap_or_default()
+}
+
+/// Polls `dir`'s log until it contains `needle`; fails after `timeout`.
+fn wait_for_log(dir: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = log_of(dir);
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_of(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+const QUICK: Duration = Duration::from_secs(30);
+
+#[test]
+fn absurd_numbers_on_the_command_line_are_refused_before_anything_runs() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--sink", "null", "--duration", "1e309"], "--duration"),
+        (&["--sink", "null", "--duration", "nan"], "--duration"),
+        (&["--sink", "null", "--duration", "inf"], "--duration"),
+        (
+            &["--sink", "null", "--duration", "18446744073709551616"],
+            "--duration",
+        ),
+        (&["--sink", "null", "--duration=-1"], "--duration"),
+        (&["--seed", "18446744073709551616"], "--seed"),
+        (&["bench", "--seconds", "nan"], "--seconds"),
+        (&["bench", "--seconds", "1e309"], "--seconds"),
+        (&["bench", "--seconds=-1"], "--seconds"),
+        (&["bench", "--fps", "0"], "--fps"),
+        (&["bench", "--fps", "nan"], "--fps"),
+        (&["bench", "--width", "0", "--height", "0"], "--width"),
+        (&["bench-sd", "--runs", "0"], "--runs"),
+    ];
+    for (args, flag) in cases {
+        let output = run(binary().args(*args), QUICK, &format!("{args:?}"));
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(flag), "{args:?} must name {flag}: {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert!(output.stdout.is_empty(), "{args:?} ran something");
+    }
+}
+
+#[test]
+fn check_config_refuses_special_files_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    for (path, what) in [
+        (PathBuf::from("/dev/zero"), "a character device"),
+        (PathBuf::from("/dev/urandom"), "a character device"),
+        (PathBuf::from("/dev/full"), "a character device"),
+        (fifo, "a FIFO"),
+        (dir.path().to_path_buf(), "a folder"),
+    ] {
+        let output = run(
+            binary().arg("--check-config").arg(&path),
+            QUICK,
+            &path.display().to_string(),
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(78), "{}: {text}", path.display());
+        assert!(
+            text.contains(&format!(
+                "cannot read config file {}: is {what}, expected a regular file",
+                path.display()
+            )),
+            "{text}"
+        );
+        // The cause is printed once, not repeated.
+        assert_eq!(text.matches(what).count(), 1, "{text}");
+    }
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+    let output = run(binary().arg("--check-config").arg(&big), QUICK, "big");
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("larger than the 1 MiB allowed"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_reload_from_a_fifo_or_dev_zero_is_refused_and_later_files_still_apply() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.2\n[output]\nstatus-seconds = 0.2\n";
+    let child = display(dir.path(), "60", Some(config))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let path = dir.path().join("dreamframe.toml");
+    wait_for_log(dir.path(), "start version=", QUICK);
+
+    std::fs::remove_file(&path).unwrap();
+    mkfifo(&path);
+    signal(&child, libc::SIGHUP);
+    wait_for_log(dir.path(), "is a FIFO, expected a regular file", QUICK);
+
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    signal(&child, libc::SIGHUP);
+    wait_for_log(dir.path(), "is a character device", QUICK);
+
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, config.replace("fps = 20.0", "fps = 10.0")).unwrap();
+    signal(&child, libc::SIGHUP);
+    wait_for_log(dir.path(), "reload applied=true fps=10", QUICK);
+
+    signal(&child, libc::SIGTERM);
+    let output = finish(child, QUICK, "SIGTERM after the reloads");
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(
+        log_of(dir.path()).matches("reload_rejected").count(),
+        2,
+        "{}",
+        log_of(dir.path())
+    );
+}
+
+#[test]
+fn a_resume_file_that_is_a_fifo_or_dev_zero_means_a_fresh_start() {
+    for special in ["fifo", "zero"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let resume = dir.path().join("resume.json");
+        match special {
+            "fifo" => mkfifo(&resume),
+            _ => std::os::unix::fs::symlink("/dev/zero", &resume).unwrap(),
+        }
+        let output = run(
+            &mut display(dir.path(), "1", Some("[display]\nrealtime = false\n")),
+            QUICK,
+            special,
+        );
+        assert!(output.status.success(), "{special}: {}", stderr(&output));
+        let log = log_of(dir.path());
+        assert!(
+            log.contains("resume_unreadable") && log.contains("expected a regular file"),
+            "{special}: {log}"
+        );
+        assert!(log.contains("keyframe index=0 "), "{special}: {log}");
+    }
+}
+
+#[test]
+fn a_second_display_on_the_same_folder_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = display(dir.path(), "60", Some("[display]\nrealtime = false\n"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    wait_for_log(dir.path(), "start version=", QUICK);
+    let output = run(&mut display(dir.path(), "5", None), QUICK, "second");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("another dreamframe (PID {})", first.id())),
+        "{text}"
+    );
+    let seed_before = status_of(dir.path()).map(|s| s["seed"].clone());
+    signal(&first, libc::SIGTERM);
+    assert!(finish(first, QUICK, "first display").status.success());
+    assert_eq!(
+        status_of(dir.path()).map(|s| s["seed"].clone()),
+        seed_before,
+        "the refused display wrote nothing"
+    );
+}
+
+#[test]
+fn sigterm_the_moment_the_display_starts_is_a_clean_logged_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = display(dir.path(), "60", Some("[display]\nrealtime = false\n"));
+    // The child starts with SIGTERM blocked (inherited across exec), so the signal sent below
+    // waits until the display has installed its handlers and unblocked it: the earliest moment
+    // it can act on, however fast or slow this machine is.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    signal(&child, libc::SIGTERM);
+    let output = finish(child, QUICK, "SIGTERM at start");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("shutdown reason=SIGTERM"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_terminal_that_cannot_be_written_ends_the_display_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let terminal = |dir: &Path| {
+        let mut command = binary();
+        command
+            .args(["--sink", "terminal", "--duration", "30", "--output-dir"])
+            .arg(dir)
+            .env_remove("LOGS_DIRECTORY");
+        command
+    };
+    // A full disk behind a redirect.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = terminal(dir.path())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = finish(child, QUICK, "terminal > /dev/full");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot write to the terminal"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A closed pipe: the reader went away.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = terminal(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_bytes = [0u8; 16];
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_exact(&mut first_bytes)
+        .expect("the terminal is taken over");
+    let output = finish(child, QUICK, "terminal | closed pipe");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot write to the terminal"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn with_backtraces_on_every_log_record_is_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A saved walk whose latent doesn't fit the generator: candle's shape error, with a
+    // backtrace when RUST_BACKTRACE is set.
+    std::fs::write(
+        dir.path().join("resume.json"),
+        r#"{"version":1,"generator":"cppn","seed":5,"next_index":4,"shape":[3],"latent":[0.1,0.2,0.3]}"#,
+    )
+    .unwrap();
+    let output = run(
+        display(dir.path(), "1", Some("[display]\nrealtime = false\n"))
+            .args(["--seed", "5"])
+            .env("RUST_BACKTRACE", "1"),
+        QUICK,
+        "backtrace run",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = log_of(dir.path());
+    assert!(log.contains("resume_unusable"), "{log}");
+    for line in log.lines() {
+        assert!(
+            line.starts_with("20") && line.contains(" ["),
+            "a log record spans lines: {line:?}"
+        );
+    }
+}
+
+/// Peak resident memory of `child` in KiB, sampled until it exits.
+fn peak_rss_kib(child: &mut Child, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            {
+                peak = kib;
+            }
+        }
+        assert!(Instant::now() < deadline, "no exit within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    peak
+}
+
+#[test]
+fn huge_frames_stay_within_the_buffer_budget_and_show_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 4096x4096 frames are 48 MiB each: a whole 90-frame transition held outside the buffer
+    // would be 4.3 GiB.
+    let config = "[display]\nrealtime = false\n[model]\nkind = \"test-pattern\"\nwidth = 4096\nheight = 4096\n[output]\nstatus-seconds = 0.2\n";
+    let mut child = display(dir.path(), "6", Some(config))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let peak = peak_rss_kib(&mut child, Duration::from_secs(60));
+    assert!(child.wait().unwrap().success());
+    let status = status_of(dir.path()).expect("status.json");
+    assert!(status["frames_shown"].as_u64().unwrap_or(0) > 0, "{status}");
+    // 512 MiB of frames, three 1080p screen buffers, the program: well under 1 GiB.
+    assert!(peak < 1024 * 1024, "peak RSS {peak} KiB");
+    let log = log_of(dir.path());
+    assert!(log.contains("decode_batch=1 "), "{log}");
+}
+
+#[test]
+fn a_very_long_transition_shows_its_first_keyframe_at_once_in_bounded_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = "[display]\nrealtime = false\n[model]\nwidth = 64\nheight = 64\n[interpolation]\nframes-per-transition = 10000\n[buffer]\nmax-megabytes = 1\n[output]\nstatus-seconds = 0.2\n";
+    let mut child = display(dir.path(), "5", Some(config))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let peak = peak_rss_kib(&mut child, Duration::from_secs(60));
+    assert!(child.wait().unwrap().success());
+    let status = status_of(dir.path()).expect("status.json");
+    assert!(status["frames_shown"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(status["first_picture_s"].as_f64().is_some(), "{status}");
+    let log = log_of(dir.path());
+    let first_picture = log
+        .find("first_picture after_s=")
+        .expect("first_picture logged");
+    if let Some(transition) = log.find("[TIMING] transition") {
+        assert!(first_picture < transition, "{log}");
+    }
+    // The start line and status.json agree on the buffer's capacity from the start.
+    let start = log.lines().find(|l| l.contains("start version=")).unwrap();
+    let capacity = dreamframe::analyze::parse_fields(start)["buffer_capacity_frames"].clone();
+    assert_eq!(
+        capacity,
+        status["buffer_capacity_frames"].to_string(),
+        "{start}"
+    );
+    assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+}
