@@ -5,75 +5,22 @@
 //! orchestrator (tokio) puts into the live settings for the playback and pacer threads. Pure
 //! functions apart from reading the clock; nothing here fails.
 
-/// What a period does to the display.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ScheduleAction {
-    /// Picture brightness multiplied by this factor (0.05 to 1).
-    Dim(f64),
-    /// Screen powered down, generation paused.
-    Blank,
-}
-
-/// A daily period; `to` before `from` runs over midnight.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Period {
-    /// Minutes after local midnight.
-    pub from: u32,
-    pub to: u32,
-    pub action: ScheduleAction,
-}
-
-pub const MINUTES_PER_DAY: u32 = 24 * 60;
-
-/// "HH:MM" (24-hour) as minutes after midnight.
-pub fn parse_clock(text: &str) -> Option<u32> {
-    let (hours, minutes) = text.split_once(':')?;
-    if hours.len() != 2 || minutes.len() != 2 {
-        return None;
-    }
-    let (hours, minutes): (u32, u32) = (hours.parse().ok()?, minutes.parse().ok()?);
-    (hours < 24 && minutes < 60).then_some(hours * 60 + minutes)
-}
-
-pub fn format_clock(minute: u32) -> String {
-    format!("{:02}:{:02}", minute / 60, minute % 60)
-}
-
-impl Period {
-    pub fn contains(&self, minute: u32) -> bool {
-        if self.from <= self.to {
-            (self.from..self.to).contains(&minute)
-        } else {
-            minute >= self.from || minute < self.to
-        }
-    }
-
-    /// For logs and status.json: "blank 23:00-07:00" or "dim 0.30 22:00-23:00".
-    pub fn label(&self) -> String {
-        let span = format!("{}-{}", format_clock(self.from), format_clock(self.to));
-        match self.action {
-            ScheduleAction::Blank => format!("blank {span}"),
-            ScheduleAction::Dim(factor) => format!("dim {factor:.2} {span}"),
-        }
-    }
-}
+pub use crate::config::{format_clock, parse_clock, Period, ScheduleAction, MINUTES_PER_DAY};
 
 /// The first period that contains `minute`, if any.
 pub fn active(periods: &[Period], minute: u32) -> Option<&Period> {
     periods.iter().find(|period| period.contains(minute))
 }
 
-/// Minutes after local midnight now (the system time zone, /etc/localtime or TZ).
+/// Minutes after local midnight now (the system time zone, /etc/localtime or TZ); UTC if the
+/// C library can't tell.
 pub fn local_minute_of_day() -> u32 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as libc::time_t;
-    // SAFETY: localtime_r writes into the tm we own; both pointers live across the call.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
-        return ((now / 60) as u32) % MINUTES_PER_DAY;
-    }
-    tm.tm_hour as u32 * 60 + tm.tm_min as u32
+    crate::sys::local_minute_of_day().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ((now / 60) % MINUTES_PER_DAY as u64) as u32
+    })
 }
 
 #[cfg(test)]

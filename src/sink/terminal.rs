@@ -26,11 +26,7 @@ use crate::pixel_format::PixelFormat;
 pub const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[2J";
 pub const RESTORE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";
 
-/// The largest terminal drawn, in character cells (the same bounds as
-/// `display.terminal-columns` / `terminal-rows`): a terminal reporting more is drawn at this
-/// size, so a bogus `stty rows 3000 cols 3000` can't make 100 MB frames.
-pub const MAX_COLUMNS: u32 = 500;
-pub const MAX_ROWS: u32 = 250;
+use crate::config::{TERMINAL_MAX_COLUMNS as MAX_COLUMNS, TERMINAL_MAX_ROWS as MAX_ROWS};
 /// How long dropping the sink waits for the writer to restore the terminal.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
@@ -47,10 +43,7 @@ pub struct TerminalSink {
 
 /// The terminal's size in cells from stdout, if it is a terminal.
 fn terminal_size() -> Option<(u32, u32)> {
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ fills the winsize struct, which lives across the call.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_col > 0 && size.ws_row > 1).then_some((size.ws_col as u32, size.ws_row as u32))
+    crate::sys::tty::size(libc::STDOUT_FILENO).filter(|&(columns, rows)| columns > 0 && rows > 1)
 }
 
 impl TerminalSink {

@@ -35,6 +35,7 @@ use rand_distr::{Distribution, StandardNormal};
 use tokenizers::Tokenizer;
 
 use super::{Generator, KeyframeRequest};
+pub use crate::config::{SchedulerKind, Theme};
 use preset::Spec;
 use taesd::TinyDecoder;
 use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
@@ -55,20 +56,6 @@ impl Component {
             Component::TinyDecoder => "tiny decoder",
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Theme {
-    pub positive: String,
-    pub negative: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchedulerKind {
-    /// Deterministic: a seed reproduces its keyframe.
-    Ddim,
-    /// Adds fresh noise each step from candle's unseeded RNG: keyframes don't reproduce.
-    EulerAncestral,
 }
 
 #[derive(Debug, Clone)]

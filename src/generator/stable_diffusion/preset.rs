@@ -6,28 +6,7 @@ use candle_transformers::models::stable_diffusion::{
     clip, schedulers::PredictionType, unet_2d, vae,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    /// stabilityai/sd-turbo: the SD 2.1 architecture distilled for 1-4 steps, no guidance.
-    SdTurbo,
-    /// runwayml/stable-diffusion-v1-5.
-    Sd15,
-    /// stabilityai/stable-diffusion-2-1 (768 px, v-prediction).
-    Sd21,
-    /// stabilityai/sdxl-turbo: SDXL distilled for 1-4 steps, no guidance, two text encoders.
-    SdxlTurbo,
-}
-
-impl Preset {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::SdTurbo => "sd-turbo",
-            Preset::Sd15 => "sd-1.5",
-            Preset::Sd21 => "sd-2.1",
-            Preset::SdxlTurbo => "sdxl-turbo",
-        }
-    }
-}
+pub use crate::config::Preset;
 
 /// Everything needed to build and drive one preset.
 #[derive(Debug, Clone)]
@@ -149,7 +128,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae_scale: 0.18215,
             default_steps: 20,
             default_guidance: 7.5,
-            native_size: (512, 512),
+            native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
         },
         Preset::Sd21 => Spec {
@@ -163,7 +142,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae_scale: 0.18215,
             default_steps: 20,
             default_guidance: 7.5,
-            native_size: (768, 768),
+            native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
         },
         Preset::SdTurbo => Spec {
@@ -177,7 +156,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae_scale: 0.18215,
             default_steps: 2,
             default_guidance: 0.0,
-            native_size: (512, 512),
+            native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
         },
         Preset::SdxlTurbo => Spec {
@@ -191,7 +170,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae_scale: 0.13025,
             default_steps: 2,
             default_guidance: 0.0,
-            native_size: (512, 512),
+            native_size: preset.native_size(),
             taesd_file: "taesdxl_decoder.safetensors",
         },
     }

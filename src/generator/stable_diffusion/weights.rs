@@ -166,8 +166,7 @@ pub fn checked_var_builder(
     device: &Device,
     what: &str,
 ) -> anyhow::Result<VarBuilder<'static>> {
-    // SAFETY: the file is mapped read-only; the weights folder must not be rewritten while running.
-    let tensors = unsafe { MmapedSafetensors::new(path) }
+    let tensors = crate::sys::map_safetensors(path)
         .with_context(|| format!("cannot read {what} weights {}", path.display()))?;
     let backend = CheckedFile {
         tensors,

@@ -1,0 +1,351 @@
+//! The validated configuration's types: what the rest of the program reads. Plain data with a
+//! few helpers; no parsing, no I/O, and no dependency on any stage, sink or generator (they
+//! depend on these).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+/// Where finished frames are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Fbdev,
+    Terminal,
+    Null,
+}
+
+/// How the internal image is mapped onto a screen of another aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Whole image visible, black bars where the aspect ratios differ.
+    Fit,
+    /// Screen covered, the image's overhang cropped.
+    Fill,
+    /// Screen covered, the image distorted.
+    Stretch,
+}
+
+/// Clockwise turn of the picture on the framebuffer, for screens mounted on their side or upside
+/// down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    #[default]
+    None,
+    Clockwise90,
+    Half,
+    Clockwise270,
+}
+
+impl Rotation {
+    pub fn degrees(self) -> u32 {
+        match self {
+            Rotation::None => 0,
+            Rotation::Clockwise90 => 90,
+            Rotation::Half => 180,
+            Rotation::Clockwise270 => 270,
+        }
+    }
+
+    /// Whether width and height trade places.
+    pub fn is_quarter(self) -> bool {
+        matches!(self, Rotation::Clockwise90 | Rotation::Clockwise270)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpscaleFilter {
+    Nearest,
+    Bilinear,
+    CatmullRom,
+    Lanczos3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Cppn,
+    StableDiffusion,
+    /// Fixed colour bars, to check a screen's colours and orientation.
+    TestPattern,
+}
+
+/// Where a model runs. There is never a silent move from CUDA to the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeDevice {
+    Cpu,
+    Cuda(usize),
+}
+
+/// What happens when the configured model can't be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Show the built-in generator (and say so in the log and status.json).
+    Cppn,
+    /// Stop with the error.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Easing {
+    Linear,
+    Smoothstep,
+}
+
+/// What the display does when generation is slower than playback and the buffer runs dry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderrunPolicy {
+    /// Keep the last frame on screen until the buffer has refilled.
+    Hold,
+    /// Show each frame for longer as the buffer drains, so motion slows instead of stopping.
+    SlowDown,
+    /// Play recent frames backwards and forwards until the buffer has refilled.
+    PingPong,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Seed of the whole run; `None` picks one at start (and logs it).
+    pub seed: Option<u64>,
+    pub display: DisplayConfig,
+    pub model: ModelConfig,
+    pub prompts: PromptsConfig,
+    pub keyframe: KeyframeConfig,
+    pub interpolation: InterpolationConfig,
+    pub decode: DecodeConfig,
+    pub buffer: BufferConfig,
+    pub output: OutputConfig,
+    pub log: LogConfig,
+    /// Daily periods that dim or blank the display.
+    pub schedule: Vec<Period>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayConfig {
+    pub sink: SinkKind,
+    pub fps: f64,
+    pub fit: Fit,
+    pub rotation: Rotation,
+    pub upscale_filter: UpscaleFilter,
+    pub framebuffer: PathBuf,
+    /// The VT switched to graphics mode while the art is shown; `None` leaves the console alone.
+    pub console: Option<PathBuf>,
+    /// Terminal sink size in character cells; `None` asks the terminal.
+    pub terminal_size: Option<(u32, u32)>,
+    /// Run the pacer thread with real-time priority where permitted.
+    pub realtime: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Internal resolution (cppn frames, or the Stable Diffusion generation size); `None` picks
+    /// the model's own: 256x144 for cppn, the preset's native size for Stable Diffusion.
+    pub size: Option<(u32, u32)>,
+    pub cppn: CppnConfig,
+    pub stable_diffusion: SdConfig,
+    pub fallback: Fallback,
+}
+
+impl ModelConfig {
+    /// The size of decoded frames this config asks for: the generation size (or the model's
+    /// own), divided by the resolution divisor for Stable Diffusion.
+    pub fn frame_size(&self, resolution_divisor: u32) -> (u32, u32) {
+        match self.kind {
+            ModelKind::StableDiffusion => {
+                let (width, height) = self
+                    .size
+                    .unwrap_or(self.stable_diffusion.preset.native_size());
+                let divisor = resolution_divisor.max(1);
+                (width / divisor, height / divisor)
+            }
+            ModelKind::Cppn | ModelKind::TestPattern => self.size.unwrap_or(CPPN_DEFAULT_SIZE),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdConfig {
+    pub preset: Preset,
+    pub weights_dir: PathBuf,
+    pub device: ComputeDevice,
+    /// `None`: the preset's default.
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    pub scheduler: SchedulerKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptsConfig {
+    pub rotation_interval: u64,
+    pub themes: Vec<Theme>,
+}
+
+/// The built-in generator's internal resolution when none is configured.
+pub const CPPN_DEFAULT_SIZE: (u32, u32) = (256, 144);
+/// The largest Stable Diffusion generation size (either side).
+pub const SD_MAX_SIZE: u32 = 2048;
+/// The largest terminal the terminal sink draws, in character cells: a terminal reporting more
+/// (a bogus `stty rows 3000 cols 3000`) is drawn at this size.
+pub const TERMINAL_MAX_COLUMNS: u32 = 500;
+pub const TERMINAL_MAX_ROWS: u32 = 250;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CppnConfig {
+    pub latent_size: usize,
+    pub hidden_units: usize,
+    pub layers: usize,
+    pub zoom: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyframeConfig {
+    /// How far each keyframe moves away from the previous one, 0 (same) to 1 (unrelated).
+    pub drift: f64,
+    /// Stable Diffusion img2img strength from one keyframe to the next.
+    pub denoise: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterpolationConfig {
+    pub frames_per_transition: usize,
+    pub easing: Easing,
+    /// Decoded frames are this many times smaller than the generation size (Stable Diffusion).
+    pub resolution_divisor: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeConfig {
+    pub batch_size: usize,
+    /// Decode in-between frames with the tiny autoencoder (TAESD); keyframes keep the full VAE.
+    pub tiny_decoder: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferConfig {
+    pub seconds: f64,
+    pub start_seconds: f64,
+    pub resume_seconds: f64,
+    pub max_bytes: usize,
+    pub underrun: UnderrunPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    /// Folder for status.json, snapshot.png and the log; `None` picks one (see `resolve_dir`).
+    pub dir: Option<PathBuf>,
+    pub status_interval: Duration,
+    /// `None` when snapshots are off.
+    pub snapshot_interval: Option<Duration>,
+    /// Save the generator's place and continue from it after a restart.
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub level: LevelFilter,
+    /// Log file name, relative to the log folder unless absolute; `None` logs to stderr only.
+    pub file: Option<PathBuf>,
+    /// The file is rotated past this size...
+    pub max_bytes: usize,
+    /// ...keeping this many old files beside it.
+    pub files: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Theme {
+    pub positive: String,
+    pub negative: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// Deterministic: a seed reproduces its keyframe.
+    Ddim,
+    /// Adds fresh noise each step from candle's unseeded RNG: keyframes don't reproduce.
+    EulerAncestral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// stabilityai/sd-turbo: the SD 2.1 architecture distilled for 1-4 steps, no guidance.
+    SdTurbo,
+    /// runwayml/stable-diffusion-v1-5.
+    Sd15,
+    /// stabilityai/stable-diffusion-2-1 (768 px, v-prediction).
+    Sd21,
+    /// stabilityai/sdxl-turbo: SDXL distilled for 1-4 steps, no guidance, two text encoders.
+    SdxlTurbo,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::SdTurbo => "sd-turbo",
+            Preset::Sd15 => "sd-1.5",
+            Preset::Sd21 => "sd-2.1",
+            Preset::SdxlTurbo => "sdxl-turbo",
+        }
+    }
+
+    /// The size the model was trained at (its generation size unless `model.width`/`height`
+    /// say otherwise).
+    pub fn native_size(self) -> (u32, u32) {
+        match self {
+            Preset::Sd21 => (768, 768),
+            Preset::SdTurbo | Preset::Sd15 | Preset::SdxlTurbo => (512, 512),
+        }
+    }
+}
+
+/// What a period does to the display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScheduleAction {
+    /// Picture brightness multiplied by this factor (0.05 to 1).
+    Dim(f64),
+    /// Screen powered down, generation paused.
+    Blank,
+}
+
+/// A daily period; `to` before `from` runs over midnight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Period {
+    /// Minutes after local midnight.
+    pub from: u32,
+    pub to: u32,
+    pub action: ScheduleAction,
+}
+
+pub const MINUTES_PER_DAY: u32 = 24 * 60;
+
+/// "HH:MM" (24-hour) as minutes after midnight.
+pub fn parse_clock(text: &str) -> Option<u32> {
+    let (hours, minutes) = text.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let (hours, minutes): (u32, u32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (hours < 24 && minutes < 60).then_some(hours * 60 + minutes)
+}
+
+pub fn format_clock(minute: u32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+impl Period {
+    pub fn contains(&self, minute: u32) -> bool {
+        if self.from <= self.to {
+            (self.from..self.to).contains(&minute)
+        } else {
+            minute >= self.from || minute < self.to
+        }
+    }
+
+    /// For logs and status.json: "blank 23:00-07:00" or "dim 0.30 22:00-23:00".
+    pub fn label(&self) -> String {
+        let span = format!("{}-{}", format_clock(self.from), format_clock(self.to));
+        match self.action {
+            ScheduleAction::Blank => format!("blank {span}"),
+            ScheduleAction::Dim(factor) => format!("dim {factor:.2} {span}"),
+        }
+    }
+}
