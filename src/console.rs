@@ -2,8 +2,10 @@
 //! graphics mode (KDSETMODE KD_GRAPHICS), so fbcon draws neither its cursor nor text over the
 //! picture, the cursor is hidden and screen blanking is switched off. `ConsoleGuard` restores the
 //! previous mode, the cursor and the blanking timeout (read from the kernel's consoleblank) when
-//! dropped (normal exit, SIGTERM/SIGINT via orderly shutdown) and `restore_after_panic` does it
-//! from the panic hook. No crate wraps these two ioctls, so they are here.
+//! dropped (normal exit, SIGTERM/SIGINT via orderly shutdown); `restore_at_exit` does it for a
+//! guard that is still held when the process leaves (a stuck pacer thread left behind, or main
+//! unwinding from a panic). A panic inside a stage thread is caught and never touches the
+//! console: the display may run on. The KD ioctls themselves are in `sys::tty`.
 //!
 //! Needs write access to the VT (root, or the `tty` group for /dev/tty0 and /dev/ttyN).
 
@@ -16,13 +18,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{bail, Context};
 
-// From <linux/kd.h>.
-const KDSETMODE: libc::c_ulong = 0x4B3A;
-const KDGETMODE: libc::c_ulong = 0x4B3B;
-pub const KD_TEXT: libc::c_int = 0x00;
-pub const KD_GRAPHICS: libc::c_int = 0x01;
+use crate::sys::tty::{get_mode, set_mode};
+pub use crate::sys::tty::{KD_GRAPHICS, KD_TEXT};
 
-/// The console taken by the running guard, for the panic hook (-1: none).
+/// The console taken by the running guard, for `restore_at_exit` (-1: none).
 static ACTIVE_FD: AtomicI32 = AtomicI32::new(-1);
 static ACTIVE_PREVIOUS_MODE: AtomicI32 = AtomicI32::new(KD_TEXT);
 /// The kernel's console blanking timeout in seconds, which "\x1b[9;N]" overrides per VT.
@@ -36,12 +35,6 @@ fn restore_sequence(blank_minutes: i32) -> String {
     format!("\x1b[?25h\x1b[9;{blank_minutes}]")
 }
 
-fn write_fd(fd: libc::c_int, bytes: &[u8]) {
-    // SAFETY: writes from a live buffer to an fd that is open for the call; a short or failed
-    // write of an escape sequence only leaves the cursor or blanking as they were.
-    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-}
-
 /// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
 pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
     let file = OpenOptions::new()
@@ -51,23 +44,6 @@ pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
         .with_context(|| format!("cannot open console {}", path.display()))?;
     get_mode(file.as_raw_fd())
         .with_context(|| format!("{} is not a virtual terminal", path.display()))
-}
-
-fn set_mode(fd: libc::c_int, mode: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: KDSETMODE takes its argument by value; fd is open for the call.
-    if unsafe { libc::ioctl(fd, KDSETMODE as _, mode as libc::c_ulong) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn get_mode(fd: libc::c_int) -> std::io::Result<libc::c_int> {
-    let mut mode: libc::c_int = KD_TEXT;
-    // SAFETY: KDGETMODE writes one int through the pointer, which lives across the call.
-    if unsafe { libc::ioctl(fd, KDGETMODE as _, &mut mode) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(mode)
 }
 
 pub struct ConsoleGuard {
@@ -127,10 +103,8 @@ impl Drop for ConsoleGuard {
     fn drop(&mut self) {
         ACTIVE_FD.store(-1, Ordering::SeqCst);
         let restored = set_mode(self.file.as_raw_fd(), self.previous);
-        write_fd(
-            self.file.as_raw_fd(),
-            restore_sequence(self.blank_minutes).as_bytes(),
-        );
+        // A short or failed write only leaves the cursor or blanking as they were.
+        let _ = (&self.file).write_all(restore_sequence(self.blank_minutes).as_bytes());
         match restored {
             Ok(()) => log::info!("console path={} mode=restored", self.path.display()),
             Err(error) => log::error!(
@@ -141,22 +115,64 @@ impl Drop for ConsoleGuard {
     }
 }
 
-/// Restores the console from a panic hook, where destructors may never run. Idempotent.
-pub fn restore_after_panic() {
+/// Restores a console whose guard is still held as the process leaves (its owner, the sink on
+/// the pacer thread, may be stuck or unreachable). Idempotent; the guard's own drop does nothing
+/// more afterwards but close its file.
+pub fn restore_at_exit() {
     let fd = ACTIVE_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         let _ = set_mode(fd, ACTIVE_PREVIOUS_MODE.load(Ordering::SeqCst));
         let minutes = ACTIVE_BLANK_MINUTES.load(Ordering::SeqCst);
-        write_fd(fd, restore_sequence(minutes).as_bytes());
+        let _ = crate::sys::tty::write_all(fd, restore_sequence(minutes).as_bytes());
+    }
+}
+
+/// Calls `restore_at_exit` when dropped: held by `main` for the display's lifetime, so the
+/// console comes back on every way out of it, unwinding included.
+pub struct RestoreAtExit;
+
+impl Drop for RestoreAtExit {
+    fn drop(&mut self) {
+        restore_at_exit();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
-    fn a_file_that_is_not_a_vt_is_refused_and_nothing_is_registered() {
+    fn a_caught_panic_leaves_the_console_alone_and_the_exit_guard_restores_it() {
+        // A pipe stands in for the VT: what a restore writes to it can be read back.
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let fd = write_end.as_raw_fd();
+        ACTIVE_PREVIOUS_MODE.store(KD_TEXT, Ordering::SeqCst);
+        ACTIVE_BLANK_MINUTES.store(10, Ordering::SeqCst);
+        ACTIVE_FD.store(fd, Ordering::SeqCst);
+        let at_exit = RestoreAtExit;
+
+        // A stage thread's panic, caught as the run's stage wrapper catches it.
+        let caught = std::thread::spawn(|| std::panic::catch_unwind(|| panic!("stage panic")))
+            .join()
+            .expect("the thread itself ends normally");
+        assert!(caught.is_err());
+        assert_eq!(
+            ACTIVE_FD.load(Ordering::SeqCst),
+            fd,
+            "still in graphics mode"
+        );
+
+        drop(at_exit);
+        assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
+        drop(write_end);
+        let mut written = String::new();
+        std::fs::File::from(read_end)
+            .read_to_string(&mut written)
+            .expect("read the pipe");
+        assert_eq!(written, restore_sequence(10), "restored once, at exit");
+
+        // Not a VT: refused, and nothing registered for the exit guard.
         let file = tempfile::NamedTempFile::new().expect("temp file");
         let error = ConsoleGuard::take(file.path()).err().expect("not a VT");
         assert!(
@@ -164,7 +180,7 @@ mod tests {
             "{error:#}"
         );
         assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
-        restore_after_panic(); // nothing to restore: must be a no-op
+        restore_at_exit(); // nothing to restore: must be a no-op
         assert!(mode(file.path()).is_err());
     }
 

@@ -14,6 +14,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::sys::Lock;
+
 /// What kind of thing a path names, for messages.
 fn kind_of(file_type: std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
@@ -139,7 +141,6 @@ pub enum LockError {
 impl OutputLock {
     /// Takes the lock of `dir` (which must exist) for this process.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
-        use std::os::fd::AsRawFd;
         let path = dir.join(LOCK_FILE_NAME);
         let io = |source| LockError::Io {
             dir: dir.to_path_buf(),
@@ -153,19 +154,14 @@ impl OutputLock {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut text = String::new();
-                let _ = (&file).take(64).read_to_string(&mut text);
-                let pid = text.trim();
-                return Err(LockError::Held {
-                    dir: dir.to_path_buf(),
-                    pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
-                });
-            }
-            return Err(io(error));
+        if crate::sys::lock_exclusive(&file).map_err(io)? == Lock::Held {
+            let mut text = String::new();
+            let _ = (&file).take(64).read_to_string(&mut text);
+            let pid = text.trim();
+            return Err(LockError::Held {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
+            });
         }
         file.set_len(0).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
@@ -175,11 +171,9 @@ impl OutputLock {
     /// The PID written in `dir`'s lock file if a live process holds the lock; `None` when the
     /// folder has no running display. Changes nothing.
     pub fn holder(dir: &Path) -> Option<String> {
-        use std::os::fd::AsRawFd;
         let mut file = open_regular(&dir.join(LOCK_FILE_NAME), 4096).ok()?;
-        // SAFETY: flock on a descriptor this function owns; closing it releases a lock taken.
-        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-        if free {
+        // A shared lock taken is released when `file` closes, at the end of this function.
+        if crate::sys::lock_shared(&file).ok()? == Lock::Taken {
             return None;
         }
         let mut text = String::new();
@@ -210,9 +204,7 @@ mod tests {
 
         // A FIFO with no writer: opening it must not block.
         let fifo = dir.path().join("fifo");
-        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let error = read_regular(&fifo, 100).unwrap_err().to_string();
         assert!(error.contains("a FIFO"), "{error}");
 

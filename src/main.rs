@@ -179,11 +179,9 @@ fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     if let Some(warning) = log_warning {
         log::warn!("{warning}");
     }
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        console::restore_after_panic();
-        default_hook(info);
-    }));
+    // The console comes back however this function is left, unwinding included. Not from a
+    // panic hook: a stage's panic is caught and the display may run on.
+    let _console = console::RestoreAtExit;
 
     let sink = sink::open(&config.display, (1920, 1080))?;
     let generator = generator::build(&config, seed).context("cannot build the generator")?;

@@ -59,17 +59,13 @@ fn wait_until(deadline: Instant) {
     }
 }
 
-/// Asks for real-time scheduling, so other work on a busy machine can't delay a deadline. Needs
+/// Real-time priority asked for, so other work on a busy machine can't delay a deadline. Needs
 /// CAP_SYS_NICE or an RLIMIT_RTPRIO; without them the pacer runs at normal priority.
-fn request_realtime_priority() -> bool {
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
-}
+const REALTIME_PRIORITY: i32 = 10;
 
 impl Pacer {
     pub fn run(mut self) -> anyhow::Result<()> {
-        let realtime = self.realtime && request_realtime_priority();
+        let realtime = self.realtime && crate::sys::set_realtime_priority(REALTIME_PRIORITY);
         log::info!(
             "pacer fps={:.3} realtime={realtime}",
             1.0 / self.period.as_secs_f64()

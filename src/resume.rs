@@ -224,9 +224,7 @@ mod tests {
             "{error:#}"
         );
         std::fs::remove_file(&path).unwrap();
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let error = ResumeState::load(&path).unwrap_err();
         assert!(format!("{error:#}").contains("FIFO"), "{error:#}");
         assert!(usable(&path, "cppn", 7).is_none(), "a fresh start");

@@ -27,8 +27,14 @@ impl Signals {
             quit: install(SignalKind::quit())?,
             hangup: Some(install(SignalKind::hangup())?),
         };
-        crate::sys::unblock_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP])
-            .context("cannot unblock the stop and reload signals")?;
+        use nix::sys::signal::Signal;
+        crate::sys::unblock_signals(&[
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGHUP,
+        ])
+        .context("cannot unblock the stop and reload signals")?;
         Ok(signals)
     }
 

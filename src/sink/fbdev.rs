@@ -35,12 +35,6 @@ use crate::pixel_format::{Channel, PixelFormat};
 
 /// FB_VISUAL_TRUECOLOR from <linux/fb.h>.
 const FB_VISUAL_TRUECOLOR: u32 = 2;
-/// FBIO_WAITFORVSYNC = _IOW('F', 0x20, __u32).
-const FBIO_WAITFORVSYNC: libc::c_ulong = 0x4004_4620;
-/// FBIOBLANK and its arguments.
-const FBIOBLANK: libc::c_ulong = 0x4611;
-const FB_BLANK_UNBLANK: libc::c_ulong = 0;
-const FB_BLANK_POWERDOWN: libc::c_ulong = 4;
 /// The first vsync must come within this long for waiting to be used at all.
 const VSYNC_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Per frame: no display refreshes slower than 20 Hz.
@@ -124,40 +118,14 @@ fn open_hint(path: &Path, error: &std::io::Error) -> String {
 }
 
 fn lock_exclusive(file: &File, path: &Path) -> anyhow::Result<()> {
-    // SAFETY: flock on an fd we own; no pointers.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == -1 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() == ErrorKind::WouldBlock {
-            bail!(
-                "framebuffer {} is in use by another player (a second dreamframe?): only one may \
-                 draw on a screen; stop the other first (`systemctl stop dreamframe`)",
-                path.display()
-            );
-        }
-        return Err(error).with_context(|| format!("cannot lock framebuffer {}", path.display()));
-    }
-    Ok(())
-}
-
-/// Turns the display's backlight/DPMS off (`true`) or on through FBIOBLANK.
-pub fn set_blank(file: &File, blank: bool) -> std::io::Result<()> {
-    let level = if blank {
-        FB_BLANK_POWERDOWN
-    } else {
-        FB_BLANK_UNBLANK
-    };
-    // SAFETY: FBIOBLANK takes its argument by value.
-    if unsafe { libc::ioctl(file.as_raw_fd(), FBIOBLANK as _, level) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn wait_for_vsync(fd: libc::c_int) -> std::io::Result<()> {
-    let crtc: u32 = 0;
-    // SAFETY: FBIO_WAITFORVSYNC reads one u32 through the pointer, which outlives the call.
-    if unsafe { libc::ioctl(fd, FBIO_WAITFORVSYNC as _, &crtc) } == -1 {
-        return Err(std::io::Error::last_os_error());
+    let lock = crate::sys::lock_exclusive(file)
+        .with_context(|| format!("cannot lock framebuffer {}", path.display()))?;
+    if lock == crate::sys::Lock::Held {
+        bail!(
+            "framebuffer {} is in use by another player (a second dreamframe?): only one may \
+             draw on a screen; stop the other first (`systemctl stop dreamframe`)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -180,7 +148,7 @@ impl VsyncWaiter {
         let file = file
             .try_clone()
             .map_err(|e| format!("not used: cannot duplicate the descriptor: {e}"))?;
-        Self::probe_with(move || wait_for_vsync(file.as_raw_fd()))
+        Self::probe_with(move || crate::sys::fb::wait_for_vsync(file.as_raw_fd()))
     }
 
     fn probe_with(
@@ -357,7 +325,7 @@ impl FbdevSink {
         let mut sink = Self::open_device(path)?;
         log::info!("{}", sink.report.log_line());
         // A console blanked before we started stays dark otherwise.
-        if let Err(error) = set_blank(&sink.file, false) {
+        if let Err(error) = crate::sys::fb::blank(&sink.file, false) {
             log::debug!("framebuffer unblank_failed error=\"{error}\"");
         }
         sink._console = console.and_then(|console| match ConsoleGuard::take(console) {
@@ -396,12 +364,9 @@ impl FbdevSink {
             })?;
         // The whole virtual area: a second page, when there is one, is mapped too.
         let length = (fix.line_length as usize * var.yres_virtual as usize).max(1);
-        // SAFETY: a shared mapping of the device; nothing else in this process maps it, and the
-        // exclusive lock keeps other cooperating players out.
-        let mapping = unsafe { memmap2::MmapOptions::new().len(length).map_mut(&file) }
-            .with_context(|| {
-                format!("cannot map framebuffer {} ({length} bytes)", path.display())
-            })?;
+        let mapping = crate::sys::fb::map_shared(&file, length).with_context(|| {
+            format!("cannot map framebuffer {} ({length} bytes)", path.display())
+        })?;
         let geometry = checked_geometry(path, &var, &fix, mapping.len())?;
         let driver = driver_id(&fix);
         let shadow = is_drm_shadow(&driver);
@@ -450,13 +415,8 @@ impl FbdevSink {
         let length = fix.line_length as u64 * var.yres_virtual as u64;
         file.set_len(length)
             .with_context(|| format!("cannot size {}", path.display()))?;
-        // SAFETY: a shared mapping of our own file, locked against other players.
-        let mapping = unsafe {
-            memmap2::MmapOptions::new()
-                .len(length as usize)
-                .map_mut(&file)
-        }
-        .with_context(|| format!("cannot map {}", path.display()))?;
+        let mapping = crate::sys::fb::map_shared(&file, length as usize)
+            .with_context(|| format!("cannot map {}", path.display()))?;
         let geometry = checked_geometry(path, var, fix, mapping.len())?;
         let not_here = "not available (memory-backed)".to_string();
         let report = make_report(path, var, fix, false, not_here.clone(), not_here, 1);
@@ -614,7 +574,7 @@ impl Sink for FbdevSink {
     }
 
     fn set_blanked(&mut self, blanked: bool) -> anyhow::Result<()> {
-        set_blank(&self.file, blanked).with_context(|| {
+        crate::sys::fb::blank(&self.file, blanked).with_context(|| {
             format!(
                 "FBIOBLANK {} on {}",
                 if blanked { "powerdown" } else { "unblank" },
@@ -630,7 +590,7 @@ impl Drop for FbdevSink {
     fn drop(&mut self) {
         // Whoever uses the screen next (the console, a restart) must find it powered up.
         if self.blanked {
-            let _ = set_blank(&self.file, false);
+            let _ = crate::sys::fb::blank(&self.file, false);
         }
     }
 }
