@@ -89,21 +89,37 @@ pub fn parse_fields(text: &str) -> BTreeMap<String, String> {
             .to_string();
         let after = &rest[eq + 1..];
         let (value, next) = match after.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"').unwrap_or(quoted.len());
-                (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
-            }
+            Some(quoted) => unquote(quoted),
             None => {
                 let end = after.find(' ').unwrap_or(after.len());
-                (&after[..end], &after[end..])
+                (after[..end].to_string(), &after[end..])
             }
         };
         if !key.is_empty() {
-            fields.insert(key, value.to_string());
+            fields.insert(key, value);
         }
         rest = next;
     }
     fields
+}
+
+/// A quoted value (after its opening quote) with `\"`, `\\` and `\n` unescaped, and the
+/// text after its closing quote (see `events::quoted`).
+fn unquote(text: &str) -> (String, &str) {
+    let mut value = String::new();
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => return (value, &text[at + 1..]),
+            '\\' => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, escaped)) => value.push(escaped),
+                None => break,
+            },
+            c => value.push(c),
+        }
+    }
+    (value, "")
 }
 
 /// One line of the log format, `TIME [LEVEL] EVENT key=value ...`; `None` for anything else.

@@ -15,16 +15,16 @@ use candle_core::{Device, Tensor};
 
 use crate::cli::BenchArgs;
 use crate::config::{Config, Fit, Rotation, SinkKind, UpscaleFilter};
-use crate::frame_buffer::Frame;
 use crate::generator::cppn::CppnGenerator;
 use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
-use crate::interpolation::transition;
-use crate::pixel_format::PixelFormat;
-use crate::renderer::Renderer;
+use crate::pipeline::frame_buffer::Frame;
+use crate::pipeline::interpolation::transition;
+use crate::render::pixel_format::PixelFormat;
+use crate::render::Renderer;
+use crate::service::status::Status;
 use crate::sink::fbdev::FbdevSink;
 use crate::sink::null::NullSink;
 use crate::sink::{Geometry, Sink};
-use crate::status::Status;
 
 pub struct Measurement {
     pub name: String,

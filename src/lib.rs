@@ -1,39 +1,29 @@
 //! dreamframe: an always-on generative-art display.
 //!
-//! keyframes (generator, model lock) -> decoder (slerp + batched decode) -> frame_buffer
-//! -> playback (underrun policy, renderer: upscale + convert) -> pacer thread -> sink.
-//! `app::run` wires and supervises them; `main.rs` only parses, loads and maps exit codes.
+//! `pipeline`: keyframes (generator, model lock) -> decoder (slerp + batched decode) ->
+//! frame buffer -> playback (underrun policy, `render`: upscale + convert) -> pacer thread ->
+//! `sink`. `service` is the tokio side that starts, watches and stops it (status, snapshots,
+//! schedule, reload, watchdog). `config` reads the file, `events` defines every log line,
+//! `sys` holds every unsafe system call. `main.rs` only parses, loads and maps exit codes.
 
 pub mod analyze;
-pub mod app;
-pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod decoder;
+pub mod events;
 pub mod files;
-pub mod frame_buffer;
 pub mod generator;
-pub mod interpolation;
-pub mod keyframes;
-pub mod live;
 pub mod logging;
-pub mod notify;
-pub mod pacer;
-pub mod pixel_format;
-pub mod playback;
-pub mod renderer;
+pub mod pipeline;
+pub mod render;
 pub mod resume;
-pub mod schedule;
+pub mod service;
 pub mod signals;
 pub mod sink;
-pub mod snapshot;
-pub mod stats;
-pub mod status;
 pub mod sys;
 
-pub use app::run;
+pub use service::run;
 
 /// Exit status for an invalid config (EX_CONFIG from sysexits.h); the systemd unit does not
 /// restart on it.

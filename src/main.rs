@@ -142,7 +142,7 @@ fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
 
     let source = ConfigSource::of(&cli);
     let config = source.load()?;
-    let output = dreamframe::app::OutputPaths::for_config(&config);
+    let output = dreamframe::service::OutputPaths::for_config(&config);
     // One display per output folder: a second one would overwrite status.json and resume.json.
     let _output_lock = match std::fs::create_dir_all(&output.dir) {
         Ok(()) => match dreamframe::files::OutputLock::acquire(&output.dir) {
@@ -210,7 +210,8 @@ fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
                 }
             });
         }
-        dreamframe::app::run_with_reloads(config, sink, generator, seed, shutdown, reloads).await
+        dreamframe::service::run_with_reloads(config, sink, generator, seed, shutdown, reloads)
+            .await
     });
     // Writes still under way on the blocking pool get a moment, then are left behind.
     runtime.shutdown_timeout(BLOCKING_GRACE);

@@ -18,7 +18,7 @@ use rand_distr::StandardNormal;
 
 use super::{Generator, KeyframeRequest};
 use crate::config::CppnConfig;
-use crate::interpolation::slerp;
+use crate::pipeline::interpolation::slerp;
 
 #[derive(Debug, Clone, Copy)]
 enum Activation {

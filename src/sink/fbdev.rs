@@ -31,7 +31,7 @@ use memmap2::MmapMut;
 
 use super::{Geometry, Sink};
 use crate::console::ConsoleGuard;
-use crate::pixel_format::{Channel, PixelFormat};
+use crate::render::pixel_format::{Channel, PixelFormat};
 
 /// FB_VISUAL_TRUECOLOR from <linux/fb.h>.
 const FB_VISUAL_TRUECOLOR: u32 = 2;

@@ -12,7 +12,7 @@ pub mod null;
 pub mod terminal;
 
 use crate::config::{DisplayConfig, SinkKind};
-use crate::pixel_format::PixelFormat;
+use crate::render::pixel_format::PixelFormat;
 
 /// The screen as the renderer must fill it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

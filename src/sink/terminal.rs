@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{Geometry, Sink};
-use crate::pixel_format::PixelFormat;
+use crate::render::pixel_format::PixelFormat;
 
 pub const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[2J";
 pub const RESTORE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use dreamframe::config::{Config, UnderrunPolicy};
 use dreamframe::generator::fake::{FakeControls, FakeGenerator};
-use dreamframe::pixel_format::PixelFormat;
+use dreamframe::render::pixel_format::PixelFormat;
+use dreamframe::service::status::Status;
 use dreamframe::sink::memory::{MemorySink, Recording};
 use dreamframe::sink::Geometry;
-use dreamframe::status::Status;
 
 const FPS: f64 = 50.0;
 
@@ -260,10 +260,12 @@ fn a_failing_or_panicking_sink_ends_the_run_and_releases_the_display() {
 }
 
 /// A schedule period that covers now (local time) for `action`.
-fn period_now(action: dreamframe::schedule::ScheduleAction) -> dreamframe::schedule::Period {
-    use dreamframe::schedule::{local_minute_of_day, MINUTES_PER_DAY};
+fn period_now(
+    action: dreamframe::service::schedule::ScheduleAction,
+) -> dreamframe::service::schedule::Period {
+    use dreamframe::service::schedule::{local_minute_of_day, MINUTES_PER_DAY};
     let now = local_minute_of_day();
-    dreamframe::schedule::Period {
+    dreamframe::service::schedule::Period {
         from: (now + MINUTES_PER_DAY - 60) % MINUTES_PER_DAY,
         to: (now + 60) % MINUTES_PER_DAY,
         action,
@@ -285,7 +287,9 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
     slower.display.rotation = dreamframe::config::Rotation::Half;
     slower.decode.batch_size = 2; // needs a restart: logged, not applied
     let mut night = slower.clone();
-    night.schedule = vec![period_now(dreamframe::schedule::ScheduleAction::Blank)];
+    night.schedule = vec![period_now(
+        dreamframe::service::schedule::ScheduleAction::Blank,
+    )];
     let morning = slower.clone();
     let marks = Arc::new(Mutex::new(Vec::new()));
     let script_marks = Arc::clone(&marks);
@@ -312,7 +316,7 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
         .build()
         .expect("tokio runtime");
     let status = runtime
-        .block_on(dreamframe::app::run_with_reloads(
+        .block_on(dreamframe::service::run_with_reloads(
             config,
             Box::new(sink),
             Box::new(generator),

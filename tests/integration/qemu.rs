@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use dreamframe::analyze::parse_fields;
 use dreamframe::config::{Fit, Rotation, UpscaleFilter};
-use dreamframe::frame_buffer::Frame;
 use dreamframe::generator::test_pattern::bars;
-use dreamframe::pixel_format::{Channel, PixelFormat};
-use dreamframe::renderer::Renderer;
+use dreamframe::pipeline::frame_buffer::Frame;
+use dreamframe::render::pixel_format::{Channel, PixelFormat};
+use dreamframe::render::Renderer;
 use dreamframe::sink::Geometry;
 
 /// Debian bookworm's QEMU 7.2 and what its binary links that this machine lacks.

@@ -221,7 +221,7 @@ fn keyframes_decode_through_the_vae_and_batches_through_the_tiny_decoder() {
         .expect("vae decode");
     assert_eq!(key_image.len(), 1);
     assert_eq!(key_image[0].len(), 64 * 48 * 3);
-    let batch = dreamframe::interpolation::transition(
+    let batch = dreamframe::pipeline::interpolation::transition(
         &keys[0],
         &keys[1],
         4,
@@ -355,7 +355,7 @@ fn cuda_without_a_cuda_build_is_an_error_not_a_silent_cpu_run() {
 
 #[test]
 fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
-    use dreamframe::pixel_format::PixelFormat;
+    use dreamframe::render::pixel_format::PixelFormat;
     use dreamframe::sink::{memory::MemorySink, Geometry};
     let dir = tempfile::tempdir().expect("temp dir");
     let sd = generator(dir.path(), 0.0, true);

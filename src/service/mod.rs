@@ -8,6 +8,11 @@
 //! every stage then ends within a poll interval, and the pacer dropping the sink restores the
 //! console.
 
+pub mod schedule;
+pub mod snapshot;
+pub mod status;
+pub mod watchdog;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -21,18 +26,18 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::config::{resolve_output_dir, Config, FrameBudget};
-use crate::decoder::DecodeStage;
 use crate::files::write_atomic;
-use crate::frame_buffer::FrameBuffer;
 use crate::generator::{Generator, ModelLock};
-use crate::keyframes::KeyframeStage;
-use crate::live::{needs_restart, Live, LiveSettings, Watcher};
-use crate::pacer::Pacer;
-use crate::playback::{Playback, PlaybackSettings, RecentFrames, MIN_PING_PONG_FRAMES};
-use crate::renderer::Renderer;
+use crate::pipeline::control::{needs_restart, Live, LiveSettings, Watcher};
+use crate::pipeline::decoder::DecodeStage;
+use crate::pipeline::frame_buffer::FrameBuffer;
+use crate::pipeline::keyframes::KeyframeStage;
+use crate::pipeline::pacer::Pacer;
+use crate::pipeline::playback::{Playback, PlaybackSettings, RecentFrames, MIN_PING_PONG_FRAMES};
+use crate::pipeline::stats::PipelineStats;
+use crate::render::Renderer;
+use crate::service::status::{Status, StatusSource};
 use crate::sink::Sink;
-use crate::stats::PipelineStats;
-use crate::status::{Status, StatusSource};
 
 /// Screen buffers in circulation: one on screen, one ready, one being rendered.
 const SCREEN_BUFFERS: usize = 3;
@@ -293,9 +298,9 @@ pub async fn run_with_reloads(
     // A stage that fails makes its neighbours end too (their channels close): the first real
     // error is the cause, an early clean exit only a symptom.
     let mut failure: Option<(anyhow::Error, bool)> = None;
-    let mut notifier = crate::notify::Notifier::from_env();
+    let mut notifier = crate::service::watchdog::Notifier::from_env();
     let mut ready_sent = false;
-    let watchdog_interval = crate::notify::Notifier::watchdog_interval();
+    let watchdog_interval = crate::service::watchdog::Notifier::watchdog_interval();
     let mut watchdog_tick =
         tokio::time::interval(watchdog_interval.unwrap_or(Duration::from_secs(3600)));
     let mut deadlines_at_last_ping = 0;
@@ -304,8 +309,8 @@ pub async fn run_with_reloads(
     let started_with = config.clone();
     let mut schedule = config.schedule.clone();
     let mut schedule_tick = tokio::time::interval(SCHEDULE_CHECK);
-    let mut schedule_now: Option<crate::schedule::Period> = None;
-    let mut status_window = status.window(crate::status::STATUS_RATE_WINDOW);
+    let mut schedule_now: Option<crate::service::schedule::Period> = None;
+    let mut status_window = status.window(crate::service::status::STATUS_RATE_WINDOW);
     let mut stats_window = status.window(STATS_LOG_INTERVAL);
     tokio::pin!(shutdown);
 
@@ -361,15 +366,15 @@ pub async fn run_with_reloads(
                 schedule_tick.reset_immediately();
             }
             _ = schedule_tick.tick() => {
-                let active = crate::schedule::active(&schedule, crate::schedule::local_minute_of_day()).copied();
+                let active = crate::service::schedule::active(&schedule, crate::service::schedule::local_minute_of_day()).copied();
                 if active != schedule_now {
                     match &active {
                         Some(period) => log::info!("schedule action=\"{}\"", period.label()),
                         None => log::info!("schedule action=none"),
                     }
                     let (blank, brightness) = match active.map(|p| p.action) {
-                        Some(crate::schedule::ScheduleAction::Blank) => (true, 1.0),
-                        Some(crate::schedule::ScheduleAction::Dim(factor)) => (false, factor),
+                        Some(crate::service::schedule::ScheduleAction::Blank) => (true, 1.0),
+                        Some(crate::service::schedule::ScheduleAction::Dim(factor)) => (false, factor),
                         None => (false, 1.0),
                     };
                     live.set_brightness(brightness);
@@ -393,7 +398,7 @@ pub async fn run_with_reloads(
                 if let Some(frame) = shown.checked_sub(1).and_then(|seq| recent.find(seq)) {
                     let path = paths.snapshot.clone();
                     write_in_background(&mut snapshot_write, move || {
-                        if let Err(error) = crate::snapshot::write_png(&frame, &path) {
+                        if let Err(error) = crate::service::snapshot::write_png(&frame, &path) {
                             log::warn!("snapshot_write_failed error=\"{error:#}\"");
                         }
                     });

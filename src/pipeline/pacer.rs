@@ -17,8 +17,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pipeline::stats::{PipelineStats, PlaybackState, LATE_THRESHOLD};
 use crate::sink::Sink;
-use crate::stats::{PipelineStats, PlaybackState, LATE_THRESHOLD};
 
 /// The last stretch before a deadline is spun, not slept (measured: sleep alone p99 0.3-0.8 ms
 /// late on these machines, sleep + 1 ms spin p99 ~0.1 ms).
@@ -45,8 +45,8 @@ pub struct Pacer {
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
     /// fps from reloads; blanking from the schedule.
-    pub live: Arc<crate::live::Live>,
-    pub watcher: crate::live::Watcher,
+    pub live: Arc<crate::pipeline::control::Live>,
+    pub watcher: crate::pipeline::control::Watcher,
 }
 
 fn wait_until(deadline: Instant) {

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::UnderrunPolicy;
-use crate::frame_buffer::{Frame, FrameBuffer, Level};
-use crate::pacer::ScreenFrame;
-use crate::renderer::Renderer;
-use crate::stats::{PipelineStats, PlaybackState};
+use crate::pipeline::frame_buffer::{Frame, FrameBuffer, Level};
+use crate::pipeline::pacer::ScreenFrame;
+use crate::pipeline::stats::{PipelineStats, PlaybackState};
+use crate::render::Renderer;
 
 /// How often waits wake up to notice shutdown.
 const POLL: Duration = Duration::from_millis(50);
@@ -91,8 +91,8 @@ pub struct Playback {
     pub recent: Arc<RecentFrames>,
     pub stats: Arc<PipelineStats>,
     /// Fit, rotation and fps from reloads; brightness from the schedule.
-    pub live: Arc<crate::live::Live>,
-    pub watcher: crate::live::Watcher,
+    pub live: Arc<crate::pipeline::control::Live>,
+    pub watcher: crate::pipeline::control::Watcher,
 }
 
 /// Position of a ping-pong walk through the recent frames.

@@ -15,10 +15,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::frame_buffer::FrameBuffer;
 use crate::generator::ModelLock;
+use crate::pipeline::frame_buffer::FrameBuffer;
+use crate::pipeline::stats::PipelineStats;
 use crate::sink::Geometry;
-use crate::stats::PipelineStats;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {

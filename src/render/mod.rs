@@ -12,6 +12,8 @@
 //! source and the resizer writes screen pixels directly into the (strided) screen buffer. Other
 //! formats (RGB565, odd strides) resize to RGBX and pack each pixel through lookup tables.
 
+pub mod pixel_format;
+
 use anyhow::{ensure, Context};
 use fast_image_resize as fr;
 use fr::images::{TypedCroppedImageMut, TypedImage, TypedImageRef};
@@ -19,8 +21,8 @@ use fr::pixels::{U8x3, U8x4};
 use fr::{FilterType, PixelTrait, ResizeAlg, ResizeOptions};
 
 use crate::config::{Fit, Rotation, UpscaleFilter};
-use crate::frame_buffer::Frame;
-use crate::pixel_format::ByteLayout;
+use crate::pipeline::frame_buffer::Frame;
+use crate::render::pixel_format::ByteLayout;
 use crate::sink::Geometry;
 
 /// A rectangle on screen, in pixels.
@@ -85,7 +87,7 @@ enum Path {
     },
 }
 
-fn channel_lookup(format: &crate::pixel_format::PixelFormat) -> Box<[[u32; 256]; 3]> {
+fn channel_lookup(format: &crate::render::pixel_format::PixelFormat) -> Box<[[u32; 256]; 3]> {
     let mut lookup = Box::new([[0u32; 256]; 3]);
     let alpha = format.pack(0, 0, 0);
     for value in 0..=255u8 {
@@ -412,7 +414,7 @@ fn pack_rows(
 #[allow(clippy::unusual_byte_groupings)] // 16-bit literals are grouped by colour channel
 mod tests {
     use super::*;
-    use crate::pixel_format::PixelFormat;
+    use crate::render::pixel_format::PixelFormat;
 
     fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Frame {
         Frame {

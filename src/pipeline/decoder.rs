@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
-use crate::backoff::Backoff;
 use crate::config::Easing;
-use crate::frame_buffer::{Frame, FrameBuffer};
 use crate::generator::ModelLock;
-use crate::interpolation::Transition;
-use crate::keyframes::Keyframe;
-use crate::stats::PipelineStats;
+use crate::pipeline::frame_buffer::{Frame, FrameBuffer};
+use crate::pipeline::interpolation::Transition;
+use crate::pipeline::keyframes::Keyframe;
+use crate::pipeline::stage::Backoff;
+use crate::pipeline::stats::PipelineStats;
 
 pub struct DecodeStage {
     pub model: Arc<ModelLock>,
@@ -39,10 +39,10 @@ pub struct DecodeStage {
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
     /// Transition length and easing from reloads; decoding pauses while the screen is blanked.
-    pub live: Arc<crate::live::Live>,
-    pub watcher: crate::live::Watcher,
+    pub live: Arc<crate::pipeline::control::Live>,
+    pub watcher: crate::pipeline::control::Watcher,
     /// Upscale timings up to the last `[TIMING]` line, for the next line's mean.
-    pub upscale_mark: crate::stats::TimingSnapshot,
+    pub upscale_mark: crate::pipeline::stats::TimingSnapshot,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -259,7 +259,7 @@ impl DecodeStage {
                 return Ok(());
             };
             while self.live.blanked() && !self.stopping() {
-                std::thread::sleep(crate::live::PAUSE_POLL);
+                std::thread::sleep(crate::pipeline::control::PAUSE_POLL);
             }
             if let Some(settings) = self.watcher.changed(&self.live) {
                 self.frames_per_transition = settings.frames_per_transition;

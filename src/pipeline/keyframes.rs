@@ -17,10 +17,10 @@ use candle_core::Tensor;
 
 use std::path::PathBuf;
 
-use crate::backoff::Backoff;
 use crate::generator::{keyframe_seed, KeyframeRequest, ModelLock};
+use crate::pipeline::stage::Backoff;
+use crate::pipeline::stats::PipelineStats;
 use crate::resume::ResumeState;
-use crate::stats::PipelineStats;
 
 #[derive(Debug, Clone)]
 pub struct Keyframe {
@@ -40,8 +40,8 @@ pub struct KeyframeStage {
     /// A saved state to continue from.
     pub resume_from: Option<ResumeState>,
     /// Themes from reloads; generation pauses while the screen is blanked.
-    pub live: Arc<crate::live::Live>,
-    pub watcher: crate::live::Watcher,
+    pub live: Arc<crate::pipeline::control::Live>,
+    pub watcher: crate::pipeline::control::Watcher,
 }
 
 impl KeyframeStage {
@@ -68,7 +68,7 @@ impl KeyframeStage {
         }
         while !self.stop.load(Ordering::Relaxed) {
             if self.live.blanked() {
-                std::thread::sleep(crate::live::PAUSE_POLL);
+                std::thread::sleep(crate::pipeline::control::PAUSE_POLL);
                 continue;
             }
             if let Some(settings) = self.watcher.changed(&self.live) {

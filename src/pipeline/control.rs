@@ -24,7 +24,7 @@ pub struct LiveSettings {
     pub frames_per_transition: usize,
     pub easing: Easing,
     pub prompts: PromptsConfig,
-    pub schedule: Vec<crate::schedule::Period>,
+    pub schedule: Vec<crate::service::schedule::Period>,
 }
 
 impl LiveSettings {

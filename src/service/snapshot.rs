@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use image::{ExtendedColorType, ImageFormat};
 
-use crate::frame_buffer::Frame;
+use crate::pipeline::frame_buffer::Frame;
 
 pub fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
     let mut png = Vec::new();

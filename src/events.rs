@@ -1,0 +1,364 @@
+//! The log's events, typed: each is a struct whose `Display` is its log line
+//! (`event key=value ...`, text values quoted and escaped where needed) and whose `read` parses
+//! the fields back from such a line. Every writer logs these structs, and `analyze` reads them
+//! through the same definitions, so a renamed field can't silently break the analyzer.
+//!
+//! Pure formatting and parsing; used on whichever thread logs (never the pacer's per-frame
+//! path). `read` returns `None` for a line whose fields don't fit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A value of a field: how it is written into a line and read back from one.
+pub trait FieldValue: Sized {
+    /// Writes ` key=value` (or nothing, for an absent optional value).
+    fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result;
+    /// The value of `key` among a line's fields; `None` when it is missing or unreadable (an
+    /// optional value reads as `Some(None)` when missing).
+    fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self>;
+}
+
+/// Text as it goes into a line: bare when it is one plain word, else quoted with `\"`, `\\`
+/// and `\n` escaped.
+pub fn quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '\\'));
+    if plain {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+macro_rules! plain_values {
+    ($($ty:ty),*) => {$(
+        impl FieldValue for $ty {
+            fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(out, " {key}={self}")
+            }
+            fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+                fields.get(key)?.parse().ok()
+            }
+        }
+        impl FieldValue for Option<$ty> {
+            fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    Some(value) => value.write_to(key, out),
+                    None => Ok(()),
+                }
+            }
+            fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+                Some(<$ty>::read_from(fields, key))
+            }
+        }
+    )*};
+}
+
+plain_values!(u64, u32, usize, i64, bool);
+
+impl FieldValue for f64 {
+    /// Three decimals: microseconds for milliseconds, more than any figure here needs.
+    fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(out, " {key}={self:.3}")
+    }
+    fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+        fields
+            .get(key)?
+            .parse()
+            .ok()
+            .filter(|value: &f64| value.is_finite())
+    }
+}
+
+impl FieldValue for Option<f64> {
+    fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Some(value) => value.write_to(key, out),
+            None => Ok(()),
+        }
+    }
+    fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+        Some(f64::read_from(fields, key))
+    }
+}
+
+impl FieldValue for String {
+    fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(out, " {key}={}", quoted(self))
+    }
+    fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+        fields.get(key).cloned()
+    }
+}
+
+impl FieldValue for Option<String> {
+    fn write_to(&self, key: &str, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Some(value) => value.write_to(key, out),
+            None => Ok(()),
+        }
+    }
+    fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self> {
+        Some(fields.get(key).cloned())
+    }
+}
+
+/// Values for the round-trip test of every event.
+#[cfg(test)]
+pub trait Sample {
+    fn sample() -> Self;
+}
+
+#[cfg(test)]
+mod samples {
+    use super::Sample;
+    macro_rules! sample {
+        ($($ty:ty = $value:expr),*) => {$(
+            impl Sample for $ty {
+                fn sample() -> Self {
+                    $value
+                }
+            }
+        )*};
+    }
+    sample!(
+        u64 = 18_446_744_073_709_551_615,
+        u32 = 4_000_000_000,
+        usize = 12345,
+        i64 = -7,
+        bool = true,
+        f64 = 1234.5,
+        String = "two words, a \"quote\", a=b and a \\ too".into()
+    );
+    impl<T: Sample> Sample for Option<T> {
+        fn sample() -> Self {
+            Some(T::sample())
+        }
+    }
+}
+
+/// Defines the events: a struct per event with its fields, its line (`Display`), `NAME` and
+/// `read`. A trailing text, after `=>`, is a fixed human note at the end of the line, in
+/// parentheses (it holds no `=`, so parsers pass over it).
+macro_rules! events {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident = $tag:literal { $( $(#[$fdoc:meta])* $field:ident : $ty:ty ),* $(,)? }
+        $(=> $tail:literal)?;
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, PartialEq, Default)]
+            pub struct $name {
+                $( $(#[$fdoc])* pub $field: $ty, )*
+            }
+
+            impl $name {
+                pub const NAME: &'static str = $tag;
+
+                /// The event from a parsed line's fields.
+                pub fn read(fields: &BTreeMap<String, String>) -> Option<Self> {
+                    let _ = fields;
+                    Some(Self { $( $field: <$ty as FieldValue>::read_from(fields, stringify!($field))?, )* })
+                }
+            }
+
+            impl fmt::Display for $name {
+                fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    out.write_str($tag)?;
+                    $( FieldValue::write_to(&self.$field, stringify!($field), out)?; )*
+                    $( out.write_str(" ")?; out.write_str($tail)?; )?
+                    Ok(())
+                }
+            }
+        )*
+
+        /// Every event's name.
+        pub const NAMES: &[&str] = &[$($tag),*];
+
+        /// Each event with sample values, formatted, and whether reading its line back gives it
+        /// again (for the round-trip test).
+        #[cfg(test)]
+        pub fn round_trips(read_line: impl Fn(&str) -> Option<(String, BTreeMap<String, String>)>) -> Vec<(String, bool)> {
+            vec![$({
+                let event = $name { $( $field: Sample::sample(), )* };
+                let line = event.to_string();
+                let back = read_line(&line)
+                    .filter(|(name, _)| name == $tag)
+                    .and_then(|(_, fields)| $name::read(&fields));
+                (line, back.as_ref() == Some(&event))
+            }),*]
+        }
+    };
+}
+
+events! {
+    /// The display started.
+    Start = "start" {
+        version: String, generator: String, seed: u64, sink: String, width: u32, height: u32,
+        stride: usize, format: String, internal_width: u32, internal_height: u32, fps: f64,
+        frames_per_transition: usize, buffer_capacity_frames: usize, recent_frames: usize,
+        decode_batch: usize, underrun_policy: String,
+    };
+    /// The first frame reached the screen, this long after the process started.
+    FirstPicture = "first_picture" { after_s: f64 };
+    /// systemd was told the display is up.
+    Ready = "ready" { frames_shown: u64, notify: bool };
+    /// A keyframe was made; `theme` and `prompt` when the generator has prompts.
+    Keyframe = "keyframe" {
+        index: u64, seed: u64, generator: String, ms: f64, lock_wait_ms: f64,
+        theme: Option<u64>, prompt: Option<String>,
+    };
+    /// A transition was decoded into the buffer.
+    Transition = "transition" {
+        from: u64, to: u64, frames: usize, slerp_ms: f64, decode_ms: f64,
+        decode_ms_per_frame: f64, upscale_ms_per_frame: f64,
+        /// The longest wait for the model lock among the transition's acquisitions.
+        lock_wait_ms: f64, lock_acquisitions: u32, buffer_frames: usize, buffer_seconds: f64,
+    };
+    /// The periodic figures (names as in status.json); rates since the previous `stats` line.
+    Stats = "stats" {
+        state: String, achieved_fps: f64, target_fps: f64, frames_shown: u64, late_frames: u64,
+        skipped_deadlines: u64, held_deadlines: u64, underruns: u64, underrun_frames: u64,
+        buffer_frames: usize, buffer_seconds: f64, buffer_percentage: f64, jitter_p50_ms: f64,
+        jitter_p99_ms: f64, jitter_max_ms: f64, presented_p99_ms: f64,
+        model_lock_avg_wait_ms: f64, model_lock_max_wait_ms: f64, model_lock_contended: u64,
+        decode_fps: f64, decode_ms_per_frame: f64, upscale_ms_per_frame: f64,
+        generator_errors: u64,
+    };
+    /// Playback changed state (buffering, playing, underrun).
+    Playback = "playback" { state: String, buffer_frames: usize, policy: String };
+    /// The buffer ran dry while playing.
+    Underrun = "underrun" { policy: String, buffer_frames: usize, recent_frames: usize };
+    /// The generator failed; it is retried after `retry_in_s`.
+    GeneratorError = "generator_error" {
+        stage: String, index: Option<u64>, frames: Option<usize>, from: Option<u64>,
+        to: Option<u64>, retry_in_s: Option<u64>, error: String,
+    };
+    /// A decode ran out of memory; the batch is halved.
+    DecodeOutOfMemory = "decode_out_of_memory" {
+        batch_size: usize, retry_batch_size: usize, error: String,
+    };
+    /// The pacer started, or its rate changed on a reload.
+    Pacer = "pacer" { fps: f64, realtime: Option<bool>, reloaded: Option<bool> };
+    /// The framebuffer as probed at start (also printed by `dreamframe probe`).
+    Framebuffer = "framebuffer" {
+        path: String, driver: String, width: u32, height: u32, virtual_width: u32,
+        virtual_height: u32, bpp: u32, red: String, green: String, blue: String,
+        transp: String, line_length: u32, memory_bytes: u32, shadow_buffer: bool,
+        buffering: String, flush: String, pan: String, vsync: String,
+    };
+    /// A framebuffer that could not be opened (from `dreamframe probe`).
+    FramebufferUnavailable = "framebuffer" { path: String, error: String };
+    /// Waiting for vsync stopped working and was switched off.
+    VsyncDisabled = "vsync_disabled" { reason: String } => "(frames go out without waiting)";
+    /// Powering the screen up at start failed (only visible at debug level).
+    UnblankFailed = "framebuffer_unblank_failed" { error: String };
+    /// The console's mode: switched to graphics, restored, or as probed.
+    Console = "console" {
+        path: String, mode: String, previous_mode: Option<i64>, error: Option<String>,
+    };
+    /// The console could not be taken over.
+    ConsoleUnavailable = "console_unavailable" { error: String }
+        => "(the console cursor and text may show over the art)";
+    /// The terminal sink's size.
+    Terminal = "terminal" { columns: u32, rows: u32 };
+    /// A reload was applied.
+    Reload = "reload" {
+        applied: bool, fps: f64, fit: String, rotation: u32, frames_per_transition: usize,
+        easing: String, themes: usize, schedule_periods: usize, buffer_capacity_frames: usize,
+    };
+    /// A reload changed keys that only a restart applies.
+    ReloadNeedsRestart = "reload_needs_restart" { keys: String }
+        => "(these keep their running values until a restart)";
+    /// A reload could not be used.
+    ReloadRejected = "reload_rejected" { error: String } => "(the running config stays)";
+    /// A reloaded fit or rotation could not be rendered.
+    ReloadRenderFailed = "reload_render_failed" { error: String };
+    /// The schedule's period in force changed ("none" when no period is).
+    Schedule = "schedule" { action: String };
+    /// The screen was powered down or up by the schedule.
+    Screen = "screen" { blanked: bool, sink: String };
+    /// Powering the screen down or up failed.
+    ScreenBlankFailed = "screen_blank_failed" { blanked: bool, error: String };
+    /// The pacer stopped reaching deadlines, so the watchdog was not fed.
+    WatchdogWithheld = "watchdog_withheld" { deadlines: u64 } => "(the pacer is not presenting)";
+    /// sd_notify could not be used.
+    NotifyUnavailable = "notify_unavailable" { socket: String, error: String };
+    NotifyFailed = "notify_failed" { message: String, error: String };
+    /// The Stable Diffusion model loaded.
+    Model = "model" {
+        kind: String, preset: String, weights_dir: String, device: String, dtype: String,
+        width: u32, height: u32, steps: usize, guidance: f64, tiny_decoder: bool,
+    };
+    /// The configured model could not be loaded; `fallback` runs instead.
+    ModelUnavailable = "model_unavailable" { kind: String, fallback: String, error: String };
+    /// A prompt longer than the text encoder's context was cut.
+    PromptTruncated = "prompt_truncated" { tokens: usize, max: usize, prompt: String };
+    /// The walk continues from resume.json.
+    Resume = "resume" { next_index: u64, seed: u64, generator: String };
+    /// resume.json is from another run's generator or seed.
+    ResumeIgnored = "resume_ignored" {
+        path: String, saved_generator: String, saved_seed: u64, generator: String, seed: u64,
+    } => "(starting fresh)";
+    ResumeUnreadable = "resume_unreadable" { error: String } => "(starting fresh)";
+    /// The saved latent does not fit the generator.
+    ResumeUnusable = "resume_unusable" { index: Option<u64>, error: String } => "(starting fresh)";
+    ResumeSaveFailed = "resume_save_failed" { error: String };
+    StatusWriteFailed = "status_write_failed" { path: String, error: String };
+    StatusEncodeFailed = "status_encode_failed" { error: String };
+    SnapshotWriteFailed = "snapshot_write_failed" { error: String };
+    OutputDirUnavailable = "output_dir_unavailable" { path: String, error: String };
+    LogFileUnavailable = "log_file_unavailable" { path: String, error: String };
+    /// A stage thread ended with an error or a panic.
+    StageFailed = "stage_failed" { stage: String, error: String };
+    /// Stages that did not end within the grace period after shutdown.
+    StagesStillRunning = "stages_still_running" { count: usize, after_s: u64 } => "(leaving them)";
+    /// Shutdown was asked for (a signal, or `--duration`).
+    Shutdown = "shutdown" { reason: String };
+    ShutdownRequested = "shutdown_requested" {};
+    /// The display stopped.
+    Stopped = "stopped" { frames_shown: u64, uptime_s: f64 };
+    /// The display ended with an error.
+    Exit = "exit" { error: String };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reads_back_as_written() {
+        let results = round_trips(|line| {
+            let full = format!("2026-11-28T10:00:00.123456789Z [INFO] {line}");
+            crate::analyze::parse_line(&full).map(|parsed| (parsed.event, parsed.fields))
+        });
+        assert_eq!(results.len(), NAMES.len());
+        for (line, ok) in &results {
+            assert!(ok, "does not read back: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn text_is_quoted_only_when_it_must_be() {
+        assert_eq!(quoted("single"), "single");
+        assert_eq!(quoted("16/8"), "16/8");
+        assert_eq!(quoted(""), "\"\"");
+        assert_eq!(quoted("a b"), "\"a b\"");
+        assert_eq!(quoted("say \"hi\"\n\\"), "\"say \\\"hi\\\"\\n\\\\\"");
+    }
+}

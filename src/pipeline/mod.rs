@@ -1,0 +1,9 @@
+pub mod control;
+pub mod decoder;
+pub mod frame_buffer;
+pub mod interpolation;
+pub mod keyframes;
+pub mod pacer;
+pub mod playback;
+pub mod stage;
+pub mod stats;
