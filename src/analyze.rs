@@ -12,6 +12,8 @@
 //! and skipped, never fatal.
 
 use std::collections::BTreeMap;
+
+use crate::events;
 use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 
@@ -30,12 +32,9 @@ pub const MAX_FIGURE: f64 = 1e12;
 /// Lines longer than this are not ours (ours are at most a few KiB).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-impl Line {
-    /// A field as a number: finite and within `MAX_FIGURE`, else `None`.
-    pub fn number(&self, key: &str) -> Option<f64> {
-        let value: f64 = self.fields.get(key)?.parse().ok()?;
-        (value.is_finite() && value.abs() <= MAX_FIGURE).then_some(value)
-    }
+/// A figure worth keeping: finite and within `MAX_FIGURE`.
+fn figure(value: f64) -> Option<f64> {
+    (value.is_finite() && value.abs() <= MAX_FIGURE).then_some(value)
 }
 
 /// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -280,72 +279,91 @@ impl Analyzer {
             "ERROR" => analysis.errors += 1,
             _ => {}
         }
-        let n = |key: &str| line.number(key);
+        let fields = &line.fields;
         match line.event.as_str() {
-            "start" => {
+            events::Start::NAME => {
+                let Some(start) = events::Start::read(fields) else {
+                    return;
+                };
                 analysis.runs += 1;
                 self.finished.late += self.current.late;
                 self.finished.underruns += self.current.underruns;
                 self.finished.errors += self.current.errors;
                 self.finished.contended += self.current.contended;
                 self.current = PerRun::default();
-                if let Some(generator) = line.fields.get("generator") {
-                    if !analysis.generators.contains(generator) {
-                        analysis.generators.push(generator.clone());
-                    }
+                if !analysis.generators.contains(&start.generator) {
+                    analysis.generators.push(start.generator);
                 }
-                analysis.target_fps = n("fps").or(analysis.target_fps);
+                analysis.target_fps = figure(start.fps).or(analysis.target_fps);
             }
-            "keyframe" => {
-                analysis.keyframe_ms.extend(n("ms"));
-                analysis.keyframe_lock_wait_ms.extend(n("lock_wait_ms"));
-            }
-            "transition" => {
-                analysis
-                    .decode_ms_per_frame
-                    .extend(n("decode_ms_per_frame"));
-                // 0 before the first frame was upscaled.
-                analysis
-                    .upscale_ms_per_frame
-                    .extend(n("upscale_ms_per_frame").filter(|v| *v > 0.0));
-                analysis.slerp_ms.extend(n("slerp_ms"));
-                analysis.transition_lock_wait_ms.extend(n("lock_wait_ms"));
-                analysis.frames_per_transition.extend(n("frames"));
-            }
-            "stats" => {
-                let push = |series: &mut Vec<(f64, f64)>, key: &str| {
-                    if let Some(value) = n(key) {
-                        series.push((t, value));
-                    }
-                };
-                if !closing {
-                    push(&mut analysis.fps, "fps");
-                    analysis.decode_fps.extend(n("decode_fps"));
+            events::Keyframe::NAME => {
+                if let Some(keyframe) = events::Keyframe::read(fields) {
+                    analysis.keyframe_ms.extend(figure(keyframe.ms));
+                    analysis
+                        .keyframe_lock_wait_ms
+                        .extend(figure(keyframe.lock_wait_ms));
                 }
-                push(&mut analysis.buffer_percentage, "buffer_percentage");
-                push(&mut analysis.buffer_seconds, "buffer_seconds");
-                push(&mut analysis.stats_decode_ms, "decode_ms_per_frame");
-                push(&mut analysis.stats_upscale_ms, "upscale_ms_per_frame");
-                analysis.jitter_p99_ms.extend(n("jitter_p99_ms"));
-                analysis.presented_p99_ms.extend(n("presented_p99_ms"));
-                analysis.lock_avg_wait_ms.extend(n("lock_avg_wait_ms"));
-                analysis.lock_max_wait_ms = analysis
-                    .lock_max_wait_ms
-                    .max(n("lock_max_wait_ms").unwrap_or(0.0));
-                analysis.target_fps = n("target_fps").or(analysis.target_fps);
-                let current = &mut self.current;
-                current.late = n("late_frames").unwrap_or(current.late);
-                current.underruns = n("underruns").unwrap_or(current.underruns);
-                current.errors = n("generator_errors").unwrap_or(current.errors);
-                current.contended = n("lock_contended").unwrap_or(current.contended);
             }
-            "underrun" => analysis.underrun_times.push(t),
-            "decode_out_of_memory" => analysis.out_of_memory += 1,
-            "vsync_disabled" => analysis.vsync_disabled += 1,
-            "watchdog_withheld" => analysis.watchdog_withheld += 1,
-            "reload" => analysis.reloads += 1,
+            events::Transition::NAME => {
+                if let Some(t) = events::Transition::read(fields) {
+                    analysis
+                        .decode_ms_per_frame
+                        .extend(figure(t.decode_ms_per_frame));
+                    // 0 before the first frame was upscaled.
+                    analysis
+                        .upscale_ms_per_frame
+                        .extend(figure(t.upscale_ms_per_frame).filter(|v| *v > 0.0));
+                    analysis.slerp_ms.extend(figure(t.slerp_ms));
+                    analysis
+                        .transition_lock_wait_ms
+                        .extend(figure(t.lock_wait_ms));
+                    analysis.frames_per_transition.push(t.frames as f64);
+                }
+            }
+            events::Stats::NAME => {
+                if let Some(stats) = events::Stats::read(fields) {
+                    self.stats(t, &stats, closing);
+                }
+            }
+            events::Underrun::NAME => analysis.underrun_times.push(t),
+            events::DecodeOutOfMemory::NAME => analysis.out_of_memory += 1,
+            events::VsyncDisabled::NAME => analysis.vsync_disabled += 1,
+            events::WatchdogWithheld::NAME => analysis.watchdog_withheld += 1,
+            events::Reload::NAME => analysis.reloads += 1,
             _ => {}
         }
+    }
+
+    fn stats(&mut self, t: f64, stats: &events::Stats, closing: bool) {
+        let analysis = &mut self.analysis;
+        let push = |series: &mut Vec<(f64, f64)>, value: f64| {
+            series.extend(figure(value).map(|value| (t, value)));
+        };
+        if !closing {
+            push(&mut analysis.fps, stats.achieved_fps);
+            analysis.decode_fps.extend(figure(stats.decode_fps));
+        }
+        push(&mut analysis.buffer_percentage, stats.buffer_percentage);
+        push(&mut analysis.buffer_seconds, stats.buffer_seconds);
+        push(&mut analysis.stats_decode_ms, stats.decode_ms_per_frame);
+        push(&mut analysis.stats_upscale_ms, stats.upscale_ms_per_frame);
+        analysis.jitter_p99_ms.extend(figure(stats.jitter_p99_ms));
+        analysis
+            .presented_p99_ms
+            .extend(figure(stats.presented_p99_ms));
+        analysis
+            .lock_avg_wait_ms
+            .extend(figure(stats.model_lock_avg_wait_ms));
+        analysis.lock_max_wait_ms = analysis
+            .lock_max_wait_ms
+            .max(figure(stats.model_lock_max_wait_ms).unwrap_or(0.0));
+        analysis.target_fps = figure(stats.target_fps).or(analysis.target_fps);
+        let count = |value: u64| figure(value as f64);
+        let current = &mut self.current;
+        current.late = count(stats.late_frames).unwrap_or(current.late);
+        current.underruns = count(stats.underruns).unwrap_or(current.underruns);
+        current.errors = count(stats.generator_errors).unwrap_or(current.errors);
+        current.contended = count(stats.model_lock_contended).unwrap_or(current.contended);
     }
 
     pub fn finish(mut self) -> Analysis {
@@ -463,12 +481,35 @@ pub fn report(analysis: &Analysis, sources: &[String]) -> String {
         a.span_s,
         if a.generators.is_empty() { "?".to_string() } else { a.generators.join(", ") }
     );
+    report_stages(&mut out, a);
+    let target = a.target_fps.unwrap_or(0.0);
+    report_display(&mut out, a, target);
+    report_buffer(&mut out, a);
+    let _ = writeln!(
+        out,
+        "\nEvents: generator errors {}, out-of-memory retries {}, vsync disabled {}, watchdog withheld {}, reloads {}, warnings {}, errors {}",
+        a.generator_errors, a.out_of_memory, a.vsync_disabled, a.watchdog_withheld, a.reloads, a.warnings, a.errors
+    );
+
+    let _ = writeln!(out, "\nRecommendations");
+    let fps = distribution(&values(&a.fps));
+    let decode_fps = distribution(&a.decode_fps);
+    let buffer = distribution(&values(&a.buffer_percentage));
+    let recommendations = recommend(a, target, fps, decode_fps, buffer);
+    for (i, text) in recommendations.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {text}", i + 1);
+    }
+    out
+}
+
+/// Per-stage timings and the model lock's waits.
+fn report_stages(out: &mut String, a: &Analysis) {
     let _ = writeln!(out, "\nStage timing                               count        p50        p90        p99        max");
-    row(&mut out, "keyframe", "ms per keyframe", &a.keyframe_ms);
-    row(&mut out, "slerp", "ms per transition", &a.slerp_ms);
-    row(&mut out, "decode", "ms per frame", &a.decode_ms_per_frame);
+    row(out, "keyframe", "ms per keyframe", &a.keyframe_ms);
+    row(out, "slerp", "ms per transition", &a.slerp_ms);
+    row(out, "decode", "ms per frame", &a.decode_ms_per_frame);
     row(
-        &mut out,
+        out,
         "upscale + convert",
         "ms per frame",
         &a.upscale_ms_per_frame,
@@ -476,13 +517,13 @@ pub fn report(analysis: &Analysis, sources: &[String]) -> String {
 
     let _ = writeln!(out, "\nModel lock");
     row(
-        &mut out,
+        out,
         "wait before a keyframe",
         "ms",
         &a.keyframe_lock_wait_ms,
     );
     row(
-        &mut out,
+        out,
         "wait before a transition's decode",
         "ms",
         &a.transition_lock_wait_ms,
@@ -493,58 +534,45 @@ pub fn report(analysis: &Analysis, sources: &[String]) -> String {
         "  average wait (worst stats line) {avg:.2} ms, max wait {:.2} ms, contended acquisitions {}",
         a.lock_max_wait_ms, a.lock_contended
     );
+}
 
-    let target = a.target_fps.unwrap_or(0.0);
-    let fps = distribution(&values(&a.fps));
-    let decode_fps = distribution(&a.decode_fps);
+/// What the display achieved against its target.
+fn report_display(out: &mut String, a: &Analysis, target: f64) {
     let _ = writeln!(out, "\nDisplay (target {target:.2} fps)");
-    row(
-        &mut out,
-        "achieved fps (per stats line)",
-        "fps",
-        &values(&a.fps),
-    );
-    row(
-        &mut out,
-        "generated frames per second",
-        "fps",
-        &a.decode_fps,
-    );
+    row(out, "achieved fps (per stats line)", "fps", &values(&a.fps));
+    row(out, "generated frames per second", "fps", &a.decode_fps);
     if let Some(capacity) = generation_capacity(a) {
         let _ = writeln!(
             out,
             "  generator capacity {capacity:.1} frames/s (decoding without waiting, one keyframe per transition) for {target:.1} fps shown"
         );
     }
+    row(out, "jitter p99 (per stats line)", "ms", &a.jitter_p99_ms);
     row(
-        &mut out,
-        "jitter p99 (per stats line)",
-        "ms",
-        &a.jitter_p99_ms,
-    );
-    row(
-        &mut out,
+        out,
         "presented p99 (per stats line)",
         "ms",
         &a.presented_p99_ms,
     );
     let _ = writeln!(out, "  late frames {}", a.late_frames);
+}
 
-    let buffer = distribution(&values(&a.buffer_percentage));
+/// How full the buffer was and when it ran dry.
+fn report_buffer(out: &mut String, a: &Analysis) {
+    let _ = writeln!(out, "\nBuffer");
     let low = a
         .buffer_percentage
         .iter()
         .filter(|(_, p)| *p < 10.0)
         .count();
-    let _ = writeln!(out, "\nBuffer");
     row(
-        &mut out,
+        out,
         "fill (per stats line)",
         "%",
         &values(&a.buffer_percentage),
     );
     row(
-        &mut out,
+        out,
         "seconds buffered (per stats line)",
         "s",
         &values(&a.buffer_seconds),
@@ -574,18 +602,6 @@ pub fn report(analysis: &Analysis, sources: &[String]) -> String {
             )
         }
     );
-    let _ = writeln!(
-        out,
-        "\nEvents: generator errors {}, out-of-memory retries {}, vsync disabled {}, watchdog withheld {}, reloads {}, warnings {}, errors {}",
-        a.generator_errors, a.out_of_memory, a.vsync_disabled, a.watchdog_withheld, a.reloads, a.warnings, a.errors
-    );
-
-    let _ = writeln!(out, "\nRecommendations");
-    let recommendations = recommend(a, target, fps, decode_fps, buffer);
-    for (i, text) in recommendations.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {text}", i + 1);
-    }
-    out
 }
 
 /// Frames per second the generator can make when it never waits: one transition's frames over
@@ -812,12 +828,12 @@ mod tests {
     #[test]
     fn lines_times_and_fields_parse() {
         let line = parse_line(
-            "2026-11-27T06:32:56.596500462Z [INFO] [TIMING] transition from=0 to=1 frames=90 decode_ms_per_frame=19.723 note=\"a b\"",
+            "2026-11-27T06:32:56.596500462Z [INFO] [TIMING] transition from=0 to=1 frames=90 decode_ms_per_frame=19.723 note=\"a \\\"b\\\"\"",
         )
         .expect("a log line");
         assert_eq!(line.event, "transition");
-        assert_eq!(line.number("decode_ms_per_frame"), Some(19.723));
-        assert_eq!(line.fields["note"], "a b");
+        assert_eq!(line.fields["decode_ms_per_frame"], "19.723");
+        assert_eq!(line.fields["note"], "a \"b\"");
         assert_eq!(parse_time("1970-01-02T00:00:01Z"), Some(86_401.0));
         assert_eq!(parse_time("2000-03-01T00:00:00Z"), Some(951_868_800.0));
         assert!(parse_line("not a log line").is_none());
@@ -825,14 +841,44 @@ mod tests {
 
     #[test]
     fn counters_add_up_over_restarts_and_generation_below_target_is_named() {
-        let log = "\
-2026-01-01T00:00:00Z [INFO] start generator=cppn fps=30
-2026-01-01T00:00:03Z [INFO] [TIMING] transition from=0 to=1 frames=30 decode_ms_per_frame=80.0 upscale_ms_per_frame=3.0
-2026-01-01T00:00:10Z [INFO] stats fps=20.00 target_fps=30.00 late_frames=2 underruns=1 decode_fps=12.0 buffer_percentage=5.0 buffer_seconds=0.5 jitter_p99_ms=0.1 generator_errors=0
-2026-01-01T00:00:11Z [INFO] underrun policy=PingPong buffer_frames=0 recent_frames=30
-2026-01-01T00:01:00Z [INFO] start generator=cppn fps=30
-2026-01-01T00:01:10Z [INFO] stats fps=25.00 target_fps=30.00 late_frames=3 underruns=2 decode_fps=14.0 buffer_percentage=4.0 buffer_seconds=0.4 jitter_p99_ms=0.1 generator_errors=0
-";
+        let at = |time: &str, event: &dyn std::fmt::Display| format!("{time} [INFO] {event}\n");
+        let start = events::Start {
+            generator: "cppn".into(),
+            fps: 30.0,
+            ..Default::default()
+        };
+        let stats =
+            |achieved_fps, late_frames, underruns, decode_fps, buffer_percentage| events::Stats {
+                achieved_fps,
+                target_fps: 30.0,
+                late_frames,
+                underruns,
+                decode_fps,
+                buffer_percentage,
+                buffer_seconds: buffer_percentage / 10.0,
+                jitter_p99_ms: 0.1,
+                ..Default::default()
+            };
+        let transition = events::Transition {
+            frames: 30,
+            decode_ms_per_frame: 80.0,
+            upscale_ms_per_frame: 3.0,
+            ..Default::default()
+        };
+        let underrun = events::Underrun {
+            policy: "ping-pong".into(),
+            buffer_frames: 0,
+            recent_frames: 30,
+        };
+        let log = [
+            at("2026-01-01T00:00:00Z", &start),
+            at("2026-01-01T00:00:03Z", &format!("[TIMING] {transition}")),
+            at("2026-01-01T00:00:10Z", &stats(20.0, 2, 1, 12.0, 5.0)),
+            at("2026-01-01T00:00:11Z", &underrun),
+            at("2026-01-01T00:01:00Z", &start),
+            at("2026-01-01T00:01:10Z", &stats(25.0, 3, 2, 14.0, 4.0)),
+        ]
+        .concat();
         let analysis = analyze(&[log.to_string()]);
         assert_eq!(
             (analysis.runs, analysis.late_frames, analysis.underruns),
@@ -848,6 +894,7 @@ mod tests {
         assert!(text.contains("ran dry 3 time(s)"), "{text}");
         let svg = chart(&analysis);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
+        // fps, target, buffer fill, decode and upscale (zeros here, but on every stats line).
+        assert_eq!(svg.matches("<polyline").count(), 5, "{svg}");
     }
 }

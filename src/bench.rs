@@ -212,88 +212,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .model
         .size
         .unwrap_or(crate::config::CPPN_DEFAULT_SIZE);
-
-    // Decode: one batch of `decode.batch-size` in-between frames of the default CPPN.
-    let mut generator = CppnGenerator::new(
-        &config.model.cppn,
-        width,
-        height,
-        1,
-        config.keyframe.drift,
-        Device::Cpu,
-    )?;
-    let requests: Vec<KeyframeRequest> = (0..2)
-        .map(|index| KeyframeRequest {
-            index,
-            seed: keyframe_seed(1, index),
-            previous: None,
-        })
-        .collect();
-    let keys = generator.keyframes(&requests)?;
-    let batch = config.decode.batch_size;
-    let latents: Tensor = transition(&keys[0], &keys[1], batch, config.interpolation.easing)?;
-    let mut frames = Vec::new();
-    let decode = measure(
-        format!("decode cppn {width}x{height}, batch {batch}"),
-        15,
-        batch,
-        || {
-            frames = generator.decode(&latents)?;
-            Ok(())
-        },
-    )?;
-    let frame = Frame {
-        seq: 0,
-        width,
-        height,
-        rgb: frames.pop().context("decode gave no frame")?,
-    };
-
-    // Upscale + convert to screen size per pixel format, then the same with the blit into a
-    // memory-backed framebuffer through the fbdev sink, and the blit alone.
-    let mut render = Vec::new();
-    for (label, format) in [
-        ("XRGB8888 32bpp", PixelFormat::XRGB8888),
-        ("RGB888 24bpp", PixelFormat::RGB888),
-        ("RGB565 16bpp", PixelFormat::RGB565),
-    ] {
-        let geometry = Geometry::packed(args.width, args.height, format);
-        let mut renderer = Renderer::new(
-            geometry,
-            (width, height),
-            Fit::Fill,
-            Rotation::None,
-            UpscaleFilter::CatmullRom,
-        )?;
-        let mut out = vec![0u8; geometry.frame_bytes()];
-        let size = format!("{width}x{height} -> {}x{} {label}", args.width, args.height);
-        render.push(measure(format!("upscale+convert {size}"), 60, 1, || {
-            renderer.render(&frame, &mut out)
-        })?);
-        // The sink's mapping only now: the render figure above is taken as before it existed.
-        let (mut sink, path) = memory_framebuffer(args.width, args.height, format)?;
-        anyhow::ensure!(
-            sink.geometry() == geometry,
-            "memory framebuffer has another layout"
-        );
-        render.push(measure(
-            format!("upscale+convert+blit {size} (fbdev, memory)"),
-            60,
-            1,
-            || {
-                renderer.render(&frame, &mut out)?;
-                sink.present(&out)
-            },
-        )?);
-        render.push(measure(
-            format!("blit alone {}x{} {label}", args.width, args.height),
-            60,
-            1,
-            || sink.present(&out),
-        )?);
-        drop(sink);
-        let _ = std::fs::remove_file(path);
-    }
+    let (decode, frame) = measure_decode(&config, width, height)?;
+    let render = measure_render(args, &frame)?;
 
     // The whole pipeline into a null sink: alone, then with every core loaded as well.
     config.buffer.start_seconds = 1.0;
@@ -343,6 +263,101 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     })
 }
 
+/// Decode: one batch of `decode.batch-size` in-between frames of the default CPPN; returns the
+/// measurement and one decoded frame.
+fn measure_decode(
+    config: &Config,
+    width: u32,
+    height: u32,
+) -> anyhow::Result<(Measurement, Frame)> {
+    let mut generator = CppnGenerator::new(
+        &config.cppn,
+        width,
+        height,
+        1,
+        config.keyframe.drift,
+        Device::Cpu,
+    )?;
+    let requests: Vec<KeyframeRequest> = (0..2)
+        .map(|index| KeyframeRequest {
+            index,
+            seed: keyframe_seed(1, index),
+            previous: None,
+        })
+        .collect();
+    let keys = generator.keyframes(&requests)?;
+    let batch = config.decode.batch_size;
+    let latents: Tensor = transition(&keys[0], &keys[1], batch, config.interpolation.easing)?;
+    let mut frames = Vec::new();
+    let decode = measure(
+        format!("decode cppn {width}x{height}, batch {batch}"),
+        15,
+        batch,
+        || {
+            frames = generator.decode(&latents)?;
+            Ok(())
+        },
+    )?;
+    let frame = Frame {
+        seq: 0,
+        width,
+        height,
+        rgb: frames.pop().context("decode gave no frame")?,
+    };
+    Ok((decode, frame))
+}
+
+/// Upscale + convert to screen size per pixel format, then the same with the blit into a
+/// memory-backed framebuffer through the fbdev sink, and the blit alone.
+fn measure_render(args: &BenchArgs, frame: &Frame) -> anyhow::Result<Vec<Measurement>> {
+    let (width, height) = (frame.width, frame.height);
+    let mut render = Vec::new();
+    for (label, format) in [
+        ("XRGB8888 32bpp", PixelFormat::XRGB8888),
+        ("RGB888 24bpp", PixelFormat::RGB888),
+        ("RGB565 16bpp", PixelFormat::RGB565),
+    ] {
+        let geometry = Geometry::packed(args.width, args.height, format);
+        let mut renderer = Renderer::new(
+            geometry,
+            (width, height),
+            Fit::Fill,
+            Rotation::None,
+            UpscaleFilter::CatmullRom,
+        )?;
+        let mut out = vec![0u8; geometry.frame_bytes()];
+        let size = format!("{width}x{height} -> {}x{} {label}", args.width, args.height);
+        render.push(measure(format!("upscale+convert {size}"), 60, 1, || {
+            renderer.render(frame, &mut out)
+        })?);
+        // The sink's mapping only now: the render figure above is taken as before it existed.
+        let (mut sink, path) = memory_framebuffer(args.width, args.height, format)?;
+        anyhow::ensure!(
+            sink.geometry() == geometry,
+            "memory framebuffer has another layout"
+        );
+        render.push(measure(
+            format!("upscale+convert+blit {size} (fbdev, memory)"),
+            60,
+            1,
+            || {
+                renderer.render(frame, &mut out)?;
+                sink.present(&out)
+            },
+        )?);
+        render.push(measure(
+            format!("blit alone {}x{} {label}", args.width, args.height),
+            60,
+            1,
+            || sink.present(&out),
+        )?);
+        drop(sink);
+        let _ = std::fs::remove_file(path);
+    }
+
+    Ok(render)
+}
+
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "dreamframe bench: {} cores, internal {}x{}, screen {}x{}, {} fps, {} s per pipeline run", self.cores, self.internal.0, self.internal.1, self.args.width, self.args.height, self.args.fps, self.args.seconds)?;
@@ -384,7 +399,17 @@ impl fmt::Display for BenchReport {
 }
 
 /// `dreamframe bench-sd`: Stable Diffusion at real layout sizes with random weights.
-pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
+/// A Stable Diffusion generator of `args.preset`'s real size with random weights on
+/// `args.device`, with its spec, device, dtype and image size.
+struct RandomModel {
+    sd: crate::generator::stable_diffusion::StableDiffusionGenerator,
+    spec: crate::generator::stable_diffusion::preset::Spec,
+    device: Device,
+    dtype: candle_core::DType,
+    size: (u32, u32),
+}
+
+fn random_model(args: &crate::cli::BenchSdArgs) -> anyhow::Result<RandomModel> {
     use crate::generator::stable_diffusion::{
         compute_device, preset, SchedulerKind, SdOptions, StableDiffusionGenerator,
         TextConditioning, Theme,
@@ -428,8 +453,25 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
         dtype,
         spec: spec.clone(),
     };
-    let (steps, guidance) = (options.steps, options.guidance);
-    let mut sd = StableDiffusionGenerator::with_random_weights(options, text, true)?;
+    let sd = StableDiffusionGenerator::with_random_weights(options, text, true)?;
+    Ok(RandomModel {
+        sd,
+        spec,
+        device,
+        dtype,
+        size,
+    })
+}
+
+pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
+    let RandomModel {
+        mut sd,
+        spec,
+        device,
+        dtype,
+        size,
+    } = random_model(args)?;
+    let (steps, guidance) = (spec.default_steps, spec.default_guidance);
     let factor = spec.vae_factor() as usize;
     let latents = |batch: usize| {
         Tensor::randn(
@@ -448,7 +490,7 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
     let runs = usize::from(args.runs);
     let mut lines = vec![format!(
         "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}",
-        preset.name(),
+        args.preset,
         spec.prediction,
         size.0,
         size.1,

@@ -86,9 +86,13 @@ impl ConsoleGuard {
         ACTIVE_BLANK_MINUTES.store(blank_minutes, Ordering::SeqCst);
         ACTIVE_FD.store(fd, Ordering::SeqCst);
         log::info!(
-            "console path={} mode=graphics previous_mode={}",
-            path.display(),
-            previous
+            "{}",
+            crate::events::Console {
+                path: path.display().to_string(),
+                mode: "graphics".into(),
+                previous_mode: Some(previous.into()),
+                error: None,
+            }
         );
         Ok(Self {
             file,
@@ -105,12 +109,15 @@ impl Drop for ConsoleGuard {
         let restored = set_mode(self.file.as_raw_fd(), self.previous);
         // A short or failed write only leaves the cursor or blanking as they were.
         let _ = (&self.file).write_all(restore_sequence(self.blank_minutes).as_bytes());
-        match restored {
-            Ok(()) => log::info!("console path={} mode=restored", self.path.display()),
-            Err(error) => log::error!(
-                "console path={} restore_failed error=\"{error}\"",
-                self.path.display()
-            ),
+        let event = crate::events::Console {
+            path: self.path.display().to_string(),
+            mode: "restored".into(),
+            previous_mode: None,
+            error: restored.err().map(|error| error.to_string()),
+        };
+        match event.error {
+            None => log::info!("{event}"),
+            Some(_) => log::error!("{event}"),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod console;
 pub mod events;
 pub mod files;
 pub mod generator;
+pub mod launch;
 pub mod logging;
 pub mod pipeline;
 pub mod render;

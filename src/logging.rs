@@ -97,10 +97,13 @@ pub fn init(
                 loggers.push(WriteLogger::new(level, config, rotating));
             }
             Err(error) => {
-                warning = Some(format!(
-                    "log_file_unavailable path={} error=\"{error}\"",
-                    path.display()
-                ))
+                warning = Some(
+                    crate::events::LogFileUnavailable {
+                        path: path.display().to_string(),
+                        error: error.to_string(),
+                    }
+                    .to_string(),
+                )
             }
         }
     }

@@ -128,16 +128,25 @@ pub fn usable(path: &Path, generator: &str, seed: u64) -> Option<ResumeState> {
         Ok(None) => None,
         Ok(Some(state)) if state.generator != generator || state.seed != seed => {
             log::warn!(
-                "resume_ignored path={} saved_generator={} saved_seed={} generator={generator} seed={seed}: starting fresh",
-                path.display(),
-                state.generator,
-                state.seed
+                "{}",
+                crate::events::ResumeIgnored {
+                    path: path.display().to_string(),
+                    saved_generator: state.generator.clone(),
+                    saved_seed: state.seed,
+                    generator: generator.into(),
+                    seed,
+                }
             );
             None
         }
         Ok(Some(state)) => Some(state),
         Err(error) => {
-            log::warn!("resume_unreadable error=\"{error:#}\": starting fresh");
+            log::warn!(
+                "{}",
+                crate::events::ResumeUnreadable {
+                    error: format!("{error:#}")
+                }
+            );
             None
         }
     }

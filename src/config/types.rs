@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+use serde::Serialize;
 
 /// Where finished frames are shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SinkKind {
     Fbdev,
     Terminal,
@@ -16,7 +18,8 @@ pub enum SinkKind {
 }
 
 /// How the internal image is mapped onto a screen of another aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fit {
     /// Whole image visible, black bars where the aspect ratios differ.
     Fit,
@@ -28,13 +31,43 @@ pub enum Fit {
 
 /// Clockwise turn of the picture on the framebuffer, for screens mounted on their side or upside
 /// down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rotation {
     #[default]
     None,
     Clockwise90,
     Half,
     Clockwise270,
+}
+
+impl Fit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fit::Fit => "fit",
+            Fit::Fill => "fill",
+            Fit::Stretch => "stretch",
+        }
+    }
+}
+
+impl Easing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Easing::Linear => "linear",
+            Easing::Smoothstep => "smoothstep",
+        }
+    }
+}
+
+impl UnderrunPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnderrunPolicy::Hold => "hold",
+            UnderrunPolicy::SlowDown => "slow-down",
+            UnderrunPolicy::PingPong => "ping-pong",
+        }
+    }
 }
 
 impl Rotation {
@@ -53,7 +86,8 @@ impl Rotation {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UpscaleFilter {
     Nearest,
     Bilinear,
@@ -61,7 +95,8 @@ pub enum UpscaleFilter {
     Lanczos3,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     Cppn,
     StableDiffusion,
@@ -70,14 +105,16 @@ pub enum ModelKind {
 }
 
 /// Where a model runs. There is never a silent move from CUDA to the CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ComputeDevice {
     Cpu,
     Cuda(usize),
 }
 
 /// What happens when the configured model can't be loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fallback {
     /// Show the built-in generator (and say so in the log and status.json).
     Cppn,
@@ -85,14 +122,16 @@ pub enum Fallback {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Easing {
     Linear,
     Smoothstep,
 }
 
 /// What the display does when generation is slower than playback and the buffer runs dry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UnderrunPolicy {
     /// Keep the last frame on screen until the buffer has refilled.
     Hold,
@@ -102,12 +141,14 @@ pub enum UnderrunPolicy {
     PingPong,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
     /// Seed of the whole run; `None` picks one at start (and logs it).
     pub seed: Option<u64>,
     pub display: DisplayConfig,
     pub model: ModelConfig,
+    pub cppn: CppnConfig,
     pub prompts: PromptsConfig,
     pub keyframe: KeyframeConfig,
     pub interpolation: InterpolationConfig,
@@ -119,7 +160,8 @@ pub struct Config {
     pub schedule: Vec<Period>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct DisplayConfig {
     pub sink: SinkKind,
     pub fps: f64,
@@ -135,13 +177,15 @@ pub struct DisplayConfig {
     pub realtime: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ModelConfig {
     pub kind: ModelKind,
     /// Internal resolution (cppn frames, or the Stable Diffusion generation size); `None` picks
     /// the model's own: 256x144 for cppn, the preset's native size for Stable Diffusion.
     pub size: Option<(u32, u32)>,
-    pub cppn: CppnConfig,
+    /// The Stable Diffusion keys (in the file they sit in [model] too).
+    #[serde(flatten)]
     pub stable_diffusion: SdConfig,
     pub fallback: Fallback,
 }
@@ -163,7 +207,8 @@ impl ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct SdConfig {
     pub preset: Preset,
     pub weights_dir: PathBuf,
@@ -174,7 +219,8 @@ pub struct SdConfig {
     pub scheduler: SchedulerKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct PromptsConfig {
     pub rotation_interval: u64,
     pub themes: Vec<Theme>,
@@ -189,7 +235,8 @@ pub const SD_MAX_SIZE: u32 = 2048;
 pub const TERMINAL_MAX_COLUMNS: u32 = 500;
 pub const TERMINAL_MAX_ROWS: u32 = 250;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CppnConfig {
     pub latent_size: usize,
     pub hidden_units: usize,
@@ -197,7 +244,8 @@ pub struct CppnConfig {
     pub zoom: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct KeyframeConfig {
     /// How far each keyframe moves away from the previous one, 0 (same) to 1 (unrelated).
     pub drift: f64,
@@ -205,7 +253,8 @@ pub struct KeyframeConfig {
     pub denoise: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct InterpolationConfig {
     pub frames_per_transition: usize,
     pub easing: Easing,
@@ -213,14 +262,16 @@ pub struct InterpolationConfig {
     pub resolution_divisor: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct DecodeConfig {
     pub batch_size: usize,
     /// Decode in-between frames with the tiny autoencoder (TAESD); keyframes keep the full VAE.
     pub tiny_decoder: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct BufferConfig {
     pub seconds: f64,
     pub start_seconds: f64,
@@ -229,7 +280,8 @@ pub struct BufferConfig {
     pub underrun: UnderrunPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct OutputConfig {
     /// Folder for status.json, snapshot.png and the log; `None` picks one (see `resolve_dir`).
     pub dir: Option<PathBuf>,
@@ -240,7 +292,8 @@ pub struct OutputConfig {
     pub resume: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct LogConfig {
     pub level: LevelFilter,
     /// Log file name, relative to the log folder unless absolute; `None` logs to stderr only.
@@ -251,13 +304,15 @@ pub struct LogConfig {
     pub files: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Theme {
     pub positive: String,
     pub negative: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SchedulerKind {
     /// Deterministic: a seed reproduces its keyframe.
     Ddim,
@@ -265,7 +320,8 @@ pub enum SchedulerKind {
     EulerAncestral,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// stabilityai/sd-turbo: the SD 2.1 architecture distilled for 1-4 steps, no guidance.
     SdTurbo,
@@ -298,7 +354,8 @@ impl Preset {
 }
 
 /// What a period does to the display.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ScheduleAction {
     /// Picture brightness multiplied by this factor (0.05 to 1).
     Dim(f64),
@@ -307,7 +364,8 @@ pub enum ScheduleAction {
 }
 
 /// A daily period; `to` before `from` runs over midnight.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Period {
     /// Minutes after local midnight.
     pub from: u32,

@@ -73,9 +73,7 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
     let log = validate_log(&raw.log, c);
     let schedule = validate_schedule(&raw.schedule, c);
     let (width, height) = model.frame_size(divisor);
-    if let Err(why) =
-        FrameBudget::plan(buffer.max_bytes, width as usize * height as usize * 3, 1, 1)
-    {
+    if let Err(why) = FrameBudget::plan(buffer.max_bytes, width as usize * height as usize * 3, 1) {
         c.report_key(
             "buffer.max-megabytes",
             &(buffer.max_bytes / (1024 * 1024)).to_string(),
@@ -87,6 +85,12 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         schedule,
         display,
         model,
+        cppn: CppnConfig {
+            latent_size: c.range_u32("cppn.latent-size", raw.cppn.latent_size, 2, 256) as usize,
+            hidden_units: c.range_u32("cppn.hidden-units", raw.cppn.hidden_units, 4, 128) as usize,
+            layers: c.range_u32("cppn.layers", raw.cppn.layers, 1, 12) as usize,
+            zoom: c.range_f64("cppn.zoom", raw.cppn.zoom, 0.1, 20.0),
+        },
         prompts,
         keyframe: KeyframeConfig {
             drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),
@@ -235,12 +239,6 @@ fn validate_model(raw: &RawConfig, divisor: u32, c: &mut Checker) -> ModelConfig
     ModelConfig {
         kind,
         size,
-        cppn: CppnConfig {
-            latent_size: c.range_u32("cppn.latent-size", raw.cppn.latent_size, 2, 256) as usize,
-            hidden_units: c.range_u32("cppn.hidden-units", raw.cppn.hidden_units, 4, 128) as usize,
-            layers: c.range_u32("cppn.layers", raw.cppn.layers, 1, 12) as usize,
-            zoom: c.range_f64("cppn.zoom", raw.cppn.zoom, 0.1, 20.0),
-        },
         stable_diffusion: SdConfig {
             preset: c.choice(
                 "model.preset",

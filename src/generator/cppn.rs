@@ -163,7 +163,10 @@ impl CppnGenerator {
     /// Layer one's coordinate half for pixels `start..start + count` (row-major): [count, hidden].
     fn features_of(&self, start: usize, count: usize) -> candle_core::Result<Tensor> {
         if let Some(features) = &self.coordinate_features {
-            return features.narrow(0, start, count);
+            if start == 0 && count == features.dim(0)? {
+                return Ok(features.clone());
+            }
+            return features.narrow(0, start, count)?.contiguous();
         }
         // Coordinates centred on the screen; y spans [-zoom, zoom], x keeps the aspect ratio.
         let (width, height) = (self.width as usize, self.height as usize);
@@ -226,36 +229,49 @@ impl Generator for CppnGenerator {
             self.latent_size
         );
         // candle's CPU element-wise ops (the activations, most of the cost) run on one core:
-        // decode a share of the pixels on every core instead (a share of the rows, so that a
-        // single frame, like the first keyframe, uses them all too).
+        // every core takes a share. A batch at least as large as the cores is shared by latents
+        // (whole frames: the fastest split, measured); a smaller one, like the first keyframe
+        // decoded alone, by rows, so a single frame uses every core too.
         let pixels = self.width as usize * self.height as usize;
         let threads = self
             .threads
             .min(pixels.div_ceil(MIN_PIXELS_PER_THREAD))
             .max(1);
         let z = latents.to_dtype(DType::F32)?.matmul(&self.latent_weight)?; // [batch, hidden]
+                                                                            // (first latent, latents, first pixel, pixels) per worker.
+        let shares: Vec<(usize, usize, usize, usize)> = if batch >= threads {
+            let step = batch.div_ceil(threads);
+            (0..batch)
+                .step_by(step)
+                .map(|first| (first, step.min(batch - first), 0, pixels))
+                .collect()
+        } else {
+            let step = pixels.div_ceil(threads);
+            (0..pixels)
+                .step_by(step)
+                .map(|first| (0, batch, first, step.min(pixels - first)))
+                .collect()
+        };
         let mut frames = vec![vec![0u8; pixels * 3]; batch];
-        let share = pixels.div_ceil(threads);
         let this: &Self = self;
         std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..pixels)
-                .step_by(share)
-                .map(|start| {
-                    let z = &z;
-                    let count = share.min(pixels - start);
-                    (
-                        start,
-                        count,
-                        scope.spawn(move || this.colours(z, start, count)),
-                    )
+            let workers: Vec<_> = shares
+                .into_iter()
+                .map(|(latent, latents, first, count)| {
+                    let z = z.narrow(0, latent, latents).and_then(|z| z.contiguous());
+                    let worker = scope.spawn(move || this.colours(&z?, first, count));
+                    (latent, first, count, worker)
                 })
                 .collect();
-            for (start, count, worker) in workers {
+            for (latent, first, count, worker) in workers {
                 let colours = worker
                     .join()
                     .map_err(|_| anyhow::anyhow!("cppn decode worker panicked"))??;
-                for (frame, part) in frames.iter_mut().zip(colours.chunks_exact(count * 3)) {
-                    frame[start * 3..(start + count) * 3].copy_from_slice(part);
+                for (frame, part) in frames[latent..]
+                    .iter_mut()
+                    .zip(colours.chunks_exact(count * 3))
+                {
+                    frame[first * 3..(first + count) * 3].copy_from_slice(part);
                 }
             }
             anyhow::Ok(())
@@ -269,33 +285,16 @@ impl CppnGenerator {
     /// ([batch, hidden]), latent after latent, evaluated in tiles.
     fn colours(&self, z: &Tensor, first: usize, count: usize) -> anyhow::Result<Vec<u8>> {
         let (batch, hidden) = z.dims2()?;
-        let mut out = vec![0u8; batch * count * 3];
         let tile = (self.tile_values / (batch * hidden).max(1)).clamp(1, count.max(1));
+        if tile >= count {
+            // One tile: its colours are the answer, already latent after latent.
+            return self.tile_colours(z, first, count);
+        }
+        let mut out = vec![0u8; batch * count * 3];
         let mut offset = 0;
         while offset < count {
             let length = tile.min(count - offset);
-            let mut h = self
-                .features_of(first + offset, length)?
-                .unsqueeze(0)?
-                .broadcast_add(&z.unsqueeze(1)?)? // [batch, length, hidden]
-                .tanh()?
-                .reshape((batch * length, hidden))?;
-            for layer in &self.hidden {
-                h = layer
-                    .activation
-                    .apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
-            }
-            // Colour: each channel a sine of the output, so the fields cycle through the palette
-            // instead of saturating to flat regions.
-            let rgb = h
-                .matmul(&self.output_weight)?
-                .broadcast_add(&self.output_phase)?
-                .sin()?
-                .affine(127.5, 127.5)?
-                .clamp(0.0, 255.0)?
-                .to_dtype(DType::U8)?
-                .flatten_all()?
-                .to_vec1::<u8>()?;
+            let rgb = self.tile_colours(z, first + offset, length)?;
             for (latent, part) in rgb.chunks_exact(length * 3).enumerate() {
                 let at = (latent * count + offset) * 3;
                 out[at..at + length * 3].copy_from_slice(part);
@@ -303,6 +302,33 @@ impl CppnGenerator {
             offset += length;
         }
         Ok(out)
+    }
+
+    /// RGB8 of pixels `first..first + count` for every latent projection in `z`, latent after
+    /// latent, in one pass.
+    fn tile_colours(&self, z: &Tensor, first: usize, count: usize) -> anyhow::Result<Vec<u8>> {
+        let (batch, hidden) = z.dims2()?;
+        let mut h = self
+            .features_of(first, count)?
+            .unsqueeze(0)?
+            .broadcast_add(&z.unsqueeze(1)?)? // [batch, count, hidden]
+            .tanh()?
+            .reshape((batch * count, hidden))?;
+        for layer in &self.hidden {
+            h = layer
+                .activation
+                .apply(&h.matmul(&layer.weight)?.broadcast_add(&layer.bias)?)?;
+        }
+        // Colour: each channel a sine of the output, so the fields cycle through the palette
+        // instead of saturating to flat regions.
+        Ok(h.matmul(&self.output_weight)?
+            .broadcast_add(&self.output_phase)?
+            .sin()?
+            .affine(127.5, 127.5)?
+            .clamp(0.0, 255.0)?
+            .to_dtype(DType::U8)?
+            .flatten_all()?
+            .to_vec1::<u8>()?)
     }
 }
 

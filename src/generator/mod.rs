@@ -8,6 +8,8 @@
 //! logs it and retries later; the display keeps playing what is buffered.
 
 pub mod cppn;
+/// Test double: flat colours, steerable (slow, stalled, failing). Not in the shipped binary.
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod fake;
 pub mod stable_diffusion;
 pub mod test_pattern;
@@ -45,8 +47,9 @@ pub trait Generator: Send {
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         self.decode(latent)
     }
-    /// What else identifies keyframe `index` in the log (e.g. `theme=2`), so it can be reproduced.
-    fn keyframe_label(&self, _index: u64) -> Option<String> {
+    /// The theme (its index and positive prompt) of keyframe `index`, for the log, so the
+    /// keyframe can be reproduced; `None` for generators without prompts.
+    fn keyframe_label(&self, _index: u64) -> Option<(u64, &str)> {
         None
     }
     /// New themes from a reload; generators without prompts ignore them.
@@ -63,7 +66,7 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
     use crate::config::{Fallback, ModelKind, CPPN_DEFAULT_SIZE};
     let cppn = |size: (u32, u32)| -> anyhow::Result<cppn::CppnGenerator> {
         cppn::CppnGenerator::new(
-            &config.model.cppn,
+            &config.cppn,
             size.0,
             size.1,
             seed,
@@ -85,7 +88,12 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
                 Err(error) if config.model.fallback == Fallback::Cppn => {
                     let reason = format!("{error:#}");
                     log::warn!(
-                        "model_unavailable kind=stable-diffusion fallback=cppn error=\"{reason}\""
+                        "{}",
+                        crate::events::ModelUnavailable {
+                            kind: "stable-diffusion".into(),
+                            fallback: "cppn".into(),
+                            error: reason.clone(),
+                        }
                     );
                     Ok(Box::new(FallbackGenerator::new(
                         cppn(CPPN_DEFAULT_SIZE)?,

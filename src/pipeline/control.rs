@@ -1,82 +1,175 @@
-//! Live settings: what a reload (SIGHUP) or the night schedule changes while the display runs,
-//! without reloading the model or blanking the screen.
+//! The pipeline's control: one `Control` shared by every stage thread and the orchestrator. It
+//! carries the stop flag, the schedule's blank and brightness, and the current `Settings`: the
+//! reloadable part of the config (`LiveSettings`, each key listed once, below) together with
+//! every count derived from it and the frame budget (`Settings::derive`, the one place where
+//! fps turns into frame counts). A reload publishes new `Settings`; readers compare a
+//! generation counter (one atomic load) at their natural points (the pacer every deadline,
+//! playback every frame, the decoder every transition, the keyframe stage every keyframe) and
+//! copy the settings only when it moved.
 //!
-//! Written by the orchestrator (tokio) only; read by the stage threads at their natural points:
-//! the pacer at every deadline (fps, blank), the playback thread at every frame (fit, rotation,
-//! brightness), the decoder at every transition (frames per transition, easing) and the keyframe
-//! thread at every keyframe (themes, blank). Readers compare a generation counter (one atomic
-//! load) and copy the settings only when it moved. Nothing here fails.
+//! Written by the orchestrator (tokio); read by the stage threads. Nothing here fails: a
+//! poisoned lock (a panic while holding it) still holds consistent settings and is used.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::config::{Config, Easing, Fit, PromptsConfig, Rotation};
+use crate::config::{Config, Easing, Fit, FrameBudget, Period, PromptsConfig, Rotation};
 
-/// How often a paused stage looks again whether the screen is still blanked.
-pub const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often a paused or backing-off stage looks whether it must stop.
+pub const POLL: Duration = Duration::from_millis(50);
+/// How often a stage paused by the blank schedule looks whether the screen is back.
+pub const PAUSE_POLL: Duration = Duration::from_millis(200);
+/// Fewer recent frames than this make ping-pong a two-frame flicker: playback holds instead.
+pub const MIN_PING_PONG_FRAMES: usize = 8;
 
-/// The reloadable part of the config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveSettings {
-    pub fps: f64,
-    pub fit: Fit,
-    pub rotation: Rotation,
-    pub frames_per_transition: usize,
-    pub easing: Easing,
-    pub prompts: PromptsConfig,
-    pub schedule: Vec<crate::service::schedule::Period>,
+/// Declares the reloadable settings once: each field and the config field it comes from.
+macro_rules! live_settings {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty = $($path:ident).+ ),* $(,)?) => {
+        /// The part of the config a reload applies while the display runs.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct LiveSettings {
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        impl LiveSettings {
+            pub fn from_config(config: &Config) -> Self {
+                Self { $( $name: config.$($path).+.clone(), )* }
+            }
+
+            /// Writes these values into `config`.
+            pub fn apply_to(&self, config: &mut Config) {
+                $( config.$($path).+ = self.$name.clone(); )*
+            }
+        }
+    };
 }
 
-impl LiveSettings {
-    pub fn from_config(config: &Config) -> Self {
+live_settings! {
+    fps: f64 = display.fps,
+    fit: Fit = display.fit,
+    rotation: Rotation = display.rotation,
+    frames_per_transition: usize = interpolation.frames_per_transition,
+    easing: Easing = interpolation.easing,
+    prompts: PromptsConfig = prompts,
+    schedule: Vec<Period> = schedule,
+}
+
+/// What the stages run by: the live settings and every count derived from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub live: LiveSettings,
+    /// One display period, 1/fps.
+    pub period: Duration,
+    /// Frames the buffer may hold by time: `buffer.seconds` of them (bytes bound it too).
+    pub buffer_frames: usize,
+    /// Frames buffered before playback starts (`buffer.start-seconds`).
+    pub start_frames: usize,
+    /// Frames buffered before playback resumes after an underrun (`buffer.resume-seconds`).
+    pub resume_frames: usize,
+    /// Frames of replay history: one second, at least `MIN_PING_PONG_FRAMES`, at most what the
+    /// budget keeps for it.
+    pub recent_frames: usize,
+}
+
+impl Settings {
+    /// The settings for `config` (its live part and its restart-only buffer seconds) within
+    /// `budget`.
+    pub fn derive(config: &Config, budget: &FrameBudget) -> Self {
+        let live = LiveSettings::from_config(config);
+        let fps = live.fps;
+        let frames = |seconds: f64| (seconds * fps).ceil() as usize;
         Self {
-            fps: config.display.fps,
-            fit: config.display.fit,
-            rotation: config.display.rotation,
-            frames_per_transition: config.interpolation.frames_per_transition,
-            easing: config.interpolation.easing,
-            prompts: config.prompts.clone(),
-            schedule: config.schedule.clone(),
+            period: Duration::from_secs_f64(1.0 / fps),
+            buffer_frames: frames(config.buffer.seconds).max(1),
+            start_frames: frames(config.buffer.start_seconds).max(1),
+            resume_frames: frames(config.buffer.resume_seconds).max(1),
+            recent_frames: (fps.ceil() as usize)
+                .max(MIN_PING_PONG_FRAMES)
+                .min(budget.history_frames),
+            live,
         }
     }
 }
 
-pub struct Live {
-    generation: AtomicU64,
-    settings: Mutex<LiveSettings>,
+/// Config keys that differ between `old` and `new` outside the live settings: what a reload
+/// can't apply until a restart (dotted, e.g. "display.upscale-filter").
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut merged = new.clone();
+    LiveSettings::from_config(old).apply_to(&mut merged);
+    let (Ok(old), Ok(merged)) = (serde_json::to_value(old), serde_json::to_value(&merged)) else {
+        return vec!["(the config could not be compared)".into()];
+    };
+    let mut keys = Vec::new();
+    differing_keys(&old, &merged, "", &mut keys);
+    keys
+}
+
+fn differing_keys(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (key, value) in a {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match b.get(key) {
+                    Some(other) => differing_keys(value, other, &path, out),
+                    None => out.push(path),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(at.to_string()),
+        _ => {}
+    }
+}
+
+/// Stop, blank, brightness and the settings, shared by the stages.
+pub struct Control {
+    stop: AtomicBool,
     blanked: AtomicBool,
     /// Picture brightness in thousandths (1000: unchanged).
     brightness_permille: AtomicU32,
+    generation: AtomicU64,
+    settings: Mutex<Arc<Settings>>,
 }
 
-impl Live {
-    pub fn new(settings: LiveSettings) -> Self {
+impl Control {
+    pub fn new(settings: Settings) -> Self {
         Self {
-            generation: AtomicU64::new(0),
-            settings: Mutex::new(settings),
+            stop: AtomicBool::new(false),
             blanked: AtomicBool::new(false),
             brightness_permille: AtomicU32::new(1000),
+            generation: AtomicU64::new(0),
+            settings: Mutex::new(Arc::new(settings)),
         }
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    pub fn settings(&self) -> LiveSettings {
-        self.settings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(
+            &self
+                .settings
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Publishes new settings; every reader picks them up at its next check.
-    pub fn update(&self, settings: LiveSettings) {
+    pub fn update(&self, settings: Settings) {
         *self
             .settings
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn blanked(&self) -> bool {
@@ -95,109 +188,118 @@ impl Live {
         let permille = (factor.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.brightness_permille.store(permille, Ordering::Relaxed);
     }
+
+    /// Sleeps `duration` in short slices; false when told to stop meanwhile.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let mut left = duration;
+        while !left.is_zero() {
+            if self.stopping() {
+                return false;
+            }
+            let step = left.min(POLL);
+            std::thread::sleep(step);
+            left -= step;
+        }
+        !self.stopping()
+    }
+
+    /// Waits while the schedule has the screen blanked (generation pauses then); false when
+    /// told to stop.
+    pub fn wait_while_blanked(&self) -> bool {
+        while self.blanked() {
+            if !self.sleep(PAUSE_POLL) {
+                return false;
+            }
+        }
+        !self.stopping()
+    }
 }
 
-/// A reader's view: `changed` is true once per update.
+/// A reader's view of the settings: `changed` returns them once per update.
 pub struct Watcher {
     seen: u64,
 }
 
 impl Watcher {
-    pub fn new(live: &Live) -> Self {
+    pub fn new(control: &Control) -> Self {
         Self {
-            seen: live.generation(),
+            seen: control.generation.load(Ordering::Acquire),
         }
     }
 
     /// The new settings if they changed since the last call.
-    pub fn changed(&mut self, live: &Live) -> Option<LiveSettings> {
-        let now = live.generation();
+    pub fn changed(&mut self, control: &Control) -> Option<Arc<Settings>> {
+        let now = control.generation.load(Ordering::Acquire);
         (now != self.seen).then(|| {
             self.seen = now;
-            live.settings()
+            control.settings()
         })
     }
-}
-
-/// Config sections a reload can't change while running: their names, for the log.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let d = (&old.display, &new.display);
-    if d.0.sink != d.1.sink
-        || d.0.framebuffer != d.1.framebuffer
-        || d.0.console != d.1.console
-        || d.0.terminal_size != d.1.terminal_size
-    {
-        keys.push("display (sink, framebuffer, console, terminal size)");
-    }
-    if d.0.upscale_filter != d.1.upscale_filter {
-        keys.push("display.upscale-filter");
-    }
-    if d.0.realtime != d.1.realtime {
-        keys.push("display.realtime");
-    }
-    if old.seed != new.seed {
-        keys.push("seed");
-    }
-    if old.model != new.model {
-        keys.push("model");
-    }
-    if old.keyframe != new.keyframe {
-        keys.push("keyframe");
-    }
-    if old.interpolation.resolution_divisor != new.interpolation.resolution_divisor {
-        keys.push("interpolation.resolution-divisor");
-    }
-    if old.decode != new.decode {
-        keys.push("decode");
-    }
-    if old.buffer != new.buffer {
-        keys.push("buffer");
-    }
-    if old.output != new.output {
-        keys.push("output");
-    }
-    if old.log != new.log {
-        keys.push("log");
-    }
-    keys
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_watcher_sees_each_update_once() {
-        let config = Config::default();
-        let live = Live::new(LiveSettings::from_config(&config));
-        let mut watcher = Watcher::new(&live);
-        assert!(watcher.changed(&live).is_none());
-        let mut settings = live.settings();
-        settings.fps = 12.0;
-        live.update(settings);
-        assert_eq!(watcher.changed(&live).map(|s| s.fps), Some(12.0));
-        assert!(watcher.changed(&live).is_none());
-        live.set_brightness(0.3);
-        assert!((live.brightness() - 0.3).abs() < 1e-6);
+    fn budget() -> FrameBudget {
+        FrameBudget::plan(512 * 1024 * 1024, 110_592, 10).expect("fits")
     }
 
     #[test]
-    fn restart_only_changes_are_named() {
+    fn a_watcher_sees_each_update_once() {
+        let config = Config::default();
+        let control = Control::new(Settings::derive(&config, &budget()));
+        let mut watcher = Watcher::new(&control);
+        assert!(watcher.changed(&control).is_none());
+        let mut faster = config.clone();
+        faster.display.fps = 12.0;
+        control.update(Settings::derive(&faster, &budget()));
+        assert_eq!(watcher.changed(&control).map(|s| s.live.fps), Some(12.0));
+        assert!(watcher.changed(&control).is_none());
+        control.set_brightness(0.3);
+        assert!((control.brightness() - 0.3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn every_count_follows_the_fps() {
+        let mut config = Config::default(); // 30 s buffer, start 10 s, resume 2 s
+        for (fps, buffer, start, resume, recent) in [
+            (30.0, 900, 300, 60, 30),
+            (10.0, 300, 100, 20, MIN_PING_PONG_FRAMES.max(10)),
+            (60.0, 1800, 600, 120, 60),
+            (2.0, 60, 20, 4, MIN_PING_PONG_FRAMES),
+        ] {
+            config.display.fps = fps;
+            let s = Settings::derive(&config, &budget());
+            assert_eq!(
+                (
+                    s.buffer_frames,
+                    s.start_frames,
+                    s.resume_frames,
+                    s.recent_frames
+                ),
+                (buffer, start, resume, recent),
+                "{fps} fps"
+            );
+            assert_eq!(s.period, Duration::from_secs_f64(1.0 / fps));
+        }
+    }
+
+    #[test]
+    fn restart_only_changes_are_named_and_live_ones_are_not() {
         let old = Config::default();
         let mut new = old.clone();
         new.display.fps = 10.0;
         new.display.rotation = Rotation::Half;
         new.interpolation.frames_per_transition = 7;
+        new.prompts.rotation_interval = 3;
         assert!(needs_restart(&old, &new).is_empty());
         new.decode.batch_size = 3;
         new.display.sink = crate::config::SinkKind::Null;
+        new.cppn.zoom = 2.0;
         assert_eq!(
             needs_restart(&old, &new),
-            vec![
-                "display (sink, framebuffer, console, terminal size)",
-                "decode"
-            ]
+            vec!["cppn.zoom", "decode.batch-size", "display.sink"]
         );
     }
 }

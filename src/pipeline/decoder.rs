@@ -6,43 +6,43 @@
 //! next is made; the transition ends with the new keyframe itself, through the generator's best
 //! decoder. So nothing holds more than one batch of frames outside the frame buffer.
 //!
-//! Inputs: `Keyframe`s from the keyframe stage. Outputs: `Frame`s into the frame buffer, which
-//! blocks this thread while full (never while the model lock is held). Runs on the "decoder"
-//! thread. A decode error is logged and the same batch retried with backoff, so the picture
-//! never jumps; playback meanwhile follows the underrun policy. Ends when the buffer is closed,
-//! the stop flag is set or the keyframe stage has gone. Logs one `[TIMING]` line per transition.
+//! Inputs: `Keyframe`s from the keyframe stage; transition length and easing from the settings
+//! (read once per transition). Outputs: `Frame`s into the frame buffer, which blocks this thread
+//! while full (never while the model lock is held). Runs on the "decoder" thread and pauses
+//! while the schedule blanks the screen. A decode error is logged and the same batch retried
+//! with backoff, so the picture never jumps; playback meanwhile follows the underrun policy.
+//! Ends when the buffer is closed, the pipeline stops or the keyframe stage has gone. Logs one
+//! `[TIMING] transition` line per transition.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
-use crate::config::Easing;
+use super::control::{Control, Settings, Watcher};
+use super::frame_buffer::{Frame, FrameBuffer};
+use super::interpolation::Transition;
+use super::keyframes::Keyframe;
+use super::stage::Retry;
+use super::stats::{PipelineStats, TimingSnapshot};
+use crate::events;
 use crate::generator::ModelLock;
-use crate::pipeline::frame_buffer::{Frame, FrameBuffer};
-use crate::pipeline::interpolation::Transition;
-use crate::pipeline::keyframes::Keyframe;
-use crate::pipeline::stage::Backoff;
-use crate::pipeline::stats::PipelineStats;
 
 pub struct DecodeStage {
     pub model: Arc<ModelLock>,
     pub input: Receiver<Keyframe>,
     pub buffer: Arc<FrameBuffer>,
-    pub frames_per_transition: usize,
-    pub easing: Easing,
     /// Frames decoded at once (the budget's `decode_batch`); halved on out-of-memory.
     pub batch_size: usize,
-    pub fps: f64,
     pub stats: Arc<PipelineStats>,
-    pub stop: Arc<AtomicBool>,
-    /// Transition length and easing from reloads; decoding pauses while the screen is blanked.
-    pub live: Arc<crate::pipeline::control::Live>,
-    pub watcher: crate::pipeline::control::Watcher,
+    pub control: Arc<Control>,
+    pub watcher: Watcher,
+    /// The settings the current transition uses.
+    pub settings: Arc<Settings>,
     /// Upscale timings up to the last `[TIMING]` line, for the next line's mean.
-    pub upscale_mark: crate::pipeline::stats::TimingSnapshot,
+    pub upscale_mark: TimingSnapshot,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -77,10 +77,6 @@ struct TransitionTimes {
 }
 
 impl DecodeStage {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
     /// Decodes `latents` (all keyframes when `keyframe`), retrying with backoff until it works
     /// or the stage must end. Halves the batch size on out-of-memory.
     fn decode(
@@ -89,9 +85,9 @@ impl DecodeStage {
         keyframe: bool,
         times: &mut TransitionTimes,
     ) -> Result<Vec<Vec<u8>>, Ended> {
-        let mut backoff = Backoff::default();
+        let mut retry = Retry::default();
         loop {
-            if self.stopping() {
+            if self.control.stopping() {
                 return Err(Ended::Stopped);
             }
             let (mut model, lock_wait) = self.model.lock();
@@ -116,16 +112,24 @@ impl DecodeStage {
             };
             if count > 1 && self.batch_size > 1 && is_out_of_memory(&error) {
                 let halved = self.batch_size / 2;
-                log::warn!("decode_out_of_memory batch_size={} retry_batch_size={halved} error=\"{error:#}\"", self.batch_size);
+                log::warn!(
+                    "{}",
+                    events::DecodeOutOfMemory {
+                        batch_size: self.batch_size,
+                        retry_batch_size: halved,
+                        error: format!("{error:#}"),
+                    }
+                );
                 self.batch_size = halved;
                 return self.decode_split(latents, times);
             }
-            self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "generator_error stage=decode frames={count} retry_in_s={} error=\"{error:#}\"",
-                backoff.next_delay().as_secs()
-            );
-            if !backoff.sleep(&self.stop) {
+            let event = events::GeneratorError {
+                stage: "decode".into(),
+                frames: Some(count),
+                error: format!("{error:#}"),
+                ..Default::default()
+            };
+            if !retry.failed(&self.control, &self.stats, event) {
                 return Err(Ended::Stopped);
             }
         }
@@ -170,16 +174,22 @@ impl DecodeStage {
 
     /// Frames 1..=N of the walk from `from` to `to`: the in-betweens in batches, then `to`.
     fn walk(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
-        let frames = self.frames_per_transition.max(1);
+        let frames = self.settings.live.frames_per_transition.max(1);
+        let easing = self.settings.live.easing;
         let started = Instant::now();
-        let walk = match Transition::new(&from.latent, &to.latent, frames, self.easing) {
+        let walk = match Transition::new(&from.latent, &to.latent, frames, easing) {
             Ok(walk) => walk,
             Err(error) => {
                 // Keyframes of different shapes (a generator swap): cut to the new one.
                 log::warn!(
-                    "generator_error stage=decode from={} to={} error=\"{error:#}\": cutting to the keyframe",
-                    from.index,
-                    to.index
+                    "{}",
+                    events::GeneratorError {
+                        stage: "decode".into(),
+                        from: Some(from.index),
+                        to: Some(to.index),
+                        error: format!("{error:#} (cutting to the keyframe)"),
+                        ..Default::default()
+                    }
                 );
                 let keyframe = self.decode(
                     &to.latent.unsqueeze(0)?,
@@ -222,17 +232,20 @@ impl DecodeStage {
         let level = self.buffer.level();
         let upscale = self.stats.upscale.snapshot();
         log::info!(
-            "[TIMING] transition from={} to={} frames={frames} slerp_ms={:.3} decode_ms={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} lock_wait_ms={:.3} lock_acquisitions={} buffer_frames={} buffer_seconds={:.2}",
-            from.index,
-            to.index,
-            times.slerp.as_secs_f64() * 1e3,
-            times.decode.as_secs_f64() * 1e3,
-            times.decode.as_secs_f64() * 1e3 / frames as f64,
-            upscale.mean_ms_since(self.upscale_mark),
-            times.lock_wait_max * 1e3,
-            times.lock_acquisitions,
-            level.frames,
-            level.frames as f64 / self.fps
+            "[TIMING] {}",
+            events::Transition {
+                from: from.index,
+                to: to.index,
+                frames,
+                slerp_ms: times.slerp.as_secs_f64() * 1e3,
+                decode_ms: times.decode.as_secs_f64() * 1e3,
+                decode_ms_per_frame: times.decode.as_secs_f64() * 1e3 / frames as f64,
+                upscale_ms_per_frame: upscale.mean_ms_since(self.upscale_mark),
+                lock_wait_ms: times.lock_wait_max * 1e3,
+                lock_acquisitions: times.lock_acquisitions,
+                buffer_frames: level.frames,
+                buffer_seconds: level.frames as f64 / self.settings.live.fps,
+            }
         );
         self.upscale_mark = upscale;
     }
@@ -258,12 +271,11 @@ impl DecodeStage {
             let Ok(to) = self.input.recv() else {
                 return Ok(());
             };
-            while self.live.blanked() && !self.stopping() {
-                std::thread::sleep(crate::pipeline::control::PAUSE_POLL);
+            if !self.control.wait_while_blanked() {
+                return Err(Ended::Stopped);
             }
-            if let Some(settings) = self.watcher.changed(&self.live) {
-                self.frames_per_transition = settings.frames_per_transition;
-                self.easing = settings.easing;
+            if let Some(settings) = self.watcher.changed(&self.control) {
+                self.settings = settings;
             }
             self.walk(&from, &to, &mut seq)?;
             from = to;

@@ -1,13 +1,16 @@
 //! The keyframe stage: asks the generator for one keyframe latent after another, each drifting
 //! from the previous, and hands them to the decoder.
 //!
-//! Inputs: the run seed. Outputs: `Keyframe`s on a bounded channel (it blocks when the decoder is
-//! behind, which is the backpressure from the frame buffer). Runs on the "keyframes" thread and
-//! takes the model lock once per keyframe. A generator error is logged and retried with backoff;
-//! the display keeps playing what is buffered meanwhile. Ends when told to stop or when the
-//! decoder has gone.
+//! Inputs: the run seed, a saved place to resume from, themes from reloads. Outputs:
+//! `Keyframe`s on a bounded channel (it blocks when the decoder is behind, which is the
+//! backpressure from the frame buffer) and resume.json every `resume::SAVE_EVERY` keyframes.
+//! Runs on the "keyframes" thread and takes the model lock once per keyframe; pauses while the
+//! schedule blanks the screen. A generator error is logged and retried with backoff while the
+//! display plays what is buffered; a resumed latent that doesn't fit the generator means a
+//! fresh start. Ends when told to stop or when the decoder has gone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,11 +18,11 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Tensor;
 
-use std::path::PathBuf;
-
+use super::control::{Control, Watcher};
+use super::stage::Retry;
+use super::stats::PipelineStats;
+use crate::events;
 use crate::generator::{keyframe_seed, KeyframeRequest, ModelLock};
-use crate::pipeline::stage::Backoff;
-use crate::pipeline::stats::PipelineStats;
 use crate::resume::ResumeState;
 
 #[derive(Debug, Clone)]
@@ -34,116 +37,163 @@ pub struct KeyframeStage {
     pub run_seed: u64,
     pub output: SyncSender<Keyframe>,
     pub stats: Arc<PipelineStats>,
-    pub stop: Arc<AtomicBool>,
+    pub control: Arc<Control>,
+    pub watcher: Watcher,
     /// Where the walk's state is saved every `resume::SAVE_EVERY` keyframes (`None`: never).
     pub resume_path: Option<PathBuf>,
     /// A saved state to continue from.
     pub resume_from: Option<ResumeState>,
-    /// Themes from reloads; generation pauses while the screen is blanked.
-    pub live: Arc<crate::pipeline::control::Live>,
-    pub watcher: crate::pipeline::control::Watcher,
+}
+
+/// The walk so far: the next index and the keyframe to drift from.
+struct Walk {
+    index: u64,
+    previous: Option<Tensor>,
+    /// The walk continues a saved one and has not produced a keyframe yet.
+    resumed: bool,
 }
 
 impl KeyframeStage {
-    pub fn run(mut self) -> anyhow::Result<()> {
-        let mut previous: Option<Tensor> = None;
-        let mut backoff = Backoff::default();
-        let mut index = 0u64;
-        let mut resumed = false;
-        if let Some(state) = self.resume_from.take() {
-            match state.latent(self.model.device()) {
-                Ok(latent) => {
-                    log::info!(
-                        "resume next_index={} seed={} generator={}",
-                        state.next_index,
-                        state.seed,
-                        state.generator
-                    );
-                    previous = Some(latent);
-                    index = state.next_index;
-                    resumed = true;
+    fn start(&mut self) -> Walk {
+        let fresh = Walk {
+            index: 0,
+            previous: None,
+            resumed: false,
+        };
+        let Some(state) = self.resume_from.take() else {
+            return fresh;
+        };
+        match state.latent(self.model.device()) {
+            Ok(latent) => {
+                log::info!(
+                    "{}",
+                    events::Resume {
+                        next_index: state.next_index,
+                        seed: state.seed,
+                        generator: state.generator.clone(),
+                    }
+                );
+                Walk {
+                    index: state.next_index,
+                    previous: Some(latent),
+                    resumed: true,
                 }
-                Err(error) => log::warn!("resume_unusable error=\"{error:#}\": starting fresh"),
+            }
+            Err(error) => {
+                log::warn!(
+                    "{}",
+                    events::ResumeUnusable {
+                        index: None,
+                        error: format!("{error:#}"),
+                    }
+                );
+                fresh
             }
         }
-        while !self.stop.load(Ordering::Relaxed) {
-            if self.live.blanked() {
-                std::thread::sleep(crate::pipeline::control::PAUSE_POLL);
-                continue;
+    }
+
+    /// One keyframe from the generator, with its time, lock wait and theme.
+    fn generate(
+        &mut self,
+        walk: &Walk,
+    ) -> (KeyframeRequest, anyhow::Result<Tensor>, events::Keyframe) {
+        let request = KeyframeRequest {
+            index: walk.index,
+            seed: keyframe_seed(self.run_seed, walk.index),
+            previous: walk.previous.clone(),
+        };
+        let (mut model, lock_wait) = self.model.lock();
+        let started = Instant::now();
+        let generated = model
+            .keyframes(std::slice::from_ref(&request))
+            .and_then(|mut latents| latents.pop().context("generator returned no keyframe"));
+        let label = model.keyframe_label(walk.index);
+        let event = events::Keyframe {
+            index: walk.index,
+            seed: request.seed,
+            generator: self.model.name().to_string(),
+            ms: started.elapsed().as_secs_f64() * 1e3,
+            lock_wait_ms: lock_wait * 1e3,
+            theme: label.map(|(theme, _)| theme),
+            prompt: label.map(|(_, prompt)| prompt.to_string()),
+        };
+        (request, generated, event)
+    }
+
+    fn save_every_few(&self, next_index: u64, latent: &Tensor) {
+        let Some(path) = self
+            .resume_path
+            .as_deref()
+            .filter(|_| next_index % crate::resume::SAVE_EVERY == 0)
+        else {
+            return;
+        };
+        let saved = ResumeState::capture(self.model.name(), self.run_seed, next_index, latent)
+            .and_then(|state| state.save(path));
+        if let Err(error) = saved {
+            log::warn!(
+                "{}",
+                events::ResumeSaveFailed {
+                    error: format!("{error:#}")
+                }
+            );
+        }
+    }
+
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let mut walk = self.start();
+        let mut retry = Retry::default();
+        while self.control.wait_while_blanked() {
+            if let Some(settings) = self.watcher.changed(&self.control) {
+                self.model.lock().0.reconfigure(&settings.live.prompts);
             }
-            if let Some(settings) = self.watcher.changed(&self.live) {
-                self.model.lock().0.reconfigure(&settings.prompts);
-            }
-            let request = KeyframeRequest {
-                index,
-                seed: keyframe_seed(self.run_seed, index),
-                previous: previous.clone(),
-            };
-            let (mut model, lock_wait) = self.model.lock();
-            let started = Instant::now();
-            let generated = model.keyframes(std::slice::from_ref(&request));
-            let label = model
-                .keyframe_label(index)
-                .map(|l| format!(" {l}"))
-                .unwrap_or_default();
-            drop(model);
-            let elapsed = started.elapsed();
-            match generated
-                .and_then(|mut latents| latents.pop().context("generator returned no keyframe"))
-            {
+            let (request, generated, event) = self.generate(&walk);
+            match generated {
                 Ok(latent) => {
-                    backoff.reset();
-                    resumed = false;
+                    retry.succeeded();
                     self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
-                    self.stats.keyframe_time.record(elapsed);
-                    log::info!(
-                        "keyframe index={index} seed={} generator={} ms={:.2} lock_wait_ms={:.3}{label}",
-                        request.seed,
-                        self.model.name(),
-                        elapsed.as_secs_f64() * 1e3,
-                        lock_wait * 1e3
-                    );
-                    previous = Some(latent.clone());
-                    if let Some(path) = self
-                        .resume_path
-                        .as_deref()
-                        .filter(|_| (index + 1) % crate::resume::SAVE_EVERY == 0)
-                    {
-                        let saved = ResumeState::capture(
-                            self.model.name(),
-                            self.run_seed,
-                            index + 1,
-                            &latent,
-                        )
-                        .and_then(|state| state.save(path));
-                        if let Err(error) = saved {
-                            log::warn!("resume_save_failed error=\"{error:#}\"");
-                        }
-                    }
+                    self.stats
+                        .keyframe_time
+                        .record(std::time::Duration::from_secs_f64(event.ms / 1e3));
+                    log::info!("{event}");
+                    self.save_every_few(walk.index + 1, &latent);
+                    walk = Walk {
+                        index: walk.index + 1,
+                        previous: Some(latent.clone()),
+                        resumed: false,
+                    };
                     let keyframe = Keyframe {
-                        index,
+                        index: request.index,
                         seed: request.seed,
                         latent,
                     };
                     if self.output.send(keyframe).is_err() {
                         return Ok(()); // the decoder has ended
                     }
-                    index += 1;
                 }
-                Err(error) if resumed => {
+                Err(error) if walk.resumed => {
                     // The saved latent doesn't fit this generator (its settings changed).
-                    log::warn!("resume_unusable index={index} error=\"{error:#}\": starting fresh");
-                    previous = None;
-                    index = 0;
-                    resumed = false;
+                    log::warn!(
+                        "{}",
+                        events::ResumeUnusable {
+                            index: Some(walk.index),
+                            error: format!("{error:#}"),
+                        }
+                    );
+                    walk = Walk {
+                        index: 0,
+                        previous: None,
+                        resumed: false,
+                    };
                 }
                 Err(error) => {
-                    self.stats.generator_errors.fetch_add(1, Ordering::Relaxed);
-                    log::warn!(
-                        "generator_error stage=keyframe index={index} retry_in_s={} error=\"{error:#}\"",
-                        backoff.next_delay().as_secs()
-                    );
-                    if !backoff.sleep(&self.stop) {
+                    let event = events::GeneratorError {
+                        stage: "keyframe".into(),
+                        index: Some(walk.index),
+                        error: format!("{error:#}"),
+                        ..Default::default()
+                    };
+                    if !retry.failed(&self.control, &self.stats, event) {
                         return Ok(());
                     }
                 }

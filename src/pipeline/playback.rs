@@ -16,83 +16,92 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::control::{Control, Settings, Watcher, MIN_PING_PONG_FRAMES};
+use super::frame_buffer::{Frame, FrameBuffer, Level};
+use super::pacer::ScreenFrame;
+use super::stats::{PipelineStats, PlaybackState};
 use crate::config::UnderrunPolicy;
-use crate::pipeline::frame_buffer::{Frame, FrameBuffer, Level};
-use crate::pipeline::pacer::ScreenFrame;
-use crate::pipeline::stats::{PipelineStats, PlaybackState};
+use crate::events;
 use crate::render::Renderer;
 
 /// How often waits wake up to notice shutdown.
 const POLL: Duration = Duration::from_millis(50);
-/// Fewer recent frames than this make ping-pong a two-frame flicker: hold instead.
-pub const MIN_PING_PONG_FRAMES: usize = 8;
 
-/// The last frames played forward, for ping-pong and for the snapshot writer.
+/// The last frames played forward, for ping-pong and for the snapshot writer (which reads them
+/// from the tokio thread). A panic while the lock was held leaves the queue consistent, so a
+/// poisoned lock is used as it is rather than ending the process.
 pub struct RecentFrames {
-    frames: Mutex<VecDeque<Arc<Frame>>>,
-    capacity: usize,
+    frames: Mutex<(VecDeque<Arc<Frame>>, usize)>,
 }
 
 impl RecentFrames {
     pub fn new(capacity: usize) -> Self {
         Self {
-            frames: Mutex::new(VecDeque::with_capacity(capacity.max(1))),
-            capacity: capacity.max(1),
+            frames: Mutex::new((VecDeque::with_capacity(capacity.max(1)), capacity.max(1))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<Arc<Frame>>, usize)> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps at most `capacity` frames from now on (the fps changed).
+    pub fn set_capacity(&self, capacity: usize) {
+        let mut guard = self.lock();
+        let (frames, kept) = &mut *guard;
+        *kept = capacity.max(1);
+        while frames.len() > *kept {
+            frames.pop_front();
         }
     }
 
     fn push(&self, frame: Arc<Frame>) {
-        let mut frames = self.frames.lock().expect("recent frames lock poisoned");
-        if frames.len() == self.capacity {
+        let mut guard = self.lock();
+        let (frames, capacity) = &mut *guard;
+        if frames.len() >= *capacity {
             frames.pop_front();
         }
         frames.push_back(frame);
     }
 
-    fn len(&self) -> usize {
-        self.frames
-            .lock()
-            .expect("recent frames lock poisoned")
-            .len()
+    pub fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn get(&self, index: usize) -> Option<Arc<Frame>> {
-        self.frames
-            .lock()
-            .expect("recent frames lock poisoned")
-            .get(index)
-            .cloned()
+        self.lock().0.get(index).cloned()
     }
 
     /// The frame with sequence number `seq`, if it is still among the recent ones.
     pub fn find(&self, seq: u64) -> Option<Arc<Frame>> {
-        let frames = self.frames.lock().expect("recent frames lock poisoned");
-        frames.iter().rev().find(|f| f.seq == seq).cloned()
+        self.lock().0.iter().rev().find(|f| f.seq == seq).cloned()
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct PlaybackSettings {
-    pub fps: f64,
-    pub start_frames: usize,
-    pub resume_frames: usize,
-    pub policy: UnderrunPolicy,
-}
-
 pub struct Playback {
-    pub settings: PlaybackSettings,
     pub buffer: Arc<FrameBuffer>,
     pub renderer: Renderer,
     pub pool: Receiver<Vec<u8>>,
     pub ready: SyncSender<ScreenFrame>,
     pub recent: Arc<RecentFrames>,
     pub stats: Arc<PipelineStats>,
-    /// Fit, rotation and fps from reloads; brightness from the schedule.
-    pub live: Arc<crate::pipeline::control::Live>,
-    pub watcher: crate::pipeline::control::Watcher,
+    /// fps, start/resume thresholds, fit and rotation from the settings; brightness from the
+    /// schedule.
+    pub control: Arc<Control>,
+    pub watcher: Watcher,
+    pub settings: Arc<Settings>,
+    pub policy: UnderrunPolicy,
+    /// What playback is doing; mirrored into the stats for status.json and the pacer.
+    pub state: PlaybackState,
 }
 
 /// Position of a ping-pong walk through the recent frames.
@@ -141,19 +150,19 @@ enum Flow {
 
 impl Playback {
     fn refilled(&self, level: Level) -> bool {
-        let wanted = self.settings.resume_frames.max(1);
+        let wanted = self.settings.resume_frames;
         level.frames >= wanted || (level.frames > 0 && level.frames >= level.capacity_frames)
     }
 
     /// Display periods for the next frame under slow-down: more as the buffer drains.
     fn periods_for(&self, level: Level) -> u32 {
-        if self.settings.policy != UnderrunPolicy::SlowDown {
+        if self.policy != UnderrunPolicy::SlowDown {
             return 1;
         }
         let low = self
             .settings
             .resume_frames
-            .max(self.settings.fps.ceil() as usize);
+            .max(self.settings.live.fps.ceil() as usize);
         if level.frames >= low {
             1
         } else if level.frames >= low / 2 {
@@ -163,105 +172,138 @@ impl Playback {
         }
     }
 
-    fn set_state(&self, state: PlaybackState, level: Level) {
-        if self.stats.state() != state {
+    fn set_state(&mut self, state: PlaybackState, level: Level) {
+        if self.state != state {
             log::info!(
-                "playback state={} buffer_frames={} policy={:?}",
-                state.name(),
-                level.frames,
-                self.settings.policy
+                "{}",
+                events::Playback {
+                    state: state.name().into(),
+                    buffer_frames: level.frames,
+                    policy: self.policy.name().into(),
+                }
             );
+            self.state = state;
             self.stats.set_state(state);
         }
+    }
+
+    /// New settings from a reload: thresholds at once, fit and rotation through a renderer
+    /// made before the old one goes (a failure keeps the picture as it was).
+    fn follow_settings(&mut self) {
+        let Some(settings) = self.watcher.changed(&self.control) else {
+            return;
+        };
+        let (fit, rotation) = (settings.live.fit, settings.live.rotation);
+        if (fit, rotation) != (self.renderer.fit(), self.renderer.rotation()) {
+            match self.renderer.reconfigured(fit, rotation) {
+                Ok(renderer) => self.renderer = renderer,
+                Err(error) => log::warn!(
+                    "{}",
+                    events::ReloadRenderFailed {
+                        error: format!("{error:#}")
+                    }
+                ),
+            }
+        }
+        self.settings = settings;
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
         let mut still_shown = false;
         let mut bounce = Bounce::at_newest(0);
         loop {
+            self.follow_settings();
             let level = self.buffer.level();
             if level.closed {
                 return Ok(());
             }
-            let flow = match self.stats.state() {
-                PlaybackState::Buffering => {
-                    if !still_shown {
-                        if let Some(first) = self.buffer.front() {
-                            still_shown = true;
-                            if let Flow::Stop = self.show(&first, 1)? {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    let level = self
-                        .buffer
-                        .wait_for_level(self.settings.start_frames.max(1), POLL);
-                    let full = level.frames > 0 && level.frames >= level.capacity_frames;
-                    if level.frames >= self.settings.start_frames.max(1) || full {
-                        self.set_state(PlaybackState::Playing, level);
-                    }
-                    Flow::Continue
-                }
-                PlaybackState::Playing => match self.buffer.pop() {
-                    Some(frame) => {
-                        let periods = self.periods_for(level);
-                        if periods > 1 {
-                            self.stats
-                                .underrun_frames
-                                .fetch_add(periods as u64 - 1, Ordering::Relaxed);
-                        }
-                        self.recent.push(Arc::clone(&frame));
-                        self.show(&frame, periods)?
-                    }
-                    None => {
-                        self.stats.underruns.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(
-                            "underrun policy={:?} buffer_frames=0 recent_frames={}",
-                            self.settings.policy,
-                            self.recent.len()
-                        );
-                        bounce = Bounce::at_newest(self.recent.len());
-                        self.set_state(PlaybackState::Underrun, level);
-                        Flow::Continue
-                    }
-                },
-                PlaybackState::Underrun => {
-                    let recent = self.recent.len();
-                    if self.settings.policy == UnderrunPolicy::PingPong
-                        && recent >= MIN_PING_PONG_FRAMES
-                    {
-                        let refilled = self.refilled(level);
-                        if refilled && bounce.is_at_newest(recent) {
-                            self.set_state(PlaybackState::Playing, level);
-                            Flow::Continue
-                        } else {
-                            if refilled {
-                                bounce.turn_forward();
-                            }
-                            let index = bounce.step(recent);
-                            match self.recent.get(index) {
-                                Some(frame) => {
-                                    self.stats.underrun_frames.fetch_add(1, Ordering::Relaxed);
-                                    self.show(&frame, 1)?
-                                }
-                                None => Flow::Continue,
-                            }
-                        }
-                    } else {
-                        // Hold: the pacer keeps the last frame up while we wait.
-                        let level = self
-                            .buffer
-                            .wait_for_level(self.settings.resume_frames.max(1), POLL);
-                        if self.refilled(level) {
-                            self.set_state(PlaybackState::Playing, level);
-                        }
-                        Flow::Continue
-                    }
-                }
+            let flow = match self.state {
+                PlaybackState::Buffering => self.buffering(&mut still_shown)?,
+                PlaybackState::Playing => self.playing(level, &mut bounce)?,
+                PlaybackState::Underrun => self.underrun(level, &mut bounce)?,
             };
             if let Flow::Stop = flow {
                 return Ok(());
             }
+        }
+    }
+
+    /// The first frame as a still at once; playing once `start_frames` are buffered.
+    fn buffering(&mut self, still_shown: &mut bool) -> anyhow::Result<Flow> {
+        if !*still_shown {
+            if let Some(first) = self.buffer.front() {
+                *still_shown = true;
+                if let Flow::Stop = self.show(&first, 1)? {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        let start = self.settings.start_frames;
+        let level = self.buffer.wait_for_level(start, POLL);
+        let full = level.frames > 0 && level.frames >= level.capacity_frames;
+        if level.frames >= start || full {
+            self.set_state(PlaybackState::Playing, level);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The next frame forward, stretched under slow-down; an underrun when there is none.
+    fn playing(&mut self, level: Level, bounce: &mut Bounce) -> anyhow::Result<Flow> {
+        match self.buffer.pop() {
+            Some(frame) => {
+                let periods = self.periods_for(level);
+                if periods > 1 {
+                    self.stats
+                        .underrun_frames
+                        .fetch_add(periods as u64 - 1, Ordering::Relaxed);
+                }
+                self.recent.push(Arc::clone(&frame));
+                self.show(&frame, periods)
+            }
+            None => {
+                self.stats.underruns.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "{}",
+                    events::Underrun {
+                        policy: self.policy.name().into(),
+                        buffer_frames: 0,
+                        recent_frames: self.recent.len(),
+                    }
+                );
+                *bounce = Bounce::at_newest(self.recent.len());
+                self.set_state(PlaybackState::Underrun, level);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Ping-pong through the recent frames (or hold the last one) until the buffer refilled.
+    fn underrun(&mut self, level: Level, bounce: &mut Bounce) -> anyhow::Result<Flow> {
+        let recent = self.recent.len();
+        if self.policy != UnderrunPolicy::PingPong || recent < MIN_PING_PONG_FRAMES {
+            // Hold: the pacer keeps the last frame up while we wait.
+            let level = self
+                .buffer
+                .wait_for_level(self.settings.resume_frames, POLL);
+            if self.refilled(level) {
+                self.set_state(PlaybackState::Playing, level);
+            }
+            return Ok(Flow::Continue);
+        }
+        let refilled = self.refilled(level);
+        if refilled && bounce.is_at_newest(recent) {
+            self.set_state(PlaybackState::Playing, level);
+            return Ok(Flow::Continue);
+        }
+        if refilled {
+            bounce.turn_forward();
+        }
+        match self.recent.get(bounce.step(recent)) {
+            Some(frame) => {
+                self.stats.underrun_frames.fetch_add(1, Ordering::Relaxed);
+                self.show(&frame, 1)
+            }
+            None => Ok(Flow::Continue),
         }
     }
 
@@ -274,18 +316,8 @@ impl Playback {
                 Err(_) => return Ok(Flow::Stop),
             }
         };
-        if let Some(settings) = self.watcher.changed(&self.live) {
-            self.settings.fps = settings.fps;
-            if (settings.fit, settings.rotation) != (self.renderer.fit(), self.renderer.rotation())
-            {
-                // Made before the old one goes, so a failure keeps the picture as it was.
-                match self.renderer.reconfigured(settings.fit, settings.rotation) {
-                    Ok(renderer) => self.renderer = renderer,
-                    Err(error) => log::warn!("reload_render_failed error=\"{error:#}\""),
-                }
-            }
-        }
-        self.renderer.set_brightness(self.live.brightness());
+        self.follow_settings();
+        self.renderer.set_brightness(self.control.brightness());
         let started = std::time::Instant::now();
         self.renderer.render(frame, &mut pixels)?;
         self.stats.upscale.record(started.elapsed());
@@ -304,6 +336,33 @@ impl Playback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poisoned_history_lock_is_used_not_fatal() {
+        let recent = Arc::new(RecentFrames::new(2));
+        let poisoner = Arc::clone(&recent);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.frames.lock().unwrap();
+            panic!("a panic while holding the history");
+        })
+        .join();
+        assert!(recent.frames.is_poisoned());
+        let frame = |seq| {
+            Arc::new(Frame {
+                seq,
+                width: 1,
+                height: 1,
+                rgb: vec![0; 3],
+            })
+        };
+        for seq in 0..3 {
+            recent.push(frame(seq));
+        }
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent.find(2).map(|f| f.seq), Some(2));
+        recent.set_capacity(1);
+        assert_eq!(recent.find(1), None);
+    }
 
     #[test]
     fn bounce_walks_back_to_the_oldest_and_forward_to_the_newest() {

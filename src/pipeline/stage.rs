@@ -1,68 +1,119 @@
-//! Retry pacing for a failing generator: waits 1 s, 2 s, 4 s ... up to 30 s between tries, in
-//! short slices so shutdown is noticed at once.
+//! What every stage thread shares: how it is started (a named thread whose result, panics
+//! included, is reported on one channel) and how a failing generator is retried (`Retry`: the
+//! error is counted and logged, then waited out 1 s, 2 s, 4 s ... up to 30 s, in slices so a
+//! stop is noticed at once). Pausing while blanked is `Control::wait_while_blanked`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::control::Control;
+use super::stats::PipelineStats;
+use crate::events;
 
 const FIRST: Duration = Duration::from_secs(1);
 const LONGEST: Duration = Duration::from_secs(30);
-const SLICE: Duration = Duration::from_millis(50);
 
+/// A stage's end: its name and result.
+pub type StageExit = (&'static str, anyhow::Result<()>);
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs `body` on a thread named `name`; its result (a panic becomes an error) goes to `exits`.
+pub fn spawn(
+    name: &'static str,
+    exits: &UnboundedSender<StageExit>,
+    body: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let exits = exits.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+                Err(anyhow!(
+                    "thread panicked: {}",
+                    panic_message(panic.as_ref())
+                ))
+            });
+            let _ = exits.send((name, result));
+        })
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(())
+}
+
+/// Retry pacing for a failing generator.
 #[derive(Debug)]
-pub struct Backoff {
+pub struct Retry {
     next: Duration,
 }
 
-impl Default for Backoff {
+impl Default for Retry {
     fn default() -> Self {
         Self { next: FIRST }
     }
 }
 
-impl Backoff {
-    /// The wait the next `sleep` will take.
+impl Retry {
+    /// The wait the next failure will take.
     pub fn next_delay(&self) -> Duration {
         self.next
     }
 
-    pub fn reset(&mut self) {
+    /// A success: the next failure waits the shortest time again.
+    pub fn succeeded(&mut self) {
         self.next = FIRST;
     }
 
-    /// Sleeps the current delay and doubles it; returns false when `stop` was set meanwhile.
-    pub fn sleep(&mut self, stop: &AtomicBool) -> bool {
-        let mut left = self.next;
+    /// A generator failure: counts it, logs `event` (its `retry_in_s` filled in) and waits
+    /// before the next try, doubling the wait; false when told to stop meanwhile.
+    pub fn failed(
+        &mut self,
+        control: &Control,
+        stats: &PipelineStats,
+        mut event: events::GeneratorError,
+    ) -> bool {
+        stats.generator_errors.fetch_add(1, Ordering::Relaxed);
+        event.retry_in_s = Some(self.next.as_secs());
+        log::warn!("{event}");
+        let wait = self.next;
         self.next = (self.next * 2).min(LONGEST);
-        while !left.is_zero() {
-            if stop.load(Ordering::Relaxed) {
-                return false;
-            }
-            let step = left.min(SLICE);
-            std::thread::sleep(step);
-            left -= step;
-        }
-        !stop.load(Ordering::Relaxed)
+        control.sleep(wait)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, FrameBudget};
+    use crate::pipeline::control::Settings;
 
     #[test]
     fn delays_double_up_to_the_cap_and_reset() {
-        let mut backoff = Backoff::default();
-        let stop = AtomicBool::new(true);
+        let budget = FrameBudget::plan(1 << 20, 100, 1).unwrap();
+        let control = Control::new(Settings::derive(&Config::default(), &budget));
+        control.stop();
+        let stats = PipelineStats::default();
+        let mut retry = Retry::default();
         let mut delays = Vec::new();
         for _ in 0..7 {
-            delays.push(backoff.next_delay().as_secs());
+            delays.push(retry.next_delay().as_secs());
             assert!(
-                !backoff.sleep(&stop),
-                "a set stop flag ends the wait at once"
+                !retry.failed(&control, &stats, events::GeneratorError::default()),
+                "a stopped pipeline ends the wait at once"
             );
         }
         assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), FIRST);
+        assert_eq!(stats.generator_errors.load(Ordering::Relaxed), 7);
+        retry.succeeded();
+        assert_eq!(retry.next_delay(), FIRST);
     }
 }

@@ -2,8 +2,8 @@
 //! blank the screen (FBIOBLANK), with generation paused while blank.
 //!
 //! Inputs: the configured periods and the local clock. Output: the action in force now, which the
-//! orchestrator (tokio) puts into the live settings for the playback and pacer threads. Pure
-//! functions apart from reading the clock; nothing here fails.
+//! orchestrator (tokio) puts into the pipeline's control (brightness, blank) for the playback
+//! and pacer threads. Pure functions apart from reading the clock; nothing here fails.
 
 pub use crate::config::{format_clock, parse_clock, Period, ScheduleAction, MINUTES_PER_DAY};
 

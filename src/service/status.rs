@@ -8,14 +8,14 @@
 //! line's covers the time since the previous line, so neither resets the other.
 
 use std::collections::VecDeque;
-use std::time::Duration;
-
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::generator::ModelLock;
+use crate::pipeline::control::Control;
 use crate::pipeline::frame_buffer::FrameBuffer;
 use crate::pipeline::stats::PipelineStats;
 use crate::sink::Geometry;
@@ -31,8 +31,8 @@ pub struct Status {
     pub generator_note: Option<String>,
     pub sink: String,
     pub screen: Geometry,
-    /// The framebuffer as probed at start (fbdev sink only).
-    pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
+    /// The display device as probed at start (the fbdev sink's framebuffer); null for others.
+    pub framebuffer: Option<serde_json::Value>,
     /// The schedule period in force ("blank 23:00-07:00", "dim 0.30 21:00-23:00"), if any.
     pub schedule: Option<String>,
     pub internal_width: u32,
@@ -80,16 +80,35 @@ pub struct Status {
     pub generator_errors: u64,
 }
 
+/// What status.json needs of the sink, taken before it moves to the pacer thread.
+pub struct SinkInfo {
+    pub name: String,
+    pub screen: Geometry,
+    pub device: Option<serde_json::Value>,
+}
+
+impl SinkInfo {
+    pub fn of(sink: &dyn crate::sink::Sink) -> Self {
+        Self {
+            name: sink.name().into(),
+            screen: sink.geometry(),
+            device: sink.device_report(),
+        }
+    }
+}
+
 /// What status.json is made from.
 pub struct StatusSource {
-    pub stats: std::sync::Arc<PipelineStats>,
-    pub buffer: std::sync::Arc<FrameBuffer>,
-    pub model: std::sync::Arc<ModelLock>,
+    pub stats: Arc<PipelineStats>,
+    pub buffer: Arc<FrameBuffer>,
+    pub model: Arc<ModelLock>,
+    /// The target fps, from the settings in force.
+    pub control: Arc<Control>,
     pub seed: u64,
     pub sink: String,
     pub screen: Geometry,
-    pub target_fps: f64,
-    pub framebuffer: Option<crate::sink::fbdev::FramebufferReport>,
+    pub framebuffer: Option<serde_json::Value>,
+    /// The schedule's period in force, as a label.
     pub schedule: Option<String>,
 }
 
@@ -130,24 +149,16 @@ impl RateWindow {
 }
 
 impl StatusSource {
-    pub fn new(
-        stats: std::sync::Arc<PipelineStats>,
-        buffer: std::sync::Arc<FrameBuffer>,
-        model: std::sync::Arc<ModelLock>,
-        seed: u64,
-        sink: String,
-        screen: Geometry,
-        target_fps: f64,
-    ) -> Self {
+    pub fn new(pipeline: &crate::pipeline::Pipeline, sink: SinkInfo, seed: u64) -> Self {
         Self {
-            stats,
-            buffer,
-            model,
+            stats: Arc::clone(&pipeline.stats),
+            buffer: Arc::clone(&pipeline.buffer),
+            model: Arc::clone(&pipeline.model),
+            control: Arc::clone(&pipeline.control),
             seed,
-            sink,
-            screen,
-            target_fps,
-            framebuffer: None,
+            sink: sink.name,
+            screen: sink.screen,
+            framebuffer: sink.device,
             schedule: None,
         }
     }
@@ -164,6 +175,7 @@ impl StatusSource {
         let shown = s.frames_shown.load(Ordering::Relaxed);
         let decoded = s.decoded_frames.load(Ordering::Relaxed);
         let (achieved_fps, decode_fps) = window.rates(now, shown, decoded);
+        let target_fps = self.control.settings().live.fps;
         let level = self.buffer.level();
         let uptime = now.duration_since(s.started).as_secs_f64();
         let lock = self.model.stats.summary();
@@ -186,7 +198,7 @@ impl StatusSource {
             internal_height,
             state: s.state().name(),
             first_picture_s: s.first_picture_s(),
-            target_fps: self.target_fps,
+            target_fps,
             achieved_fps,
             frames_shown: shown,
             playing_since_s: s.playing_since_s(),
@@ -198,7 +210,7 @@ impl StatusSource {
             underrun_frames: s.underrun_frames.load(Ordering::Relaxed),
             buffer_frames: level.frames,
             buffer_capacity_frames: level.capacity_frames,
-            buffer_seconds: level.frames as f64 / self.target_fps,
+            buffer_seconds: level.frames as f64 / target_fps,
             buffer_percentage: 100.0 * level.frames as f64 / level.capacity_frames.max(1) as f64,
             buffer_megabytes: level.bytes as f64 / (1024.0 * 1024.0),
             jitter_p50_ms: s.lateness.quantile_ms(0.5),
@@ -228,34 +240,33 @@ impl StatusSource {
 }
 
 impl Status {
-    /// The periodic `stats` log line (stable key=value, for tools/).
-    pub fn log_line(&self) -> String {
-        format!(
-            "stats state={} fps={:.2} target_fps={:.2} frames_shown={} late_frames={} skipped_deadlines={} held_deadlines={} underruns={} underrun_frames={} buffer_frames={} buffer_seconds={:.2} buffer_percentage={:.1} jitter_p50_ms={:.3} jitter_p99_ms={:.3} jitter_max_ms={:.3} presented_p99_ms={:.3} lock_avg_wait_ms={:.3} lock_max_wait_ms={:.3} lock_contended={} decode_fps={:.2} decode_ms_per_frame={:.3} upscale_ms_per_frame={:.3} generator_errors={}",
-            self.state,
-            self.achieved_fps,
-            self.target_fps,
-            self.frames_shown,
-            self.late_frames,
-            self.skipped_deadlines,
-            self.held_deadlines,
-            self.underruns,
-            self.underrun_frames,
-            self.buffer_frames,
-            self.buffer_seconds,
-            self.buffer_percentage,
-            self.jitter_p50_ms,
-            self.jitter_p99_ms,
-            self.jitter_max_ms,
-            self.presented_p99_ms,
-            self.model_lock_avg_wait_ms,
-            self.model_lock_max_wait_ms,
-            self.model_lock_contended,
-            self.decode_fps,
-            self.decode_ms_per_frame,
-            self.upscale_ms_per_frame,
-            self.generator_errors
-        )
+    /// The periodic `stats` log event (the same names as in status.json).
+    pub fn stats_event(&self) -> crate::events::Stats {
+        crate::events::Stats {
+            state: self.state.into(),
+            achieved_fps: self.achieved_fps,
+            target_fps: self.target_fps,
+            frames_shown: self.frames_shown,
+            late_frames: self.late_frames,
+            skipped_deadlines: self.skipped_deadlines,
+            held_deadlines: self.held_deadlines,
+            underruns: self.underruns,
+            underrun_frames: self.underrun_frames,
+            buffer_frames: self.buffer_frames,
+            buffer_seconds: self.buffer_seconds,
+            buffer_percentage: self.buffer_percentage,
+            jitter_p50_ms: self.jitter_p50_ms,
+            jitter_p99_ms: self.jitter_p99_ms,
+            jitter_max_ms: self.jitter_max_ms,
+            presented_p99_ms: self.presented_p99_ms,
+            model_lock_avg_wait_ms: self.model_lock_avg_wait_ms,
+            model_lock_max_wait_ms: self.model_lock_max_wait_ms,
+            model_lock_contended: self.model_lock_contended,
+            decode_fps: self.decode_fps,
+            decode_ms_per_frame: self.decode_ms_per_frame,
+            upscale_ms_per_frame: self.upscale_ms_per_frame,
+            generator_errors: self.generator_errors,
+        }
     }
 }
 

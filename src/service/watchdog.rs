@@ -32,7 +32,13 @@ impl Notifier {
                 {
                     Ok(target) => Some(target),
                     Err(error) => {
-                        log::warn!("notify_unavailable socket={path} error=\"{error}\"");
+                        log::warn!(
+                            "{}",
+                            crate::events::NotifyUnavailable {
+                                socket: path.clone(),
+                                error: error.to_string(),
+                            }
+                        );
                         None
                     }
                 }
@@ -51,7 +57,13 @@ impl Notifier {
         if let Some((socket, address)) = &self.target {
             if let Err(error) = socket.send_to_addr(message.as_bytes(), address) {
                 if !self.warned {
-                    log::warn!("notify_failed message={message:?} error=\"{error}\"");
+                    log::warn!(
+                        "{}",
+                        crate::events::NotifyFailed {
+                            message: message.into(),
+                            error: error.to_string(),
+                        }
+                    );
                     self.warned = true;
                 }
             }

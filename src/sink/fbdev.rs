@@ -72,31 +72,28 @@ pub struct FramebufferReport {
 }
 
 impl FramebufferReport {
-    /// The stable `key=value` log line.
-    pub fn log_line(&self) -> String {
-        format!(
-            "framebuffer path={} driver=\"{}\" width={} height={} virtual_width={} virtual_height={} bpp={} \
-             red={} green={} blue={} transp={} line_length={} memory_bytes={} shadow_buffer={} \
-             buffering=\"{}\" flush={} pan=\"{}\" vsync=\"{}\"",
-            self.path,
-            self.driver,
-            self.width,
-            self.height,
-            self.virtual_width,
-            self.virtual_height,
-            self.bits_per_pixel,
-            self.red,
-            self.green,
-            self.blue,
-            self.transp,
-            self.line_length,
-            self.memory_bytes,
-            self.shadow_buffer,
-            self.buffering,
-            self.flush,
-            self.pan,
-            self.vsync
-        )
+    /// The `framebuffer` log event (also what `dreamframe probe` prints).
+    pub fn event(&self) -> crate::events::Framebuffer {
+        crate::events::Framebuffer {
+            path: self.path.clone(),
+            driver: self.driver.clone(),
+            width: self.width,
+            height: self.height,
+            virtual_width: self.virtual_width,
+            virtual_height: self.virtual_height,
+            bpp: self.bits_per_pixel,
+            red: self.red.to_string(),
+            green: self.green.to_string(),
+            blue: self.blue.to_string(),
+            transp: self.transp.to_string(),
+            line_length: self.line_length,
+            memory_bytes: self.memory_bytes,
+            shadow_buffer: self.shadow_buffer,
+            buffering: self.buffering.into(),
+            flush: self.flush.into(),
+            pan: self.pan.clone(),
+            vsync: self.vsync.clone(),
+        }
     }
 }
 
@@ -218,15 +215,25 @@ impl VsyncWaiter {
                 if self.misses >= VSYNC_MISSES_TO_DISABLE {
                     self.enabled = false;
                     log::warn!(
-                        "vsync_disabled reason=timeout misses={} timeout_ms={}: frames go out without waiting",
-                        self.misses,
-                        VSYNC_TIMEOUT.as_millis()
+                        "{}",
+                        crate::events::VsyncDisabled {
+                            reason: format!(
+                                "{} waits of {} ms timed out in a row",
+                                self.misses,
+                                VSYNC_TIMEOUT.as_millis()
+                            ),
+                        }
                     );
                 }
             }
             Err(error) => {
                 self.enabled = false;
-                log::warn!("vsync_disabled reason=\"{error}\": frames go out without waiting");
+                log::warn!(
+                    "{}",
+                    crate::events::VsyncDisabled {
+                        reason: error.to_string()
+                    }
+                );
             }
         }
     }
@@ -323,15 +330,25 @@ impl FbdevSink {
     /// Opens, locks, probes and maps the device, and takes the console (when one is given).
     pub fn open(path: &Path, console: Option<&Path>) -> anyhow::Result<Self> {
         let mut sink = Self::open_device(path)?;
-        log::info!("{}", sink.report.log_line());
+        log::info!("{}", sink.report.event());
         // A console blanked before we started stays dark otherwise.
         if let Err(error) = crate::sys::fb::blank(&sink.file, false) {
-            log::debug!("framebuffer unblank_failed error=\"{error}\"");
+            log::debug!(
+                "{}",
+                crate::events::UnblankFailed {
+                    error: error.to_string()
+                }
+            );
         }
         sink._console = console.and_then(|console| match ConsoleGuard::take(console) {
             Ok(guard) => Some(guard),
             Err(error) => {
-                log::warn!("console_unavailable error=\"{error:#}\": the console cursor and text may show over the art");
+                log::warn!(
+                    "{}",
+                    crate::events::ConsoleUnavailable {
+                        error: format!("{error:#}")
+                    }
+                );
                 None
             }
         });
@@ -569,8 +586,8 @@ impl Sink for FbdevSink {
         Ok(())
     }
 
-    fn framebuffer_report(&self) -> Option<FramebufferReport> {
-        Some(self.report.clone())
+    fn device_report(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.report).ok()
     }
 
     fn set_blanked(&mut self, blanked: bool) -> anyhow::Result<()> {
@@ -771,9 +788,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (var, fix) = layout(8, 4, 16, 16);
         let sink = FbdevSink::over_file(&dir.path().join("fb"), &var, &fix).expect("fb");
-        let line = sink.report().log_line();
+        let line = sink.report().event().to_string();
         for key in [
-            "driver=\"testfb\"",
+            "driver=testfb",
             "width=8",
             "height=4",
             "bpp=16",
@@ -781,7 +798,7 @@ mod tests {
             "green=5/6",
             "blue=0/5",
             "line_length=16",
-            "buffering=\"single\"",
+            "buffering=single",
             "flush=direct",
             "vsync=\"not available",
         ] {

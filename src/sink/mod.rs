@@ -7,6 +7,8 @@
 //! sink restores whatever it changed (console mode, terminal state).
 
 pub mod fbdev;
+/// Test double: records what was presented. Not in the shipped binary.
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
 pub mod null;
 pub mod terminal;
@@ -45,26 +47,15 @@ pub trait Sink: Send {
     fn geometry(&self) -> Geometry;
     /// Shows one frame of `geometry().frame_bytes()` bytes.
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()>;
-    /// What a real framebuffer reported when probed (for status.json); `None` for other sinks.
-    fn framebuffer_report(&self) -> Option<fbdev::FramebufferReport> {
+    /// The device as probed at start, for status.json (the fbdev sink's framebuffer); `None`
+    /// for sinks without one.
+    fn device_report(&self) -> Option<serde_json::Value> {
         None
     }
     /// Powers the screen down (`true`) or up, for the night schedule. Sinks without a screen
     /// to power down do nothing.
     fn set_blanked(&mut self, _blanked: bool) -> anyhow::Result<()> {
         Ok(())
-    }
-    /// A one-line description for the start-up log.
-    fn describe(&self) -> String {
-        let g = self.geometry();
-        format!(
-            "sink={} width={} height={} stride={} format=\"{}\"",
-            self.name(),
-            g.width,
-            g.height,
-            g.stride,
-            g.format
-        )
     }
 }
 

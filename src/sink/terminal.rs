@@ -75,7 +75,7 @@ impl TerminalSink {
                 })
                 .context("cannot start the terminal writer thread")?
         };
-        log::info!("terminal columns={columns} rows={rows}");
+        log::info!("{}", crate::events::Terminal { columns, rows });
         Ok(Self {
             geometry,
             to_writer: Some(to_writer),

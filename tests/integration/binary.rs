@@ -418,10 +418,14 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
         .lines()
         .find(|l| l.contains("reload_rejected"))
         .unwrap_or_else(|| panic!("no reload_rejected line:\n{log}"));
+    // The problems, read back as the analyzer reads the line (quotes inside are escaped).
+    let error = dreamframe::analyze::parse_line(rejected)
+        .and_then(|line| dreamframe::events::ReloadRejected::read(&line.fields))
+        .unwrap_or_else(|| panic!("not a reload_rejected event: {rejected}"))
+        .error;
     assert!(
-        rejected
-            .contains("dreamframe.toml:2:7: display.fps = 500.0: out of range, allowed 1 to 240")
-            && rejected.contains("dreamframe.toml:3:7: display.fit = \"zoom\"")
+        error.contains("dreamframe.toml:2:7: display.fps = 500.0: out of range, allowed 1 to 240")
+            && error.contains("dreamframe.toml:3:7: display.fit = \"zoom\"")
             && rejected.contains("the running config stays"),
         "{rejected}"
     );

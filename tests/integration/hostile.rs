@@ -235,7 +235,14 @@ fn a_second_display_on_the_same_folder_is_refused_naming_the_first() {
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
-    wait_for_log(dir.path(), "start version=", QUICK);
+    let deadline = Instant::now() + QUICK;
+    while status_of(dir.path()).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first display wrote no status.json"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let output = run(&mut display(dir.path(), "5", None), QUICK, "second");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");

@@ -406,3 +406,87 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
     );
     assert_eq!(status.schedule, None, "{status:?}");
 }
+
+/// Reloading fps 30 -> 10 -> 60 re-derives every count that follows from it: the buffer's
+/// capacity (and so how far the decoder may run ahead), the start and resume thresholds, the
+/// replay history and the pacer's period.
+#[test]
+fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead() {
+    use dreamframe::pipeline::control::LiveSettings;
+    use dreamframe::pipeline::Pipeline;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.display.fps = 30.0;
+    config.buffer.seconds = 1.0;
+    config.buffer.start_seconds = 0.5;
+    config.buffer.resume_seconds = 0.2;
+    let (generator, controls) = fake();
+    controls.decode_delay_us.store(100, Ordering::Relaxed);
+    let (sink, _recording) = memory_sink();
+    let mut pipeline = Pipeline::spawn(&config, Box::new(sink), Box::new(generator), 5, None)
+        .expect("pipeline starts");
+
+    // Waits (at most 20 s, whatever this machine's speed) until the buffer's level satisfies
+    // `wanted`; never more frames than its capacity.
+    let wait_until = |pipeline: &Pipeline, what: &str, wanted: &dyn Fn(usize) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let level = pipeline.buffer.level();
+            if wanted(level.frames) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {what}: {level:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let check = |pipeline: &Pipeline, fps: f64| {
+        let settings = pipeline.control.settings();
+        assert_eq!(settings.live.fps, fps);
+        let frames = |seconds: f64| (seconds * fps).ceil() as usize;
+        assert_eq!(pipeline.buffer.level().capacity_frames, frames(1.0));
+        assert_eq!(settings.start_frames, frames(0.5));
+        assert_eq!(settings.resume_frames, frames(0.2));
+        assert_eq!(settings.recent_frames, (fps as usize).max(8));
+        assert_eq!(settings.period, Duration::from_secs_f64(1.0 / fps));
+        assert!(
+            pipeline.recent.len() <= settings.recent_frames,
+            "history not shrunk"
+        );
+    };
+
+    check(&pipeline, 30.0);
+    // The decoder runs ahead until the buffer holds about a second.
+    wait_until(&pipeline, "filled at 30 fps", &|frames| frames >= 25);
+
+    let mut live = LiveSettings::from_config(&config);
+    live.fps = 10.0;
+    pipeline.reconfigure(&live);
+    check(&pipeline, 10.0);
+    // Frames already in stay, playback drains them, and from then on the decoder keeps no
+    // more than one second of 10 fps ahead.
+    wait_until(&pipeline, "drained to 10 fps' second", &|frames| {
+        frames <= 10
+    });
+    for _ in 0..50 {
+        let frames = pipeline.buffer.level().frames;
+        assert!(frames <= 10, "{frames} frames ahead at 10 fps");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    live.fps = 60.0;
+    pipeline.reconfigure(&live);
+    check(&pipeline, 60.0);
+    wait_until(&pipeline, "filled at 60 fps", &|frames| frames > 30);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    assert!(runtime
+        .block_on(pipeline.shutdown(Duration::from_secs(5)))
+        .is_none());
+}

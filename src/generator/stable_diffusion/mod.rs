@@ -415,8 +415,12 @@ fn tokenize(tokenizer: &Tokenizer, config: &ClipConfig, prompt: &str) -> anyhow:
     let length = config.max_position_embeddings;
     if tokens.len() > length {
         log::warn!(
-            "prompt_truncated tokens={} max={length} prompt=\"{prompt}\"",
-            tokens.len()
+            "{}",
+            crate::events::PromptTruncated {
+                tokens: tokens.len(),
+                max: length,
+                prompt: prompt.to_string(),
+            }
         );
         tokens.truncate(length);
     }
@@ -468,10 +472,9 @@ impl Generator for StableDiffusionGenerator {
         self.options.rotation_interval = prompts.rotation_interval;
     }
 
-    fn keyframe_label(&self, index: u64) -> Option<String> {
+    fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
         let theme = self.theme_index(index);
-        let prompt = self.options.themes[theme].positive.replace('"', "'");
-        Some(format!("theme={theme} prompt=\"{prompt}\""))
+        Some((theme as u64, &self.options.themes[theme].positive))
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -522,16 +525,19 @@ pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableD
         spec,
     };
     log::info!(
-        "model kind=stable-diffusion preset={} weights_dir={} device={:?} dtype={:?} size={}x{} steps={} guidance={} tiny_decoder={}",
-        sd.preset.name(),
-        sd.weights_dir.display(),
-        sd.device,
-        dtype,
-        options.size.0,
-        options.size.1,
-        options.steps,
-        options.guidance,
-        config.decode.tiny_decoder
+        "{}",
+        crate::events::Model {
+            kind: "stable-diffusion".into(),
+            preset: sd.preset.name().into(),
+            weights_dir: sd.weights_dir.display().to_string(),
+            device: format!("{:?}", sd.device),
+            dtype: format!("{dtype:?}"),
+            width: options.size.0,
+            height: options.size.1,
+            steps: options.steps,
+            guidance: options.guidance,
+            tiny_decoder: config.decode.tiny_decoder,
+        }
     );
     StableDiffusionGenerator::load(&sd.weights_dir, options, config.decode.tiny_decoder)
 }
