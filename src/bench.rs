@@ -436,7 +436,10 @@ fn random_model(args: &crate::cli::BenchSdArgs) -> anyhow::Result<RandomModel> {
     let spec = preset::spec(preset);
     let size = args.size.map_or(spec.native_size, |s| (s, s));
     let cross = spec.unet.cross_attention_dim;
-    let text = TextConditioning::Fixed(Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?);
+    let text = TextConditioning::Fixed {
+        positive: Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?,
+        negative: Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?,
+    };
     let options = SdOptions {
         size,
         steps: spec.default_steps,
@@ -491,7 +494,7 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
     let mut lines = vec![format!(
         "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}",
         args.preset,
-        spec.prediction,
+        spec.schedule.prediction,
         size.0,
         size.1,
         device,

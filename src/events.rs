@@ -308,6 +308,8 @@ events! {
     ModelUnavailable = "model_unavailable" { kind: String, fallback: String, error: String };
     /// A prompt longer than the text encoder's context was cut.
     PromptTruncated = "prompt_truncated" { tokens: usize, max: usize, prompt: String };
+    /// The preset runs, but not as diffusers runs it (README, "Model weights").
+    ModelDiffers = "model_differs" { preset: String, reason: String };
     /// The walk continues from resume.json.
     Resume = "resume" { next_index: u64, seed: u64, generator: String };
     /// resume.json is from another run's generator or seed.

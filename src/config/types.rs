@@ -314,9 +314,9 @@ pub struct Theme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchedulerKind {
-    /// Deterministic: a seed reproduces its keyframe.
+    /// DDIM with eta 0: no noise after the start.
     Ddim,
-    /// Adds fresh noise each step from candle's unseeded RNG: keyframes don't reproduce.
+    /// Euler ancestral: fresh noise each step, drawn from the keyframe's seed.
     EulerAncestral,
 }
 

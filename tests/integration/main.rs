@@ -7,6 +7,7 @@ mod config_files;
 mod hostile;
 mod pipeline;
 mod qemu;
+mod sd_reference;
 mod stable_diffusion;
 mod systemd;
 mod util;

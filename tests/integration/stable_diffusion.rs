@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::stable_diffusion::schedulers::PredictionType;
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
 };
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use dreamframe::config::{Config, ModelKind};
 use dreamframe::generator::stable_diffusion::preset::Spec;
+use dreamframe::generator::stable_diffusion::scheduler::{Prediction, ScheduleConfig};
 use dreamframe::generator::stable_diffusion::taesd::TinyDecoder;
 use dreamframe::generator::stable_diffusion::{
     SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning, Theme,
@@ -61,8 +61,7 @@ fn tiny_spec(vae_channels: usize) -> Spec {
         },
         clip: None,
         clip2: None,
-        prediction: PredictionType::Epsilon,
-        trailing_timesteps: false,
+        schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
         vae_scale: 0.18215,
         default_steps: 3,
         default_guidance: 0.0,
@@ -117,9 +116,12 @@ fn embedding() -> TextConditioning {
     let values: Vec<f32> = (0..8 * CROSS_ATTENTION)
         .map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0)
         .collect();
-    TextConditioning::Fixed(
-        Tensor::from_vec(values, (1, 8, CROSS_ATTENTION), &Device::Cpu).expect("embedding"),
-    )
+    let positive =
+        Tensor::from_vec(values, (1, 8, CROSS_ATTENTION), &Device::Cpu).expect("embedding");
+    TextConditioning::Fixed {
+        negative: positive.zeros_like().expect("zeros"),
+        positive,
+    }
 }
 
 fn generator(dir: &Path, guidance: f64, tiny: bool) -> StableDiffusionGenerator {
@@ -368,6 +370,27 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
     config.output.dir = Some(dir.path().join("out"));
     config.output.snapshot_interval = None;
     let (sink, recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
+    // Runs until 8 different pictures were shown (so at least one whole transition was decoded
+    // and the next keyframe made), however long that takes on this machine; bounded so that a
+    // stuck pipeline fails.
+    let watched = std::sync::Arc::clone(&recording);
+    let enough_shown = async move {
+        let started = std::time::Instant::now();
+        loop {
+            let changes = {
+                let recording = watched.lock().expect("recording lock");
+                recording
+                    .frames
+                    .windows(2)
+                    .filter(|w| w[0].pixels != w[1].pixels)
+                    .count()
+            };
+            if changes >= 7 || started.elapsed() > std::time::Duration::from_secs(300) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -378,7 +401,7 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
             Box::new(sink),
             Box::new(sd),
             9,
-            async { tokio::time::sleep(std::time::Duration::from_secs(3)).await },
+            enough_shown,
         ))
         .expect("run succeeds");
     assert!(
@@ -435,4 +458,64 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
         ],
     });
     assert_eq!(label(&sd, 2), Some((1, "reloaded".to_string())));
+}
+
+/// The README's download commands fetch exactly what the loader looks for: each command's files
+/// are made (empty) in a temporary folder and every preset's files are then found there.
+#[test]
+fn the_readme_download_commands_give_the_layout_the_loader_expects() {
+    use dreamframe::config::Preset;
+    use dreamframe::generator::stable_diffusion::preset;
+    use dreamframe::generator::stable_diffusion::weights::WeightFiles;
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut folders = Vec::new();
+    for line in readme
+        .lines()
+        .filter(|l| l.starts_with("huggingface-cli download "))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == "--local-dir")
+            .expect("--local-dir");
+        let dir = words[at + 1]
+            .strip_prefix("/var/lib/dreamframe/models/")
+            .expect("the README's models folder");
+        let dir = root.path().join(dir);
+        for file in &words[3..at] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("a folder")).expect("create folder");
+            std::fs::write(&path, b"").expect("create file");
+        }
+        folders.push(dir);
+    }
+    let presets = [
+        ("sd-turbo", Preset::SdTurbo, true),
+        ("sd-1.5", Preset::Sd15, false),
+        ("sd-2.1", Preset::Sd21, false),
+        ("sdxl-turbo", Preset::SdxlTurbo, false),
+    ];
+    for (name, preset, tiny) in presets {
+        let dir = root.path().join(name);
+        assert!(folders.contains(&dir), "the README downloads {name}");
+        let spec = preset::spec(preset);
+        let files = WeightFiles::locate(&dir, &spec, true, tiny)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(files
+            .unet
+            .ends_with("unet/diffusion_pytorch_model.fp16.safetensors"));
+        assert_eq!(
+            files.text.len(),
+            if preset == Preset::SdxlTurbo { 2 } else { 1 }
+        );
+        if tiny {
+            let taesd = files.tiny_decoder.expect("tiny decoder found");
+            assert!(
+                taesd.ends_with("taesd/diffusion_pytorch_model.safetensors"),
+                "{taesd:?}"
+            );
+        }
+    }
 }

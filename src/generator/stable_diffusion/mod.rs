@@ -12,7 +12,9 @@
 //! tensor and shape; the caller decides whether to fall back to the built-in generator.
 
 pub mod preset;
+pub mod scheduler;
 pub mod taesd;
+pub mod tokenizer;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -23,12 +25,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_transformers::models::stable_diffusion::clip::{
     ClipTextTransformer, Config as ClipConfig,
 };
-use candle_transformers::models::stable_diffusion::schedulers::{
-    Scheduler, SchedulerConfig, TimestepSpacing,
-};
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
-use candle_transformers::models::stable_diffusion::{ddim, euler_ancestral_discrete};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -37,6 +35,7 @@ use tokenizers::Tokenizer;
 use super::{Generator, KeyframeRequest};
 pub use crate::config::{SchedulerKind, Theme};
 use preset::Spec;
+use scheduler::Schedule;
 use taesd::TinyDecoder;
 use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
 
@@ -79,9 +78,9 @@ pub struct SdOptions {
 pub enum TextConditioning {
     /// Tokenizer and CLIP text encoder per encoder (SDXL has two).
     Clip(Vec<(Tokenizer, ClipTextTransformer, ClipConfig)>),
-    /// The same embedding for every prompt, [1, tokens, cross-attention dim]: for tests, where no
-    /// CLIP weights exist.
-    Fixed(Tensor),
+    /// The same embeddings for every theme, each [1, tokens, cross-attention dim]: for tests and
+    /// benchmarks, where no CLIP weights exist. `negative` is used with guidance only.
+    Fixed { positive: Tensor, negative: Tensor },
 }
 
 pub struct StableDiffusionGenerator {
@@ -110,17 +109,26 @@ impl StableDiffusionGenerator {
         let files = WeightFiles::locate(dir, spec, options.dtype == DType::F16, tiny_decoder)?;
         let configs: Vec<ClipConfig> = spec.clip.iter().chain(spec.clip2.iter()).cloned().collect();
         let mut encoders = Vec::new();
-        for ((tokenizer_path, encoder_path), config) in files.text.iter().zip(configs) {
-            let tokenizer = Tokenizer::from_file(tokenizer_path)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("cannot read tokenizer {}", tokenizer_path.display()))?;
+        for ((tokenizer_folder, encoder_path), config) in files.text.iter().zip(configs) {
+            let tokenizer = tokenizer::load(tokenizer_folder, pad_token(&config))?;
             // The text encoder runs once per theme: f32 keeps it exact and costs little.
             let encoder = build_from(
                 encoder_path,
                 DType::F32,
                 &options.device,
                 "text encoder",
-                |vb| ClipTextTransformer::new(vb, &config),
+                |vb| {
+                    // The model repos name every tensor under "text_model."; files saved by
+                    // transformers 5 leave it out.
+                    let vb = if !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
+                        && vb.contains_tensor("embeddings.token_embedding.weight")
+                    {
+                        vb.rename_f(|name| name.strip_prefix("text_model.").unwrap_or(name).into())
+                    } else {
+                        vb
+                    };
+                    ClipTextTransformer::new(vb, &config)
+                },
             )?;
             encoders.push((tokenizer, encoder, config));
         }
@@ -152,6 +160,26 @@ impl StableDiffusionGenerator {
                 checked_var_builder(file, dtype, &device, component.name())?,
                 file.display().to_string(),
             ))
+        })
+    }
+
+    /// Builds the generator from weights already at hand, one `VarBuilder` per component (the
+    /// golden tests make their UNet's weights in memory).
+    pub fn from_var_builders(
+        options: SdOptions,
+        text: TextConditioning,
+        unet: candle_nn::VarBuilder<'static>,
+        vae: candle_nn::VarBuilder<'static>,
+        tiny: Option<candle_nn::VarBuilder<'static>>,
+    ) -> anyhow::Result<Self> {
+        let tiny_decoder = tiny.is_some();
+        Self::assemble(options, text, tiny_decoder, |component| {
+            let vb = match component {
+                Component::Unet => unet.clone(),
+                Component::Vae => vae.clone(),
+                Component::TinyDecoder => tiny.clone().expect("asked for only when given"),
+            };
+            Ok((vb, "in-memory weights".to_string()))
         })
     }
 
@@ -250,18 +278,23 @@ impl StableDiffusionGenerator {
         let guidance = self.use_guidance();
         let prompts = &self.options.themes[theme];
         let embedding = match &self.text {
-            TextConditioning::Fixed(fixed) => {
+            TextConditioning::Fixed { positive, negative } => {
                 if guidance {
-                    Tensor::cat(&[&fixed.zeros_like()?, fixed], 0)?
+                    Tensor::cat(&[negative, positive], 0)?
                 } else {
-                    fixed.clone()
+                    positive.clone()
                 }
             }
             TextConditioning::Clip(encoders) => {
                 let encode = |prompt: &str| -> anyhow::Result<Tensor> {
                     let mut parts = Vec::new();
                     for (tokenizer, encoder, config) in encoders {
-                        let tokens = tokenize(tokenizer, config, prompt)?;
+                        let tokens = tokenizer::token_ids(
+                            tokenizer,
+                            pad_token(config),
+                            config.max_position_embeddings,
+                            prompt,
+                        )?;
                         let tokens =
                             Tensor::new(tokens.as_slice(), &self.options.device)?.unsqueeze(0)?;
                         parts.push(encoder.forward(&tokens)?);
@@ -281,79 +314,70 @@ impl StableDiffusionGenerator {
         Ok(embedding)
     }
 
-    fn scheduler(&self) -> anyhow::Result<Box<dyn Scheduler>> {
-        let spec = &self.options.spec;
-        let spacing = if spec.trailing_timesteps {
-            TimestepSpacing::Trailing
-        } else {
-            TimestepSpacing::Leading
-        };
-        Ok(match self.options.scheduler {
-            SchedulerKind::Ddim => ddim::DDIMSchedulerConfig {
-                prediction_type: spec.prediction,
-                timestep_spacing: spacing,
-                ..Default::default()
-            }
-            .build(self.options.steps)?,
-            SchedulerKind::EulerAncestral => {
-                euler_ancestral_discrete::EulerAncestralDiscreteSchedulerConfig {
-                    prediction_type: spec.prediction,
-                    timestep_spacing: spacing,
-                    ..Default::default()
-                }
-                .build(self.options.steps)?
-            }
-        })
-    }
-
-    fn noise(&self, seed: u64) -> anyhow::Result<Tensor> {
-        let (c, h, w) = self.latent_shape();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let values: Vec<f32> = (0..c * h * w)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
-        Ok(
-            Tensor::from_vec(values, (1, c, h, w), &self.options.device)?
-                .to_dtype(self.options.dtype)?,
+    fn schedule(&self) -> anyhow::Result<Schedule> {
+        Schedule::new(
+            self.options.scheduler,
+            &self.options.spec.schedule,
+            self.options.steps,
         )
     }
 
-    /// One keyframe: txt2img from noise, or img2img from `previous` (a latent of [c, h, w]).
+    /// One keyframe: txt2img from noise, or img2img from `previous` (a latent of [c, h, w]),
+    /// with noise from the request's seed.
     fn keyframe(&mut self, request: &KeyframeRequest) -> anyhow::Result<Tensor> {
+        let mut noise = SeededNoise::new(request.seed, &self.options.device);
+        self.keyframe_with_noise(request, &mut noise)
+    }
+
+    /// One keyframe as `StableDiffusionPipeline` (txt2img) or `StableDiffusionImg2ImgPipeline`
+    /// (img2img) makes it, every random draw taken from `noise` in the order diffusers draws:
+    /// the starting noise, then one per step for Euler ancestral. Latents stay in f32 between
+    /// steps (as diffusers upcasts in its schedulers); only the UNet runs in the model's dtype.
+    pub fn keyframe_with_noise(
+        &mut self,
+        request: &KeyframeRequest,
+        noise: &mut dyn NoiseSource,
+    ) -> anyhow::Result<Tensor> {
         let embeddings = self.embeddings_for(self.theme_index(request.index))?;
-        let mut scheduler = self.scheduler()?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let noise = self.noise(request.seed)?;
+        let schedule = self.schedule()?;
+        let (c, h, w) = self.latent_shape();
+        let shape = (1, c, h, w);
+        let work = DType::F32;
+        let start_noise = noise.next(shape)?.to_dtype(work)?;
         let (mut latents, start) = match &request.previous {
-            None => ((noise * scheduler.init_noise_sigma())?, 0),
+            None => ((start_noise * schedule.init_noise_sigma())?, 0),
             Some(previous) => {
-                // At least one step, or img2img would return the previous keyframe unchanged.
-                let steps = ((timesteps.len() as f64 * self.options.denoise).round() as usize)
-                    .clamp(1, timesteps.len());
-                let start = timesteps.len() - steps;
-                let previous = previous.unsqueeze(0)?.to_dtype(self.options.dtype)?;
-                (
-                    scheduler.add_noise(&previous, noise, timesteps[start])?,
-                    start,
-                )
+                let start = schedule.img2img_start(self.options.denoise);
+                let previous = previous.unsqueeze(0)?.to_dtype(work)?;
+                (schedule.add_noise(&previous, &start_noise, start)?, start)
             }
         };
         let guidance = self.use_guidance();
-        for &timestep in &timesteps[start..] {
+        for (index, &timestep) in schedule.timesteps().iter().enumerate().skip(start) {
+            let input = schedule
+                .scale_model_input(&latents, index)?
+                .to_dtype(self.options.dtype)?;
             let input = if guidance {
-                Tensor::cat(&[&latents, &latents], 0)?
+                Tensor::cat(&[&input, &input], 0)?
             } else {
-                latents.clone()
+                input
             };
-            let input = scheduler.scale_model_input(input, timestep)?;
-            let prediction = self.unet.forward(&input, timestep as f64, &embeddings)?;
+            let prediction = self
+                .unet
+                .forward(&input, timestep, &embeddings)?
+                .to_dtype(work)?;
             let prediction = if guidance {
                 let halves = prediction.chunk(2, 0)?;
                 (&halves[0] + ((&halves[1] - &halves[0])? * self.options.guidance)?)?
             } else {
                 prediction
             };
-            latents = scheduler.step(&prediction, timestep, &latents)?;
+            let step_noise = if schedule.step_takes_noise() {
+                Some(noise.next(shape)?.to_dtype(work)?)
+            } else {
+                None
+            };
+            latents = schedule.step(&prediction, index, &latents, step_noise.as_ref())?;
         }
         Ok(latents.squeeze(0)?)
     }
@@ -393,39 +417,60 @@ impl StableDiffusionGenerator {
         Ok(self.unet.forward(&input, timestep as f64, &embeddings)?)
     }
 
-    /// Decodes through the full VAE whatever the tiny-decoder setting.
+    /// Decodes through the full VAE whatever the tiny-decoder setting: latents / the preset's
+    /// scaling factor, then [-1, 1] -> [0, 1] -> u8 (diffusers' postprocess).
+    ///
+    /// One latent at a time: candle-transformers 0.11.1's VAE attention block mixes the images
+    /// of a batch (every image after the first comes out wrong; 0.34 max abs difference on the
+    /// golden test's tiny VAE, tests/integration/sd_reference.rs, which checks a batch of two).
     pub fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let latents = (self.shrink(latents)? / self.options.spec.vae_scale)?;
-        let images = self.vae.decode(&latents)?;
-        Self::to_rgb8(&((images.to_dtype(DType::F32)? + 1.0)? / 2.0)?)
+        let mut pictures = Vec::with_capacity(latents.dim(0)?);
+        for i in 0..latents.dim(0)? {
+            let image = self.vae.decode(&latents.narrow(0, i, 1)?)?;
+            pictures.extend(Self::to_rgb8(
+                &((image.to_dtype(DType::F32)? + 1.0)? / 2.0)?,
+            )?);
+        }
+        Ok(pictures)
     }
 }
 
-/// Token ids of `prompt`, cut or padded to the encoder's context length.
-fn tokenize(tokenizer: &Tokenizer, config: &ClipConfig, prompt: &str) -> anyhow::Result<Vec<u32>> {
-    let pad = config.pad_with.as_deref().unwrap_or("<|endoftext|>");
-    let Some(&pad_id) = tokenizer.get_vocab(true).get(pad) else {
-        bail!("tokenizer has no padding token {pad}");
-    };
-    let mut tokens = tokenizer
-        .encode(prompt, true)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .get_ids()
-        .to_vec();
-    let length = config.max_position_embeddings;
-    if tokens.len() > length {
-        log::warn!(
-            "{}",
-            crate::events::PromptTruncated {
-                tokens: tokens.len(),
-                max: length,
-                prompt: prompt.to_string(),
-            }
-        );
-        tokens.truncate(length);
+/// Where a keyframe's random draws come from.
+pub trait NoiseSource {
+    /// Unit normal noise of `shape`.
+    fn next(&mut self, shape: (usize, usize, usize, usize)) -> anyhow::Result<Tensor>;
+}
+
+/// Noise from a keyframe's seed (ChaCha8, so the same seed gives the same keyframe on any
+/// machine and device): the starting noise first, then Euler ancestral's per-step draws.
+pub struct SeededNoise {
+    rng: ChaCha8Rng,
+    device: Device,
+}
+
+impl SeededNoise {
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            device: device.clone(),
+        }
     }
-    tokens.resize(length, pad_id);
-    Ok(tokens)
+}
+
+impl NoiseSource for SeededNoise {
+    fn next(&mut self, shape: (usize, usize, usize, usize)) -> anyhow::Result<Tensor> {
+        let count = shape.0 * shape.1 * shape.2 * shape.3;
+        let values: Vec<f32> = (0..count)
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect();
+        Ok(Tensor::from_vec(values, shape, &self.device)?)
+    }
+}
+
+/// The padding token of a text encoder's tokenizer ("!" for OpenCLIP ViT-H and bigG).
+fn pad_token(config: &ClipConfig) -> &str {
+    config.pad_with.as_deref().unwrap_or(tokenizer::END)
 }
 
 impl Generator for StableDiffusionGenerator {
@@ -539,5 +584,17 @@ pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableD
             tiny_decoder: config.decode.tiny_decoder,
         }
     );
+    if sd.preset == crate::config::Preset::SdxlTurbo {
+        log::warn!(
+            "{}",
+            crate::events::ModelDiffers {
+                preset: sd.preset.name().into(),
+                reason: "candle-transformers 0.11's UNet has no SDXL added conditioning (pooled \
+                         text, size ids) and the text path uses the last layer, not the \
+                         penultimate: pictures are not diffusers'"
+                    .into(),
+            }
+        );
+    }
     StableDiffusionGenerator::load(&sd.weights_dir, options, config.decode.tiny_decoder)
 }

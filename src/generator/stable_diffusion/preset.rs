@@ -2,9 +2,9 @@
 //! latent scale, prediction type and per-preset defaults (steps, guidance, size). The values mirror
 //! the diffusers config.json files of each model (candle keeps its own copies private).
 
-use candle_transformers::models::stable_diffusion::{
-    clip, schedulers::PredictionType, unet_2d, vae,
-};
+use candle_transformers::models::stable_diffusion::{clip, unet_2d, vae};
+
+use super::scheduler::{Prediction, ScheduleConfig, Spacing};
 
 pub use crate::config::Preset;
 
@@ -17,8 +17,8 @@ pub struct Spec {
     /// Text encoders; `None` in tests, which pass text embeddings directly.
     pub clip: Option<clip::Config>,
     pub clip2: Option<clip::Config>,
-    pub prediction: PredictionType,
-    pub trailing_timesteps: bool,
+    /// The model repo's scheduler_config.json, as far as it changes the arithmetic.
+    pub schedule: ScheduleConfig,
     /// Latents are the VAE's latents times this (what the UNet works in).
     pub vae_scale: f64,
     pub default_steps: usize,
@@ -123,8 +123,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae: sd_vae(),
             clip: Some(clip::Config::v1_5()),
             clip2: None,
-            prediction: PredictionType::Epsilon,
-            trailing_timesteps: false,
+            schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,
             default_steps: 20,
             default_guidance: 7.5,
@@ -137,8 +136,7 @@ pub fn spec(preset: Preset) -> Spec {
             vae: sd_vae(),
             clip: Some(clip::Config::v2_1()),
             clip2: None,
-            prediction: PredictionType::VPrediction,
-            trailing_timesteps: false,
+            schedule: ScheduleConfig::stable_diffusion(None, Prediction::VPrediction),
             vae_scale: 0.18215,
             default_steps: 20,
             default_guidance: 7.5,
@@ -151,8 +149,10 @@ pub fn spec(preset: Preset) -> Spec {
             vae: sd_vae(),
             clip: Some(clip::Config::v2_1()),
             clip2: None,
-            prediction: PredictionType::Epsilon,
-            trailing_timesteps: true,
+            schedule: ScheduleConfig::stable_diffusion(
+                Some(Spacing::Trailing),
+                Prediction::Epsilon,
+            ),
             vae_scale: 0.18215,
             default_steps: 2,
             default_guidance: 0.0,
@@ -165,8 +165,10 @@ pub fn spec(preset: Preset) -> Spec {
             vae: sd_vae(),
             clip: Some(clip::Config::sdxl()),
             clip2: Some(clip::Config::sdxl2()),
-            prediction: PredictionType::Epsilon,
-            trailing_timesteps: true,
+            schedule: ScheduleConfig::stable_diffusion(
+                Some(Spacing::Trailing),
+                Prediction::Epsilon,
+            ),
             vae_scale: 0.13025,
             default_steps: 2,
             default_guidance: 0.0,

@@ -3,16 +3,51 @@
 //! latent size, an order of magnitude cheaper than the full VAE decoder. Used for in-between
 //! frames; keyframes keep the full VAE.
 //!
-//! Weights: `taesd_decoder.safetensors` (or `taesdxl_decoder.safetensors` for SDXL) in the
-//! weights folder, with the published PyTorch `nn.Sequential` names (`1.weight`, `3.conv.0.bias`,
-//! ...). Input: latents in the UNet's (scaled) space, [batch, 4, h, w]. Output: RGB in [0, 1],
-//! [batch, 3, 8h, 8w]. Errors name the missing tensor or wrong shape (candle's VarBuilder).
+//! Weights, in either of the two forms it is published in (both checked by the golden test in
+//! tests/integration/sd_reference.rs against diffusers' `AutoencoderTiny`):
+//! - the GitHub repo's `taesd_decoder.safetensors` (`taesdxl_...` for SDXL): the PyTorch
+//!   `nn.Sequential` names (`1.weight`, `3.conv.0.bias`, ...), index 0 being the input clamp;
+//! - the diffusers folder (`madebyollin/taesd`): `decoder.layers.N...`, where the clamp is not a
+//!   layer, so N is the published index minus one (encoder tensors are ignored).
+//!
+//! The hidden width is read from the first convolution (64 in the published models).
+//! Input: latents in the UNet's (scaled) space, [batch, 4, h, w]; diffusers' `AutoencoderTiny`
+//! has scaling_factor 1.0, so this is exactly what its pipelines hand it. Output: RGB in [0, 1]
+//! (diffusers returns the same as [-1, 1]), [batch, 3, 8h, 8w]. Errors name the missing tensor or
+//! wrong shape (candle's VarBuilder).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
 /// Channels of every hidden layer in the published decoder.
 pub const CHANNELS: usize = 64;
+
+/// The tensor names of one published form: the `VarBuilder` prefix and the name of the
+/// published `nn.Sequential` index `i`.
+struct Layout {
+    root: &'static str,
+    offset: usize,
+}
+
+impl Layout {
+    fn detect(vb: &VarBuilder) -> Self {
+        if vb.contains_tensor("decoder.layers.0.weight") {
+            Self {
+                root: "decoder.layers",
+                offset: 1,
+            }
+        } else {
+            Self {
+                root: "",
+                offset: 0,
+            }
+        }
+    }
+
+    fn name(&self, index: usize) -> String {
+        (index - self.offset).to_string()
+    }
+}
 
 fn conv3(vb: VarBuilder, n_in: usize, n_out: usize, bias: bool) -> Result<Conv2d> {
     let config = Conv2dConfig {
@@ -69,30 +104,41 @@ pub struct TinyDecoder {
 }
 
 impl TinyDecoder {
-    /// Builds the decoder from `vb` (the root of taesd_decoder.safetensors).
+    /// Builds the decoder from `vb`, the root of either published file.
     pub fn new(vb: VarBuilder, latent_channels: usize) -> Result<Self> {
-        // Index i of the published nn.Sequential is the tensor prefix "i".
-        let c = CHANNELS;
+        let layout = Layout::detect(&vb);
+        let vb = if layout.root.is_empty() {
+            vb
+        } else {
+            vb.pp(layout.root)
+        };
+        let at = |index: usize| vb.pp(layout.name(index));
+        // The first convolution's bias gives the hidden width; random-weight backends cannot
+        // be asked, and get the published width.
+        let c = vb
+            .get_unchecked(&format!("{}.bias", layout.name(1)))
+            .and_then(|bias| bias.dim(0))
+            .unwrap_or(CHANNELS);
         let mut layers = vec![
             Layer::Clamp,
-            Layer::Conv(conv3(vb.pp("1"), latent_channels, c, true)?),
+            Layer::Conv(conv3(at(1), latent_channels, c, true)?),
             Layer::Relu,
         ];
         let mut index = 3;
         for stage in 0..3 {
             for _ in 0..3 {
-                layers.push(Layer::Block(Block::new(vb.pp(index.to_string()), c)?));
+                layers.push(Layer::Block(Block::new(at(index), c)?));
                 index += 1;
             }
             layers.push(Layer::Upsample);
             index += 1;
-            layers.push(Layer::Conv(conv3(vb.pp(index.to_string()), c, c, false)?));
+            layers.push(Layer::Conv(conv3(at(index), c, c, false)?));
             index += 1;
             debug_assert_eq!(index, 8 + stage * 5);
         }
-        layers.push(Layer::Block(Block::new(vb.pp(index.to_string()), c)?));
+        layers.push(Layer::Block(Block::new(at(index), c)?));
         index += 1;
-        layers.push(Layer::Conv(conv3(vb.pp(index.to_string()), c, 3, true)?));
+        layers.push(Layer::Conv(conv3(at(index), c, 3, true)?));
         Ok(Self { layers })
     }
 

@@ -17,7 +17,7 @@ use super::preset::Spec;
 pub struct WeightFiles {
     pub unet: PathBuf,
     pub vae: PathBuf,
-    /// (tokenizer.json, text encoder) per text encoder, in order.
+    /// (tokenizer folder, text encoder) per text encoder, in order.
     pub text: Vec<(PathBuf, PathBuf)>,
     pub tiny_decoder: Option<PathBuf>,
 }
@@ -78,13 +78,17 @@ impl WeightFiles {
         ];
         for (tokenizer, encoder, used) in encoders {
             if used {
+                let folder = dir.join(tokenizer);
+                if !super::tokenizer::present(&folder) {
+                    bail!(
+                        "missing {} tokenizer: expected {} in {} (see the README, \"Model weights\")",
+                        spec.name,
+                        super::tokenizer::FILES,
+                        folder.display()
+                    );
+                }
                 text.push((
-                    find(
-                        dir,
-                        tokenizer,
-                        &["tokenizer.json"],
-                        &format!("{} tokenizer", spec.name),
-                    )?,
+                    folder,
                     find(
                         dir,
                         encoder,
@@ -99,17 +103,34 @@ impl WeightFiles {
             vae: find(dir, "vae", &diffusers, &format!("{} VAE", spec.name))?,
             text,
             tiny_decoder: if tiny_decoder {
-                Some(find(
-                    dir,
-                    "",
-                    &[spec.taesd_file],
-                    "tiny decoder (decode.tiny-decoder = true)",
-                )?)
+                Some(find_tiny_decoder(dir, spec)?)
             } else {
                 None
             },
         })
     }
+}
+
+/// The tiny decoder as published on GitHub (`taesd_decoder.safetensors` in the weights folder)
+/// or as the diffusers repo (`madebyollin/taesd` downloaded into `taesd/`).
+fn find_tiny_decoder(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
+    let published = dir.join(spec.taesd_file);
+    if published.is_file() {
+        return Ok(published);
+    }
+    let folder = spec.taesd_file.trim_end_matches("_decoder.safetensors");
+    find(
+        dir,
+        folder,
+        &[
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ],
+        &format!(
+            "tiny decoder (decode.tiny-decoder = true): expected {} or",
+            published.display()
+        ),
+    )
 }
 
 /// A safetensors file whose every tensor is checked against the layout the model asks for.

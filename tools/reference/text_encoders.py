@@ -1,0 +1,66 @@
+"""Real-size CLIP text encoders with random weights, for the comparison that cannot be made tiny
+(candle-transformers' ClipTextTransformer takes only its fixed configs). Not run by CI.
+
+For each preset's text encoder (sd-1.5: OpenAI CLIP ViT-L/14; sd-2.1 and sd-turbo: OpenCLIP
+ViT-H/14 cut to 23 layers, as the model repos ship it) this writes, under OUT/<preset>/:
+  text_encoder/model.safetensors   random weights (fixed seed), the repo's layout and names
+  tokenizer/vocab.json, merges.txt the real CLIP vocabulary (open-clip-torch's BPE file)
+  golden.safetensors               token ids and last_hidden_state for 5 prompts, as
+                                   StableDiffusionPipeline.encode_prompt computes them
+Then `cargo test --release --test integration text_encoders_at_real_size -- --ignored` with
+DREAMFRAME_TEXT_REFERENCE=OUT compares ours. tools/reference/text_encoders.sh does both.
+"""
+
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+sys.path.insert(0, os.path.dirname(__file__))
+from make_golden import clip_vocab_and_merges, write_tokenizer  # noqa: E402
+
+OUT = os.path.abspath(sys.argv[1])
+PROMPTS = [
+    "a lighthouse at dusk, oil painting",
+    "",
+    "(masterpiece:1.2), surreal dreamlike landscape by René Magritte, 8k",
+    "東京の夜景, neon lights reflected in rain",
+    "word " * 100,
+]
+ENCODERS = {
+    # text_encoder/config.json of runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1
+    "sd-1.5": (dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                    num_hidden_layers=12, hidden_act="quick_gelu", projection_dim=768), "<|endoftext|>"),
+    "sd-2.1": (dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                    num_hidden_layers=23, hidden_act="gelu", projection_dim=512), "!"),
+}
+
+torch.set_num_threads(os.cpu_count() or 2)
+vocab, merges = clip_vocab_and_merges()
+for index, (preset, (config, pad)) in enumerate(ENCODERS.items()):
+    folder = os.path.join(OUT, preset)
+    os.makedirs(os.path.join(folder, "text_encoder"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "tokenizer"), exist_ok=True)
+    write_tokenizer(os.path.join(folder, "tokenizer"), vocab, merges)
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), pad_token=pad)
+    torch.manual_seed(100 + index)
+    model = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
+                                         layer_norm_eps=1e-5, **config)).eval()
+    # A trained model's scale: the default init (std 0.02) would make every layer nearly the
+    # identity and hide errors in attention.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.0 / p.shape[1] ** 0.5)
+    # The repos' files name every tensor under "text_model." (transformers 5 leaves it out).
+    save_file({"text_model." + k.removeprefix("text_model."): v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "text_encoder", "model.safetensors"))
+    ids = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = model(ids)[0]
+    save_file({"ids": ids.to(torch.int64).contiguous(), "hidden": hidden.contiguous()},
+              os.path.join(folder, "golden.safetensors"))
+    print(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, hidden {tuple(hidden.shape)}")
