@@ -104,7 +104,7 @@ pub async fn run_with_reloads(
     let failure = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            (name, result) = pipeline.next_exit() => break Some(stage_failure(name, result)),
+            exit = pipeline.next_exit() => break Some(exit),
             _ = service.status_timer.tick() => service.write_status(),
             _ = service.stats_timer.tick() => service.log_stats(),
             Some(new) = reloads.recv() => service.reload(&pipeline, &new),
@@ -120,8 +120,16 @@ pub async fn run_with_reloads(
     service.notifier.send("STOPPING=1");
     let late_failure = pipeline.shutdown(STOP_GRACE).await;
     service.finish();
-    match failure.or_else(|| late_failure.map(|(name, error)| stage_failure(name, Err(error)))) {
-        Some(error) => Err(error),
+    let cause = match (failure, late_failure) {
+        // A stage that ended cleanly before shutdown did so because a neighbour went away (its
+        // channel closed): the neighbour's error, arriving a moment later, is the cause.
+        (Some((_, Ok(()))), Some((name, error))) | (None, Some((name, error))) => {
+            Some((name, Err(error)))
+        }
+        (first, _) => first,
+    };
+    match cause {
+        Some((name, result)) => Err(stage_failure(name, result)),
         None => Ok(at_shutdown),
     }
 }

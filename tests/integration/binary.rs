@@ -100,6 +100,7 @@ fn read_status(path: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
+    let _pacing = crate::util::pacing_test();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("dreamframe.toml");
     std::fs::write(

@@ -724,6 +724,7 @@ struct Case {
 }
 
 fn run_case(case: &Case) {
+    let _alone = crate::util::cpu_hog();
     let toolchain = match toolchain() {
         Ok(toolchain) => toolchain,
         Err(reason) => return skip(reason),

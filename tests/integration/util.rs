@@ -9,3 +9,20 @@ pub fn data(path: &str) -> PathBuf {
 pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_dreamframe"))
 }
+
+/// Tests that judge pacing by the wall clock hold this shared; the QEMU machines (TCG keeps a core
+/// flat out for ~20 s each) hold it alone. So our own suite never starves the pacer it measures;
+/// other load on the machine is what the pacer itself must cope with.
+static CPU_HOGS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn pacing_test() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPU_HOGS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn cpu_hog() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPU_HOGS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
