@@ -350,15 +350,7 @@ fn generator(
     } else {
         "conv-projection"
     };
-    let manifest = golden()["loop"]["unet_tensors"][unet]
-        .as_object()
-        .expect("UNet manifest")
-        .iter()
-        .map(|(name, dims)| {
-            let dims = floats(dims).iter().map(|&d| d as usize).collect();
-            (name.clone(), dims)
-        })
-        .collect();
+    let manifest = manifest(&golden()["loop"]["unet_tensors"][unet]);
     let unet = VarBuilder::from_backend(Box::new(NamedWeights { manifest }), dtype, Device::Cpu);
     let file = |name: &str| checked_var_builder(&folder().join(name), dtype, &Device::Cpu, name);
     let options = SdOptions {
@@ -660,12 +652,62 @@ fn a_tokenizer_json_gives_the_same_ids() {
     assert!(checked >= 30);
 }
 
+/// The UNet manifest's or the text encoder's tensor names and shapes, from golden.json.
+fn manifest(value: &Value) -> HashMap<String, Vec<usize>> {
+    value
+        .as_object()
+        .expect("a manifest")
+        .iter()
+        .map(|(name, dims)| {
+            let dims = floats(dims).iter().map(|&d| d as usize).collect();
+            (name.clone(), dims)
+        })
+        .collect()
+}
+
+#[test]
+fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() {
+    use dreamframe::generator::stable_diffusion::text_encoder::{
+        Activation, TextConfig, TextEncoder,
+    };
+    let golden = golden();
+    let tensors = tensors("text-encoder-golden.safetensors");
+    let ids = tensors["ids"].to_dtype(DType::U32).expect("ids");
+    for (name, activation) in [
+        ("quick_gelu", Activation::QuickGelu),
+        ("gelu", Activation::Gelu),
+    ] {
+        let config = TextConfig {
+            vocab_size: 49408,
+            hidden_size: 32,
+            intermediate_size: 64,
+            attention_heads: 4,
+            layers: 2,
+            max_positions: 77,
+            activation,
+            pad_token: tokenizer::END.into(),
+        };
+        let manifest = manifest(&golden["text_encoder"]["weights"][name]);
+        let vb =
+            VarBuilder::from_backend(Box::new(NamedWeights { manifest }), DType::F32, Device::Cpu);
+        let encoder = TextEncoder::new(vb, &config).expect("tiny text encoder");
+        let ours = encoder.forward(&ids).expect("forward");
+        let error = assert_close(
+            &values(&ours),
+            &values(&tensors[&format!("{name}.hidden")]),
+            1e-4,
+            name,
+        );
+        eprintln!("text encoder {name}: max abs error {error:.2e}");
+    }
+}
+
 /// Real-size text encoders with random weights against transformers' `CLIPTextModel`: run by
 /// tools/reference/text_encoders.sh (needs the reference venv and ~2 GB), not by CI.
 #[test]
 #[ignore = "needs tools/reference/text_encoders.sh's real-size files"]
 fn text_encoders_at_real_size() {
-    use candle_transformers::models::stable_diffusion::clip::ClipTextTransformer;
+    use dreamframe::generator::stable_diffusion::text_encoder::TextEncoder;
     use dreamframe::generator::stable_diffusion::weights::build_from;
     let root = PathBuf::from(
         std::env::var("DREAMFRAME_TEXT_REFERENCE").expect("DREAMFRAME_TEXT_REFERENCE: a folder"),
@@ -680,10 +722,10 @@ fn text_encoders_at_real_size() {
             DType::F32,
             &Device::Cpu,
             "text encoder",
-            |vb| ClipTextTransformer::new(vb, &config),
+            |vb| TextEncoder::new(vb, &config),
         )
         .expect("encoder loads");
-        let pad = config.pad_with.clone().unwrap_or(tokenizer::END.into());
+        let pad = config.pad_token.clone();
         let tokens = tokenizer::load(&dir.join("tokenizer"), &pad).expect("tokenizer");
         let ids = golden["ids"].to_dtype(DType::U32).unwrap();
         let hidden = &golden["hidden"];
@@ -698,9 +740,9 @@ fn text_encoders_at_real_size() {
             let expected = ids.get(i).unwrap().to_vec1::<u32>().unwrap();
             let ours_ids = tokenizer::token_ids(&tokens, &pad, 77, prompt).expect("ids");
             assert_eq!(ours_ids, expected, "{name}: ids of prompt {i}");
-            let ours =
-                candle_core::Module::forward(&encoder, &ids.get(i).unwrap().unsqueeze(0).unwrap())
-                    .expect("forward");
+            let ours = encoder
+                .forward(&ids.get(i).unwrap().unsqueeze(0).unwrap())
+                .expect("forward");
             let reference = hidden.get(i).unwrap().unsqueeze(0).unwrap();
             let error = max_error(&values(&ours), &values(&reference), name);
             let scale = values(&reference)

@@ -32,7 +32,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "tests", "data", "sd-reference")
@@ -185,14 +185,14 @@ def tiny_unet(linear):
     return unet.eval()
 
 
-def named_weights(model):
+def named_weights(model, prefix=""):
     """Weights that are a function of each tensor's name and shape, so the Rust test makes the
     same ones without a weights file (the UNet's would be most of the golden files' size):
     splitmix64 of (FNV-1a of the name + index), uniform in [-1, 1), scaled like `randomize`,
     rounded to f16. tests/integration/sd_reference.rs `NamedWeights` is the other half."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.from_numpy(named_values(name, tuple(p.shape))).half().float())
+            p.copy_(torch.from_numpy(named_values(prefix + name, tuple(p.shape))).half().float())
 
 
 MASK = (1 << 64) - 1
@@ -540,6 +540,24 @@ def write_tokenizer(folder, vocab, merges):
         f.writelines(f"{a} {b}\n" for a, b in merges)
 
 
+def text_encoder_golden(tokens):
+    """Tiny CLIPTextModels of both activations (the layout of the repos' text_encoder, named
+    weights under "text_model." as the repos name them), on real token ids."""
+    ids = torch.tensor([case["ids"] for case in tokens["cases"][1:4]], dtype=torch.int64)
+    tensors, manifests = {"ids": ids}, {}
+    for act in ("quick_gelu", "gelu"):
+        model = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            num_hidden_layers=2, max_position_embeddings=77, hidden_act=act, layer_norm_eps=1e-5,
+            projection_dim=32)).eval()
+        prefix = "" if next(iter(model.state_dict())).startswith("text_model.") else "text_model."
+        named_weights(model, prefix)
+        manifests[act] = {prefix + k: list(v.shape) for k, v in model.named_parameters()}
+        with torch.no_grad():
+            tensors[f"{act}.hidden"] = model(ids)[0]
+    return manifests, tensors
+
+
 # ---------------------------------------------------------------------------------------------
 def main():
     import tempfile
@@ -564,8 +582,11 @@ def main():
                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = tokenizer_golden(tmp)
+    text_manifests, text_tensors = text_encoder_golden(tokens)
+    save_file(text_tensors, os.path.join(OUT, "text-encoder-golden.safetensors"))
     golden = dict(
         versions=versions,
+        text_encoder=dict(weights=text_manifests, hidden_size=32, intermediate_size=64, heads=4, layers=2),
         repo_schedulers=REPO_SCHEDULERS,
         schedulers=scheduler_golden(),
         img2img=img2img_golden(components),

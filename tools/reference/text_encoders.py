@@ -1,5 +1,5 @@
-"""Real-size CLIP text encoders with random weights, for the comparison that cannot be made tiny
-(candle-transformers' ClipTextTransformer takes only its fixed configs). Not run by CI.
+"""Real-size CLIP text encoders with random weights: ours (text_encoder.rs) against
+transformers' CLIPTextModel at the presets' real configs (CI checks tiny ones). Not run by CI.
 
 For each preset's text encoder (sd-1.5: OpenAI CLIP ViT-L/14; sd-2.1 and sd-turbo: OpenCLIP
 ViT-H/14 cut to 23 layers, as the model repos ship it) this writes, under OUT/<preset>/:

@@ -14,6 +14,7 @@
 pub mod preset;
 pub mod scheduler;
 pub mod taesd;
+pub mod text_encoder;
 pub mod tokenizer;
 pub mod weights;
 
@@ -21,10 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context};
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_transformers::models::stable_diffusion::clip::{
-    ClipTextTransformer, Config as ClipConfig,
-};
+use candle_core::{DType, Device, Tensor, D};
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use rand::SeedableRng;
@@ -37,6 +35,7 @@ pub use crate::config::{SchedulerKind, Theme};
 use preset::Spec;
 use scheduler::Schedule;
 use taesd::TinyDecoder;
+use text_encoder::{TextConfig, TextEncoder};
 use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
 
 /// The parts of a Stable Diffusion model that have weights of their own.
@@ -77,7 +76,7 @@ pub struct SdOptions {
 /// Where text embeddings come from.
 pub enum TextConditioning {
     /// Tokenizer and CLIP text encoder per encoder (SDXL has two).
-    Clip(Vec<(Tokenizer, ClipTextTransformer, ClipConfig)>),
+    Clip(Vec<(Tokenizer, TextEncoder, TextConfig)>),
     /// The same embeddings for every theme, each [1, tokens, cross-attention dim]: for tests and
     /// benchmarks, where no CLIP weights exist. `negative` is used with guidance only.
     Fixed { positive: Tensor, negative: Tensor },
@@ -107,28 +106,17 @@ impl StableDiffusionGenerator {
     pub fn load(dir: &Path, options: SdOptions, tiny_decoder: bool) -> anyhow::Result<Self> {
         let spec = &options.spec;
         let files = WeightFiles::locate(dir, spec, options.dtype == DType::F16, tiny_decoder)?;
-        let configs: Vec<ClipConfig> = spec.clip.iter().chain(spec.clip2.iter()).cloned().collect();
+        let configs: Vec<TextConfig> = spec.clip.iter().chain(spec.clip2.iter()).cloned().collect();
         let mut encoders = Vec::new();
         for ((tokenizer_folder, encoder_path), config) in files.text.iter().zip(configs) {
-            let tokenizer = tokenizer::load(tokenizer_folder, pad_token(&config))?;
+            let tokenizer = tokenizer::load(tokenizer_folder, &config.pad_token)?;
             // The text encoder runs once per theme: f32 keeps it exact and costs little.
             let encoder = build_from(
                 encoder_path,
                 DType::F32,
                 &options.device,
                 "text encoder",
-                |vb| {
-                    // The model repos name every tensor under "text_model."; files saved by
-                    // transformers 5 leave it out.
-                    let vb = if !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
-                        && vb.contains_tensor("embeddings.token_embedding.weight")
-                    {
-                        vb.rename_f(|name| name.strip_prefix("text_model.").unwrap_or(name).into())
-                    } else {
-                        vb
-                    };
-                    ClipTextTransformer::new(vb, &config)
-                },
+                |vb| TextEncoder::new(vb, &config),
             )?;
             encoders.push((tokenizer, encoder, config));
         }
@@ -291,8 +279,8 @@ impl StableDiffusionGenerator {
                     for (tokenizer, encoder, config) in encoders {
                         let tokens = tokenizer::token_ids(
                             tokenizer,
-                            pad_token(config),
-                            config.max_position_embeddings,
+                            &config.pad_token,
+                            config.max_positions,
                             prompt,
                         )?;
                         let tokens =
@@ -466,11 +454,6 @@ impl NoiseSource for SeededNoise {
             .collect();
         Ok(Tensor::from_vec(values, shape, &self.device)?)
     }
-}
-
-/// The padding token of a text encoder's tokenizer ("!" for OpenCLIP ViT-H and bigG).
-fn pad_token(config: &ClipConfig) -> &str {
-    config.pad_with.as_deref().unwrap_or(tokenizer::END)
 }
 
 impl Generator for StableDiffusionGenerator {

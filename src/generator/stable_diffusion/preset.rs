@@ -2,9 +2,10 @@
 //! latent scale, prediction type and per-preset defaults (steps, guidance, size). The values mirror
 //! the diffusers config.json files of each model (candle keeps its own copies private).
 
-use candle_transformers::models::stable_diffusion::{clip, unet_2d, vae};
+use candle_transformers::models::stable_diffusion::{unet_2d, vae};
 
 use super::scheduler::{Prediction, ScheduleConfig, Spacing};
+use super::text_encoder::TextConfig;
 
 pub use crate::config::Preset;
 
@@ -15,8 +16,8 @@ pub struct Spec {
     pub unet: unet_2d::UNet2DConditionModelConfig,
     pub vae: vae::AutoEncoderKLConfig,
     /// Text encoders; `None` in tests, which pass text embeddings directly.
-    pub clip: Option<clip::Config>,
-    pub clip2: Option<clip::Config>,
+    pub clip: Option<TextConfig>,
+    pub clip2: Option<TextConfig>,
     /// The model repo's scheduler_config.json, as far as it changes the arithmetic.
     pub schedule: ScheduleConfig,
     /// Latents are the VAE's latents times this (what the UNet works in).
@@ -121,7 +122,7 @@ pub fn spec(preset: Preset) -> Spec {
                 false,
             ),
             vae: sd_vae(),
-            clip: Some(clip::Config::v1_5()),
+            clip: Some(TextConfig::clip_l()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,
@@ -134,7 +135,7 @@ pub fn spec(preset: Preset) -> Spec {
             name: preset.name().into(),
             unet: sd2_unet(),
             vae: sd_vae(),
-            clip: Some(clip::Config::v2_1()),
+            clip: Some(TextConfig::open_clip_h()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::VPrediction),
             vae_scale: 0.18215,
@@ -147,7 +148,7 @@ pub fn spec(preset: Preset) -> Spec {
             name: preset.name().into(),
             unet: sd2_unet(),
             vae: sd_vae(),
-            clip: Some(clip::Config::v2_1()),
+            clip: Some(TextConfig::open_clip_h()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(
                 Some(Spacing::Trailing),
@@ -163,8 +164,8 @@ pub fn spec(preset: Preset) -> Spec {
             name: preset.name().into(),
             unet: sdxl_unet(),
             vae: sd_vae(),
-            clip: Some(clip::Config::sdxl()),
-            clip2: Some(clip::Config::sdxl2()),
+            clip: Some(TextConfig::clip_l()),
+            clip2: Some(TextConfig::open_clip_big_g()),
             schedule: ScheduleConfig::stable_diffusion(
                 Some(Spacing::Trailing),
                 Prediction::Epsilon,
