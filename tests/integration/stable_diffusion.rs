@@ -67,6 +67,7 @@ fn tiny_spec(vae_channels: usize) -> Spec {
         default_guidance: 0.0,
         native_size: (64, 48),
         taesd_file: "taesd_decoder.safetensors",
+        repo: "example/tiny",
     }
 }
 
@@ -267,6 +268,26 @@ fn a_missing_file_names_what_was_expected() {
         text.contains("unet/diffusion_pytorch_model.safetensors"),
         "{text}"
     );
+}
+
+/// A single-file checkpoint (what most model sites offer) is named as such, with what to
+/// download instead, whether weights-dir is the file or a folder holding it.
+#[test]
+fn a_single_file_checkpoint_says_to_download_the_diffusers_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("sd_turbo.safetensors");
+    std::fs::write(&file, b"not read").expect("write");
+    for weights in [file.clone(), dir.path().to_path_buf()] {
+        let error = StableDiffusionGenerator::load(&weights, options(tiny_spec(8), 0.0), false)
+            .err()
+            .expect("a checkpoint is refused");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("sd_turbo.safetensors is a single-file checkpoint"),
+            "{text}"
+        );
+        assert!(text.contains("download example/tiny"), "{text}");
+    }
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub struct Spec {
     pub native_size: (u32, u32),
     /// File name of the matching tiny decoder in the weights folder.
     pub taesd_file: &'static str,
+    /// The Hugging Face repo whose diffusers folder this preset loads (for error messages).
+    pub repo: &'static str,
 }
 
 impl Spec {
@@ -130,6 +132,7 @@ pub fn spec(preset: Preset) -> Spec {
             default_guidance: 7.5,
             native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
+            repo: "stable-diffusion-v1-5/stable-diffusion-v1-5",
         },
         Preset::Sd21 => Spec {
             name: preset.name().into(),
@@ -143,6 +146,7 @@ pub fn spec(preset: Preset) -> Spec {
             default_guidance: 7.5,
             native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
+            repo: "stabilityai/stable-diffusion-2-1",
         },
         Preset::SdTurbo => Spec {
             name: preset.name().into(),
@@ -159,6 +163,7 @@ pub fn spec(preset: Preset) -> Spec {
             default_guidance: 0.0,
             native_size: preset.native_size(),
             taesd_file: "taesd_decoder.safetensors",
+            repo: "stabilityai/sd-turbo",
         },
         Preset::SdxlTurbo => Spec {
             name: preset.name().into(),
@@ -175,6 +180,7 @@ pub fn spec(preset: Preset) -> Spec {
             default_guidance: 0.0,
             native_size: preset.native_size(),
             taesd_file: "taesdxl_decoder.safetensors",
+            repo: "stabilityai/sdxl-turbo",
         },
     }
 }

@@ -53,6 +53,15 @@ impl WeightFiles {
         prefer_fp16: bool,
         tiny_decoder: bool,
     ) -> anyhow::Result<Self> {
+        if let Some(checkpoint) = single_file_checkpoint(dir) {
+            bail!(
+                "{} is a single-file checkpoint; dreamframe reads a model's diffusers folder \
+                 (unet/, vae/, text_encoder/, tokenizer/): download {} as the README shows \
+                 (\"Model weights\") and set model.weights-dir to that folder",
+                checkpoint.display(),
+                spec.repo
+            );
+        }
         if !dir.is_dir() {
             bail!(
                 "weights folder {} does not exist (see the README, \"Model weights\")",
@@ -109,6 +118,33 @@ impl WeightFiles {
             },
         })
     }
+}
+
+/// `dir` itself, or the only model file in a folder without `unet/`, when it is a single-file
+/// checkpoint (`.safetensors`/`.ckpt` with the original LDM names, as model sites offer them).
+fn single_file_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let is_checkpoint = |p: &Path| {
+        p.is_file()
+            && matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("safetensors" | "ckpt")
+            )
+    };
+    if is_checkpoint(dir) {
+        return Some(dir.to_path_buf());
+    }
+    if !dir.is_dir() || dir.join("unet").is_dir() {
+        return None;
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|p| {
+            is_checkpoint(p)
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("taes"))
+        })
 }
 
 /// The tiny decoder as published on GitHub (`taesd_decoder.safetensors` in the weights folder)
