@@ -470,6 +470,39 @@ fn assert_pixels(ours: &[u8], reference: &[u8], what: &str) -> usize {
     off
 }
 
+/// A batch of our pictures against the reference's, packed one after another.
+fn assert_pictures(pictures: &[Vec<u8>], reference: &[u8], what: &str) -> usize {
+    let per_picture = reference.len() / pictures.len();
+    let mut off = 0;
+    for (i, picture) in pictures.iter().enumerate() {
+        off += assert_pixels(
+            picture,
+            &reference[i * per_picture..(i + 1) * per_picture],
+            &format!("{what} picture {i}"),
+        );
+    }
+    off
+}
+
+/// A generator used only to decode (its text conditioning is never asked for).
+fn decoders_only(spec: Spec, tiny: Option<&Path>) -> StableDiffusionGenerator {
+    let zeros = Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).expect("zeros");
+    let text = TextConditioning::Fixed {
+        positive: zeros.clone(),
+        negative: zeros,
+    };
+    generator(
+        spec,
+        DType::F32,
+        text,
+        1,
+        0.0,
+        SchedulerKind::Ddim,
+        1.0,
+        tiny,
+    )
+}
+
 fn rgb8(t: &Tensor) -> Vec<u8> {
     t.flatten_all()
         .and_then(|t| t.to_vec1::<u8>())
@@ -522,31 +555,11 @@ fn vae_decode_matches_diffusers_with_each_presets_scaling_factor() {
             name,
         );
         // Our whole path: scaling, [-1, 1] -> u8, NCHW -> packed RGB.
-        let text = TextConditioning::Fixed {
-            positive: Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).unwrap(),
-            negative: Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).unwrap(),
-        };
-        let sd = generator(
-            spec,
-            DType::F32,
-            text,
-            1,
-            0.0,
-            SchedulerKind::Ddim,
-            1.0,
-            None,
-        );
-        let pictures = sd.decode_full(latents).expect("decode_full");
+        let pictures = decoders_only(spec, None)
+            .decode_full(latents)
+            .expect("decode_full");
         let reference = rgb8(&tensors[&format!("{name}.rgb8")]);
-        let per_picture = reference.len() / pictures.len();
-        let mut off = 0;
-        for (i, picture) in pictures.iter().enumerate() {
-            off += assert_pixels(
-                picture,
-                &reference[i * per_picture..(i + 1) * per_picture],
-                &format!("{name} picture {i}"),
-            );
-        }
+        let off = assert_pictures(&pictures, &reference, name);
         eprintln!(
             "VAE decode {name}: max abs error {error:.2e}, {off} of {} u8 values off by one",
             reference.len()
@@ -574,21 +587,7 @@ fn taesd_matches_diffusers_autoencoder_tiny_in_both_published_layouts() {
             .expect("forward");
         let error = assert_close(&values(&ours), &values(reference), 2e-4, file);
         // And as the pipeline hands it in-between latents: through the generator's decode.
-        let text = TextConditioning::Fixed {
-            positive: Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).unwrap(),
-            negative: Tensor::zeros((1, 5, 12), DType::F32, &Device::Cpu).unwrap(),
-        };
-        let spec = tiny_spec("sd-turbo", true);
-        let mut sd = generator(
-            spec,
-            DType::F32,
-            text,
-            1,
-            0.0,
-            SchedulerKind::Ddim,
-            1.0,
-            Some(&folder().join(file)),
-        );
+        let mut sd = decoders_only(tiny_spec("sd-turbo", true), Some(&folder().join(file)));
         let pictures = sd.decode(latents).expect("decode");
         let expected = rgb8(
             &(reference * 255.0)
@@ -598,14 +597,7 @@ fn taesd_matches_diffusers_autoencoder_tiny_in_both_published_layouts() {
                 .and_then(|x| x.contiguous())
                 .expect("reference u8"),
         );
-        let per_picture = expected.len() / pictures.len();
-        for (i, picture) in pictures.iter().enumerate() {
-            assert_pixels(
-                picture,
-                &expected[i * per_picture..(i + 1) * per_picture],
-                file,
-            );
-        }
+        assert_pictures(&pictures, &expected, file);
         eprintln!("TAESD {file}: max abs error {error:.2e}");
     }
 }
