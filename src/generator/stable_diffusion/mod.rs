@@ -1,11 +1,13 @@
-//! Stable Diffusion behind the `Generator` seam (candle-transformers).
+//! Stable Diffusion behind the `Generator` seam: candle-transformers' UNet and VAE, our own
+//! schedulers (scheduler.rs), tokenizer (tokenizer.rs), text encoder (text_encoder.rs) and
+//! TAESD (taesd.rs), each held to diffusers / transformers by tests/integration/sd_reference.rs.
 //!
 //! Keyframes: the first by txt2img, each later one by img2img from the previous keyframe
-//! (`keyframe.denoise` of the way back into noise), so consecutive keyframes are related and the
-//! slerp between them morphs instead of cross-fading. Prompts come from themes rotated every
-//! `prompts.rotation-interval` keyframes; every keyframe's seed and theme are logged by the
-//! keyframe stage. Noise comes from our own seeded RNG, and the default DDIM scheduler is
-//! deterministic, so a logged seed reproduces its keyframe.
+//! (`keyframe.denoise` of the way back into noise), as diffusers' two pipelines make them, so
+//! consecutive keyframes are related and the slerp between them morphs instead of
+//! cross-fading. Prompts come from themes rotated every `prompts.rotation-interval` keyframes;
+//! every keyframe's seed and theme are logged by the keyframe stage. All noise (the start, and
+//! Euler ancestral's per step) comes from the keyframe's seed, so a logged seed reproduces it.
 //! Decoding: keyframes through the full VAE; in-between frames through the tiny decoder (TAESD)
 //! when enabled, else the VAE. `resolution_divisor` shrinks latents before decoding.
 //! Runs on the keyframe and decoder threads under the model lock. Loading errors name the file,
