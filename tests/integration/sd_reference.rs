@@ -660,7 +660,7 @@ fn manifest(value: &Value) -> HashMap<String, Vec<usize>> {
 #[test]
 fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() {
     use dreamframe::generator::stable_diffusion::text_encoder::{
-        Activation, TextConfig, TextEncoder,
+        Activation, TextConfig, TextEncoder, TextOutput,
     };
     let golden = golden();
     let tensors = tensors("text-encoder-golden.safetensors");
@@ -669,28 +669,34 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
         ("quick_gelu", Activation::QuickGelu),
         ("gelu", Activation::Gelu),
     ] {
-        let config = TextConfig {
-            vocab_size: 49408,
-            hidden_size: 32,
-            intermediate_size: 64,
-            attention_heads: 4,
-            layers: 2,
-            max_positions: 77,
-            activation,
-            pad_token: tokenizer::END.into(),
-        };
         let manifest = manifest(&golden["text_encoder"]["weights"][name]);
-        let vb =
-            VarBuilder::from_backend(Box::new(NamedWeights { manifest }), DType::F32, Device::Cpu);
-        let encoder = TextEncoder::new(vb, &config).expect("tiny text encoder");
-        let ours = encoder.forward(&ids).expect("forward");
-        let error = assert_close(
-            &values(&ours),
-            &values(&tensors[&format!("{name}.hidden")]),
-            1e-4,
-            name,
-        );
-        eprintln!("text encoder {name}: max abs error {error:.2e}");
+        // last_hidden_state (sd-1.x, sd-2.x) and hidden_states[-2] (SDXL).
+        for (output, key) in [
+            (TextOutput::Last, "hidden"),
+            (TextOutput::Penultimate, "penultimate"),
+        ] {
+            let config = TextConfig {
+                vocab_size: 49408,
+                hidden_size: 32,
+                intermediate_size: 64,
+                attention_heads: 4,
+                layers: 2,
+                max_positions: 77,
+                activation,
+                pad_token: tokenizer::END.into(),
+                output,
+            };
+            let weights = NamedWeights {
+                manifest: manifest.clone(),
+            };
+            let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu);
+            let encoder = TextEncoder::new(vb, &config).expect("tiny text encoder");
+            let ours = encoder.forward(&ids).expect("forward");
+            let what = format!("{name} {key}");
+            let reference = &tensors[&format!("{name}.{key}")];
+            let error = assert_close(&values(&ours), &values(reference), 1e-4, &what);
+            eprintln!("text encoder {what}: max abs error {error:.2e}");
+        }
     }
 }
 

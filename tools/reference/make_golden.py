@@ -554,7 +554,10 @@ def text_encoder_golden(tokens):
         named_weights(model, prefix)
         manifests[act] = {prefix + k: list(v.shape) for k, v in model.named_parameters()}
         with torch.no_grad():
-            tensors[f"{act}.hidden"] = model(ids)[0]
+            out = model(ids, output_hidden_states=True)
+        tensors[f"{act}.hidden"] = out.last_hidden_state
+        # What SDXL's pipeline takes from both its encoders: hidden_states[-2], not normalized.
+        tensors[f"{act}.penultimate"] = out.hidden_states[-2]
     return manifests, tensors
 
 

@@ -575,8 +575,7 @@ pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableD
             crate::events::ModelDiffers {
                 preset: sd.preset.name().into(),
                 reason: "candle-transformers 0.11's UNet has no SDXL added conditioning (pooled \
-                         text, size ids) and the text path uses the last layer, not the \
-                         penultimate: pictures are not diffusers'"
+                         text embedding, size ids): pictures are not diffusers'"
                     .into(),
             }
         );

@@ -124,7 +124,7 @@ pub fn spec(preset: Preset) -> Spec {
                 false,
             ),
             vae: sd_vae(),
-            clip: Some(TextConfig::clip_l()),
+            clip: Some(TextConfig::clip_l().penultimate()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,

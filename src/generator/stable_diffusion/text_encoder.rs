@@ -25,6 +25,15 @@ pub enum Activation {
     Gelu,
 }
 
+/// Which hidden state the pipeline hands the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOutput {
+    /// `last_hidden_state` (after the final layer norm): sd-1.x, sd-2.x.
+    Last,
+    /// `hidden_states[-2]`, the second-to-last layer's output, not normalized: SDXL.
+    Penultimate,
+}
+
 /// text_encoder/config.json, as far as the arithmetic goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextConfig {
@@ -37,6 +46,7 @@ pub struct TextConfig {
     pub activation: Activation,
     /// The tokenizer's padding token ("!" for OpenCLIP's models).
     pub pad_token: String,
+    pub output: TextOutput,
 }
 
 impl TextConfig {
@@ -51,6 +61,15 @@ impl TextConfig {
             max_positions: 77,
             activation: Activation::QuickGelu,
             pad_token: super::tokenizer::END.into(),
+            output: TextOutput::Last,
+        }
+    }
+
+    /// As SDXL's pipeline uses an encoder: the penultimate layer's hidden states.
+    pub fn penultimate(self) -> Self {
+        Self {
+            output: TextOutput::Penultimate,
+            ..self
         }
     }
 
@@ -65,6 +84,7 @@ impl TextConfig {
             max_positions: 77,
             activation: Activation::Gelu,
             pad_token: "!".into(),
+            output: TextOutput::Last,
         }
     }
 
@@ -79,6 +99,7 @@ impl TextConfig {
             max_positions: 77,
             activation: Activation::Gelu,
             pad_token: "!".into(),
+            output: TextOutput::Penultimate,
         }
     }
 }
@@ -139,6 +160,7 @@ pub struct TextEncoder {
     positions: Embedding,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
+    output: TextOutput,
 }
 
 impl TextEncoder {
@@ -184,10 +206,11 @@ impl TextEncoder {
             )?,
             layers,
             final_norm: norm(vb.pp("final_layer_norm"))?,
+            output: config.output,
         })
     }
 
-    /// `last_hidden_state` for token ids [batch, tokens].
+    /// The configured hidden state (`TextOutput`) for token ids [batch, tokens].
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (_, count) = ids.dims2()?;
         let device = ids.device();
@@ -197,10 +220,17 @@ impl TextEncoder {
             .forward(ids)?
             .broadcast_add(&self.positions.forward(&positions)?)?;
         let mask = causal_mask(count, x.dtype(), device)?;
-        for layer in &self.layers {
+        let used = match self.output {
+            TextOutput::Last => self.layers.len(),
+            TextOutput::Penultimate => self.layers.len().saturating_sub(1),
+        };
+        for layer in &self.layers[..used] {
             x = layer.forward(&x, &mask)?;
         }
-        self.final_norm.forward(&x)
+        match self.output {
+            TextOutput::Last => self.final_norm.forward(&x),
+            TextOutput::Penultimate => Ok(x),
+        }
     }
 }
 
