@@ -710,9 +710,15 @@ fn text_encoders_at_real_size() {
     let root = PathBuf::from(
         std::env::var("DREAMFRAME_TEXT_REFERENCE").expect("DREAMFRAME_TEXT_REFERENCE: a folder"),
     );
-    for name in ["sd-1.5", "sd-2.1"] {
+    let encoders = [
+        ("sd-1.5", preset::spec(Preset::Sd15).clip),
+        ("sd-2.1", preset::spec(Preset::Sd21).clip),
+        ("sdxl-1", preset::spec(Preset::SdxlTurbo).clip),
+        ("sdxl-2", preset::spec(Preset::SdxlTurbo).clip2),
+    ];
+    for (name, config) in encoders {
         let dir = root.join(name);
-        let config = preset::spec(preset(name)).clip.expect("a text encoder");
+        let config = config.expect("a text encoder");
         let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu)
             .expect("golden");
         let encoder = build_from(

@@ -2,11 +2,12 @@
 transformers' CLIPTextModel at the presets' real configs (CI checks tiny ones). Not run by CI.
 
 For each preset's text encoder (sd-1.5: OpenAI CLIP ViT-L/14; sd-2.1 and sd-turbo: OpenCLIP
-ViT-H/14 cut to 23 layers, as the model repos ship it) this writes, under OUT/<preset>/:
+ViT-H/14 cut to 23 layers, as the model repos ship it; sdxl-turbo: ViT-L and OpenCLIP bigG/14,
+penultimate layer) this writes, under OUT/<name>/:
   text_encoder/model.safetensors   random weights (fixed seed), the repo's layout and names
   tokenizer/vocab.json, merges.txt the real CLIP vocabulary (open-clip-torch's BPE file)
-  golden.safetensors               token ids and last_hidden_state for 5 prompts, as
-                                   StableDiffusionPipeline.encode_prompt computes them
+  golden.safetensors               token ids and the hidden states for 5 prompts that the
+                                   pipelines' encode_prompt takes
 Then `cargo test --release --test integration text_encoders_at_real_size -- --ignored` with
 DREAMFRAME_TEXT_REFERENCE=OUT compares ours. tools/reference/text_encoders.sh does both.
 """
@@ -29,17 +30,22 @@ PROMPTS = [
     "東京の夜景, neon lights reflected in rain",
     "word " * 100,
 ]
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+              num_hidden_layers=12, hidden_act="quick_gelu", projection_dim=768)
 ENCODERS = {
-    # text_encoder/config.json of runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1
-    "sd-1.5": (dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                    num_hidden_layers=12, hidden_act="quick_gelu", projection_dim=768), "<|endoftext|>"),
+    # text_encoder/config.json of stable-diffusion-v1-5, stable-diffusion-2-1 and sdxl-turbo
+    # (text_encoder, text_encoder_2); (config, pad token, which hidden state the pipeline uses)
+    "sd-1.5": (CLIP_L, "<|endoftext|>", "last"),
     "sd-2.1": (dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
-                    num_hidden_layers=23, hidden_act="gelu", projection_dim=512), "!"),
+                    num_hidden_layers=23, hidden_act="gelu", projection_dim=512), "!", "last"),
+    "sdxl-1": (CLIP_L, "<|endoftext|>", "penultimate"),
+    "sdxl-2": (dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
+                    num_hidden_layers=32, hidden_act="gelu", projection_dim=1280), "!", "penultimate"),
 }
 
 torch.set_num_threads(os.cpu_count() or 2)
 vocab, merges = clip_vocab_and_merges()
-for index, (preset, (config, pad)) in enumerate(ENCODERS.items()):
+for index, (preset, (config, pad, output)) in enumerate(ENCODERS.items()):
     folder = os.path.join(OUT, preset)
     os.makedirs(os.path.join(folder, "text_encoder"), exist_ok=True)
     os.makedirs(os.path.join(folder, "tokenizer"), exist_ok=True)
@@ -60,7 +66,9 @@ for index, (preset, (config, pad)) in enumerate(ENCODERS.items()):
     ids = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True,
                     return_tensors="pt").input_ids
     with torch.no_grad():
-        hidden = model(ids)[0]
+        out = model(ids, output_hidden_states=True)
+    # StableDiffusionPipeline takes last_hidden_state; StableDiffusionXLPipeline hidden_states[-2].
+    hidden = out.last_hidden_state if output == "last" else out.hidden_states[-2]
     save_file({"ids": ids.to(torch.int64).contiguous(), "hidden": hidden.contiguous()},
               os.path.join(folder, "golden.safetensors"))
     print(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, hidden {tuple(hidden.shape)}")

@@ -124,7 +124,7 @@ pub fn spec(preset: Preset) -> Spec {
                 false,
             ),
             vae: sd_vae(),
-            clip: Some(TextConfig::clip_l().penultimate()),
+            clip: Some(TextConfig::clip_l()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,
@@ -169,7 +169,7 @@ pub fn spec(preset: Preset) -> Spec {
             name: preset.name().into(),
             unet: sdxl_unet(),
             vae: sd_vae(),
-            clip: Some(TextConfig::clip_l()),
+            clip: Some(TextConfig::clip_l().penultimate()),
             clip2: Some(TextConfig::open_clip_big_g()),
             schedule: ScheduleConfig::stable_diffusion(
                 Some(Spacing::Trailing),
@@ -182,5 +182,37 @@ pub fn spec(preset: Preset) -> Spec {
             taesd_file: "taesdxl_decoder.safetensors",
             repo: "stabilityai/sdxl-turbo",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::text_encoder::{Activation, TextOutput};
+    use super::*;
+
+    /// What each pipeline hands the UNet: sd-1.x/2.x the last, normalized hidden state of their
+    /// one encoder; SDXL the penultimate layer of both (StableDiffusionXLPipeline).
+    #[test]
+    fn each_preset_takes_the_text_output_its_diffusers_pipeline_takes() {
+        for preset in [Preset::Sd15, Preset::Sd21, Preset::SdTurbo] {
+            let spec = spec(preset);
+            let clip = spec.clip.expect("one text encoder");
+            assert_eq!(clip.output, TextOutput::Last, "{}", spec.name);
+            assert!(spec.clip2.is_none(), "{}", spec.name);
+        }
+        let sdxl = spec(Preset::SdxlTurbo);
+        for clip in [sdxl.clip, sdxl.clip2] {
+            assert_eq!(clip.expect("two encoders").output, TextOutput::Penultimate);
+        }
+        assert_eq!(
+            spec(Preset::Sd15).clip.map(|c| c.activation),
+            Some(Activation::QuickGelu)
+        );
+        assert_eq!(
+            spec(Preset::SdTurbo)
+                .clip
+                .map(|c| (c.activation, c.pad_token)),
+            Some((Activation::Gelu, "!".to_string()))
+        );
     }
 }
