@@ -150,23 +150,14 @@ fn single_file_checkpoint(dir: &Path) -> Option<PathBuf> {
 /// The tiny decoder as published on GitHub (`taesd_decoder.safetensors` in the weights folder)
 /// or as the diffusers repo (`madebyollin/taesd` downloaded into `taesd/`).
 fn find_tiny_decoder(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
-    let published = dir.join(spec.taesd_file);
-    if published.is_file() {
-        return Ok(published);
-    }
     let folder = spec.taesd_file.trim_end_matches("_decoder.safetensors");
-    find(
-        dir,
-        folder,
-        &[
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.fp16.safetensors",
-        ],
-        &format!(
-            "tiny decoder (decode.tiny-decoder = true): expected {} or",
-            published.display()
-        ),
-    )
+    let names = [
+        spec.taesd_file.to_string(),
+        format!("{folder}/diffusion_pytorch_model.safetensors"),
+        format!("{folder}/diffusion_pytorch_model.fp16.safetensors"),
+    ];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    find(dir, "", &names, "tiny decoder (decode.tiny-decoder = true)")
 }
 
 /// A safetensors file whose every tensor is checked against the layout the model asks for.
