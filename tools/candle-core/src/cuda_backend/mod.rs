@@ -13,6 +13,7 @@ use half::{bf16, f16};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod broadcast;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 #[cfg(feature = "cutile")]
@@ -1153,6 +1154,9 @@ impl<U: crate::op::BinaryOpT> Map2 for U {
         let shape = lhs_l.shape();
         let dims = shape.dims();
         let elem_count = shape.elem_count();
+        if let Some(out) = broadcast::try_launch(U::KERNEL, lhs, lhs_l, rhs, rhs_l, dev)? {
+            return Ok(out);
+        }
         let cfg = LaunchConfig::for_num_elems(elem_count as u32);
         let dims_and_strides = if lhs_l.is_contiguous() && rhs_l.is_contiguous() {
             SlicePtrOrNull::Null
