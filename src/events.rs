@@ -236,7 +236,8 @@ events! {
         buffer_frames: usize, buffer_seconds: f64, buffer_percentage: f64, jitter_p50_ms: f64,
         jitter_p99_ms: f64, jitter_max_ms: f64, presented_p99_ms: f64,
         model_lock_avg_wait_ms: f64, model_lock_max_wait_ms: f64, model_lock_contended: u64,
-        decode_fps: f64, decode_ms_per_frame: f64, upscale_ms_per_frame: f64,
+        /// Absent from logs written before the decoders had a lock of their own.
+        decode_lock_wait_p99_ms: Option<f64>, decode_fps: f64, decode_ms_per_frame: f64, upscale_ms_per_frame: f64,
         generator_errors: u64,
     };
     /// Playback changed state (buffering, playing, underrun).

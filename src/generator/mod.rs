@@ -1,6 +1,8 @@
 //! The model seam: a `Generator` makes keyframe latents and decodes latents to RGB images, both
 //! in batches, on a candle `Device`. `ModelLock` shares one generator between the keyframe thread
-//! and the decode thread and measures how long each waits for it.
+//! and the decode thread and measures how long each waits for it; a generator whose decoders
+//! have weights of their own hands them over (`split_decoder`) to be held under a second lock,
+//! so decoding never waits for a keyframe.
 //!
 //! Inputs: keyframe requests (index, seed, previous latent) and stacked latents. Outputs: latents
 //! and RGB8 frames at the generator's internal resolution. Runs on the keyframe and decoder
@@ -58,6 +60,20 @@ pub trait Generator: Send {
     fn note(&self) -> Option<&str> {
         None
     }
+    /// Hands over the decoders when they have weights of their own, so the pipeline can hold
+    /// them under their own lock and decode while a keyframe is being made; afterwards `decode`
+    /// and `decode_keyframe` on the generator fail. `None`: decoding stays with the generator.
+    fn split_decoder(&mut self) -> Option<Box<dyn FrameDecoder>> {
+        None
+    }
+}
+
+/// Decoders split off a generator (`Generator::split_decoder`); the same contract as its
+/// `decode` and `decode_keyframe`, latents on any device.
+pub trait FrameDecoder: Send {
+    fn device(&self) -> &Device;
+    fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
+    fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
 }
 
 /// The configured generator (weights seeded by `seed` for the built-in one). A Stable Diffusion
@@ -195,25 +211,90 @@ impl LockStats {
     }
 }
 
-/// One generator shared by the keyframe and decode stages.
+/// One generator shared by the keyframe and decode stages; its decoders under a lock of their
+/// own when it splits them off, so decoding never waits for a keyframe.
 pub struct ModelLock {
     model: Mutex<Box<dyn Generator>>,
+    decoder: Option<Mutex<Box<dyn FrameDecoder>>>,
     name: String,
     note: Option<String>,
     resolution: (u32, u32),
     device: Device,
+    /// Waits for the generator's lock (keyframes, and decoding when not split).
     pub stats: LockStats,
+    /// Waits for the split decoders' lock.
+    pub decoder_stats: LockStats,
+}
+
+/// Takes `mutex`, recording the wait in `stats`; returns the guard and the wait in seconds.
+fn acquire<'a, T: ?Sized>(
+    mutex: &'a Mutex<Box<T>>,
+    stats: &LockStats,
+) -> (MutexGuard<'a, Box<T>>, f64) {
+    match mutex.try_lock() {
+        Ok(guard) => {
+            stats.record(0, false);
+            (guard, 0.0)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let start = Instant::now();
+            // A panic while the model was held ends that stage; the other may go on.
+            let guard = mutex
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let waited = start.elapsed();
+            stats.record(waited.as_nanos() as u64, true);
+            (guard, waited.as_secs_f64())
+        }
+        Err(TryLockError::Poisoned(poisoned)) => {
+            stats.record(0, false);
+            (poisoned.into_inner(), 0.0)
+        }
+    }
 }
 
 impl ModelLock {
-    pub fn new(model: Box<dyn Generator>) -> Self {
+    pub fn new(mut model: Box<dyn Generator>) -> Self {
+        let decoder = model.split_decoder().map(Mutex::new);
         Self {
             name: model.name().to_string(),
             note: model.note().map(str::to_string),
             device: model.device().clone(),
             resolution: model.resolution(),
             model: Mutex::new(model),
+            decoder,
             stats: LockStats::default(),
+            decoder_stats: LockStats::default(),
+        }
+    }
+
+    /// Whether decoding has a lock of its own.
+    pub fn decoder_split(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// Decodes `latents` (with the best decoder when `keyframe`) under the decoders' lock, or the
+    /// generator's when they are not split. Returns the result and the lock wait in seconds.
+    pub fn decode(&self, latents: &Tensor, keyframe: bool) -> (anyhow::Result<Vec<Vec<u8>>>, f64) {
+        match &self.decoder {
+            Some(decoder) => {
+                let (mut decoder, waited) = acquire(decoder, &self.decoder_stats);
+                let result = if keyframe {
+                    decoder.decode_keyframe(latents)
+                } else {
+                    decoder.decode(latents)
+                };
+                (result, waited)
+            }
+            None => {
+                let (mut model, waited) = self.lock();
+                let result = if keyframe {
+                    model.decode_keyframe(latents)
+                } else {
+                    model.decode(latents)
+                };
+                (result, waited)
+            }
         }
     }
 
@@ -233,29 +314,9 @@ impl ModelLock {
         &self.device
     }
 
-    /// Takes the model, recording the wait. Returns the guard and the wait in seconds.
+    /// Takes the generator, recording the wait. Returns the guard and the wait in seconds.
     pub fn lock(&self) -> (MutexGuard<'_, Box<dyn Generator>>, f64) {
-        match self.model.try_lock() {
-            Ok(guard) => {
-                self.stats.record(0, false);
-                (guard, 0.0)
-            }
-            Err(TryLockError::WouldBlock) => {
-                let start = Instant::now();
-                // A panic while the model was held ends that stage; the other may go on.
-                let guard = self
-                    .model
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let waited = start.elapsed();
-                self.stats.record(waited.as_nanos() as u64, true);
-                (guard, waited.as_secs_f64())
-            }
-            Err(TryLockError::Poisoned(poisoned)) => {
-                self.stats.record(0, false);
-                (poisoned.into_inner(), 0.0)
-            }
-        }
+        acquire(&self.model, &self.stats)
     }
 }
 
@@ -270,6 +331,97 @@ mod tests {
         assert_eq!(keyframe_seed(7, 3), keyframe_seed(7, 3));
         assert_ne!(keyframe_seed(7, 3), keyframe_seed(7, 4));
         assert_ne!(keyframe_seed(7, 3), keyframe_seed(8, 3));
+    }
+
+    /// A generator whose decoder can be split off; decoding through the generator fails after.
+    struct Splittable {
+        decoder: Option<Box<dyn FrameDecoder>>,
+    }
+
+    struct FlatDecoder(Device);
+
+    impl FrameDecoder for FlatDecoder {
+        fn device(&self) -> &Device {
+            &self.0
+        }
+        fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+            Ok(vec![vec![7; 3]; latents.dim(0)?])
+        }
+        fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+            Ok(vec![vec![9; 3]; latent.dim(0)?])
+        }
+    }
+
+    impl Generator for Splittable {
+        fn name(&self) -> &str {
+            "splittable"
+        }
+        fn device(&self) -> &Device {
+            &Device::Cpu
+        }
+        fn resolution(&self) -> (u32, u32) {
+            (1, 1)
+        }
+        fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
+            Ok(requests
+                .iter()
+                .map(|_| Tensor::zeros((1, 1, 1), candle_core::DType::F32, &Device::Cpu))
+                .collect::<candle_core::Result<_>>()?)
+        }
+        fn decode(&mut self, _latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+            anyhow::bail!("decoder was split off")
+        }
+        fn split_decoder(&mut self) -> Option<Box<dyn FrameDecoder>> {
+            self.decoder.take()
+        }
+    }
+
+    #[test]
+    fn split_decoders_decode_while_a_keyframe_holds_the_model() {
+        let lock = Arc::new(ModelLock::new(Box::new(Splittable {
+            decoder: Some(Box::new(FlatDecoder(Device::Cpu))),
+        })));
+        assert!(lock.decoder_split());
+        let latents = Tensor::zeros((2, 1, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+        // A "keyframe" holds the model for as long as the decode takes, and longer.
+        let (held, _) = lock.lock();
+        let decoding = {
+            let lock = Arc::clone(&lock);
+            let latents = latents.clone();
+            std::thread::spawn(move || {
+                let (frames, waited) = lock.decode(&latents, false);
+                let (keyframe, _) = lock.decode(&latents.narrow(0, 0, 1).unwrap(), true);
+                (frames.unwrap(), keyframe.unwrap(), waited)
+            })
+        };
+        let (frames, keyframe, waited) = decoding.join().expect("decode thread panicked");
+        drop(held);
+        assert_eq!(frames, vec![vec![7; 3]; 2]);
+        assert_eq!(keyframe, vec![vec![9; 3]]);
+        assert_eq!(waited, 0.0);
+        assert_eq!(lock.decoder_stats.summary().acquisitions, 2);
+        assert_eq!(lock.decoder_stats.summary().contended, 0);
+        assert_eq!(
+            lock.stats.summary().acquisitions,
+            1,
+            "decoding never took the model"
+        );
+    }
+
+    #[test]
+    fn generators_that_keep_their_decoders_decode_under_the_model_lock() {
+        let lock = ModelLock::new(Box::new(fake::FakeGenerator::new(8, 8)));
+        assert!(!lock.decoder_split());
+        let latents = lock.lock().0.keyframes(&[KeyframeRequest {
+            index: 0,
+            seed: 1,
+            previous: None,
+        }]);
+        let latents = Tensor::stack(&latents.unwrap(), 0).unwrap();
+        let (frames, _) = lock.decode(&latents, false);
+        assert_eq!(frames.unwrap().len(), 1);
+        assert_eq!(lock.stats.summary().acquisitions, 2);
+        assert_eq!(lock.decoder_stats.summary().acquisitions, 0);
     }
 
     #[test]

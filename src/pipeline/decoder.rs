@@ -2,13 +2,14 @@
 //! keyframe is decoded alone and pushed at once, so it is on screen before any transition is
 //! decoded. Then, for each next keyframe, the in-between latents are slerped a batch at a time
 //! (`decode.batch-size`, fewer when frames are large; see `config::FrameBudget`), each batch is
-//! decoded under one acquisition of the model lock and pushed into the frame buffer before the
-//! next is made; the transition ends with the new keyframe itself, through the generator's best
-//! decoder. So nothing holds more than one batch of frames outside the frame buffer.
+//! decoded under one acquisition of the decoders' own lock (the model lock where the generator
+//! keeps its decoders; each wait goes into `decode_lock_wait`) and pushed into the frame buffer
+//! before the next is made; the transition ends with the new keyframe itself, through the
+//! generator's best decoder. So nothing holds more than one batch of frames outside the buffer.
 //!
 //! Inputs: `Keyframe`s from the keyframe stage; transition length and easing from the settings
 //! (read once per transition). Outputs: `Frame`s into the frame buffer, which blocks this thread
-//! while full (never while the model lock is held). Runs on the "decoder" thread and pauses
+//! while full (never while a lock is held). Runs on the "decoder" thread and pauses
 //! while the schedule blanks the screen. A decode error is logged and the same batch retried
 //! with backoff, so the picture never jumps; playback meanwhile follows the underrun policy.
 //! Ends when the buffer is closed, the pipeline stops or the keyframe stage has gone. Logs one
@@ -90,15 +91,14 @@ impl DecodeStage {
             if self.control.stopping() {
                 return Err(Ended::Stopped);
             }
-            let (mut model, lock_wait) = self.model.lock();
             let started = Instant::now();
-            let result = if keyframe {
-                model.decode_keyframe(latents)
-            } else {
-                model.decode(latents)
-            };
-            drop(model);
-            times.decode += started.elapsed();
+            let (result, lock_wait) = self.model.decode(latents, keyframe);
+            times.decode += started
+                .elapsed()
+                .saturating_sub(Duration::from_secs_f64(lock_wait));
+            self.stats
+                .decode_lock_wait
+                .record(Duration::from_secs_f64(lock_wait));
             times.lock_wait_max = times.lock_wait_max.max(lock_wait);
             times.lock_acquisitions += 1;
             let count = latents.dim(0).unwrap_or(0);

@@ -172,6 +172,8 @@ pub struct PipelineStats {
     pub decoded_frames: AtomicU64,
     /// Decode time per frame.
     pub decode_time: Timing,
+    /// How long each decode waited for its lock (a keyframe in the way shows here).
+    pub decode_lock_wait: Histogram,
     pub generator_errors: AtomicU64,
     /// Nanoseconds from `started` to the start of playback (0: not yet).
     playing_since_ns: AtomicU64,
@@ -198,6 +200,7 @@ impl Default for PipelineStats {
             held_deadlines: AtomicU64::new(0),
             lateness: Histogram::default(),
             presented_lateness: Histogram::default(),
+            decode_lock_wait: Histogram::default(),
             shown_seq: AtomicU64::new(0),
             state: AtomicU8::new(PlaybackState::Buffering as u8),
             underruns: AtomicU64::new(0),

@@ -69,6 +69,11 @@ pub struct Status {
     pub model_lock_contended: u64,
     pub model_lock_avg_wait_ms: f64,
     pub model_lock_max_wait_ms: f64,
+    /// "own" when the decoders have a lock of their own, "model" when they share the model's.
+    pub decoder_lock: &'static str,
+    /// The wait for that lock before each decode (p99: upper edge of a 1 us bucket).
+    pub decode_lock_wait_p99_ms: f64,
+    pub decode_lock_wait_max_ms: f64,
     pub keyframes: u64,
     pub keyframes_per_minute: f64,
     pub keyframe_ms: f64,
@@ -223,6 +228,13 @@ impl StatusSource {
             model_lock_contended: lock.contended,
             model_lock_avg_wait_ms: lock.avg_wait_ms,
             model_lock_max_wait_ms: lock.max_wait_ms,
+            decoder_lock: if self.model.decoder_split() {
+                "own"
+            } else {
+                "model"
+            },
+            decode_lock_wait_p99_ms: s.decode_lock_wait.quantile_ms(0.99),
+            decode_lock_wait_max_ms: s.decode_lock_wait.max_ms(),
             keyframes,
             keyframes_per_minute: if uptime > 0.0 {
                 keyframes as f64 * 60.0 / uptime
@@ -262,6 +274,7 @@ impl Status {
             model_lock_avg_wait_ms: self.model_lock_avg_wait_ms,
             model_lock_max_wait_ms: self.model_lock_max_wait_ms,
             model_lock_contended: self.model_lock_contended,
+            decode_lock_wait_p99_ms: Some(self.decode_lock_wait_p99_ms),
             decode_fps: self.decode_fps,
             decode_ms_per_frame: self.decode_ms_per_frame,
             upscale_ms_per_frame: self.upscale_ms_per_frame,

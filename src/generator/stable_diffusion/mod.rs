@@ -10,9 +10,14 @@
 //! Euler ancestral's per step) comes from the keyframe's seed, so a logged seed reproduces it.
 //! Decoding: keyframes through the full VAE; in-between frames through the tiny decoder (TAESD)
 //! when enabled, else the VAE. `resolution_divisor` shrinks latents before decoding.
-//! Runs on the keyframe and decoder threads under the model lock. Loading errors name the file,
-//! tensor and shape; the caller decides whether to fall back to the built-in generator.
+//! Keyframes run on the keyframe thread under the model lock; the decoders (decoders.rs: VAE and
+//! TAESD, on CUDA with a stream of their own) are split off to the decoder thread under their own
+//! lock (`Generator::split_decoder`), so decoding never waits for a keyframe. Loading errors
+//! name the file, tensor and shape; the caller decides whether to fall back to the built-in
+//! generator. `conv` switches the patched candle's cuDNN conv setup for `bench-sd`.
 
+pub mod conv;
+pub mod decoders;
 pub mod preset;
 pub mod scheduler;
 pub mod taesd;
@@ -32,8 +37,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tokenizers::Tokenizer;
 
-use super::{Generator, KeyframeRequest};
+use super::{FrameDecoder, Generator, KeyframeRequest};
 pub use crate::config::{SchedulerKind, Theme};
+use decoders::{decoder_device, Decoders};
 use preset::Spec;
 use scheduler::Schedule;
 use taesd::TinyDecoder;
@@ -91,8 +97,8 @@ pub struct StableDiffusionGenerator {
     /// Per theme: [uncond; cond] when guidance is on, else [cond].
     embeddings: HashMap<usize, Tensor>,
     unet: UNet2DConditionModel,
-    vae: AutoEncoderKL,
-    tiny: Option<TinyDecoder>,
+    /// `None` once `split_decoder` has handed them to the pipeline.
+    decoders: Option<Decoders>,
 }
 
 fn device_name(device: &Device) -> String {
@@ -139,15 +145,15 @@ impl StableDiffusionGenerator {
         vae_file: &Path,
         tiny_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let (device, dtype) = (options.device.clone(), options.dtype);
-        Self::assemble(options, text, tiny_file.is_some(), |component| {
+        let dtype = options.dtype;
+        Self::assemble(options, text, tiny_file.is_some(), |component, device| {
             let file = match component {
                 Component::Unet => unet_file,
                 Component::Vae => vae_file,
                 Component::TinyDecoder => tiny_file.expect("asked for only when given"),
             };
             Ok((
-                checked_var_builder(file, dtype, &device, component.name())?,
+                checked_var_builder(file, dtype, device, component.name())?,
                 file.display().to_string(),
             ))
         })
@@ -163,13 +169,18 @@ impl StableDiffusionGenerator {
         tiny: Option<candle_nn::VarBuilder<'static>>,
     ) -> anyhow::Result<Self> {
         let tiny_decoder = tiny.is_some();
-        Self::assemble(options, text, tiny_decoder, |component| {
+        Self::assemble(options, text, tiny_decoder, |component, device| {
+            // In-memory weights are on the caller's device: move the decoders' (a no-op unless
+            // on CUDA, where they get a stream of their own).
             let vb = match component {
                 Component::Unet => unet.clone(),
                 Component::Vae => vae.clone(),
                 Component::TinyDecoder => tiny.clone().expect("asked for only when given"),
             };
-            Ok((vb, "in-memory weights".to_string()))
+            Ok((
+                vb.set_device(device.clone()),
+                "in-memory weights".to_string(),
+            ))
         })
     }
 
@@ -180,10 +191,10 @@ impl StableDiffusionGenerator {
         text: TextConditioning,
         tiny_decoder: bool,
     ) -> anyhow::Result<Self> {
-        let (device, dtype) = (options.device.clone(), options.dtype);
-        Self::assemble(options, text, tiny_decoder, |_| {
+        let dtype = options.dtype;
+        Self::assemble(options, text, tiny_decoder, |_, device| {
             Ok((
-                random_var_builder(dtype, &device),
+                random_var_builder(dtype, device),
                 "random weights".to_string(),
             ))
         })
@@ -193,7 +204,7 @@ impl StableDiffusionGenerator {
         options: SdOptions,
         text: TextConditioning,
         tiny_decoder: bool,
-        weights: impl Fn(Component) -> anyhow::Result<(candle_nn::VarBuilder<'static>, String)>,
+        weights: impl Fn(Component, &Device) -> anyhow::Result<(candle_nn::VarBuilder<'static>, String)>,
     ) -> anyhow::Result<Self> {
         let spec = &options.spec;
         let factor = spec.vae_factor();
@@ -204,8 +215,13 @@ impl StableDiffusionGenerator {
             options.size.1
         );
         ensure!(!options.themes.is_empty(), "at least one theme is needed");
+        let decoder_device = decoder_device(&options.device)?;
         let build = |component: Component| -> anyhow::Result<_> {
-            let (vb, source) = weights(component)?;
+            let device = match component {
+                Component::Unet => &options.device,
+                Component::Vae | Component::TinyDecoder => &decoder_device,
+            };
+            let (vb, source) = weights(component, device)?;
             let fit = move |e: candle_core::Error| {
                 anyhow::anyhow!("{e}").context(format!(
                     "{} weights {source} do not fit the model",
@@ -226,6 +242,14 @@ impl StableDiffusionGenerator {
         } else {
             None
         };
+        let decoders = Decoders {
+            vae,
+            tiny,
+            device: decoder_device.clone(),
+            dtype: options.dtype,
+            vae_scale: spec.vae_scale,
+            resolution_divisor: options.resolution_divisor,
+        };
         let name = format!(
             "stable-diffusion/{}/{}",
             spec.name,
@@ -237,8 +261,7 @@ impl StableDiffusionGenerator {
             text,
             embeddings: HashMap::new(),
             unet,
-            vae,
-            tiny,
+            decoders: Some(decoders),
         })
     }
 
@@ -372,30 +395,6 @@ impl StableDiffusionGenerator {
         Ok(latents.squeeze(0)?)
     }
 
-    /// Latents shrunk by the resolution divisor (average pooling keeps their statistics).
-    fn shrink(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
-        let divisor = self.options.resolution_divisor as usize;
-        Ok(if divisor > 1 {
-            latents.avg_pool2d(divisor)?
-        } else {
-            latents.clone()
-        })
-    }
-
-    /// [n, 3, H, W] in [0, 1] -> packed RGB8 images.
-    fn to_rgb8(images: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let images = (images.clamp(0.0, 1.0)? * 255.0)?
-            .round()?
-            .to_dtype(DType::U8)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
-            .to_device(&Device::Cpu)?;
-        let n = images.dim(0)?;
-        let flat = images.flatten_all()?.to_vec1::<u8>()?;
-        let per_image = flat.len() / n.max(1);
-        Ok(flat.chunks_exact(per_image).map(<[u8]>::to_vec).collect())
-    }
-
     /// One UNet evaluation on `latents` with the first theme's embeddings (for benchmarks).
     pub fn unet_step(&mut self, latents: &Tensor, timestep: usize) -> anyhow::Result<Tensor> {
         let embeddings = self.embeddings_for(0)?;
@@ -407,22 +406,21 @@ impl StableDiffusionGenerator {
         Ok(self.unet.forward(&input, timestep as f64, &embeddings)?)
     }
 
-    /// Decodes through the full VAE whatever the tiny-decoder setting: latents / the preset's
-    /// scaling factor, then [-1, 1] -> [0, 1] -> u8 (diffusers' postprocess).
-    ///
-    /// One latent at a time: candle-transformers 0.11.1's VAE attention block mixes the images
-    /// of a batch (every image after the first comes out wrong; 0.34 max abs difference on the
-    /// golden test's tiny VAE, tests/integration/sd_reference.rs, which checks a batch of two).
+    /// The decoders, unless the pipeline has taken them to hold under their own lock.
+    fn decoders(&self) -> anyhow::Result<&Decoders> {
+        self.decoders
+            .as_ref()
+            .context("the decoders were split off to their own lock")
+    }
+
+    /// Decodes through the full VAE whatever the tiny-decoder setting (`Decoders::decode_full`).
     pub fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let latents = (self.shrink(latents)? / self.options.spec.vae_scale)?;
-        let mut pictures = Vec::with_capacity(latents.dim(0)?);
-        for i in 0..latents.dim(0)? {
-            let image = self.vae.decode(&latents.narrow(0, i, 1)?)?;
-            pictures.extend(Self::to_rgb8(
-                &((image.to_dtype(DType::F32)? + 1.0)? / 2.0)?,
-            )?);
-        }
-        Ok(pictures)
+        self.decoders()?.decode_full(latents)
+    }
+
+    /// Pictures before the conversion to u8 (`Decoders::decoded_images`).
+    pub fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
+        self.decoders()?.decoded_images(latents, tiny)
     }
 }
 
@@ -482,11 +480,20 @@ impl Generator for StableDiffusionGenerator {
             }
             latents.push(self.keyframe(&request)?);
         }
+        // The decoder thread reads these on its own stream: on CUDA the work that made them is
+        // on this thread's stream, which candle does not order against the other's.
+        self.options.device.synchronize()?;
         Ok(latents)
     }
 
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         self.decode_full(latent)
+    }
+
+    fn split_decoder(&mut self) -> Option<Box<dyn FrameDecoder>> {
+        self.decoders
+            .take()
+            .map(|decoders| Box::new(decoders) as Box<dyn FrameDecoder>)
     }
 
     /// New themes from a reload: the text embeddings of the old ones are dropped (they are
@@ -508,12 +515,9 @@ impl Generator for StableDiffusionGenerator {
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        match &self.tiny {
-            Some(tiny) => {
-                let latents = self.shrink(&latents.to_dtype(self.options.dtype)?)?;
-                Self::to_rgb8(&tiny.forward(&latents)?.to_dtype(DType::F32)?)
-            }
-            None => self.decode_full(&latents.to_dtype(self.options.dtype)?),
+        match self.decoders.as_mut() {
+            Some(decoders) => decoders.decode(latents),
+            None => bail!("the decoders were split off to their own lock"),
         }
     }
 }
