@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor};
 use crate::cli::BenchArgs;
 use crate::config::{Config, Fit, Rotation, SinkKind, UpscaleFilter};
 use crate::generator::cppn::CppnGenerator;
+use crate::generator::stable_diffusion::conv::{self, ConvSetup};
 use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
 use crate::pipeline::frame_buffer::Frame;
 use crate::pipeline::interpolation::transition;
@@ -466,7 +467,134 @@ fn random_model(args: &crate::cli::BenchSdArgs) -> anyhow::Result<RandomModel> {
     })
 }
 
+/// Runs `body` once per conv setup (the build's own path where there is no choice) and adds a
+/// `key setup=... median_ms=...` line each, then the speed-up of the last setup over the first.
+fn compare_setups(
+    lines: &mut Vec<String>,
+    setups: &[Option<ConvSetup>],
+    (key, only): (&str, &[String]),
+    runs: usize,
+    items: usize,
+    mut body: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if !wanted(only, key) {
+        return Ok(());
+    }
+    let mut medians = Vec::new();
+    for setup in setups {
+        if let Some(setup) = setup {
+            conv::set(*setup)?;
+        }
+        let m = measure(key.to_string(), runs, items, &mut body)?;
+        lines.push(format!(
+            "{key} setup={} median_ms={:.3} p90_ms={:.3} runs={runs} per={}",
+            setup.map_or("default", ConvSetup::name),
+            m.median_ms,
+            m.p90_ms,
+            if items > 1 { "frame" } else { "call" }
+        ));
+        medians.push((setup.map_or("default", ConvSetup::name), m.median_ms));
+    }
+    if let (Some(first), Some(last)) = (medians.first(), medians.last()) {
+        if medians.len() > 1 {
+            lines.push(format!(
+                "{key} speedup {}/{}={:.2}x",
+                first.0,
+                last.0,
+                first.1 / last.1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `--only` leaves `key` in (everything when it names nothing).
+fn wanted(only: &[String], key: &str) -> bool {
+    only.is_empty() || only.iter().any(|k| k == key)
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+fn max_abs_difference(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
+    Ok(
+        (a.to_dtype(candle_core::DType::F32)? - b.to_dtype(candle_core::DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?,
+    )
+}
+
+/// `bench-sd --pipeline SECONDS`: the display's own `run` with the random-weight model of the
+/// preset: keyframes by img2img every transition, in-betweens through the tiny decoder, upscaled
+/// to 1920x1080 at 60 fps into the null sink. The `stats` lines on stderr show the buffer over
+/// time; the summary is the final status.
+fn run_sd_pipeline(args: &crate::cli::BenchSdArgs, seconds: f64) -> anyhow::Result<String> {
+    crate::logging::init(log::LevelFilter::Info, None, 0, 0)?;
+    let RandomModel { sd, size, .. } = random_model(args)?;
+    let mut config = Config::default();
+    config.display.fps = 60.0;
+    config.display.sink = SinkKind::Null;
+    config.model.size = Some(size);
+    config.output.dir =
+        Some(std::env::temp_dir().join(format!("dreamframe-bench-sd-{}", std::process::id())));
+    config.output.snapshot_interval = None;
+    let sink = NullSink::new(Geometry::packed(1920, 1080, PixelFormat::XRGB8888));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let duration = Duration::from_secs_f64(seconds);
+    let status = runtime.block_on(crate::run(
+        config.clone(),
+        Box::new(sink),
+        Box::new(sd),
+        1,
+        async move { tokio::time::sleep(duration).await },
+    ))?;
+    if let Some(dir) = &config.output.dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let playing_s = status
+        .playing_since_s
+        .map_or(0.0, |since| status.uptime_s - since);
+    Ok(format!(
+        "pipeline preset={} seconds={seconds} screen=1920x1080 target_fps={} first_picture_s={} \
+         playing_s={playing_s:.1} frames_shown_playing={} fps_while_playing={:.2} \
+         held_deadlines={} skipped_deadlines={} underruns={} buffer_frames={}/{} keyframes={} \
+         keyframe_ms={:.1} decode_ms_per_frame={:.2} decode_fps={:.1} decoder_lock={} \
+         decode_lock_wait_p99_ms={:.3} decode_lock_wait_max_ms={:.3} model_lock_max_wait_ms={:.3} \
+         generator_errors={}",
+        args.preset,
+        status.target_fps,
+        status
+            .first_picture_s
+            .map_or("none".to_string(), |s| format!("{s:.2}")),
+        status.frames_shown_playing,
+        if playing_s > 0.0 {
+            status.frames_shown_playing as f64 / playing_s
+        } else {
+            0.0
+        },
+        status.held_deadlines,
+        status.skipped_deadlines,
+        status.underruns,
+        status.buffer_frames,
+        status.buffer_capacity_frames,
+        status.keyframes,
+        status.keyframe_ms,
+        status.decode_ms_per_frame,
+        status.decode_fps,
+        status.decoder_lock,
+        status.decode_lock_wait_p99_ms,
+        status.decode_lock_wait_max_ms,
+        status.model_lock_max_wait_ms,
+        status.generator_errors,
+    ))
+}
+
 pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
+    if let Some(seconds) = args.pipeline {
+        return run_sd_pipeline(args, seconds);
+    }
     let RandomModel {
         mut sd,
         spec,
@@ -476,23 +604,30 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
     } = random_model(args)?;
     let (steps, guidance) = (spec.default_steps, spec.default_guidance);
     let factor = spec.vae_factor() as usize;
-    let latents = |batch: usize| {
+    let latents_of = |batch: usize, (width, height): (u32, u32)| {
         Tensor::randn(
             0f32,
             1.0,
             (
                 batch,
                 spec.latent_channels(),
-                size.1 as usize / factor,
-                size.0 as usize / factor,
+                height as usize / factor,
+                width as usize / factor,
             ),
             &device,
         )?
         .to_dtype(dtype)
     };
+    let latents = |batch: usize| latents_of(batch, size);
     let runs = usize::from(args.runs);
+    // Every setup the build has, upstream's first, unless the command line names some.
+    let setups: Vec<Option<ConvSetup>> = match (&args.conv[..], conv::counters()) {
+        ([], Some(_)) => ConvSetup::ALL.map(Some).to_vec(),
+        ([], None) => vec![None],
+        (named, _) => named.iter().copied().map(Some).collect(),
+    };
     let mut lines = vec![format!(
-        "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}",
+        "dreamframe bench-sd: preset {} ({:?}), random weights, {}x{}, device {:?} {:?}, {} steps, guidance {}, median of {runs}, conv setups: {}",
         args.preset,
         spec.schedule.prediction,
         size.0,
@@ -500,29 +635,111 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
         device,
         dtype,
         steps,
-        guidance
+        guidance,
+        setups.iter().map(|s| s.map_or("default", ConvSetup::name)).collect::<Vec<_>>().join(", ")
     )];
     let sync = |d: &Device| d.synchronize().map_err(anyhow::Error::from);
+
+    // Correctness first: every cached setup against upstream's per-call path, same inputs.
+    let only = &args.only[..];
+    if setups.len() > 1 && setups[0] == Some(ConvSetup::PerCall) && wanted(only, "check") {
+        let one = latents(1)?;
+        let ten = latents(10)?;
+        let outputs = |sd: &mut crate::generator::stable_diffusion::StableDiffusionGenerator| {
+            anyhow::Ok([
+                sd.decoded_images(&one, false)?,
+                sd.decoded_images(&ten, true)?,
+                sd.unet_step(&one, 500)?,
+            ])
+        };
+        conv::set(ConvSetup::PerCall)?;
+        let reference = outputs(&mut sd)?;
+        for setup in setups.iter().skip(1).flatten() {
+            conv::set(*setup)?;
+            let got = outputs(&mut sd)?;
+            for ((name, a), b) in ["vae_b1", "taesd_b10", "unet_step"]
+                .iter()
+                .zip(&got)
+                .zip(&reference)
+            {
+                lines.push(format!(
+                    "check {name} setup={} vs=per-call max_abs_error={:.5}",
+                    setup.name(),
+                    max_abs_difference(a, b)?
+                ));
+            }
+        }
+    }
+
+    // Host work per call, after a warm-up call has built whatever is cached.
+    if conv::counters().is_some() && wanted(only, "host_work") {
+        let input = latents(1)?;
+        for setup in setups.iter().flatten() {
+            conv::set(*setup)?;
+            for (key, run) in [("vae_b1", 0), ("unet_step", 1)] {
+                let mut once = || -> anyhow::Result<()> {
+                    if run == 0 {
+                        sd.decode_full(&input)?;
+                    } else {
+                        sd.unet_step(&input, 500)?;
+                    }
+                    sync(&device)
+                };
+                once()?;
+                let before = conv::counters().unwrap_or_default();
+                once()?;
+                let spent = conv::counters().unwrap_or_default() - before;
+                lines.push(format!(
+                    "host_work {key} setup={} conv_calls={} descriptor_sets={} algorithm_searches={} workspace_allocations={}",
+                    setup.name(),
+                    spent.calls,
+                    spent.descriptor_sets,
+                    spent.algorithm_searches,
+                    spent.workspace_allocations
+                ));
+            }
+        }
+    }
+
+    // The fixed cost: a 64x64 picture is almost no GPU work.
+    let tiny_input = latents_of(1, (64, 64))?;
+    compare_setups(&mut lines, &setups, ("vae_64px_b1", only), runs, 1, || {
+        sd.decode_full(&tiny_input)?;
+        sync(&device)
+    })?;
     for batch in [1, 4, 10] {
         let input = latents(batch)?;
-        let m = measure(format!("VAE decode, batch {batch}"), runs, batch, || {
-            sd.decode_full(&input)?;
-            sync(&device)
-        })?;
-        lines.push(m.line("ms/frame"));
+        compare_setups(
+            &mut lines,
+            &setups,
+            (&format!("vae_b{batch}"), only),
+            runs,
+            batch,
+            || {
+                sd.decode_full(&input)?;
+                sync(&device)
+            },
+        )?;
     }
     let input = latents(10)?;
-    let m = measure("tiny decoder (TAESD), batch 10".into(), runs, 10, || {
+    compare_setups(&mut lines, &setups, ("taesd_b10", only), runs, 10, || {
         sd.decode(&input)?;
         sync(&device)
     })?;
-    lines.push(m.line("ms/frame"));
     let input = latents(1)?;
-    let m = measure("UNet step".into(), runs, 1, || {
+    compare_setups(&mut lines, &setups, ("unet_step", only), runs, 1, || {
         sd.unet_step(&input, 500)?;
         sync(&device)
     })?;
-    lines.push(m.line("ms"));
+
+    if let Some(error) = conv::broadcast_error() {
+        lines.push(format!("fast_broadcast unavailable: {error}"));
+    }
+    // Whole keyframes take many UNet steps: measured with the last setup only.
+    let last = &setups[setups.len() - 1..];
+    if !wanted(only, "keyframe_txt2img") && !wanted(only, "keyframe_img2img") {
+        return Ok(lines.join("\n"));
+    }
     let first = sd
         .keyframes(&[KeyframeRequest {
             index: 0,
@@ -530,23 +747,35 @@ pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
             previous: None,
         }])?
         .remove(0);
-    let m = measure("keyframe txt2img".into(), runs, 1, || {
-        sd.keyframes(&[KeyframeRequest {
-            index: 0,
-            seed: 2,
-            previous: None,
-        }])?;
-        sync(&device)
-    })?;
-    lines.push(m.line("ms"));
-    let m = measure("keyframe img2img (denoise 0.25)".into(), runs, 1, || {
-        sd.keyframes(&[KeyframeRequest {
-            index: 1,
-            seed: 3,
-            previous: Some(first.clone()),
-        }])?;
-        sync(&device)
-    })?;
-    lines.push(m.line("ms"));
+    compare_setups(
+        &mut lines,
+        last,
+        ("keyframe_txt2img", only),
+        runs,
+        1,
+        || {
+            sd.keyframes(&[KeyframeRequest {
+                index: 0,
+                seed: 2,
+                previous: None,
+            }])?;
+            sync(&device)
+        },
+    )?;
+    compare_setups(
+        &mut lines,
+        last,
+        ("keyframe_img2img", only),
+        runs,
+        1,
+        || {
+            sd.keyframes(&[KeyframeRequest {
+                index: 1,
+                seed: 3,
+                previous: Some(first.clone()),
+            }])?;
+            sync(&device)
+        },
+    )?;
     Ok(lines.join("\n"))
 }

@@ -79,6 +79,21 @@ pub struct BenchSdArgs {
     /// Timed repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub runs: u16,
+    /// cuDNN conv setups to compare, comma-separated (default: all the build has, per-call first).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub conv: Vec<crate::generator::stable_diffusion::conv::ConvSetup>,
+    /// Instead of the measurements: run dreamframe's own pipeline this many seconds (1 to 3600)
+    /// with the random-weight model (img2img keyframes, tiny decoder), 1920x1080 at 60 fps into
+    /// the null sink, logging to stderr, and print the final status.
+    #[arg(long, value_parser = bench_seconds, allow_negative_numbers = true)]
+    pub pipeline: Option<f64>,
+    /// Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1,
+    /// vae_b1, vae_b4, vae_b10, taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img.
+    #[arg(long, value_delimiter = ',', value_parser = [
+        "check", "host_work", "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "taesd_b10",
+        "unet_step", "keyframe_txt2img", "keyframe_img2img",
+    ])]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
