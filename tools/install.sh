@@ -2,7 +2,7 @@
 # One-step install of dreamframe as the display a box boots into (run as root, after
 # `cargo build --release`): the binary to /usr/local/bin, the config to /etc/dreamframe/ (an
 # existing one is kept), the `dreamframe` system user in the framebuffer/console/GPU groups, the
-# unit enabled. DESTDIR=/some/dir stages the files there instead and skips user and systemctl.
+# unit (and on a CUDA box its drop-in, systemd/cuda.conf) enabled. DESTDIR=/some/dir stages the files there instead and skips user and systemctl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${DESTDIR:-}
@@ -23,6 +23,11 @@ else
   install -D -m 0644 config/dreamframe.toml "$dest/etc/dreamframe/dreamframe.toml"
 fi
 install -D -m 0644 systemd/dreamframe.service "$dest/etc/systemd/system/dreamframe.service"
+# On a CUDA box (the NVIDIA driver loaded, or CUDA=1 when staging) the drop-in that lets the
+# service open every NVIDIA device (systemd/cuda.conf says what it changes and why).
+if [[ -e /proc/driver/nvidia/version || -n "${CUDA:-}" ]]; then
+  install -D -m 0644 systemd/cuda.conf "$dest/etc/systemd/system/dreamframe.service.d/cuda.conf"
+fi
 "$dest/usr/local/bin/dreamframe" --check-config "$dest/etc/dreamframe/dreamframe.toml"
 
 if [[ -z "$dest" ]]; then
