@@ -592,6 +592,11 @@ fn run_sd_pipeline(args: &crate::cli::BenchSdArgs, seconds: f64) -> anyhow::Resu
 }
 
 pub fn run_sd(args: &crate::cli::BenchSdArgs) -> anyhow::Result<String> {
+    // Before the model is made: a build without cuDNN can't switch setups. With --pipeline the
+    // last one named is the one it runs with.
+    for setup in &args.conv {
+        conv::set(*setup)?;
+    }
     if let Some(seconds) = args.pipeline {
         return run_sd_pipeline(args, seconds);
     }

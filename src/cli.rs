@@ -79,7 +79,8 @@ pub struct BenchSdArgs {
     /// Timed repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub runs: u16,
-    /// cuDNN conv setups to compare, comma-separated (default: all the build has, per-call first).
+    /// cuDNN conv setups to compare, comma-separated (default: all the build has, per-call
+    /// first); with --pipeline, the one to run with.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub conv: Vec<crate::generator::stable_diffusion::conv::ConvSetup>,
     /// Instead of the measurements: run dreamframe's own pipeline this many seconds (1 to 3600)

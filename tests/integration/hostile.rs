@@ -119,6 +119,10 @@ fn absurd_numbers_on_the_command_line_are_refused_before_anything_runs() {
         (&["bench", "--fps", "nan"], "--fps"),
         (&["bench", "--width", "0", "--height", "0"], "--width"),
         (&["bench-sd", "--runs", "0"], "--runs"),
+        (&["bench-sd", "--pipeline", "nan"], "--pipeline"),
+        (&["bench-sd", "--pipeline", "1e309"], "--pipeline"),
+        (&["bench-sd", "--only", "everything"], "--only"),
+        (&["bench-sd", "--conv", "fastest"], "--conv"),
     ];
     for (args, flag) in cases {
         let output = run(binary().args(*args), QUICK, &format!("{args:?}"));
@@ -128,6 +132,24 @@ fn absurd_numbers_on_the_command_line_are_refused_before_anything_runs() {
         assert!(!text.contains("panicked"), "{args:?}: {text}");
         assert!(output.stdout.is_empty(), "{args:?} ran something");
     }
+}
+
+/// Asking a build without cuDNN to switch the conv setup fails at once, before the gigabytes of
+/// a random-weight model are made.
+#[test]
+fn bench_sd_refuses_conv_setups_a_build_does_not_have() {
+    if cfg!(feature = "cudnn") {
+        return;
+    }
+    let args = ["bench-sd", "--device", "cpu", "--conv", "per-call"];
+    let output = run(binary().args(args), QUICK, "bench-sd --conv");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("conv setup \"per-call\" needs a build with cuDNN"),
+        "{text}"
+    );
+    assert!(output.stdout.is_empty());
 }
 
 #[test]
