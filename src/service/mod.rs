@@ -171,6 +171,8 @@ struct Service {
     snapshot_write: Option<JoinHandle<()>>,
     notifier: Notifier,
     ready_sent: bool,
+    /// The first snapshot.png is still to come (snapshots on, no frame written yet).
+    first_snapshot_pending: bool,
     deadlines_at_last_ping: u64,
     schedule_now: Option<Period>,
     recent: std::sync::Arc<crate::pipeline::playback::RecentFrames>,
@@ -196,6 +198,7 @@ impl Service {
             snapshot_write: None,
             notifier: Notifier::from_env(),
             ready_sent: false,
+            first_snapshot_pending: config.output.snapshot_interval.is_some(),
             deadlines_at_last_ping: 0,
             schedule_now: None,
             recent: std::sync::Arc::clone(&pipeline.recent),
@@ -204,7 +207,9 @@ impl Service {
         }
     }
 
-    /// status.json now; the first time a frame is on screen, READY=1 and `first_picture`.
+    /// status.json now; the first time a frame is on screen, READY=1 and `first_picture`; the
+    /// first snapshot.png as soon as there is a frame to take it from (not `snapshot-seconds`
+    /// later: someone checking a new display over SSH sees the picture at once).
     fn write_status(&mut self) {
         let status = self.status.collect(&mut self.status_window);
         if !self.ready_sent && status.frames_shown > 0 {
@@ -223,6 +228,11 @@ impl Service {
                     notify: self.notifier.is_active(),
                 }
             );
+        }
+        // The first frame may reach the screen before it reaches the replay history the
+        // snapshot is taken from: try again every status tick until it is written.
+        if self.first_snapshot_pending && status.frames_shown > 0 {
+            self.write_snapshot();
         }
         let path = self.paths.status.clone();
         match serde_json::to_vec_pretty(&status) {
@@ -290,12 +300,20 @@ impl Service {
         }
     }
 
-    /// snapshot.png of the frame on screen.
+    /// snapshot.png of the frame on screen, if there is one to take it from yet.
     fn write_snapshot(&mut self) {
         let shown = self.stats.shown_seq.load(Ordering::Relaxed);
-        let Some(frame) = shown.checked_sub(1).and_then(|seq| self.recent.find(seq)) else {
+        // Playing frames are in the replay history; the start-up still stays at the buffer's
+        // front until playback starts.
+        let on_screen = shown.checked_sub(1).and_then(|seq| {
+            self.recent
+                .find(seq)
+                .or_else(|| self.status.buffer.front().filter(|frame| frame.seq == seq))
+        });
+        let Some(frame) = on_screen else {
             return;
         };
+        self.first_snapshot_pending = false;
         let path = self.paths.snapshot.clone();
         in_background(&mut self.snapshot_write, move || {
             if let Err(error) = snapshot::write_png(&frame, &path) {

@@ -101,6 +101,40 @@ fn read_status(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("status.json is whole, valid JSON")
 }
 
+/// snapshot.png comes with the first frame, not `snapshot-seconds` (an hour here) later.
+#[test]
+fn the_first_snapshot_is_written_with_the_first_frame() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("dreamframe.toml");
+    std::fs::write(
+        &config,
+        "[model]\nwidth = 32\nheight = 18\n[output]\nstatus-seconds = 0.25\nsnapshot-seconds = 3600.0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = binary()
+        .arg("--config")
+        .arg(&config)
+        .args(["--sink", "null", "--duration", "300", "--output-dir"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    // However slow this machine is: bounded, so a snapshot that never comes fails.
+    let started = Instant::now();
+    let snapshot = out.join("snapshot.png");
+    while !snapshot.exists() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(exit.success(), "{exit:?}");
+    let png = std::fs::read(&snapshot).expect("snapshot.png with the first frame");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(read_status(&out.join("status.json"))["frames_shown"].as_u64() > Some(0));
+}
+
 #[test]
 fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
     let _pacing = crate::util::pacing_test();
