@@ -4,7 +4,7 @@
 # and a driver but no Rust toolchain and no network, while the build machine has Rust but no GPU:
 #
 #   tools/gpu-bench.sh build   # here: CUDA toolchain from PyPI wheels, `--features cuda,cudnn`
-#                              # build, stripped and xz-compressed as .gpu/dreamframe.xz (~15 MB),
+#                              # build, stripped and xz-compressed as .gpu/dreamframe.xz (~7 MB),
 #                              # and diffusers' wheel in .whl/ for the PyTorch peer
 #   tools/gpu-bench.sh run     # on the GPU machine, from the repository root (device tool:
 #                              # carry [".gpu/dreamframe.xz", ".whl"]); the CUDA, cuBLAS, cuRAND
@@ -20,7 +20,10 @@
 #    sink) with its stats lines;
 #  - the same binary with /proc mounted subset=pid (the unit's ProcSubset=pid) and under
 #    PR_SET_MDWE (the unit's MemoryDenyWriteExecute).
-# Results are also written under $OUT (the device tool brings them back).
+#   tools/gpu-bench.sh profile [part...]   # on the GPU machine: Nsight Compute kernel times of
+#                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts)
+#
+# All files go into one archive, $OUT/gpu-results.tgz (the device tool brings back few files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.gpu
@@ -66,8 +69,9 @@ build)
   ;;
 run)
   set +e +o pipefail # every part runs under its own limit; one failing leaves the rest
-  results=${OUT:-/tmp/dreamframe-gpu}
+  results=/tmp/dreamframe-gpu
   mkdir -p "$results"
+  trap 'tar czf "${OUT:-/tmp}/gpu-results.tgz" -C "$results" .' EXIT
   # CUDA 13 runtime libraries of the machine's Python (PyTorch cu130 brings them), then the toolkit's.
   nvidia_libs=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted(set(os.path.dirname(p) for root in nvidia.__path__ for p in glob.glob(root + "/**/lib*.so*", recursive=True)))))' 2>/dev/null || true)
   export LD_LIBRARY_PATH="${nvidia_libs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -115,13 +119,15 @@ profile)
   # Which kernels one VAE decode, one TAESD batch and one UNet step spend their GPU time in
   # (Nsight Compute, kernel durations only; `profile vae_b1 ...` for some): what to fuse next.
   # Totals include the model's random initialisation (curand, casts) and the warm-up call.
-  results=${OUT:-/tmp/dreamframe-gpu}
+  results=/tmp/dreamframe-gpu
   mkdir -p "$results"
+  trap 'tar czf "${OUT:-/tmp}/gpu-results.tgz" -C "$results" .' EXIT
   nvidia_libs=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted(set(os.path.dirname(p) for root in nvidia.__path__ for p in glob.glob(root + "/**/lib*.so*", recursive=True)))))' 2>/dev/null || true)
   export LD_LIBRARY_PATH="${nvidia_libs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   bin=/tmp/dreamframe
   xz -dc "$out/dreamframe.xz" >"$bin" && chmod +x "$bin"
-  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1 || true)
+  [[ -n "$ncu" ]] || { echo "no Nsight Compute (ncu) on this machine" >&2; exit 1; }
   shift
   targets=("$@")
   [[ ${#targets[@]} -gt 0 ]] || targets=(vae_b1 taesd_b10 unet_step)
