@@ -38,6 +38,7 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SinkArg {
+    Auto,
     Fbdev,
     Terminal,
     Null,
@@ -46,6 +47,7 @@ pub enum SinkArg {
 impl From<SinkArg> for SinkKind {
     fn from(arg: SinkArg) -> Self {
         match arg {
+            SinkArg::Auto => SinkKind::Auto,
             SinkArg::Fbdev => SinkKind::Fbdev,
             SinkArg::Terminal => SinkKind::Terminal,
             SinkArg::Null => SinkKind::Null,

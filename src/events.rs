@@ -293,6 +293,8 @@ events! {
     Schedule = "schedule" { action: String };
     /// The screen was powered down or up by the schedule.
     Screen = "screen" { blanked: bool, sink: String };
+    /// `display.sink = "auto"` chose a sink.
+    SinkChosen = "sink_chosen" { sink: String, reason: String };
     /// Powering the screen down or up failed.
     ScreenBlankFailed = "screen_blank_failed" { blanked: bool, error: String };
     /// The pacer stopped reaching deadlines, so the watchdog was not fed.

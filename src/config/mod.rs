@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn empty_text_gives_the_documented_defaults() {
         let c = Config::from_str("", "empty").expect("empty config is valid");
-        assert_eq!(c.display.sink, SinkKind::Fbdev);
+        assert_eq!(c.display.sink, SinkKind::Auto);
         assert_eq!(c.display.fps, 30.0);
         assert_eq!(c.buffer.seconds, 30.0);
         assert_eq!(c.buffer.start_seconds, 10.0);

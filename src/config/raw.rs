@@ -140,7 +140,7 @@ pub struct RawDisplay {
 impl Default for RawDisplay {
     fn default() -> Self {
         Self {
-            sink: "fbdev".into(),
+            sink: "auto".into(),
             fps: real(30.0),
             fit: "fill".into(),
             rotation: whole(0),

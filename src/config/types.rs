@@ -12,6 +12,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkKind {
+    /// The framebuffer when it opens, else the terminal when stdout is one, else the
+    /// framebuffer's error: art on a desktop or over SSH, and unchanged under systemd.
+    Auto,
     Fbdev,
     Terminal,
     Null,

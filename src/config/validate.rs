@@ -130,11 +130,12 @@ fn validate_display(d: &raw::RawDisplay, c: &mut Checker) -> DisplayConfig {
             "display.sink",
             &d.sink,
             &[
+                ("auto", SinkKind::Auto),
                 ("fbdev", SinkKind::Fbdev),
                 ("terminal", SinkKind::Terminal),
                 ("null", SinkKind::Null),
             ],
-            SinkKind::Fbdev,
+            SinkKind::Auto,
         ),
         fps: c.range_f64("display.fps", d.fps, 1.0, 240.0),
         fit: c.choice(

@@ -61,16 +61,106 @@ pub trait Sink: Send {
 
 /// Opens the configured sink. The null sink shows nothing at `null_size` (a benchmark's screen).
 pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box<dyn Sink>> {
-    Ok(match config.sink {
-        SinkKind::Fbdev => Box::new(fbdev::FbdevSink::open(
+    let fbdev = || -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(fbdev::FbdevSink::open(
             &config.framebuffer,
             config.console.as_deref(),
-        )?),
-        SinkKind::Terminal => Box::new(terminal::TerminalSink::open(config.terminal_size)?),
+        )?))
+    };
+    let terminal = || -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(terminal::TerminalSink::open(
+            config.terminal_size,
+        )?))
+    };
+    Ok(match config.sink {
+        SinkKind::Auto => {
+            // SAFETY: isatty only reads the descriptor's state.
+            let stdout_is_terminal = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+            choose_auto(fbdev, stdout_is_terminal, terminal)?
+        }
+        SinkKind::Fbdev => fbdev()?,
+        SinkKind::Terminal => terminal()?,
         SinkKind::Null => Box::new(null::NullSink::new(Geometry::packed(
             null_size.0,
             null_size.1,
             PixelFormat::XRGB8888,
         ))),
     })
+}
+
+/// `display.sink = "auto"`: the framebuffer if it opens; else the terminal if stdout is one;
+/// else the framebuffer's error (under systemd, where stdout is the journal, nothing changes).
+fn choose_auto(
+    fbdev: impl FnOnce() -> anyhow::Result<Box<dyn Sink>>,
+    stdout_is_terminal: bool,
+    terminal: impl FnOnce() -> anyhow::Result<Box<dyn Sink>>,
+) -> anyhow::Result<Box<dyn Sink>> {
+    let chosen = |sink: &str, reason: String| {
+        log::info!(
+            "{}",
+            crate::events::SinkChosen {
+                sink: sink.into(),
+                reason
+            }
+        );
+    };
+    match fbdev() {
+        Ok(sink) => {
+            chosen("fbdev", "the framebuffer opened".into());
+            Ok(sink)
+        }
+        Err(error) if stdout_is_terminal => {
+            let sink = terminal()?;
+            chosen(
+                "terminal",
+                format!("stdout is a terminal and {}", crate::logging::one_line(&format!("{error:#}"))),
+            );
+            Ok(sink)
+        }
+        Err(error) => Err(error.context(
+            "display.sink = \"auto\": no framebuffer, and stdout is not a terminal for the terminal sink",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod auto_tests {
+    use super::*;
+
+    fn null() -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(null::NullSink::new(Geometry::packed(
+            4,
+            2,
+            PixelFormat::XRGB8888,
+        ))))
+    }
+
+    fn no_framebuffer() -> anyhow::Result<Box<dyn Sink>> {
+        anyhow::bail!("cannot open framebuffer /dev/fb0: No such file or directory")
+    }
+
+    #[test]
+    fn a_framebuffer_that_opens_wins_even_in_a_terminal() {
+        let terminal = || -> anyhow::Result<Box<dyn Sink>> { panic!("terminal must not open") };
+        assert!(choose_auto(null, true, terminal).is_ok());
+    }
+
+    #[test]
+    fn without_a_framebuffer_a_terminal_gets_the_art() {
+        assert!(choose_auto(no_framebuffer, true, null).is_ok());
+    }
+
+    #[test]
+    fn without_either_the_framebuffer_error_stands() {
+        let terminal = || -> anyhow::Result<Box<dyn Sink>> { panic!("terminal must not open") };
+        let Err(error) = choose_auto(no_framebuffer, false, terminal) else {
+            panic!("opened a sink without a framebuffer or a terminal");
+        };
+        let error = format!("{error:#}");
+        assert!(error.contains("display.sink = \"auto\""), "{error}");
+        assert!(
+            error.contains("cannot open framebuffer /dev/fb0"),
+            "{error}"
+        );
+    }
 }
