@@ -74,9 +74,8 @@ pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box
     };
     Ok(match config.sink {
         SinkKind::Auto => {
-            // SAFETY: isatty only reads the descriptor's state.
-            let stdout_is_terminal = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
-            choose_auto(fbdev, stdout_is_terminal, terminal)?
+            use std::io::IsTerminal;
+            choose_auto(fbdev, std::io::stdout().is_terminal(), terminal)?
         }
         SinkKind::Fbdev => fbdev()?,
         SinkKind::Terminal => terminal()?,
