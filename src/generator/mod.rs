@@ -71,7 +71,6 @@ pub trait Generator: Send {
 /// Decoders split off a generator (`Generator::split_decoder`); the same contract as its
 /// `decode` and `decode_keyframe`, latents on any device.
 pub trait FrameDecoder: Send {
-    fn device(&self) -> &Device;
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
 }
@@ -338,12 +337,9 @@ mod tests {
         decoder: Option<Box<dyn FrameDecoder>>,
     }
 
-    struct FlatDecoder(Device);
+    struct FlatDecoder;
 
     impl FrameDecoder for FlatDecoder {
-        fn device(&self) -> &Device {
-            &self.0
-        }
         fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
             Ok(vec![vec![7; 3]; latents.dim(0)?])
         }
@@ -379,7 +375,7 @@ mod tests {
     #[test]
     fn split_decoders_decode_while_a_keyframe_holds_the_model() {
         let lock = Arc::new(ModelLock::new(Box::new(Splittable {
-            decoder: Some(Box::new(FlatDecoder(Device::Cpu))),
+            decoder: Some(Box::new(FlatDecoder)),
         })));
         assert!(lock.decoder_split());
         let latents = Tensor::zeros((2, 1, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();

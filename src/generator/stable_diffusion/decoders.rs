@@ -100,10 +100,6 @@ impl Decoders {
 }
 
 impl FrameDecoder for Decoders {
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         match &self.tiny {
             Some(tiny) => Self::to_rgb8(
