@@ -222,6 +222,14 @@ events! {
         index: u64, seed: u64, generator: String, ms: f64, lock_wait_ms: f64,
         theme: Option<u64>, prompt: Option<String>,
     };
+    /// The walk's guard asked for a fresh keyframe: the check that failed (`reason`), its figure
+    /// (under the metric's own name, the others absent) and the threshold it crossed, judged on
+    /// keyframe `index`.
+    Reanchor = "reanchor" {
+        reason: String, novelty: Option<f64>, contrast: Option<f64>,
+        colourfulness: Option<f64>, detail: Option<f64>, clipped: Option<f64>, threshold: f64,
+        index: u64,
+    };
     /// A transition was decoded into the buffer.
     Transition = "transition" {
         from: u64, to: u64, frames: usize, slerp_ms: f64, decode_ms: f64,

@@ -61,6 +61,7 @@ pub const TABLE_SECTIONS: &[&str] = &[
     "cppn",
     "prompts",
     "keyframe",
+    "reanchor",
     "interpolation",
     "decode",
     "buffer",
@@ -86,6 +87,7 @@ pub struct RawConfig {
     pub cppn: RawCppn,
     pub prompts: RawPrompts,
     pub keyframe: RawKeyframe,
+    pub reanchor: RawReanchor,
     pub interpolation: RawInterpolation,
     pub decode: RawDecode,
     pub buffer: RawBuffer,
@@ -249,6 +251,36 @@ impl Default for RawKeyframe {
         Self {
             drift: real(0.45),
             denoise: real(0.25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawReanchor {
+    pub enabled: bool,
+    pub history: Number,
+    pub patience: Number,
+    pub min_novelty: Number,
+    pub min_contrast: Number,
+    pub min_colourfulness: Number,
+    pub min_detail: Number,
+    pub max_detail: Number,
+    pub max_clipped: Number,
+}
+
+impl Default for RawReanchor {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            history: whole(8),
+            patience: whole(2),
+            min_novelty: real(0.004),
+            min_contrast: real(0.03),
+            min_colourfulness: real(0.0),
+            min_detail: real(0.0),
+            max_detail: real(0.15),
+            max_clipped: real(0.6),
         }
     }
 }

@@ -154,6 +154,7 @@ pub struct Config {
     pub cppn: CppnConfig,
     pub prompts: PromptsConfig,
     pub keyframe: KeyframeConfig,
+    pub reanchor: ReanchorConfig,
     pub interpolation: InterpolationConfig,
     pub decode: DecodeConfig,
     pub buffer: BufferConfig,
@@ -254,6 +255,23 @@ pub struct KeyframeConfig {
     pub drift: f64,
     /// Stable Diffusion img2img strength from one keyframe to the next.
     pub denoise: f64,
+}
+
+/// When the walk is re-anchored (see `pipeline::guard`): thresholds on each decoded keyframe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReanchorConfig {
+    pub enabled: bool,
+    /// Keyframes remembered for novelty.
+    pub history: usize,
+    /// Keyframes running a check must fail before a re-anchor.
+    pub patience: u32,
+    pub min_novelty: f32,
+    pub min_contrast: f32,
+    pub min_colourfulness: f32,
+    pub min_detail: f32,
+    pub max_detail: f32,
+    pub max_clipped: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

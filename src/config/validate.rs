@@ -96,6 +96,7 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),
             denoise: c.range_f64("keyframe.denoise", raw.keyframe.denoise, 0.0, 1.0),
         },
+        reanchor: validate_reanchor(&raw.reanchor, c),
         interpolation: InterpolationConfig {
             frames_per_transition: c.range_u32(
                 "interpolation.frames-per-transition",
@@ -121,6 +122,22 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
         buffer,
         output,
         log,
+    }
+}
+
+fn validate_reanchor(r: &raw::RawReanchor, c: &mut Checker) -> ReanchorConfig {
+    let mut share =
+        |key: &str, value| c.range_f64(&format!("reanchor.{key}"), value, 0.0, 1.0) as f32;
+    ReanchorConfig {
+        enabled: r.enabled,
+        min_novelty: share("min-novelty", r.min_novelty),
+        min_contrast: share("min-contrast", r.min_contrast),
+        min_colourfulness: share("min-colourfulness", r.min_colourfulness),
+        min_detail: share("min-detail", r.min_detail),
+        max_detail: share("max-detail", r.max_detail),
+        max_clipped: share("max-clipped", r.max_clipped),
+        history: c.range_u32("reanchor.history", r.history, 1, 1000) as usize,
+        patience: c.range_u32("reanchor.patience", r.patience, 1, 1000),
     }
 }
 

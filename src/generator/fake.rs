@@ -48,6 +48,11 @@ impl Generator for FakeGenerator {
         "fake"
     }
 
+    /// Flat or fixed pictures by design: nothing for the walk's guard to judge.
+    fn guarded(&self) -> bool {
+        false
+    }
+
     fn device(&self) -> &Device {
         &self.device
     }
@@ -96,5 +101,136 @@ impl Generator for FakeGenerator {
             self.controls.decoded_frames.fetch_add(1, Ordering::Relaxed);
         }
         Ok(frames)
+    }
+}
+
+/// How a `WalkingFake` walk goes bad (or doesn't).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decay {
+    /// Keeps moving and stays healthy.
+    Healthy,
+    /// Each step is a fifth of the one before: the walk settles on one picture.
+    Converge,
+    /// Each keyframe's colours are pushed 1.7x further out: the picture clips to saturation.
+    Saturate,
+    /// Each keyframe keeps half the pattern's amplitude: the picture fades to flat colour.
+    Fade,
+}
+
+/// Latent layout of a `WalkingFake`: wave counts, phase, tint, amplitude, gain, step.
+const FX: usize = 0;
+const FY: usize = 1;
+const PHASE: usize = 2;
+const TINT: usize = 3; // three values
+const AMPLITUDE: usize = 6;
+const GAIN: usize = 7;
+const STEP: usize = 8;
+const WALK_LATENT: usize = 9;
+
+/// A fake generator for the walk's guard: a coloured wave pattern that moves from keyframe to
+/// keyframe and decays as `Decay` says; a fresh keyframe (no previous) is healthy again.
+pub struct WalkingFake {
+    width: u32,
+    height: u32,
+    decay: Decay,
+    device: Device,
+}
+
+impl WalkingFake {
+    pub fn new(width: u32, height: u32, decay: Decay) -> Self {
+        Self {
+            width,
+            height,
+            decay,
+            device: Device::Cpu,
+        }
+    }
+
+    /// A healthy pattern from `seed`.
+    fn fresh(seed: u64) -> [f32; WALK_LATENT] {
+        let unit = |k: u32| ((seed.rotate_left(k * 8) & 0xff) as f32) / 255.0;
+        [
+            1.0 + 3.0 * unit(1),
+            1.0 + 3.0 * unit(2),
+            std::f32::consts::TAU * unit(3),
+            0.5 + 0.5 * unit(4),
+            0.5 + 0.5 * unit(5),
+            0.5 + 0.5 * unit(6),
+            0.4,
+            1.0,
+            0.9,
+        ]
+    }
+
+    fn next(&self, previous: &[f32], seed: u64) -> [f32; WALK_LATENT] {
+        let mut latent = [0.0; WALK_LATENT];
+        latent.copy_from_slice(previous);
+        // Forward in phase, and the waves' counts wander: a healthy walk never comes back.
+        let step = latent[STEP];
+        let wander = |k: u32| ((seed.rotate_left(k * 8) & 0xff) as f32 / 255.0 - 0.5) * step;
+        latent[PHASE] += step;
+        latent[FX] = (latent[FX] + wander(1)).clamp(0.5, 6.0);
+        latent[FY] = (latent[FY] + wander(2)).clamp(0.5, 6.0);
+        match self.decay {
+            Decay::Healthy => {}
+            Decay::Converge => latent[STEP] *= 0.2,
+            Decay::Saturate => latent[GAIN] *= 1.7,
+            Decay::Fade => latent[AMPLITUDE] *= 0.5,
+        }
+        latent
+    }
+}
+
+impl Generator for WalkingFake {
+    fn name(&self) -> &str {
+        "walking-fake"
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn resolution(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
+        requests
+            .iter()
+            .map(|request| {
+                let latent = match &request.previous {
+                    Some(previous) => self.next(&previous.to_vec1::<f32>()?, request.seed),
+                    None => Self::fresh(request.seed),
+                };
+                Ok(Tensor::new(&latent[..], &self.device)?)
+            })
+            .collect()
+    }
+
+    fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+        let (w, h) = (self.width as f32, self.height as f32);
+        let latents = latents
+            .to_vec2::<f32>()
+            .context("walking-fake latents must be [n, 9]")?;
+        Ok(latents
+            .iter()
+            .map(|z| {
+                let mut frame = Vec::with_capacity((self.width * self.height * 3) as usize);
+                for y in 0..self.height {
+                    for x in 0..self.width {
+                        let u = std::f32::consts::TAU * z[FX] * x as f32 / w + z[PHASE];
+                        let v = std::f32::consts::TAU * z[FY] * y as f32 / h - 0.7 * z[PHASE];
+                        let wave = u.sin() * v.cos();
+                        for c in 0..3 {
+                            let swing = z[GAIN] * z[AMPLITUDE] * wave * z[TINT + c];
+                            let tilt = 0.15 * (c as f32 - 1.0);
+                            let value = (0.5 + tilt + swing).clamp(0.0, 1.0);
+                            frame.push((value * 255.0).round() as u8);
+                        }
+                    }
+                }
+                frame
+            })
+            .collect())
     }
 }

@@ -54,6 +54,13 @@ pub trait Generator: Send {
     fn keyframe_label(&self, _index: u64) -> Option<(u64, &str)> {
         None
     }
+    /// Moves on to the next theme now (a re-anchor); generators without prompts ignore it.
+    fn next_theme(&mut self) {}
+    /// Whether the walk's guard should judge this generator's keyframes: not for generators
+    /// whose pictures are meant to stay put or be flat (test pattern, test doubles).
+    fn guarded(&self) -> bool {
+        true
+    }
     /// New themes from a reload; generators without prompts ignore them.
     fn reconfigure(&mut self, _prompts: &crate::config::PromptsConfig) {}
     /// Something the people running the display should know (shown in status.json).
@@ -217,6 +224,7 @@ pub struct ModelLock {
     decoder: Option<Mutex<Box<dyn FrameDecoder>>>,
     name: String,
     note: Option<String>,
+    guarded: bool,
     resolution: (u32, u32),
     device: Device,
     /// Waits for the generator's lock (keyframes, and decoding when not split).
@@ -258,6 +266,7 @@ impl ModelLock {
         Self {
             name: model.name().to_string(),
             note: model.note().map(str::to_string),
+            guarded: model.guarded(),
             device: model.device().clone(),
             resolution: model.resolution(),
             model: Mutex::new(model),
@@ -307,6 +316,11 @@ impl ModelLock {
 
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
+    }
+
+    /// Whether the walk's guard judges this generator's keyframes (`Generator::guarded`).
+    pub fn guarded(&self) -> bool {
+        self.guarded
     }
 
     pub fn device(&self) -> &Device {

@@ -51,6 +51,11 @@ impl Generator for TestPattern {
         "test-pattern"
     }
 
+    /// Flat or fixed pictures by design: nothing for the walk's guard to judge.
+    fn guarded(&self) -> bool {
+        false
+    }
+
     fn device(&self) -> &Device {
         &self.device
     }

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{Config, Easing, Fit, FrameBudget, Period, PromptsConfig, Rotation};
+use crate::config::{
+    Config, Easing, Fit, FrameBudget, Period, PromptsConfig, ReanchorConfig, Rotation,
+};
 
 /// How often a paused or backing-off stage looks whether it must stop.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -52,6 +54,7 @@ live_settings! {
     frames_per_transition: usize = interpolation.frames_per_transition,
     easing: Easing = interpolation.easing,
     prompts: PromptsConfig = prompts,
+    reanchor: ReanchorConfig = reanchor,
     schedule: Vec<Period> = schedule,
 }
 
@@ -129,6 +132,8 @@ fn differing_keys(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &
 pub struct Control {
     stop: AtomicBool,
     blanked: AtomicBool,
+    /// The walk's guard asked for a fresh keyframe (taken by the keyframe stage).
+    reanchor: AtomicBool,
     /// Picture brightness in thousandths (1000: unchanged).
     brightness_permille: AtomicU32,
     generation: AtomicU64,
@@ -140,6 +145,7 @@ impl Control {
         Self {
             stop: AtomicBool::new(false),
             blanked: AtomicBool::new(false),
+            reanchor: AtomicBool::new(false),
             brightness_permille: AtomicU32::new(1000),
             generation: AtomicU64::new(0),
             settings: Mutex::new(Arc::new(settings)),
@@ -170,6 +176,16 @@ impl Control {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Asks the keyframe stage to make its next keyframe a fresh one (the guard's re-anchor).
+    pub fn request_reanchor(&self) {
+        self.reanchor.store(true, Ordering::Release);
+    }
+
+    /// Whether a re-anchor was asked for since the last call (clears the request).
+    pub fn take_reanchor(&self) -> bool {
+        self.reanchor.swap(false, Ordering::AcqRel)
     }
 
     pub fn blanked(&self) -> bool {

@@ -6,6 +6,8 @@
 //! keeps its decoders; each wait goes into `decode_lock_wait`) and pushed into the frame buffer
 //! before the next is made; the transition ends with the new keyframe itself, through the
 //! generator's best decoder. So nothing holds more than one batch of frames outside the buffer.
+//! Each decoded keyframe is shown to the walk's guard (`guard`), whose re-anchor is logged,
+//! counted and passed to the keyframe stage.
 //!
 //! Inputs: `Keyframe`s from the keyframe stage; transition length and easing from the settings
 //! (read once per transition). Outputs: `Frame`s into the frame buffer, which blocks this thread
@@ -24,6 +26,7 @@ use candle_core::Tensor;
 
 use super::control::{Control, Settings, Watcher};
 use super::frame_buffer::{Frame, FrameBuffer};
+use super::guard::WalkGuard;
 use super::interpolation::Transition;
 use super::keyframes::Keyframe;
 use super::stage::Retry;
@@ -44,6 +47,8 @@ pub struct DecodeStage {
     pub settings: Arc<Settings>,
     /// Upscale timings up to the last `[TIMING]` line, for the next line's mean.
     pub upscale_mark: TimingSnapshot,
+    /// Judges each decoded keyframe; asks for a re-anchor when the walk degrades.
+    pub guard: WalkGuard,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -214,9 +219,33 @@ impl DecodeStage {
             step += count;
         }
         let keyframe = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
+        self.judge(to, &keyframe);
         self.push(keyframe, seq)?;
         self.log_timing(from, to, frames, &times);
         Ok(())
+    }
+
+    /// Shows the walk's guard a decoded keyframe; passes on its re-anchor, if any.
+    fn judge(&mut self, keyframe: &Keyframe, decoded: &[Vec<u8>]) {
+        if !self.model.guarded() {
+            return;
+        }
+        let (width, height) = self.model.resolution();
+        let Some(rgb) = decoded.first() else {
+            return;
+        };
+        let verdict = self.guard.observe(
+            keyframe.index,
+            keyframe.fresh,
+            rgb,
+            width as usize,
+            height as usize,
+        );
+        if let Some(reanchor) = verdict {
+            log::info!("{}", reanchor.event());
+            self.stats.reanchors.fetch_add(1, Ordering::Relaxed);
+            self.control.request_reanchor();
+        }
     }
 
     fn log_timing(
@@ -266,6 +295,7 @@ impl DecodeStage {
         let mut times = TransitionTimes::default();
         let frames = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
         self.stats.decode_time.record_many(times.decode, 1);
+        self.judge(&from, &frames);
         self.push(frames, &mut seq)?;
         loop {
             let Ok(to) = self.input.recv() else {
@@ -275,6 +305,7 @@ impl DecodeStage {
                 return Err(Ended::Stopped);
             }
             if let Some(settings) = self.watcher.changed(&self.control) {
+                self.guard.reconfigure(&settings.live.reanchor);
                 self.settings = settings;
             }
             self.walk(&from, &to, &mut seq)?;

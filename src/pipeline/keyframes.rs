@@ -5,7 +5,8 @@
 //! `Keyframe`s on a bounded channel (it blocks when the decoder is behind, which is the
 //! backpressure from the frame buffer) and resume.json every `resume::SAVE_EVERY` keyframes.
 //! Runs on the "keyframes" thread and takes the model lock once per keyframe; pauses while the
-//! schedule blanks the screen. A generator error is logged and retried with backoff while the
+//! schedule blanks the screen. When the walk's guard asks (`Control::take_reanchor`), the next
+//! keyframe is made fresh, with the generator's next theme. A generator error is logged and retried with backoff while the
 //! display plays what is buffered; a resumed latent that doesn't fit the generator means a
 //! fresh start. Ends when told to stop or when the decoder has gone.
 
@@ -30,6 +31,8 @@ pub struct Keyframe {
     pub index: u64,
     pub seed: u64,
     pub latent: Tensor,
+    /// Made from nothing (the first keyframe, or a re-anchor), not drifted from the previous.
+    pub fresh: bool,
 }
 
 pub struct KeyframeStage {
@@ -147,6 +150,11 @@ impl KeyframeStage {
             if let Some(settings) = self.watcher.changed(&self.control) {
                 self.model.lock().0.reconfigure(&settings.live.prompts);
             }
+            if self.control.take_reanchor() {
+                // The walk's guard judged it stagnant or degraded: start afresh, next theme.
+                walk.previous = None;
+                self.model.lock().0.next_theme();
+            }
             let (request, generated, event) = self.generate(&walk);
             match generated {
                 Ok(latent) => {
@@ -166,6 +174,7 @@ impl KeyframeStage {
                         index: request.index,
                         seed: request.seed,
                         latent,
+                        fresh: request.previous.is_none(),
                     };
                     if self.output.send(keyframe).is_err() {
                         return Ok(()); // the decoder has ended

@@ -17,6 +17,7 @@
 pub mod control;
 pub mod decoder;
 pub mod frame_buffer;
+pub mod guard;
 pub mod interpolation;
 pub mod keyframes;
 pub mod pacer;
@@ -183,6 +184,7 @@ impl Pipeline {
             buffer: Arc::clone(&self.buffer),
             batch_size: self.budget.decode_batch,
             upscale_mark: self.stats.upscale.snapshot(),
+            guard: guard::WalkGuard::new(settings.live.reanchor.clone()),
             stats: Arc::clone(&self.stats),
             control: Arc::clone(control),
             watcher: Watcher::new(control),

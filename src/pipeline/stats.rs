@@ -175,6 +175,8 @@ pub struct PipelineStats {
     /// How long each decode waited for its lock (a keyframe in the way shows here).
     pub decode_lock_wait: Histogram,
     pub generator_errors: AtomicU64,
+    /// Fresh keyframes the walk's guard asked for (`pipeline::guard`).
+    pub reanchors: AtomicU64,
     /// Nanoseconds from `started` to the start of playback (0: not yet).
     playing_since_ns: AtomicU64,
     /// `frames_shown` when playback started.
@@ -211,6 +213,7 @@ impl Default for PipelineStats {
             decoded_frames: AtomicU64::new(0),
             decode_time: Timing::default(),
             generator_errors: AtomicU64::new(0),
+            reanchors: AtomicU64::new(0),
             playing_since_ns: AtomicU64::new(0),
             frames_shown_at_play: AtomicU64::new(0),
             first_picture_ns: AtomicU64::new(0),

@@ -83,6 +83,8 @@ pub struct Status {
     pub decode_ms_per_frame: f64,
     pub upscale_ms_per_frame: f64,
     pub generator_errors: u64,
+    /// Fresh keyframes asked for because the walk stagnated or degraded.
+    pub reanchors: u64,
 }
 
 /// What status.json needs of the sink, taken before it moves to the pacer thread.
@@ -247,6 +249,7 @@ impl StatusSource {
             decode_ms_per_frame: s.decode_time.mean_ms(),
             upscale_ms_per_frame: s.upscale.mean_ms(),
             generator_errors: s.generator_errors.load(Ordering::Relaxed),
+            reanchors: s.reanchors.load(Ordering::Relaxed),
         }
     }
 }

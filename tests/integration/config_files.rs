@@ -66,7 +66,7 @@ fn check_config_exits_78_with_all_messages_and_0_when_valid() {
         .expect("binary runs");
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("7 errors in config"), "{stderr}");
+    assert!(stderr.contains("9 errors in config"), "{stderr}");
     assert!(
         stderr.contains("out-of-range.toml:2:7: display.fps = 0.5"),
         "{stderr}"

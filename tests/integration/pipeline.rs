@@ -502,3 +502,34 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
         .block_on(pipeline.shutdown(Duration::from_secs(5)))
         .is_none());
 }
+
+#[test]
+fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
+    use dreamframe::generator::fake::{Decay, WalkingFake};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (sink, recording) = memory_sink();
+    let _pacing = crate::util::pacing_test();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.interpolation.frames_per_transition = 5;
+    let status = runtime
+        .block_on(dreamframe::run(
+            config,
+            Box::new(sink),
+            Box::new(WalkingFake::new(48, 27, Decay::Converge)),
+            5,
+            async { tokio::time::sleep(Duration::from_secs(4)).await },
+        ))
+        .expect("run succeeds");
+    // A second re-anchor needs the fresh keyframe the first asked for: the loop closed.
+    assert!(
+        status.reanchors >= 2,
+        "{} re-anchors in {} keyframes",
+        status.reanchors,
+        status.keyframes
+    );
+    assert_never_black(&recording.lock().expect("recording lock"));
+}

@@ -465,8 +465,14 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
     assert_eq!(label(&sd, 4), Some((1, "second \"theme\"".to_string())));
     assert_eq!(label(&sd, 8), Some((0, "a".to_string())));
 
-    // A reload's themes take over without reloading the model.
+    // A re-anchor moves on to the next theme at once, and the rotation goes on from there.
     let mut sd = sd;
+    sd.next_theme();
+    assert_eq!(label(&sd, 3), Some((1, "second \"theme\"".to_string())));
+    assert_eq!(label(&sd, 4), Some((0, "a".to_string())));
+    sd.next_theme();
+
+    // A reload's themes take over without reloading the model.
     sd.reconfigure(&dreamframe::config::PromptsConfig {
         rotation_interval: 2,
         themes: vec![

@@ -96,6 +96,8 @@ pub struct StableDiffusionGenerator {
     text: TextConditioning,
     /// Per theme: [uncond; cond] when guidance is on, else [cond].
     embeddings: HashMap<usize, Tensor>,
+    /// Themes skipped by re-anchors (`next_theme`), added to the rotation's place.
+    theme_offset: u64,
     unet: UNet2DConditionModel,
     /// `None` once `split_decoder` has handed them to the pipeline.
     decoders: Option<Decoders>,
@@ -260,6 +262,7 @@ impl StableDiffusionGenerator {
             name,
             text,
             embeddings: HashMap::new(),
+            theme_offset: 0,
             unet,
             decoders: Some(decoders),
         })
@@ -279,8 +282,9 @@ impl StableDiffusionGenerator {
     }
 
     fn theme_index(&self, keyframe: u64) -> usize {
-        ((keyframe / self.options.rotation_interval.max(1)) % self.options.themes.len() as u64)
-            as usize
+        let place =
+            (keyframe / self.options.rotation_interval.max(1)).wrapping_add(self.theme_offset);
+        (place % self.options.themes.len() as u64) as usize
     }
 
     /// Text embeddings for a theme, computed once and kept.
@@ -507,6 +511,10 @@ impl Generator for StableDiffusionGenerator {
             self.embeddings.clear();
         }
         self.options.rotation_interval = prompts.rotation_interval;
+    }
+
+    fn next_theme(&mut self) {
+        self.theme_offset = self.theme_offset.wrapping_add(1);
     }
 
     fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
