@@ -17,6 +17,7 @@ pub mod generator;
 pub mod launch;
 pub mod logging;
 pub mod pipeline;
+pub mod preflight;
 pub mod render;
 pub mod resume;
 pub mod service;

@@ -43,7 +43,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     if let Some(path) = &cli.check_config {
-        Config::load(path)?;
+        let config = Config::load(path)?;
+        // Valid, but what will make the display fall back on this machine is worth knowing.
+        for warning in dreamframe::preflight::warnings(&config, path) {
+            println!("warning: {warning}");
+        }
         println!("{}: ok", path.display());
         return Ok(());
     }

@@ -257,6 +257,12 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// The problems recorded so far, in file order, as they are (for warnings).
+    pub fn into_problems(mut self) -> Vec<ConfigProblem> {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        self.problems
+    }
+
     fn into_error(self) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin,

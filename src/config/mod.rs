@@ -62,6 +62,34 @@ impl Config {
     }
 }
 
+/// Warnings about a valid config's keys, each (dotted key, the value in force, what will
+/// happen), placed at the key's line and column in `text` (the first line where the file leaves
+/// the key to its default, whose value then reads "(default)").
+pub fn place_warnings(
+    text: &str,
+    origin: &str,
+    warnings: &[(&str, String, String)],
+) -> Vec<ConfigProblem> {
+    let Ok((_, mut checker)) = Checker::parse::<RawConfig>(text, origin) else {
+        // Not this config's text after all (changed since it was checked): no positions.
+        return warnings
+            .iter()
+            .map(|(key, value, message)| ConfigProblem {
+                origin: origin.to_string(),
+                line: 1,
+                column: 1,
+                key: key.to_string(),
+                value: value.clone(),
+                message: message.clone(),
+            })
+            .collect();
+    };
+    for (key, value, message) in warnings {
+        checker.report_key(key, value, message);
+    }
+    checker.into_problems()
+}
+
 /// Folder for the log file: systemd's `$LOGS_DIRECTORY` when set, else the output folder.
 pub fn resolve_log_dir(output_dir: &Path) -> PathBuf {
     match std::env::var_os("LOGS_DIRECTORY").filter(|v| !v.is_empty()) {

@@ -111,3 +111,66 @@ fn running_with_a_bad_or_missing_config_exits_78() {
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("cannot read config file /nonexistent/dreamframe.toml"));
 }
+
+#[test]
+fn check_config_warns_of_what_will_fall_back_at_run_time_and_still_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weights = dir.path().join("weights");
+    std::fs::create_dir_all(weights.join("unet")).expect("weights folder");
+    let not_a_device = dir.path().join("fb0");
+    std::fs::write(&not_a_device, b"").expect("plain file");
+    let path = dir.path().join("dreamframe.toml");
+    let config = format!(
+        "[display]\nsink = \"fbdev\"\nframebuffer = {:?}\n\n[model]\nkind = \"stable-diffusion\"\npreset = \"sd-turbo\"\nweights-dir = {:?}\ndevice = \"cuda:0\"\n",
+        not_a_device.display().to_string(),
+        weights.display().to_string()
+    );
+    std::fs::write(&path, config).expect("config written");
+    let output = binary()
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let origin = path.display().to_string();
+    let fb = format!(
+        "warning: {origin}:3:15: display.framebuffer = {:?}: is not a character device",
+        not_a_device.display().to_string()
+    );
+    assert!(stdout.contains(&fb), "{stdout}");
+    assert!(
+        stdout.contains("the display will not start (display.sink = \"fbdev\")"),
+        "{stdout}"
+    );
+    let cuda = format!(
+        "warning: {origin}:9:10: model.device = \"cuda:0\": this build has no CUDA support"
+    );
+    assert!(stdout.contains(&cuda), "{stdout}");
+    let missing = format!("warning: {origin}:8:15: model.weights-dir = ");
+    assert!(stdout.contains(&missing), "{stdout}");
+    assert!(
+        stdout.contains("missing sd-turbo tokenizer: expected vocab.json"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the display will show the built-in generator instead"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with(&format!("{origin}: ok")),
+        "{stdout}"
+    );
+
+    // A character device, a CPU device and no model: nothing to warn about.
+    let quiet = "[display]\nsink = \"fbdev\"\nframebuffer = \"/dev/null\"\n";
+    std::fs::write(&path, quiet).expect("config written");
+    let output = binary()
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!stdout.contains("warning:"), "{stdout}");
+}

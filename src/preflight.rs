@@ -1,0 +1,82 @@
+//! What `--check-config` warns about beyond the file itself: a valid config that will still make
+//! the display fall back (or fail) at run time on this machine. A Stable Diffusion weights folder
+//! that doesn't exist or lacks a file the preset needs, a CUDA device asked of a build without
+//! CUDA, a framebuffer path that is not a character device.
+//!
+//! Inputs: the checked config and its file. Outputs: `ConfigProblem`s placed at their keys, for
+//! the caller to print as `warning:` lines. Runs on the main thread; looks at the filesystem
+//! only (opens nothing, loads no weights). Cannot fail: what it can't look at, it skips.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use crate::config::{
+    place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind,
+};
+use crate::generator::stable_diffusion::{preset, weights::WeightFiles};
+
+/// The warnings for `config`, read from `path` (whose text gives the positions).
+pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
+    let mut found: Vec<(&str, String, String)> = Vec::new();
+    let sd = &config.model.stable_diffusion;
+    if config.model.kind == ModelKind::StableDiffusion {
+        let then = match config.model.fallback {
+            Fallback::Cppn => "the display will show the built-in generator instead",
+            Fallback::None => "the display will not start (model.fallback = \"none\")",
+        };
+        if let ComputeDevice::Cuda(index) = sd.device {
+            if !cfg!(feature = "cuda") {
+                found.push((
+                    "model.device",
+                    format!("\"cuda:{index}\""),
+                    format!(
+                        "this build has no CUDA support (rebuild with `--features cuda,cudnn`): {then}"
+                    ),
+                ));
+            }
+        }
+        let spec = preset::spec(sd.preset);
+        let half = matches!(sd.device, ComputeDevice::Cuda(_));
+        if let Err(error) =
+            WeightFiles::locate(&sd.weights_dir, &spec, half, config.decode.tiny_decoder)
+        {
+            found.push((
+                "model.weights-dir",
+                format!("{:?}", sd.weights_dir.display().to_string()),
+                format!("{error:#}: {then}"),
+            ));
+        }
+    }
+    if matches!(config.display.sink, SinkKind::Fbdev | SinkKind::Auto) {
+        let framebuffer = &config.display.framebuffer;
+        let what = match std::fs::metadata(framebuffer) {
+            Ok(meta) if meta.file_type().is_char_device() => None,
+            Ok(meta) if meta.is_dir() => Some("is a folder, not a character device"),
+            Ok(_) => Some("is not a character device (a framebuffer is /dev/fbN)"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+            Err(_) => None, // no permission to look: the display's own error will say
+        };
+        if let Some(what) = what {
+            let then = match config.display.sink {
+                SinkKind::Auto => {
+                    "display.sink = \"auto\" will use the terminal when stdout is one, else fail"
+                }
+                _ => "the display will not start (display.sink = \"fbdev\")",
+            };
+            found.push((
+                "display.framebuffer",
+                format!("{:?}", framebuffer.display().to_string()),
+                format!("{what}: {then}"),
+            ));
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let origin = path.display().to_string();
+    let text = crate::files::read_regular(path, crate::config::MAX_CONFIG_BYTES)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default();
+    place_warnings(&text, &origin, &found)
+}
