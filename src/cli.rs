@@ -15,7 +15,7 @@ use crate::config::SinkKind;
 )]
 pub struct Cli {
     /// Config file (TOML); without it the built-in defaults are used.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
     /// Check a config file, print every problem, and exit (0: valid, 78: invalid).
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
@@ -30,7 +30,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = run_seconds, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Folder for status.json, snapshot.png and the log (overrides `output.dir`).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub output_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -60,11 +60,30 @@ pub enum Command {
     /// Probe the framebuffer and the console and print what they support (driver, sizes, pixel
     /// layout, panning, vsync, VT mode), then exit; the display keeps what it showed.
     Probe(ProbeArgs),
+    /// Show how the running display is doing (from status.json in its output folder): state,
+    /// fps, buffer, generator, errors, uptime. Exit 0: running; 3: not running; 1: stuck.
+    Status(StatusArgs),
     /// Measure decode, upscale+convert, pacing jitter and sustained fps on this machine.
     Bench(BenchArgs),
     /// Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame,
     /// UNet step and keyframe ms (meant for a GPU: `--features cuda,cudnn`).
     BenchSd(BenchSdArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Refresh every `--interval` seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch, 0.2 to 3600.
+    #[arg(long, default_value_t = 2.0, value_parser = status_interval, allow_negative_numbers = true)]
+    pub interval: f64,
+    /// Print status.json itself.
+    #[arg(long, conflicts_with = "picture")]
+    pub json: bool,
+    /// Show the current snapshot in the terminal, sized to it, above the summary.
+    #[arg(long)]
+    pub picture: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -160,6 +179,10 @@ fn run_seconds(text: &str) -> Result<f64, String> {
         MAX_RUN_SECONDS,
         "seconds greater than 0, at most 315360000 (ten years)",
     )
+}
+
+fn status_interval(text: &str) -> Result<f64, String> {
+    number_in(text, 0.2, 3600.0, "seconds from 0.2 to 3600")
 }
 
 fn bench_seconds(text: &str) -> Result<f64, String> {

@@ -168,17 +168,23 @@ impl OutputLock {
         Ok(Self { _file: file, path })
     }
 
-    /// The PID written in `dir`'s lock file if a live process holds the lock; `None` when the
-    /// folder has no running display. Changes nothing.
-    pub fn holder(dir: &Path) -> Option<String> {
-        let mut file = open_regular(&dir.join(LOCK_FILE_NAME), 4096).ok()?;
+    /// The PID written in `dir`'s lock file if a live process holds the lock (`None`: the
+    /// folder has no running display); an error when the file can't be looked at (permission).
+    /// Changes nothing.
+    pub fn holder(dir: &Path) -> std::io::Result<Option<String>> {
+        let mut file = match open_regular(&dir.join(LOCK_FILE_NAME), 4096) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
         // A shared lock taken is released when `file` closes, at the end of this function.
-        if crate::sys::lock_shared(&file).ok()? == Lock::Taken {
-            return None;
+        if crate::sys::lock_shared(&file)? == Lock::Taken {
+            return Ok(None);
         }
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
-        Some(text.trim().to_string()).filter(|pid| !pid.is_empty())
+        let pid = text.trim();
+        Ok(Some(if pid.is_empty() { "unknown" } else { pid }.to_string()))
     }
 }
 
@@ -270,11 +276,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            OutputLock::holder(dir.path()),
+            OutputLock::holder(dir.path()).unwrap(),
             Some(std::process::id().to_string())
         );
         drop(first);
-        assert_eq!(OutputLock::holder(dir.path()), None);
+        assert_eq!(OutputLock::holder(dir.path()).unwrap(), None);
         OutputLock::acquire(dir.path()).expect("free again once dropped");
     }
 }

@@ -131,11 +131,9 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         .or(saved_seed)
         .unwrap_or_else(crate::fresh_seed);
 
-    let log_dir = crate::config::resolve_log_dir(&output.dir);
-    let log_file = config.log.file.as_ref().map(|file| log_dir.join(file));
     let log_warning = logging::init(
         config.log.level,
-        log_file.as_deref(),
+        output.log.as_deref(),
         config.log.max_bytes,
         config.log.files,
     )?;

@@ -16,6 +16,7 @@ pub mod files;
 pub mod generator;
 pub mod launch;
 pub mod logging;
+pub mod monitor;
 pub mod pipeline;
 pub mod preflight;
 pub mod render;

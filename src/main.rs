@@ -1,5 +1,5 @@
-//! The dreamframe binary: parse the arguments, dispatch (the display, probe, check-config,
-//! bench, bench-sd) and map the result to an exit status: 2 for bad arguments (clap), 78 for
+//! The dreamframe binary: parse the arguments, dispatch (the display, status, probe,
+//! check-config, bench, bench-sd) and map the result to an exit status: 2 for bad arguments (clap), 78 for
 //! config errors, 1 for anything else. Everything else lives in the library (`launch`).
 
 use std::process::ExitCode;
@@ -19,6 +19,16 @@ fn main() -> ExitCode {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     let cli = Cli::parse();
+    if let Some(Command::Status(args)) = &cli.command {
+        // Its own exit statuses: 0 running, 3 not running, 1 stuck (see `monitor`).
+        return match dreamframe::monitor::run(&cli, args) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("dreamframe: {error:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let mut logging_started = false;
     match run(cli, &mut logging_started) {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +71,7 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Probe(args)) => launch::probe(&cli, args),
+        Some(Command::Status(_)) => unreachable!("handled before logging starts"),
         None => launch::display(cli, logging_started),
     }
 }

@@ -11,7 +11,6 @@
 //! fresh start. Ends when told to stop or when the decoder has gone.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,10 +158,8 @@ impl KeyframeStage {
             match generated {
                 Ok(latent) => {
                     retry.succeeded();
-                    self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
                     self.stats
-                        .keyframe_time
-                        .record(std::time::Duration::from_secs_f64(event.ms / 1e3));
+                        .keyframe_made(std::time::Duration::from_secs_f64(event.ms / 1e3));
                     log::info!("{event}");
                     self.save_every_few(walk.index + 1, &latent);
                     walk = Walk {

@@ -4,7 +4,6 @@
 //! stop is noticed at once). Pausing while blanked is `Control::wait_while_blanked`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -81,7 +80,7 @@ impl Retry {
         stats: &PipelineStats,
         mut event: events::GeneratorError,
     ) -> bool {
-        stats.generator_errors.fetch_add(1, Ordering::Relaxed);
+        stats.generator_failed(format!("{}: {}", event.stage, event.error));
         event.retry_in_s = Some(self.next.as_secs());
         log::warn!("{event}");
         let wait = self.next;
@@ -93,6 +92,7 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use crate::config::{Config, FrameBudget};
     use crate::pipeline::control::Settings;
 

@@ -2,6 +2,7 @@
 //! (no locks, no allocation, so the pacer may record), read by the status and log writers.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A fixed-bucket latency histogram: 1 us buckets up to 20 ms, one overflow bucket. Recording is
@@ -183,6 +184,10 @@ pub struct PipelineStats {
     frames_shown_at_play: AtomicU64,
     /// Nanoseconds from the process start to the first frame on screen (0: not yet).
     first_picture_ns: AtomicU64,
+    /// Nanoseconds from `started` to the last keyframe made (0: none yet).
+    last_keyframe_ns: AtomicU64,
+    /// The last generator error and when it happened (for `dreamframe status`).
+    last_error: Mutex<Option<(Instant, String)>>,
 }
 
 /// A frame presented later than this after its deadline counts as late.
@@ -217,6 +222,8 @@ impl Default for PipelineStats {
             playing_since_ns: AtomicU64::new(0),
             frames_shown_at_play: AtomicU64::new(0),
             first_picture_ns: AtomicU64::new(0),
+            last_keyframe_ns: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 }
@@ -254,6 +261,33 @@ impl PipelineStats {
     pub fn first_picture_s(&self) -> Option<f64> {
         let ns = self.first_picture_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| ns as f64 / 1e9)
+    }
+
+    /// A keyframe was made just now.
+    pub fn keyframe_made(&self, took: Duration) {
+        self.keyframes.fetch_add(1, Ordering::Relaxed);
+        self.keyframe_time.record(took);
+        let since_start = self.started.elapsed().as_nanos().max(1) as u64;
+        self.last_keyframe_ns.store(since_start, Ordering::Relaxed);
+    }
+
+    /// Seconds since the last keyframe was made, once there was one.
+    pub fn last_keyframe_age_s(&self) -> Option<f64> {
+        let ns = self.last_keyframe_ns.load(Ordering::Relaxed);
+        (ns > 0).then(|| (self.started.elapsed().as_nanos() as u64).saturating_sub(ns) as f64 / 1e9)
+    }
+
+    /// Counts a generator error and keeps its text as the last one.
+    pub fn generator_failed(&self, error: String) {
+        self.generator_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), error));
+    }
+
+    /// The last generator error and its age in seconds.
+    pub fn last_error(&self) -> Option<(String, f64)> {
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .map(|(at, error)| (error.clone(), at.elapsed().as_secs_f64()))
     }
 
     /// Seconds from start to the start of playback, once it has started.

@@ -46,19 +46,26 @@ pub struct OutputPaths {
     pub snapshot: PathBuf,
     /// `None` when `output.resume` is off.
     pub resume: Option<PathBuf>,
+    /// The log file (in `$LOGS_DIRECTORY` under systemd); `None` when `log.file` is off.
+    pub log: Option<PathBuf>,
 }
 
 impl OutputPaths {
     pub fn for_config(config: &Config) -> Self {
         let dir = resolve_output_dir(config.output.dir.as_deref());
         Self {
-            dir: dir.clone(),
             status: dir.join("status.json"),
             snapshot: dir.join("snapshot.png"),
             resume: config
                 .output
                 .resume
                 .then(|| dir.join(crate::resume::FILE_NAME)),
+            log: config
+                .log
+                .file
+                .as_ref()
+                .map(|file| crate::config::resolve_log_dir(&dir).join(file)),
+            dir,
         }
     }
 }
@@ -98,7 +105,12 @@ pub async fn run_with_reloads(
     }
     let sink_info = status::SinkInfo::of(&*sink);
     let mut pipeline = Pipeline::spawn(&config, sink, generator, seed, paths.resume.clone())?;
-    let status = StatusSource::new(&pipeline, sink_info, seed);
+    let mut status = StatusSource::new(&pipeline, sink_info, seed);
+    status.files = status::FilesInfo {
+        log: paths.log.clone(),
+        snapshot: config.output.snapshot_interval.map(|_| paths.snapshot.clone()),
+        status_interval_s: config.output.status_interval.as_secs_f64(),
+    };
     let mut service = Service::new(&config, &pipeline, status, paths);
     tokio::pin!(shutdown);
     let failure = loop {

@@ -83,6 +83,17 @@ pub struct Status {
     pub decode_ms_per_frame: f64,
     pub upscale_ms_per_frame: f64,
     pub generator_errors: u64,
+    /// The last generator error ("stage: error") and how long ago, if any.
+    pub last_error: Option<String>,
+    pub last_error_age_s: Option<f64>,
+    /// Seconds since the last keyframe was made; null before the first.
+    pub last_keyframe_age_s: Option<f64>,
+    /// The display's process, and where its log and snapshot are (null: not written).
+    pub pid: u32,
+    pub log_file: Option<String>,
+    pub snapshot_file: Option<String>,
+    /// How often this file is rewritten: older than a few of these, the display is not running.
+    pub status_interval_s: f64,
     /// Fresh keyframes asked for because the walk stagnated or degraded.
     pub reanchors: u64,
 }
@@ -104,8 +115,17 @@ impl SinkInfo {
     }
 }
 
+/// Where the display's files are, for status.json (`dreamframe status` prints them).
+#[derive(Debug, Clone, Default)]
+pub struct FilesInfo {
+    pub log: Option<std::path::PathBuf>,
+    pub snapshot: Option<std::path::PathBuf>,
+    pub status_interval_s: f64,
+}
+
 /// What status.json is made from.
 pub struct StatusSource {
+    pub files: FilesInfo,
     pub stats: Arc<PipelineStats>,
     pub buffer: Arc<FrameBuffer>,
     pub model: Arc<ModelLock>,
@@ -167,6 +187,7 @@ impl StatusSource {
             screen: sink.screen,
             framebuffer: sink.device,
             schedule: None,
+            files: FilesInfo::default(),
         }
     }
 
@@ -188,6 +209,7 @@ impl StatusSource {
         let lock = self.model.stats.summary();
         let (internal_width, internal_height) = self.model.resolution();
         let keyframes = s.keyframes.load(Ordering::Relaxed);
+        let last_error = s.last_error();
         Status {
             version: env!("CARGO_PKG_VERSION"),
             updated_unix_s: SystemTime::now()
@@ -250,6 +272,13 @@ impl StatusSource {
             upscale_ms_per_frame: s.upscale.mean_ms(),
             generator_errors: s.generator_errors.load(Ordering::Relaxed),
             reanchors: s.reanchors.load(Ordering::Relaxed),
+            last_error: last_error.as_ref().map(|(error, _)| error.clone()),
+            last_error_age_s: last_error.map(|(_, age)| age),
+            last_keyframe_age_s: s.last_keyframe_age_s(),
+            pid: std::process::id(),
+            log_file: self.files.log.as_ref().map(|p| p.display().to_string()),
+            snapshot_file: self.files.snapshot.as_ref().map(|p| p.display().to_string()),
+            status_interval_s: self.files.status_interval_s,
         }
     }
 }

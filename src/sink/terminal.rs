@@ -119,8 +119,18 @@ fn write_frames(
     out.flush()
 }
 
-/// Two pixel rows per text row: the upper pixel as the foreground of '▀', the lower as background.
+/// Two pixel rows per text row: the upper pixel as the foreground of '▀', the lower as
+/// background; each row placed at its screen line (for the alternate screen).
 pub fn encode_half_blocks(geometry: &Geometry, frame: &[u8], text: &mut String) {
+    encode_rows(geometry, frame, text, true)
+}
+
+/// The same picture as lines of text, one after another (to print into a terminal's scrollback).
+pub fn encode_half_block_lines(geometry: &Geometry, frame: &[u8], text: &mut String) {
+    encode_rows(geometry, frame, text, false)
+}
+
+fn encode_rows(geometry: &Geometry, frame: &[u8], text: &mut String, positioned: bool) {
     text.clear();
     let width = geometry.width as usize;
     let pixel = |x: usize, y: usize| {
@@ -128,7 +138,11 @@ pub fn encode_half_blocks(geometry: &Geometry, frame: &[u8], text: &mut String) 
         (frame[i], frame[i + 1], frame[i + 2])
     };
     for row in 0..geometry.height as usize / 2 {
-        let _ = write!(text, "\x1b[{};1H", row + 1);
+        if positioned {
+            let _ = write!(text, "\x1b[{};1H", row + 1);
+        } else if row > 0 {
+            text.push_str("\x1b[0m\n");
+        }
         let mut last = None;
         for x in 0..width {
             let colours = (pixel(x, row * 2), pixel(x, row * 2 + 1));

@@ -500,3 +500,112 @@ fn a_full_disk_under_the_log_does_not_stop_the_display() {
     // The log still reaches stderr (journald under systemd).
     assert!(String::from_utf8_lossy(&output.stderr).contains("stopped frames_shown="));
 }
+
+/// `dreamframe status` on a real run: the summary, --json, --picture and --watch while it runs,
+/// "not running" (exit 3) once it has stopped.
+#[test]
+fn status_reports_a_running_display_and_says_when_it_is_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("dreamframe.toml");
+    std::fs::write(
+        &config,
+        "[model]\nwidth = 32\nheight = 18\n[output]\nstatus-seconds = 0.25\nsnapshot-seconds = 3600.0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = binary()
+        .arg("--config")
+        .arg(&config)
+        .args(["--sink", "null", "--duration", "300", "--output-dir"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    wait_for_status(
+        &out.join("status.json"),
+        Duration::from_secs(120),
+        "a frame on screen",
+        |s| s["frames_shown"].as_u64() > Some(0),
+    );
+    while !out.join("snapshot.png").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = |args: &[&str]| {
+        let output = binary()
+            .arg("status")
+            .args(["--output-dir"])
+            .arg(&out)
+            .args(args)
+            .env("COLUMNS", "40")
+            .env("LINES", "12")
+            .output()
+            .expect("status runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (code, text) = status(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    let pid = child.id();
+    assert!(
+        text.starts_with(&format!("dreamframe: running (PID {pid}); ")),
+        "{text}"
+    );
+    for expected in [
+        "  fps        ",
+        " of 30 target",
+        "  buffer     [",
+        "  generator  cppn",
+        "  keyframes  ",
+        "  frames     ",
+        "  errors     generator 0; re-anchors ",
+        "  uptime     ",
+        "  screen     null 1920x1080 from 32x18",
+        &format!("  log        {}", out.join("dreamframe.log").display()),
+        &format!("  snapshot   {}", out.join("snapshot.png").display()),
+    ] {
+        assert!(text.contains(expected), "{expected:?} in\n{text}");
+    }
+    let (code, json) = status(&["--json"]);
+    assert_eq!(code, Some(0));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(parsed["pid"].as_u64(), Some(pid as u64));
+    let (code, picture) = status(&["--picture"]);
+    assert_eq!(code, Some(0));
+    // 12 lines: 11 rows of half blocks, 40 cells each, then the summary.
+    let rows: Vec<&str> = picture.lines().take_while(|l| l.contains('▀')).collect();
+    assert_eq!(rows.len(), 11, "{picture}");
+    assert!(rows.iter().all(|row| row.matches('▀').count() == 40));
+    assert!(picture.contains("dreamframe: running"));
+
+    let mut watch = binary()
+        .args(["status", "--watch", "--interval", "0.2", "--output-dir"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("status --watch starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    watch.kill().expect("stop --watch");
+    let mut watched = String::new();
+    watch
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut watched)
+        .expect("read --watch output");
+    let _ = watch.wait();
+    assert!(
+        watched.matches("dreamframe: running").count() >= 2,
+        "{watched}"
+    );
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).success());
+    let (code, text) = status(&[]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("NOT RUNNING: no process holds"), "{text}");
+    let (code, _) = status(&["--watch", "--interval", "0"]);
+    assert_eq!(code, Some(2), "--interval out of range is refused");
+}

@@ -1,0 +1,413 @@
+//! `dreamframe status`: how the display is doing, for a person on SSH. Reads status.json from
+//! the output folder the display uses (the same config lookup: `--config`, `--output-dir`;
+//! without either, the systemd service's folder when the default one has no status.json) and
+//! prints state, fps against target, a buffer gauge, generator, keyframes, counts, errors,
+//! uptime and where the log and snapshot are. `--watch` redraws it, `--json` prints the file,
+//! `--picture` draws the snapshot with the terminal sink's half blocks, sized to the terminal.
+//!
+//! Whether the display runs: a live process holds the folder's lock (`files::OutputLock`), and
+//! status.json is younger than a few of its rewrite intervals. Inputs: the command line and
+//! files; outputs: text on stdout. Runs on the main thread. Exit: 0 running, 3 not running
+//! (LSB's "program is not running"), 1 running but status.json stale (stuck) or unreadable.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::cli::{Cli, StatusArgs};
+use crate::config::{Fit, Rotation, UpscaleFilter};
+use crate::files::OutputLock;
+use crate::launch::ConfigSource;
+use crate::render::pixel_format::PixelFormat;
+use crate::render::Renderer;
+use crate::sink::Geometry;
+
+/// The systemd unit's `StateDirectory=dreamframe`: where the service writes status.json.
+pub const SERVICE_STATE_DIR: &str = "/var/lib/dreamframe";
+/// status.json is stale once older than this many of its rewrite intervals (and 10 s).
+const STALE_INTERVALS: f64 = 3.0;
+/// The largest status.json read (a real one is a few KiB).
+const MAX_STATUS_BYTES: u64 = 1024 * 1024;
+/// The largest snapshot read for `--picture`.
+const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Exit statuses of `dreamframe status`.
+pub const EXIT_RUNNING: u8 = 0;
+pub const EXIT_STUCK: u8 = 1;
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// What the command found: the text to print and the exit status.
+pub struct Report {
+    pub text: String,
+    pub exit: u8,
+}
+
+/// The output folder to read: the configured one, else (nothing configured and no status.json
+/// there) the service's.
+fn output_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    let config = ConfigSource::of(cli).load()?;
+    let dir = crate::service::OutputPaths::for_config(&config).dir;
+    let configured = cli.config.is_some() || cli.output_dir.is_some();
+    let service = Path::new(SERVICE_STATE_DIR);
+    if !configured && !dir.join("status.json").exists() && service.join("status.json").exists() {
+        return Ok(service.to_path_buf());
+    }
+    Ok(dir)
+}
+
+/// Runs `dreamframe status` and returns its exit status.
+pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
+    use std::io::{IsTerminal, Write};
+    let dir = output_dir(cli)?;
+    let clear = args.watch && std::io::stdout().is_terminal();
+    loop {
+        let mut text = String::new();
+        if clear {
+            text.push_str("\x1b[H\x1b[2J");
+        }
+        let report = if args.json {
+            json(&dir)
+        } else {
+            let mut report = report(&dir, SystemTime::now());
+            if args.picture {
+                report.text = format!("{}\n{}", picture(&dir, terminal_size()), report.text);
+            }
+            report
+        };
+        text.push_str(&report.text);
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+        if !args.watch {
+            return Ok(report.exit);
+        }
+        drop(out);
+        std::thread::sleep(Duration::from_secs_f64(args.interval));
+        if !clear {
+            println!();
+        }
+    }
+}
+
+/// The terminal's size in cells: stdout's, else `$COLUMNS` x `$LINES`, else 80x24.
+fn terminal_size() -> (u32, u32) {
+    let env = |name: &str| std::env::var(name).ok()?.trim().parse::<u32>().ok();
+    crate::sys::tty::size(libc::STDOUT_FILENO)
+        .filter(|&(columns, rows)| columns > 0 && rows > 1)
+        .or_else(|| Some((env("COLUMNS")?, env("LINES")?)))
+        .unwrap_or((80, 24))
+}
+
+/// status.json as it is, or why there is none.
+fn json(dir: &Path) -> Report {
+    let path = dir.join("status.json");
+    match crate::files::read_regular(&path, MAX_STATUS_BYTES) {
+        Ok(bytes) => Report {
+            text: String::from_utf8_lossy(&bytes).trim_end().to_string() + "\n",
+            exit: liveness(
+                dir,
+                serde_json::from_slice(&bytes).ok().as_ref(),
+                SystemTime::now(),
+            )
+            .1,
+        },
+        Err(error) => Report {
+            text: format!("dreamframe: cannot read {}: {error}\n", path.display()),
+            exit: EXIT_NOT_RUNNING,
+        },
+    }
+}
+
+/// One line on whether the display runs, and the exit status that goes with it.
+fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8) {
+    let lock = dir.join(crate::files::LOCK_FILE_NAME);
+    let holder = OutputLock::holder(dir);
+    let age = status.and_then(|s| {
+        let updated = s.get("updated_unix_s")?.as_f64()?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+        Some((now - updated).max(0.0))
+    });
+    let interval = status
+        .and_then(|s| s.get("status_interval_s")?.as_f64())
+        .filter(|i| *i > 0.0)
+        .unwrap_or(2.0);
+    let stale_after = (interval * STALE_INTERVALS).max(10.0);
+    let stale = age.is_none_or(|age| age > stale_after);
+    let written = age.map_or("never".to_string(), |age| format!("{} ago", duration(age)));
+    match holder {
+        Ok(Some(pid)) if !stale => (format!("running (PID {pid})"), EXIT_RUNNING),
+        Ok(Some(pid)) => (
+            format!(
+                "STUCK? PID {pid} holds {} but status.json was last written {written} (every {}): the display may be hung",
+                lock.display(),
+                duration(interval)
+            ),
+            EXIT_STUCK,
+        ),
+        Ok(None) => (
+            format!(
+                "NOT RUNNING: no process holds {} (status.json last written {written}; the figures below are from then)",
+                lock.display()
+            ),
+            EXIT_NOT_RUNNING,
+        ),
+        // No permission to look at the lock (another user's folder): judge by the file's age.
+        Err(error) if !stale => (
+            format!("running (status.json written {written}; cannot look at {}: {error})", lock.display()),
+            EXIT_RUNNING,
+        ),
+        Err(error) => (
+            format!(
+                "NOT RUNNING: status.json was last written {written} (every {}), and {} can't be looked at ({error})",
+                duration(interval),
+                lock.display()
+            ),
+            EXIT_NOT_RUNNING,
+        ),
+    }
+}
+
+/// "1 h 02 min", "3 min 05 s", "4.2 s".
+fn duration(seconds: f64) -> String {
+    let whole = seconds.max(0.0) as u64;
+    match whole {
+        0..=59 => format!("{seconds:.1} s"),
+        60..=3599 => format!("{} min {:02} s", whole / 60, whole % 60),
+        3600..=86_399 => format!("{} h {:02} min", whole / 3600, whole % 3600 / 60),
+        _ => format!("{} d {:02} h", whole / 86_400, whole % 86_400 / 3600),
+    }
+}
+
+/// A 20-cell gauge of `percent`.
+fn gauge(percent: f64) -> String {
+    let filled = ((percent.clamp(0.0, 100.0) / 5.0).round()) as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(20 - filled))
+}
+
+/// The person's view of `dir`'s status.json at `now`.
+pub fn report(dir: &Path, now: SystemTime) -> Report {
+    let path = dir.join("status.json");
+    let status: Result<Value, String> = crate::files::read_regular(&path, MAX_STATUS_BYTES)
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()));
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            let (line, exit) = liveness(dir, None, now);
+            let exit = if exit == EXIT_RUNNING {
+                EXIT_STUCK
+            } else {
+                exit
+            };
+            return Report {
+                text: format!(
+                    "dreamframe: {line}\n  cannot read {}: {error}\n  (a display writes it there once started; another folder: --config or --output-dir)\n",
+                    path.display()
+                ),
+                exit,
+            };
+        }
+    };
+    let (line, exit) = liveness(dir, Some(&status), now);
+    let number = |key: &str| status.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    let text_of = |key: &str| status.get(key).and_then(Value::as_str).map(str::to_string);
+    let count = |key: &str| status.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<10} {value}\n"));
+    let state = text_of("state").unwrap_or_else(|| "unknown".into());
+    let mut text = format!("dreamframe: {line}; {state}\n");
+    row(
+        "fps",
+        format!(
+            "{:.1} of {:.0} target{}",
+            number("achieved_fps"),
+            number("target_fps"),
+            text_of("schedule").map_or(String::new(), |s| format!(" (schedule: {s})"))
+        ),
+    );
+    row(
+        "buffer",
+        format!(
+            "{} {:>3.0}%  {:.1} s ({} of {} frames)",
+            gauge(number("buffer_percentage")),
+            number("buffer_percentage"),
+            number("buffer_seconds"),
+            count("buffer_frames"),
+            count("buffer_capacity_frames")
+        ),
+    );
+    let generator = text_of("generator").unwrap_or_else(|| "unknown".into());
+    row(
+        "generator",
+        match text_of("generator_note") {
+            Some(note) => format!("{generator} ({note})"),
+            None => generator,
+        },
+    );
+    let last = status
+        .get("last_keyframe_age_s")
+        .and_then(Value::as_f64)
+        .map_or("none yet".to_string(), |age| {
+            format!("the last {} ago", duration(age))
+        });
+    row(
+        "keyframes",
+        format!(
+            "{}, {last} ({:.1} a minute, {:.0} ms each)",
+            count("keyframes"),
+            number("keyframes_per_minute"),
+            number("keyframe_ms")
+        ),
+    );
+    row(
+        "frames",
+        format!(
+            "{} shown; late {}, held {}, skipped {}, underruns {} ({} frames)",
+            count("frames_shown"),
+            count("late_frames"),
+            count("held_deadlines"),
+            count("skipped_deadlines"),
+            count("underruns"),
+            count("underrun_frames")
+        ),
+    );
+    row(
+        "errors",
+        format!(
+            "generator {}; re-anchors {}",
+            count("generator_errors"),
+            count("reanchors")
+        ),
+    );
+    if let Some(error) = text_of("last_error") {
+        let age = status
+            .get("last_error_age_s")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        row("last error", format!("{} ago: {error}", duration(age)));
+    }
+    row("uptime", duration(number("uptime_s")));
+    row(
+        "screen",
+        format!(
+            "{} {}x{} from {}x{}",
+            text_of("sink").unwrap_or_default(),
+            status
+                .pointer("/screen/width")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            status
+                .pointer("/screen/height")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            count("internal_width"),
+            count("internal_height")
+        ),
+    );
+    row(
+        "log",
+        text_of("log_file").unwrap_or_else(|| "off (log.file)".into()),
+    );
+    row(
+        "snapshot",
+        text_of("snapshot_file").unwrap_or_else(|| "off (output.snapshot-seconds)".into()),
+    );
+    row("status", path.display().to_string());
+    text.push_str(&out);
+    Report { text, exit }
+}
+
+/// The snapshot drawn in half blocks, fitted into `size` cells (one row kept for the prompt).
+pub fn picture(dir: &Path, size: (u32, u32)) -> String {
+    match draw_snapshot(&dir.join("snapshot.png"), size) {
+        Ok(text) => text,
+        Err(error) => format!("(no picture: {error:#})\n"),
+    }
+}
+
+fn draw_snapshot(path: &Path, (columns, rows): (u32, u32)) -> anyhow::Result<String> {
+    use crate::config::{TERMINAL_MAX_COLUMNS, TERMINAL_MAX_ROWS};
+    let bytes = crate::files::read_regular(path, MAX_SNAPSHOT_BYTES)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .context("cannot read the snapshot")?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(512 * 1024 * 1024);
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .with_context(|| format!("cannot decode {}", path.display()))?
+        .into_rgb8();
+    let columns = columns.clamp(1, TERMINAL_MAX_COLUMNS);
+    let rows = rows.clamp(2, TERMINAL_MAX_ROWS);
+    let geometry = Geometry::packed(columns, (rows - 1).max(1) * 2, PixelFormat::BGR888);
+    let (width, height) = image.dimensions();
+    let frame = crate::pipeline::frame_buffer::Frame {
+        seq: 0,
+        width,
+        height,
+        rgb: image.into_raw(),
+    };
+    let mut renderer = Renderer::new(
+        geometry,
+        (width, height),
+        Fit::Fit,
+        Rotation::None,
+        UpscaleFilter::Bilinear,
+    )?;
+    let mut pixels = vec![0; geometry.frame_bytes()];
+    renderer.clear(&mut pixels);
+    renderer.render(&frame, &mut pixels)?;
+    let mut text = String::new();
+    crate::sink::terminal::encode_half_block_lines(&geometry, &pixels, &mut text);
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_gauges_read_at_a_glance() {
+        assert_eq!(duration(4.24), "4.2 s");
+        assert_eq!(duration(185.0), "3 min 05 s");
+        assert_eq!(duration(3725.0), "1 h 02 min");
+        assert_eq!(duration(90_000.0), "1 d 01 h");
+        assert_eq!(gauge(50.0), "[##########----------]");
+        assert_eq!(gauge(250.0), "[####################]");
+        assert_eq!(gauge(-3.0), "[--------------------]");
+    }
+
+    #[test]
+    fn a_folder_without_a_display_says_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = report(dir.path(), SystemTime::now());
+        assert_eq!(seen.exit, EXIT_NOT_RUNNING);
+        assert!(seen.text.contains("NOT RUNNING"), "{}", seen.text);
+        assert!(seen.text.contains("cannot read"), "{}", seen.text);
+        // A stale file with nobody holding the lock: not running, figures from then.
+        let old = serde_json::json!({"updated_unix_s": 1_000, "status_interval_s": 2.0,
+            "state": "playing", "generator": "cppn", "achieved_fps": 30.0, "target_fps": 30.0});
+        std::fs::write(dir.path().join("status.json"), old.to_string()).unwrap();
+        let seen = report(dir.path(), SystemTime::now());
+        assert_eq!(seen.exit, EXIT_NOT_RUNNING);
+        assert!(
+            seen.text.contains("NOT RUNNING: no process holds"),
+            "{}",
+            seen.text
+        );
+        assert!(seen.text.contains("30.0 of 30 target"), "{}", seen.text);
+        // The lock held but the file old: stuck.
+        let _lock = OutputLock::acquire(dir.path()).unwrap();
+        let seen = report(dir.path(), SystemTime::now());
+        assert_eq!(seen.exit, EXIT_STUCK);
+        assert!(seen.text.contains("STUCK?"), "{}", seen.text);
+    }
+}
