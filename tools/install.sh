@@ -3,6 +3,8 @@
 # `cargo build --release`): the binary to /usr/local/bin, the config to /etc/dreamframe/ (an
 # existing one is kept), the `dreamframe` system user in the framebuffer/console/GPU groups, the
 # unit (and on a CUDA box its drop-in, systemd/cuda.conf) enabled. DESTDIR=/some/dir stages the files there instead and skips user and systemctl.
+# On Debian and Ubuntu the package from `cargo deb` does the same with /usr/bin (README); this
+# script is for the other systems.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${DESTDIR:-}
@@ -22,7 +24,13 @@ if [[ -e "$dest/etc/dreamframe/dreamframe.toml" ]]; then
 else
   install -D -m 0644 config/dreamframe.toml "$dest/etc/dreamframe/dreamframe.toml"
 fi
-install -D -m 0644 systemd/dreamframe.service "$dest/etc/systemd/system/dreamframe.service"
+# The unit names the Debian package's path, /usr/bin/dreamframe; this install's is /usr/local/bin.
+install -d "$dest/etc/systemd/system"
+sed 's|^ExecStart=/usr/bin/dreamframe |ExecStart=/usr/local/bin/dreamframe |' systemd/dreamframe.service \
+  >"$dest/etc/systemd/system/dreamframe.service"
+chmod 0644 "$dest/etc/systemd/system/dreamframe.service"
+grep -q '^ExecStart=/usr/local/bin/dreamframe ' "$dest/etc/systemd/system/dreamframe.service" ||
+  { echo "systemd/dreamframe.service: no ExecStart=/usr/bin/dreamframe to point at /usr/local/bin" >&2; exit 1; }
 # On a CUDA box (the NVIDIA driver loaded, or CUDA=1 when staging) the drop-in that lets the
 # service open every NVIDIA device (systemd/cuda.conf says what it changes and why).
 if [[ -e /proc/driver/nvidia/version || -n "${CUDA:-}" ]]; then

@@ -4,6 +4,7 @@
 mod analyze;
 mod binary;
 mod config_files;
+mod deb;
 mod hostile;
 mod pipeline;
 mod qemu;
