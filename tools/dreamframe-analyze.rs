@@ -1,8 +1,9 @@
 //! `dreamframe-analyze LOG...`: the bottleneck report and chart for dreamframe's logs (see
 //! `dreamframe::analyze`). Reads rotated files too (dreamframe.log.1, ...), in time order of
 //! their first lines, and `-` for standard input; streams them, so memory does not grow with a
-//! log's size. Prints the report on stdout and writes the SVG chart. Exit 1 when a file can't be
-//! read (or is not a regular file) or none has a log line.
+//! log's size. Prints the report on stdout and writes the chart (SVG or PNG, by the extension of
+//! `--chart`). Exit 1 when a file can't be read (or is not a regular file), none has a log line,
+//! or the chart's path does not end in .svg or .png.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use dreamframe::analyze::{chart, feed_reader, parse_line, report, Analyzer, MAX_LINE_BYTES};
+use dreamframe::analyze::{
+    chart_to_file, feed_reader, parse_line, report, Analyzer, ChartFormat, MAX_LINE_BYTES,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,7 +26,8 @@ struct Args {
     /// input.
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
-    /// Where the SVG chart of fps, buffer fill and stage times goes.
+    /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
+    /// (.svg, .png).
     #[arg(long, value_name = "PATH", default_value = "dreamframe-analyze.svg")]
     chart: PathBuf,
 }
@@ -77,6 +81,8 @@ fn open(path: &Path) -> anyhow::Result<Source> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
+    // A chart path we can't write is refused before reading any log.
+    ChartFormat::for_path(&args.chart)?;
     let mut sources = args
         .logs
         .iter()
@@ -104,8 +110,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let sources: Vec<String> = args.logs.iter().map(|p| p.display().to_string()).collect();
     print!("{}", report(&analysis, &sources));
-    std::fs::write(&args.chart, chart(&analysis))
-        .with_context(|| format!("cannot write the chart to {}", args.chart.display()))?;
+    chart_to_file(&analysis, &args.chart)?;
     println!("\nChart: {}", args.chart.display());
     Ok(())
 }

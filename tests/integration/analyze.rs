@@ -36,6 +36,17 @@ fn count(report: &str, row: &str) -> usize {
         .unwrap_or_else(|| panic!("no row {row:?} in:\n{report}"))
 }
 
+/// The contents of an SVG's `<text>` elements.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|element| {
+            let content = element.split_once('>')?.1.split_once("</text>")?.0;
+            Some(content.trim().to_string())
+        })
+        .collect()
+}
+
 fn lines_with(log: &str, needle: &str) -> Vec<String> {
     std::fs::read_to_string(data(&format!("logs/{log}")))
         .expect("log")
@@ -72,15 +83,64 @@ fn a_healthy_log_has_no_bottleneck_and_its_stages_are_all_counted() {
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
         "{svg}"
     );
-    // fps, target, buffer, decode and upscale; one point per stats line but the closing one.
-    assert_eq!(svg.matches("<polyline").count(), 5, "{svg}");
+    let texts = svg_texts(&svg);
+    for text in [
+        "achieved fps",
+        "target fps",
+        "buffer fill",
+        "decode",
+        "upscale + convert",
+        "frames per second",
+        "ms per frame",
+    ] {
+        assert!(texts.iter().any(|t| t == text), "no {text:?} in {texts:?}");
+    }
+    // No underrun in a healthy run: no marker, nor its legend.
+    assert!(
+        !texts.iter().any(|t| t.starts_with("underrun")),
+        "{texts:?}"
+    );
+    // Achieved fps: one point per stats line but the closing one (the legend's sample has two).
     let stats = lines_with(log, "] stats ").len();
     let fps_points = svg
         .lines()
-        .find(|l| l.contains("#1f77b4") && l.contains("<polyline"))
+        .filter(|l| l.contains("stroke=\"#1F77B4\"") && l.contains("<polyline"))
         .map(|l| l.matches(',').count())
+        .max()
         .expect("fps line");
     assert_eq!(fps_points, stats - 1);
+}
+
+#[test]
+fn the_chart_is_png_or_svg_by_its_extension_and_other_names_are_refused_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = "stressed-512x288-60fps.log";
+    let png = dir.path().join("chart.png");
+    let (ok, report, stderr) = analyze(&[log], &png);
+    assert!(ok, "{stderr}");
+    assert!(
+        report.contains(&format!("Chart: {}", png.display())),
+        "{report}"
+    );
+    let bytes = std::fs::read(&png).expect("chart written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let svg = dir.path().join("chart.svg");
+    let (ok, _, stderr) = analyze(&[log], &svg);
+    assert!(ok, "{stderr}");
+    let texts = svg_texts(&std::fs::read_to_string(&svg).expect("chart written"));
+    let underruns = lines_with(log, "] underrun ").len();
+    assert!(
+        texts.contains(&format!("underrun ({underruns})")),
+        "{texts:?}"
+    );
+    let jpeg = dir.path().join("chart.jpg");
+    let (ok, report, stderr) = analyze(&[log], &jpeg);
+    assert!(!ok && report.is_empty(), "{report}");
+    assert!(
+        stderr.contains(&jpeg.display().to_string()) && stderr.contains(".svg or .png"),
+        "{stderr}"
+    );
+    assert!(!jpeg.exists());
 }
 
 #[test]
@@ -185,8 +245,9 @@ fn forged_figures_are_skipped_not_reported() {
         .expect("dreamframe-analyze runs");
     assert!(output.status.success());
     let report = String::from_utf8_lossy(&output.stdout);
-    let svg = std::fs::read_to_string(&chart).expect("chart");
-    for text in [report.as_ref(), svg.as_str()] {
+    // The chart's words and numbers (its markup has long coordinates of its own).
+    let chart = svg_texts(&std::fs::read_to_string(&chart).expect("chart")).join("\n");
+    for text in [report.as_ref(), chart.as_str()] {
         let lower = text.to_lowercase();
         assert!(!lower.contains("nan") && !lower.contains("inf "), "{text}");
         assert!(
