@@ -230,6 +230,9 @@ events! {
         colourfulness: Option<f64>, detail: Option<f64>, clipped: Option<f64>, threshold: f64,
         index: u64,
     };
+    /// The model loaded behind the built-in generator is ready and takes over at the next
+    /// keyframe, this long after the process started.
+    ModelReady = "model_ready" { generator: String, after_s: f64 };
     /// A transition was decoded into the buffer.
     Transition = "transition" {
         from: u64, to: u64, frames: usize, slerp_ms: f64, decode_ms: f64,

@@ -184,7 +184,9 @@ impl OutputLock {
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         let pid = text.trim();
-        Ok(Some(if pid.is_empty() { "unknown" } else { pid }.to_string()))
+        Ok(Some(
+            if pid.is_empty() { "unknown" } else { pid }.to_string(),
+        ))
     }
 }
 

@@ -2,7 +2,9 @@
 //! in batches, on a candle `Device`. `ModelLock` shares one generator between the keyframe thread
 //! and the decode thread and measures how long each waits for it; a generator whose decoders
 //! have weights of their own hands them over (`split_decoder`) to be held under a second lock,
-//! so decoding never waits for a keyframe.
+//! so decoding never waits for a keyframe. `build` gives Stable Diffusion (with
+//! `model.fallback = "cppn"`) as a `handover::Handover`: the built-in generator while the model
+//! loads on its own thread, the model from the keyframe after it is ready.
 //!
 //! Inputs: keyframe requests (index, seed, previous latent) and stacked latents. Outputs: latents
 //! and RGB8 frames at the generator's internal resolution. Runs on the keyframe and decoder
@@ -13,6 +15,7 @@ pub mod cppn;
 /// Test double: flat colours, steerable (slow, stalled, failing). Not in the shipped binary.
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod fake;
+pub mod handover;
 pub mod stable_diffusion;
 pub mod test_pattern;
 
@@ -53,6 +56,16 @@ pub trait Generator: Send {
     /// keyframe can be reproduced; `None` for generators without prompts.
     fn keyframe_label(&self, _index: u64) -> Option<(u64, &str)> {
         None
+    }
+    /// Whether a model is still loading behind this generator (`handover`): the walk is
+    /// neither saved nor resumed until it is ready.
+    fn warming_up(&self) -> bool {
+        false
+    }
+    /// The name the walk is saved and resumed under: the model being loaded, for a generator
+    /// standing in while it loads.
+    fn settled_name(&self) -> &str {
+        self.name()
     }
     /// Moves on to the next theme now (a re-anchor); generators without prompts ignore it.
     fn next_theme(&mut self) {}
@@ -104,65 +117,45 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
             let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);
             Ok(Box::new(test_pattern::TestPattern::new(width, height)))
         }
-        ModelKind::StableDiffusion => {
-            match stable_diffusion::load_configured(config) {
-                Ok(generator) => Ok(Box::new(generator)),
-                Err(error) if config.model.fallback == Fallback::Cppn => {
-                    let reason = format!("{error:#}");
-                    log::warn!(
-                        "{}",
-                        crate::events::ModelUnavailable {
-                            kind: "stable-diffusion".into(),
-                            fallback: "cppn".into(),
-                            error: reason.clone(),
-                        }
-                    );
-                    Ok(Box::new(FallbackGenerator::new(
-                        cppn(CPPN_DEFAULT_SIZE)?,
-                        reason,
-                    )))
-                }
-                Err(error) => Err(error
-                    .context("cannot load the Stable Diffusion model (model.fallback = \"none\")")),
-            }
+        // Art at once: the built-in generator while the model loads, then a hand-over.
+        ModelKind::StableDiffusion if config.model.fallback == Fallback::Cppn => {
+            let frame_size = config
+                .model
+                .frame_size(config.interpolation.resolution_divisor);
+            let interim_size = interim_size(frame_size);
+            let owned = config.clone();
+            Ok(Box::new(handover::Handover::start(
+                cppn(interim_size)?,
+                cppn(interim_size)?,
+                frame_size,
+                "stable-diffusion",
+                stable_diffusion::configured_name(config),
+                move || {
+                    stable_diffusion::load_configured(&owned)
+                        .map(|model| Box::new(model) as Box<dyn Generator>)
+                },
+            )?))
         }
+        ModelKind::StableDiffusion => stable_diffusion::load_configured(config)
+            .map(|model| Box::new(model) as Box<dyn Generator>)
+            .map_err(|error| {
+                error.context("cannot load the Stable Diffusion model (model.fallback = \"none\")")
+            }),
     }
 }
 
-/// The built-in generator standing in for a model that could not be loaded.
-struct FallbackGenerator {
-    inner: cppn::CppnGenerator,
-    note: String,
-}
-
-impl FallbackGenerator {
-    fn new(inner: cppn::CppnGenerator, reason: String) -> Self {
-        Self {
-            inner,
-            note: format!("fallback to cppn: {reason}"),
-        }
+/// The built-in generator's size while a model of `frame_size` loads: the same shape, at most
+/// 256 pixels on its longer side (its frames are resized to the model's; its smooth fields lose
+/// nothing by it, and it keeps up on a CPU busy loading weights).
+fn interim_size((width, height): (u32, u32)) -> (u32, u32) {
+    let longer = width.max(height).max(1);
+    if longer <= 256 {
+        return (width.max(1), height.max(1));
     }
-}
-
-impl Generator for FallbackGenerator {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn device(&self) -> &Device {
-        self.inner.device()
-    }
-    fn resolution(&self) -> (u32, u32) {
-        self.inner.resolution()
-    }
-    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
-        self.inner.keyframes(requests)
-    }
-    fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        self.inner.decode(latents)
-    }
-    fn note(&self) -> Option<&str> {
-        Some(&self.note)
-    }
+    (
+        (width * 256 / longer).max(1),
+        (height * 256 / longer).max(1),
+    )
 }
 
 /// Seed of keyframe `index` in a run seeded `run_seed` (SplitMix64 finaliser: neighbouring
@@ -222,15 +215,36 @@ impl LockStats {
 pub struct ModelLock {
     model: Mutex<Box<dyn Generator>>,
     decoder: Option<Mutex<Box<dyn FrameDecoder>>>,
-    name: String,
-    note: Option<String>,
+    /// Who makes keyframes: changes when a model loaded behind a `handover` takes over.
+    identity: Mutex<Identity>,
     guarded: bool,
     resolution: (u32, u32),
-    device: Device,
     /// Waits for the generator's lock (keyframes, and decoding when not split).
     pub stats: LockStats,
     /// Waits for the split decoders' lock.
     pub decoder_stats: LockStats,
+}
+
+/// Who a generator is, as the pipeline and status.json see it.
+#[derive(Debug, Clone)]
+struct Identity {
+    name: String,
+    note: Option<String>,
+    settled_name: String,
+    warming_up: bool,
+    device: Device,
+}
+
+impl Identity {
+    fn of(model: &dyn Generator) -> Self {
+        Self {
+            name: model.name().to_string(),
+            note: model.note().map(str::to_string),
+            settled_name: model.settled_name().to_string(),
+            warming_up: model.warming_up(),
+            device: model.device().clone(),
+        }
+    }
 }
 
 /// Takes `mutex`, recording the wait in `stats`; returns the guard and the wait in seconds.
@@ -264,10 +278,8 @@ impl ModelLock {
     pub fn new(mut model: Box<dyn Generator>) -> Self {
         let decoder = model.split_decoder().map(Mutex::new);
         Self {
-            name: model.name().to_string(),
-            note: model.note().map(str::to_string),
+            identity: Mutex::new(Identity::of(model.as_ref())),
             guarded: model.guarded(),
-            device: model.device().clone(),
             resolution: model.resolution(),
             model: Mutex::new(model),
             decoder,
@@ -306,16 +318,36 @@ impl ModelLock {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generator making keyframes now.
+    pub fn name(&self) -> String {
+        self.identity().name.clone()
+    }
+
+    /// The name the walk is saved and resumed under (`Generator::settled_name`).
+    pub fn settled_name(&self) -> String {
+        self.identity().settled_name.clone()
+    }
+
+    /// Whether a model is still loading behind the generator (`Generator::warming_up`).
+    pub fn warming_up(&self) -> bool {
+        self.identity().warming_up
+    }
+
+    /// Takes note of who `model` is now (after a keyframe: a hand-over may have happened).
+    pub fn refresh(&self, model: &dyn Generator) {
+        *self.identity() = Identity::of(model);
     }
 
     pub fn resolution(&self) -> (u32, u32) {
         self.resolution
     }
 
-    pub fn note(&self) -> Option<&str> {
-        self.note.as_deref()
+    pub fn note(&self) -> Option<String> {
+        self.identity().note.clone()
     }
 
     /// Whether the walk's guard judges this generator's keyframes (`Generator::guarded`).
@@ -323,8 +355,9 @@ impl ModelLock {
         self.guarded
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Where keyframes are made now.
+    pub fn device(&self) -> Device {
+        self.identity().device.clone()
     }
 
     /// Takes the generator, recording the wait. Returns the guard and the wait in seconds.

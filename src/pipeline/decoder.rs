@@ -179,30 +179,14 @@ impl DecodeStage {
 
     /// Frames 1..=N of the walk from `from` to `to`: the in-betweens in batches, then `to`.
     fn walk(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
+        self.stats.frames_from(*seq, &to.generator);
         let frames = self.settings.live.frames_per_transition.max(1);
         let easing = self.settings.live.easing;
         let started = Instant::now();
         let walk = match Transition::new(&from.latent, &to.latent, frames, easing) {
             Ok(walk) => walk,
-            Err(error) => {
-                // Keyframes of different shapes (a generator swap): cut to the new one.
-                log::warn!(
-                    "{}",
-                    events::GeneratorError {
-                        stage: "decode".into(),
-                        from: Some(from.index),
-                        to: Some(to.index),
-                        error: format!("{error:#} (cutting to the keyframe)"),
-                        ..Default::default()
-                    }
-                );
-                let keyframe = self.decode(
-                    &to.latent.unsqueeze(0)?,
-                    true,
-                    &mut TransitionTimes::default(),
-                )?;
-                return self.push(keyframe, seq);
-            }
+            // Keyframes of two generators (a model's hand-over): their latents don't mix.
+            Err(_) => return self.cross_fade(from, to, seq),
         };
         let mut times = TransitionTimes {
             slerp: started.elapsed(),
@@ -221,6 +205,59 @@ impl DecodeStage {
         let keyframe = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
         self.judge(to, &keyframe);
         self.push(keyframe, seq)?;
+        self.log_timing(from, to, frames, &times);
+        Ok(())
+    }
+
+    /// Frames 1..=N from `from` to `to` blended picture to picture (their latents don't mix):
+    /// the same length and easing as a walk, so a hand-over is an ordinary smooth transition.
+    fn cross_fade(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
+        let frames = self.settings.live.frames_per_transition.max(1);
+        let easing = self.settings.live.easing;
+        let mut times = TransitionTimes::default();
+        let first = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
+        let last = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
+        self.judge(to, &last);
+        let (Some(a), Some(b)) = (first.first(), last.first()) else {
+            return Ok(());
+        };
+        if a.len() == b.len() {
+            let blend_started = Instant::now();
+            let mut batch = Vec::with_capacity(self.batch_size.max(1));
+            for step in 1..frames {
+                let t = super::interpolation::ease(step as f64 / frames as f64, easing);
+                let weight = (t * 256.0).round() as u32;
+                batch.push(
+                    a.iter()
+                        .zip(b)
+                        .map(|(&x, &y)| {
+                            ((x as u32 * (256 - weight) + y as u32 * weight + 128) >> 8) as u8
+                        })
+                        .collect(),
+                );
+                if batch.len() == self.batch_size.max(1) {
+                    self.push(std::mem::take(&mut batch), seq)?;
+                }
+            }
+            self.push(batch, seq)?;
+            times.slerp = blend_started.elapsed();
+        } else {
+            log::warn!(
+                "{}",
+                events::GeneratorError {
+                    stage: "decode".into(),
+                    from: Some(from.index),
+                    to: Some(to.index),
+                    error: format!(
+                        "frames of {} and {} bytes can't be blended (cutting to the keyframe)",
+                        a.len(),
+                        b.len()
+                    ),
+                    ..Default::default()
+                }
+            );
+        }
+        self.push(last, seq)?;
         self.log_timing(from, to, frames, &times);
         Ok(())
     }
@@ -295,6 +332,7 @@ impl DecodeStage {
         let mut times = TransitionTimes::default();
         let frames = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
         self.stats.decode_time.record_many(times.decode, 1);
+        self.stats.frames_from(seq, &from.generator);
         self.judge(&from, &frames);
         self.push(frames, &mut seq)?;
         loop {

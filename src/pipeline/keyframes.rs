@@ -32,6 +32,8 @@ pub struct Keyframe {
     pub latent: Tensor,
     /// Made from nothing (the first keyframe, or a re-anchor), not drifted from the previous.
     pub fresh: bool,
+    /// The generator that made it (another one after a model's hand-over).
+    pub generator: String,
 }
 
 pub struct KeyframeStage {
@@ -56,16 +58,12 @@ struct Walk {
 }
 
 impl KeyframeStage {
-    fn start(&mut self) -> Walk {
-        let fresh = Walk {
-            index: 0,
-            previous: None,
-            resumed: false,
-        };
+    /// The saved walk to continue, if there is one that fits; else `current` goes on.
+    fn start(&mut self, current: Walk) -> Walk {
         let Some(state) = self.resume_from.take() else {
-            return fresh;
+            return current;
         };
-        match state.latent(self.model.device()) {
+        match state.latent(&self.model.device()) {
             Ok(latent) => {
                 log::info!(
                     "{}",
@@ -89,7 +87,7 @@ impl KeyframeStage {
                         error: format!("{error:#}"),
                     }
                 );
-                fresh
+                current
             }
         }
     }
@@ -110,10 +108,11 @@ impl KeyframeStage {
             .keyframes(std::slice::from_ref(&request))
             .and_then(|mut latents| latents.pop().context("generator returned no keyframe"));
         let label = model.keyframe_label(walk.index);
+        self.model.refresh(model.as_ref());
         let event = events::Keyframe {
             index: walk.index,
             seed: request.seed,
-            generator: self.model.name().to_string(),
+            generator: self.model.name(),
             ms: started.elapsed().as_secs_f64() * 1e3,
             lock_wait_ms: lock_wait * 1e3,
             theme: label.map(|(theme, _)| theme),
@@ -123,14 +122,15 @@ impl KeyframeStage {
     }
 
     fn save_every_few(&self, next_index: u64, latent: &Tensor) {
+        // Not while a model loads: the interim walk must not overwrite the model's saved one.
         let Some(path) = self
             .resume_path
             .as_deref()
-            .filter(|_| next_index % crate::resume::SAVE_EVERY == 0)
+            .filter(|_| next_index % crate::resume::SAVE_EVERY == 0 && !self.model.warming_up())
         else {
             return;
         };
-        let saved = ResumeState::capture(self.model.name(), self.run_seed, next_index, latent)
+        let saved = ResumeState::capture(&self.model.name(), self.run_seed, next_index, latent)
             .and_then(|state| state.save(path));
         if let Err(error) = saved {
             log::warn!(
@@ -143,9 +143,17 @@ impl KeyframeStage {
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
-        let mut walk = self.start();
+        let mut walk = Walk {
+            index: 0,
+            previous: None,
+            resumed: false,
+        };
         let mut retry = Retry::default();
         while self.control.wait_while_blanked() {
+            // A saved walk continues once its model is ready (at once, without a hand-over).
+            if self.resume_from.is_some() && !self.model.warming_up() {
+                walk = self.start(walk);
+            }
             if let Some(settings) = self.watcher.changed(&self.control) {
                 self.model.lock().0.reconfigure(&settings.live.prompts);
             }
@@ -172,6 +180,7 @@ impl KeyframeStage {
                         seed: request.seed,
                         latent,
                         fresh: request.previous.is_none(),
+                        generator: event.generator.clone(),
                     };
                     if self.output.send(keyframe).is_err() {
                         return Ok(()); // the decoder has ended

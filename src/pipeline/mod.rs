@@ -126,7 +126,7 @@ impl Pipeline {
             "{}",
             events::Start {
                 version: env!("CARGO_PKG_VERSION").into(),
-                generator: self.model.name().into(),
+                generator: self.model.name(),
                 seed,
                 sink: sink.name().into(),
                 width: geometry.width,
@@ -175,7 +175,7 @@ impl Pipeline {
             watcher: Watcher::new(control),
             resume_from: resume
                 .as_deref()
-                .and_then(|path| crate::resume::usable(path, self.model.name(), seed)),
+                .and_then(|path| crate::resume::usable(path, &self.model.settled_name(), seed)),
             resume_path: resume,
         };
         let decoder = DecodeStage {

@@ -92,9 +92,9 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
     use crate::config::{Config, FrameBudget};
     use crate::pipeline::control::Settings;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn delays_double_up_to_the_cap_and_reset() {

@@ -141,6 +141,10 @@ impl PlaybackState {
     }
 }
 
+/// Generator changes remembered for `generator_on_screen` (the buffer holds seconds: a few
+/// changes at most can be between the decoder and the screen).
+const GENERATOR_CHANGES_KEPT: usize = 8;
+
 pub struct PipelineStats {
     pub started: Instant,
     // Pacer.
@@ -188,6 +192,9 @@ pub struct PipelineStats {
     last_keyframe_ns: AtomicU64,
     /// The last generator error and when it happened (for `dreamframe status`).
     last_error: Mutex<Option<(Instant, String)>>,
+    /// Where each generator's frames begin: (first frame's sequence number, generator), oldest
+    /// first, the last `GENERATOR_CHANGES_KEPT`.
+    generator_changes: Mutex<std::collections::VecDeque<(u64, String)>>,
 }
 
 /// A frame presented later than this after its deadline counts as late.
@@ -224,6 +231,7 @@ impl Default for PipelineStats {
             first_picture_ns: AtomicU64::new(0),
             last_keyframe_ns: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            generator_changes: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -275,6 +283,35 @@ impl PipelineStats {
     pub fn last_keyframe_age_s(&self) -> Option<f64> {
         let ns = self.last_keyframe_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| (self.started.elapsed().as_nanos() as u64).saturating_sub(ns) as f64 / 1e9)
+    }
+
+    /// Frames from `first_seq` on are `generator`'s (the decoder says so at each keyframe).
+    pub fn frames_from(&self, first_seq: u64, generator: &str) {
+        let mut changes = self
+            .generator_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if changes.back().is_some_and(|(_, last)| last == generator) {
+            return;
+        }
+        if changes.len() == GENERATOR_CHANGES_KEPT {
+            changes.pop_front();
+        }
+        changes.push_back((first_seq, generator.to_string()));
+    }
+
+    /// The generator whose frame is on screen now, once one is.
+    pub fn generator_on_screen(&self) -> Option<String> {
+        let shown = self.shown_seq.load(Ordering::Relaxed);
+        let changes = self
+            .generator_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        changes
+            .iter()
+            .rev()
+            .find(|(first, _)| shown > *first)
+            .map(|(_, generator)| generator.clone())
     }
 
     /// Counts a generator error and keeps its text as the last one.

@@ -108,7 +108,10 @@ pub async fn run_with_reloads(
     let mut status = StatusSource::new(&pipeline, sink_info, seed);
     status.files = status::FilesInfo {
         log: paths.log.clone(),
-        snapshot: config.output.snapshot_interval.map(|_| paths.snapshot.clone()),
+        snapshot: config
+            .output
+            .snapshot_interval
+            .map(|_| paths.snapshot.clone()),
         status_interval_s: config.output.status_interval.as_secs_f64(),
     };
     let mut service = Service::new(&config, &pipeline, status, paths);

@@ -26,7 +26,10 @@ pub struct Status {
     pub updated_unix_s: u64,
     pub uptime_s: f64,
     pub seed: u64,
+    /// The generator whose frames are on screen.
     pub generator: String,
+    /// The model loading behind the built-in generator (`model_ready` when it takes over).
+    pub generator_loading: Option<String>,
     /// Set when the display runs on something other than what was configured (a fallback).
     pub generator_note: Option<String>,
     pub sink: String,
@@ -217,8 +220,9 @@ impl StatusSource {
                 .map_or(0, |d| d.as_secs()),
             uptime_s: uptime,
             seed: self.seed,
-            generator: self.model.name().to_string(),
-            generator_note: self.model.note().map(str::to_string),
+            generator: s.generator_on_screen().unwrap_or_else(|| self.model.name()),
+            generator_loading: self.model.warming_up().then(|| self.model.settled_name()),
+            generator_note: self.model.note(),
             sink: self.sink.clone(),
             screen: self.screen,
             framebuffer: self.framebuffer.clone(),
@@ -277,7 +281,11 @@ impl StatusSource {
             last_keyframe_age_s: s.last_keyframe_age_s(),
             pid: std::process::id(),
             log_file: self.files.log.as_ref().map(|p| p.display().to_string()),
-            snapshot_file: self.files.snapshot.as_ref().map(|p| p.display().to_string()),
+            snapshot_file: self
+                .files
+                .snapshot
+                .as_ref()
+                .map(|p| p.display().to_string()),
             status_interval_s: self.files.status_interval_s,
         }
     }

@@ -76,7 +76,42 @@ fn save_random(path: &Path, build: impl FnOnce(VarBuilder) -> candle_core::Resul
     std::fs::create_dir_all(path.parent().expect("file in a folder")).expect("create folder");
     let varmap = VarMap::new();
     build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).expect("tiny model builds");
+    reseed(&varmap, path);
     varmap.save(path).expect("save safetensors");
+}
+
+/// Makes `varmap`'s random weights the same on every run: candle's CPU generator can't be
+/// seeded, and an unlucky draw once gave a tiny decoder that saturates every latent to the same
+/// frame. Each tensor is redrawn from a generator seeded by its file and name, with the mean and
+/// spread of candle's own initialisation (so norms stay ones, convolutions keep their scale).
+fn reseed(varmap: &VarMap, path: &Path) {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().len() as u64)
+        .unwrap_or(0);
+    for (index, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let values: Vec<f32> = var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .expect("weights as values");
+        let mean = values.iter().sum::<f32>() / values.len().max(1) as f32;
+        let spread = (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>()
+            / values.len().max(1) as f32)
+            .sqrt();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(file * 1_000_003 + index as u64);
+        let normal = rand_distr::Normal::new(mean, spread.max(0.0)).expect("a normal law");
+        let redrawn: Vec<f32> = (0..values.len()).map(|_| normal.sample(&mut rng)).collect();
+        let tensor = Tensor::from_vec(redrawn, var.as_tensor().shape(), &Device::Cpu)
+            .expect("redrawn weights");
+        var.set(&tensor).expect("same shape");
+    }
 }
 
 /// A weights folder in the diffusers layout with tiny random models.
@@ -343,8 +378,24 @@ fn an_unloadable_model_falls_back_to_the_built_in_generator_and_says_so() {
     );
     let config = Config::from_str(&text, "fallback.toml").expect("valid config");
     assert_eq!(config.model.kind, ModelKind::StableDiffusion);
-    let generator = dreamframe::generator::build(&config, 1).expect("falls back");
+    let mut generator = dreamframe::generator::build(&config, 1).expect("falls back");
+    // The built-in generator shows at once while the model loads; the load fails (no such
+    // folder) and the built-in one stays, saying why, from the keyframe after.
     assert_eq!(generator.name(), "cppn");
+    assert_eq!(generator.settled_name(), "stable-diffusion/sd-turbo/cpu");
+    let started = std::time::Instant::now();
+    while generator.warming_up() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "load never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        generator
+            .keyframes(&[request(0, 1, None)])
+            .expect("built-in keyframe");
+    }
+    assert_eq!(generator.name(), "cppn");
+    assert_eq!(generator.settled_name(), "cppn");
     let note = generator.note().expect("the fallback is noted");
     assert!(
         note.contains("fallback to cppn") && note.contains("no-such-model"),
@@ -546,5 +597,118 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
                 "{taesd:?}"
             );
         }
+    }
+}
+
+/// Art from the first second: the built-in generator shows while a (slow-loading) model loads,
+/// then the model takes over through a cross-fade; status.json says which is on screen.
+#[test]
+fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
+    use dreamframe::generator::cppn::CppnGenerator;
+    use dreamframe::generator::handover::Handover;
+    use dreamframe::render::pixel_format::PixelFormat;
+    use dreamframe::sink::{memory::MemorySink, Geometry};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sd = generator(dir.path(), 0.0, true);
+    let frame_size = sd.resolution();
+    let mut config = Config::default();
+    config.display.fps = 20.0;
+    config.display.realtime = false;
+    config.buffer.start_seconds = 0.2;
+    config.interpolation.frames_per_transition = 6;
+    config.decode.batch_size = 2;
+    config.output.dir = Some(dir.path().join("out"));
+    config.output.snapshot_interval = None;
+    let cppn = || {
+        CppnGenerator::new(&config.cppn, 16, 16, 3, 0.45, Device::Cpu).expect("built-in generator")
+    };
+    // The model "loads" until the test has seen the built-in art on screen.
+    let built_in_shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready_at = Arc::new(Mutex::new(None::<Instant>));
+    let handover = {
+        let built_in_shown = Arc::clone(&built_in_shown);
+        let ready_at = Arc::clone(&ready_at);
+        Handover::start(
+            cppn(),
+            cppn(),
+            frame_size,
+            "stable-diffusion",
+            sd.name().to_string(),
+            move || {
+                while !built_in_shown.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                *ready_at.lock().unwrap() = Some(Instant::now());
+                Ok(Box::new(sd) as Box<dyn Generator>)
+            },
+        )
+        .expect("hand-over starts")
+    };
+    let (sink, recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
+    let status_path = dir.path().join("out").join("status.json");
+    let watched = Arc::clone(&recording);
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let script = {
+        let seen = Arc::clone(&seen);
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(300) {
+                if !watched.lock().unwrap().frames.is_empty() {
+                    built_in_shown.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(status) = std::fs::read_to_string(&status_path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                {
+                    let on_screen = status["generator"].as_str().unwrap_or_default().to_string();
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&on_screen) {
+                        seen.push(on_screen.clone());
+                    }
+                    if on_screen.starts_with("stable-diffusion") {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    config.output.status_interval = Duration::from_millis(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime
+        .block_on(dreamframe::run(
+            config,
+            Box::new(sink),
+            Box::new(handover),
+            9,
+            script,
+        ))
+        .expect("run succeeds");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("cppn"), "{seen:?}");
+    assert!(
+        status.generator.starts_with("stable-diffusion/tiny/cpu"),
+        "{status:?} after {seen:?}"
+    );
+    assert_eq!(status.generator_loading, None);
+    assert_eq!(status.decoder_lock, "own", "{status:?}");
+    let ready_at = ready_at.lock().unwrap().expect("the model loaded");
+    let recording = recording.lock().unwrap();
+    // Art was on screen before the model was ready, and kept coming: never a black frame.
+    assert!(
+        recording.frames[0].at < ready_at,
+        "first frame after the model"
+    );
+    for (index, frame) in recording.frames.iter().enumerate() {
+        assert!(
+            frame.pixels.iter().any(|&b| b != 0),
+            "frame {index} is black"
+        );
     }
 }

@@ -548,6 +548,16 @@ pub fn compute_device(device: crate::config::ComputeDevice) -> anyhow::Result<(D
     }
 }
 
+/// The name the configured model will have once loaded (what its walk is saved under).
+pub fn configured_name(config: &crate::config::Config) -> String {
+    let sd = &config.model.stable_diffusion;
+    let device = match sd.device {
+        crate::config::ComputeDevice::Cpu => "cpu",
+        crate::config::ComputeDevice::Cuda(_) => "cuda",
+    };
+    format!("stable-diffusion/{}/{device}", sd.preset.name())
+}
+
 /// Loads the Stable Diffusion model the config describes.
 pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableDiffusionGenerator> {
     let sd = &config.model.stable_diffusion;
