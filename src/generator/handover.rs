@@ -28,7 +28,7 @@ pub type Loaded = anyhow::Result<Box<dyn Generator>>;
 /// itself (shared with the keyframe side) when it keeps them.
 enum ModelDecoders {
     Split(Box<dyn FrameDecoder>),
-    Shared,
+    Shared(Arc<Mutex<Box<dyn Generator>>>),
 }
 
 type Slot = Arc<Mutex<Option<ModelDecoders>>>;
@@ -59,6 +59,8 @@ pub struct Handover {
     label: Option<(u64, u64, String)>,
     /// Where keyframes are made: the interim's, then the model's.
     device: Device,
+    /// Themes from a reload while the model loads, for the model once it is ready.
+    pending_prompts: Option<crate::config::PromptsConfig>,
 }
 
 impl Handover {
@@ -95,6 +97,7 @@ impl Handover {
             note: Some(format!("showing the built-in generator while {kind} loads")),
             kind: kind.to_string(),
             label: None,
+            pending_prompts: None,
         })
     }
 
@@ -111,10 +114,7 @@ impl Handover {
         self.loading = None;
         match loaded {
             Ok(mut model) => {
-                let decoders = match model.split_decoder() {
-                    Some(decoder) => ModelDecoders::Split(decoder),
-                    None => ModelDecoders::Shared,
-                };
+                let split = model.split_decoder();
                 log::info!(
                     "{}",
                     events::ModelReady {
@@ -122,10 +122,18 @@ impl Handover {
                         after_s: crate::process_start().elapsed().as_secs_f64(),
                     }
                 );
+                if let Some(prompts) = self.pending_prompts.take() {
+                    model.reconfigure(&prompts);
+                }
                 self.name = model.name().to_string();
                 self.device = model.device().clone();
                 self.note = model.note().map(str::to_string);
-                self.model = Some(Arc::new(Mutex::new(model)));
+                let model = Arc::new(Mutex::new(model));
+                let decoders = match split {
+                    Some(decoder) => ModelDecoders::Split(decoder),
+                    None => ModelDecoders::Shared(Arc::clone(&model)),
+                };
+                self.model = Some(model);
                 *self.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(decoders);
             }
             Err(error) => {
@@ -182,6 +190,12 @@ impl Generator for Handover {
             })
             .collect();
         let latents = model.keyframes(&requests)?;
+        // Latents are told apart by shape (the interim's are vectors): a model must make images.
+        anyhow::ensure!(
+            latents.iter().all(|latent| !from_interim(latent, false)),
+            "{} made vector latents; only models with image latents can take over",
+            model.name()
+        );
         self.label = requests.last().and_then(|request| {
             let (theme, prompt) = model.keyframe_label(request.index)?;
             Some((request.index, theme, prompt.to_string()))
@@ -207,8 +221,12 @@ impl Generator for Handover {
     }
 
     fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
-        if let Some(mut model) = self.model() {
-            model.reconfigure(prompts);
+        match self.model.clone() {
+            Some(model) => model
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reconfigure(prompts),
+            None => self.pending_prompts = Some(prompts.clone()),
         }
     }
 
@@ -229,16 +247,8 @@ impl Generator for Handover {
             interim: self.interim_decoder.take()?,
             frame_size: self.frame_size,
             decoders: Arc::clone(&self.decoders),
-            model: HandoverModel {
-                handover: self.model.clone(),
-            },
         }))
     }
-}
-
-/// The model as the decoder thread reaches it when it keeps its decoders (`ModelDecoders::Shared`).
-struct HandoverModel {
-    handover: Option<Arc<Mutex<Box<dyn Generator>>>>,
 }
 
 /// Decodes interim latents (resized to the model's frame size) and, once it is ready, the
@@ -247,7 +257,6 @@ pub struct HandoverDecoder {
     interim: CppnGenerator,
     frame_size: (u32, u32),
     decoders: Slot,
-    model: HandoverModel,
 }
 
 impl HandoverDecoder {
@@ -265,12 +274,7 @@ impl HandoverDecoder {
         match slot.as_mut() {
             Some(ModelDecoders::Split(decoder)) if keyframe => decoder.decode_keyframe(latents),
             Some(ModelDecoders::Split(decoder)) => decoder.decode(latents),
-            Some(ModelDecoders::Shared) => {
-                let model = self
-                    .model
-                    .handover
-                    .as_ref()
-                    .context("the model keeps its decoders but is not shared")?;
+            Some(ModelDecoders::Shared(model)) => {
                 let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
                 if keyframe {
                     model.decode_keyframe(latents)
@@ -318,4 +322,135 @@ fn resize(frame: &[u8], from: (u32, u32), to: (u32, u32)) -> anyhow::Result<Vec<
         )
         .context("cannot resize an interim frame")?;
     Ok(target.into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, PromptsConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A model with image latents that records what it was asked.
+    struct ImageModel {
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Generator for ImageModel {
+        fn name(&self) -> &str {
+            "image-model"
+        }
+        fn device(&self) -> &Device {
+            &Device::Cpu
+        }
+        fn resolution(&self) -> (u32, u32) {
+            (4, 2)
+        }
+        fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
+            let mut seen = self.seen.lock().unwrap();
+            requests
+                .iter()
+                .map(|r| {
+                    seen.push(format!("keyframe previous={}", r.previous.is_some()));
+                    Ok(Tensor::zeros(
+                        (1, 2, 2),
+                        candle_core::DType::F32,
+                        &Device::Cpu,
+                    )?)
+                })
+                .collect()
+        }
+        fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+            Ok(vec![vec![200; 4 * 2 * 3]; latents.dim(0)?])
+        }
+        fn reconfigure(&mut self, prompts: &PromptsConfig) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("themes={}", prompts.themes.len()));
+        }
+    }
+
+    fn request(index: u64, previous: Option<Tensor>) -> KeyframeRequest {
+        KeyframeRequest {
+            index,
+            seed: index + 1,
+            previous,
+        }
+    }
+
+    #[test]
+    fn the_interim_stands_in_until_the_model_is_ready_then_the_model_takes_over() {
+        let config = Config::default();
+        let cppn = || CppnGenerator::new(&config.cppn, 8, 4, 1, 0.45, Device::Cpu).unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut handover = {
+            let (release, seen) = (Arc::clone(&release), Arc::clone(&seen));
+            Handover::start(
+                cppn(),
+                cppn(),
+                (4, 2),
+                "image-model",
+                "image-model".into(),
+                move || {
+                    while !release.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Ok(Box::new(ImageModel { seen }) as Box<dyn Generator>)
+                },
+            )
+            .unwrap()
+        };
+        let mut decoder = handover.split_decoder().expect("always split");
+        assert!(handover.warming_up());
+        assert_eq!(
+            (handover.name(), handover.settled_name()),
+            ("cppn", "image-model")
+        );
+        let interim = handover.keyframes(&[request(0, None)]).unwrap().remove(0);
+        assert_eq!(interim.rank(), 1);
+        // Interim frames come at the model's frame size.
+        let frames = decoder.decode(&interim.unsqueeze(0).unwrap()).unwrap();
+        assert_eq!(frames[0].len(), 4 * 2 * 3);
+        // Themes reloaded while loading reach the model when it is ready.
+        let mut prompts = config.prompts.clone();
+        prompts.themes.truncate(1);
+        handover.reconfigure(&prompts);
+
+        release.store(true, Ordering::Relaxed);
+        let mut latest = interim.clone();
+        while handover.warming_up() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            latest = handover
+                .keyframes(&[request(1, Some(latest))])
+                .unwrap()
+                .remove(0);
+        }
+        assert_eq!(handover.name(), "image-model");
+        assert_eq!(
+            latest.rank(),
+            3,
+            "the model made the keyframe that noticed it"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                "themes=1".to_string(),
+                "keyframe previous=false".to_string()
+            ],
+            "the interim latent was not given to the model"
+        );
+        let model_frames = decoder
+            .decode_keyframe(&latest.unsqueeze(0).unwrap())
+            .unwrap();
+        assert_eq!(model_frames, vec![vec![200; 4 * 2 * 3]]);
+        // The interim's latents in flight still decode after the hand-over.
+        assert_eq!(
+            decoder
+                .decode(&interim.unsqueeze(0).unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }
