@@ -144,17 +144,18 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
     }
 }
 
-/// The built-in generator's size while a model of `frame_size` loads: the same shape, at most
-/// 256 pixels on its longer side (its frames are resized to the model's; its smooth fields lose
-/// nothing by it, and it keeps up on a CPU busy loading weights).
+/// The built-in generator's size while a model of `frame_size` loads: the same shape, with no
+/// more pixels than the built-in generator's own default (256 x 144), so it costs what the
+/// built-in generator always costs; its frames are resized to the model's (its smooth fields
+/// lose nothing by it).
 fn interim_size((width, height): (u32, u32)) -> (u32, u32) {
-    let longer = width.max(height).max(1);
-    if longer <= 256 {
-        return (width.max(1), height.max(1));
-    }
+    use crate::config::CPPN_DEFAULT_SIZE;
+    let budget = (CPPN_DEFAULT_SIZE.0 * CPPN_DEFAULT_SIZE.1) as f64;
+    let pixels = (width.max(1) * height.max(1)) as f64;
+    let scale = (budget / pixels).sqrt().min(1.0);
     (
-        (width * 256 / longer).max(1),
-        (height * 256 / longer).max(1),
+        ((width as f64 * scale) as u32).max(1),
+        ((height as f64 * scale) as u32).max(1),
     )
 }
 
@@ -371,6 +372,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[test]
+    fn the_interim_keeps_the_models_shape_within_the_built_in_generators_pixels() {
+        assert_eq!(interim_size((512, 512)), (192, 192));
+        assert_eq!(interim_size((1024, 576)), (256, 144));
+        assert_eq!(interim_size((128, 128)), (128, 128), "small frames stay");
+        assert_eq!(
+            interim_size((8192, 8)),
+            (6144, 6),
+            "extreme shapes keep theirs"
+        );
+    }
 
     #[test]
     fn keyframe_seeds_differ_per_index_and_repeat_per_run_seed() {
