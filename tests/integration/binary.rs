@@ -101,18 +101,17 @@ fn read_status(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("status.json is whole, valid JSON")
 }
 
-/// snapshot.png comes with the first frame, not `snapshot-seconds` (an hour here) later.
-#[test]
-fn the_first_snapshot_is_written_with_the_first_frame() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("dreamframe.toml");
+/// A display of 32x18 frames into the null sink for up to 300 s, status.json every 0.25 s, the
+/// periodic snapshot an hour apart; its files go to `dir`/out.
+fn small_display(dir: &std::path::Path) -> (Child, std::path::PathBuf) {
+    let config = dir.join("dreamframe.toml");
     std::fs::write(
         &config,
         "[model]\nwidth = 32\nheight = 18\n[output]\nstatus-seconds = 0.25\nsnapshot-seconds = 3600.0\n",
     )
-    .unwrap();
-    let out = dir.path().join("out");
-    let mut child = binary()
+    .expect("write the config");
+    let out = dir.join("out");
+    let child = binary()
         .arg("--config")
         .arg(&config)
         .args(["--sink", "null", "--duration", "300", "--output-dir"])
@@ -120,6 +119,14 @@ fn the_first_snapshot_is_written_with_the_first_frame() {
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
+    (child, out)
+}
+
+/// snapshot.png comes with the first frame, not `snapshot-seconds` (an hour here) later.
+#[test]
+fn the_first_snapshot_is_written_with_the_first_frame() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, out) = small_display(dir.path());
     // However slow this machine is: bounded, so a snapshot that never comes fails.
     let started = Instant::now();
     let snapshot = out.join("snapshot.png");
@@ -506,21 +513,7 @@ fn a_full_disk_under_the_log_does_not_stop_the_display() {
 #[test]
 fn status_reports_a_running_display_and_says_when_it_is_not() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("dreamframe.toml");
-    std::fs::write(
-        &config,
-        "[model]\nwidth = 32\nheight = 18\n[output]\nstatus-seconds = 0.25\nsnapshot-seconds = 3600.0\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let mut child = binary()
-        .arg("--config")
-        .arg(&config)
-        .args(["--sink", "null", "--duration", "300", "--output-dir"])
-        .arg(&out)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
+    let (mut child, out) = small_display(dir.path());
     wait_for_status(
         &out.join("status.json"),
         Duration::from_secs(120),

@@ -112,6 +112,19 @@ fn running_with_a_bad_or_missing_config_exits_78() {
         .contains("cannot read config file /nonexistent/dreamframe.toml"));
 }
 
+/// `dreamframe --check-config path`: its exit status and standard output.
+fn check(path: &std::path::Path) -> (Option<i32>, String) {
+    let output = binary()
+        .arg("--check-config")
+        .arg(path)
+        .output()
+        .expect("binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
+}
+
 #[test]
 fn check_config_warns_of_what_will_fall_back_at_run_time_and_still_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -126,13 +139,8 @@ fn check_config_warns_of_what_will_fall_back_at_run_time_and_still_exits_0() {
         weights.display().to_string()
     );
     std::fs::write(&path, config).expect("config written");
-    let output = binary()
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
     let origin = path.display().to_string();
     let fb = format!(
         "warning: {origin}:3:15: display.framebuffer = {:?}: is not a character device",
@@ -165,12 +173,7 @@ fn check_config_warns_of_what_will_fall_back_at_run_time_and_still_exits_0() {
     // A character device, a CPU device and no model: nothing to warn about.
     let quiet = "[display]\nsink = \"fbdev\"\nframebuffer = \"/dev/null\"\n";
     std::fs::write(&path, quiet).expect("config written");
-    let output = binary()
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0));
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0));
     assert!(!stdout.contains("warning:"), "{stdout}");
 }

@@ -129,6 +129,19 @@ fn weights_folder(dir: &Path, spec: &Spec) -> (PathBuf, PathBuf, PathBuf) {
     (unet, vae, taesd)
 }
 
+/// A quick pipeline for the tiny model: 20 fps, 6 frames a transition, files to `dir`/out.
+fn pipeline_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.display.fps = 20.0;
+    config.display.realtime = false;
+    config.buffer.start_seconds = 0.2;
+    config.interpolation.frames_per_transition = 6;
+    config.decode.batch_size = 2;
+    config.output.dir = Some(dir.join("out"));
+    config.output.snapshot_interval = None;
+    config
+}
+
 fn options(spec: Spec, guidance: f64) -> SdOptions {
     SdOptions {
         size: spec.native_size,
@@ -433,14 +446,7 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
     use dreamframe::sink::{memory::MemorySink, Geometry};
     let dir = tempfile::tempdir().expect("temp dir");
     let sd = generator(dir.path(), 0.0, true);
-    let mut config = Config::default();
-    config.display.fps = 20.0;
-    config.display.realtime = false;
-    config.buffer.start_seconds = 0.2;
-    config.interpolation.frames_per_transition = 6;
-    config.decode.batch_size = 2;
-    config.output.dir = Some(dir.path().join("out"));
-    config.output.snapshot_interval = None;
+    let config = pipeline_config(dir.path());
     let (sink, recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
     // Runs until 8 different pictures were shown (so at least one whole transition was decoded
     // and the next keyframe made), however long that takes on this machine; bounded so that a
@@ -613,14 +619,7 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sd = generator(dir.path(), 0.0, true);
     let frame_size = sd.resolution();
-    let mut config = Config::default();
-    config.display.fps = 20.0;
-    config.display.realtime = false;
-    config.buffer.start_seconds = 0.2;
-    config.interpolation.frames_per_transition = 6;
-    config.decode.batch_size = 2;
-    config.output.dir = Some(dir.path().join("out"));
-    config.output.snapshot_interval = None;
+    let mut config = pipeline_config(dir.path());
     let cppn = || {
         CppnGenerator::new(&config.cppn, 16, 16, 3, 0.45, Device::Cpu).expect("built-in generator")
     };
