@@ -515,13 +515,29 @@ fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
         .expect("tokio runtime");
     let mut config = config(UnderrunPolicy::Hold, dir.path());
     config.interpolation.frames_per_transition = 5;
+    config.output.status_interval = Duration::from_millis(100);
+    // Until status.json counts two re-anchors, however slow this machine is; bounded.
+    let status_path = dir.path().join("status.json");
+    let two_reanchors = async move {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            let reanchors = std::fs::read_to_string(&status_path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|status| status["reanchors"].as_u64());
+            if reanchors >= Some(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let status = runtime
         .block_on(dreamframe::run(
             config,
             Box::new(sink),
             Box::new(WalkingFake::new(48, 27, Decay::Converge)),
             5,
-            async { tokio::time::sleep(Duration::from_secs(4)).await },
+            two_reanchors,
         ))
         .expect("run succeeds");
     // A second re-anchor needs the fresh keyframe the first asked for: the loop closed.
