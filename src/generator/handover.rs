@@ -234,6 +234,10 @@ impl Generator for Handover {
         self.note.as_deref()
     }
 
+    fn prepare(&mut self) {
+        self.poll();
+    }
+
     fn warming_up(&self) -> bool {
         self.loading.is_some()
     }

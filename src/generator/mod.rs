@@ -57,6 +57,9 @@ pub trait Generator: Send {
     fn keyframe_label(&self, _index: u64) -> Option<(u64, &str)> {
         None
     }
+    /// Called before each keyframe, under the model lock: a generator standing in for a
+    /// loading model takes it over here (`handover`).
+    fn prepare(&mut self) {}
     /// Whether a model is still loading behind this generator (`handover`): the walk is
     /// neither saved nor resumed until it is ready.
     fn warming_up(&self) -> bool {

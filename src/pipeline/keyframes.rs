@@ -6,9 +6,11 @@
 //! backpressure from the frame buffer) and resume.json every `resume::SAVE_EVERY` keyframes.
 //! Runs on the "keyframes" thread and takes the model lock once per keyframe; pauses while the
 //! schedule blanks the screen. When the walk's guard asks (`Control::take_reanchor`), the next
-//! keyframe is made fresh, with the generator's next theme. A generator error is logged and retried with backoff while the
-//! display plays what is buffered; a resumed latent that doesn't fit the generator means a
-//! fresh start. Ends when told to stop or when the decoder has gone.
+//! keyframe is made fresh, with the generator's next theme. While a model loads behind the
+//! generator (`generator::handover`) the walk is neither resumed nor saved; the saved walk
+//! continues from the model's first keyframe. A generator error is logged and retried with
+//! backoff while the display plays what is buffered; a resumed latent that doesn't fit the
+//! generator means a fresh start. Ends when told to stop or when the decoder has gone.
 
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
@@ -95,14 +97,30 @@ impl KeyframeStage {
     /// One keyframe from the generator, with its time, lock wait and theme.
     fn generate(
         &mut self,
-        walk: &Walk,
+        walk: &mut Walk,
     ) -> (KeyframeRequest, anyhow::Result<Tensor>, events::Keyframe) {
+        let lock = Arc::clone(&self.model);
+        let (mut model, lock_wait) = lock.lock();
+        // A model loaded behind the generator takes over here; a saved walk then continues
+        // (at once where nothing loads) from this very keyframe.
+        model.prepare();
+        self.model.refresh(model.as_ref());
+        if self.resume_from.is_some() && !self.model.warming_up() {
+            let current = std::mem::replace(
+                walk,
+                Walk {
+                    index: 0,
+                    previous: None,
+                    resumed: false,
+                },
+            );
+            *walk = self.start(current);
+        }
         let request = KeyframeRequest {
             index: walk.index,
             seed: keyframe_seed(self.run_seed, walk.index),
             previous: walk.previous.clone(),
         };
-        let (mut model, lock_wait) = self.model.lock();
         let started = Instant::now();
         let generated = model
             .keyframes(std::slice::from_ref(&request))
@@ -150,10 +168,6 @@ impl KeyframeStage {
         };
         let mut retry = Retry::default();
         while self.control.wait_while_blanked() {
-            // A saved walk continues once its model is ready (at once, without a hand-over).
-            if self.resume_from.is_some() && !self.model.warming_up() {
-                walk = self.start(walk);
-            }
             if let Some(settings) = self.watcher.changed(&self.control) {
                 self.model.lock().0.reconfigure(&settings.live.prompts);
             }
@@ -162,7 +176,7 @@ impl KeyframeStage {
                 walk.previous = None;
                 self.model.lock().0.next_theme();
             }
-            let (request, generated, event) = self.generate(&walk);
+            let (request, generated, event) = self.generate(&mut walk);
             match generated {
                 Ok(latent) => {
                     retry.succeeded();

@@ -606,6 +606,115 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
     }
 }
 
+/// A saved Stable Diffusion walk survives the hand-over: resume.json is left alone while the
+/// built-in generator stands in, and the model's first keyframe continues the saved walk.
+#[test]
+fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile() {
+    use dreamframe::generator::cppn::CppnGenerator;
+    use dreamframe::generator::handover::Handover;
+    use dreamframe::render::pixel_format::PixelFormat;
+    use dreamframe::resume::ResumeState;
+    use dreamframe::sink::{memory::MemorySink, Geometry};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    const SAVED_AT: u64 = 1000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sd = generator(dir.path(), 0.0, true);
+    let config = pipeline_config(dir.path());
+    let saved = dir.path().join("out").join(dreamframe::resume::FILE_NAME);
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    let latent = sd.keyframes(&[request(0, 1, None)]).unwrap().remove(0);
+    ResumeState::capture(sd.name(), 9, SAVED_AT, &latent)
+        .and_then(|state| state.save(&saved))
+        .expect("saved walk");
+    let cppn = || CppnGenerator::new(&config.cppn, 16, 16, 3, 0.45, Device::Cpu).unwrap();
+    let interim_ran = Arc::new(AtomicBool::new(false));
+    let untouched = Arc::new(AtomicBool::new(true));
+    let handover = {
+        let (interim_ran, untouched, saved) = (
+            Arc::clone(&interim_ran),
+            Arc::clone(&untouched),
+            saved.clone(),
+        );
+        let name = sd.name().to_string();
+        Handover::start(
+            cppn(),
+            cppn(),
+            sd.resolution(),
+            "stable-diffusion",
+            name,
+            move || {
+                // Loads only once the interim walk has made more than SAVE_EVERY keyframes, and
+                // checks the saved walk is still the one saved.
+                while !interim_ran.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let state = ResumeState::load(&saved).unwrap().expect("still there");
+                untouched.store(state.next_index == SAVED_AT, Ordering::Relaxed);
+                Ok(Box::new(sd) as Box<dyn Generator>)
+            },
+        )
+        .unwrap()
+    };
+    let (sink, _recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
+    let status_path = dir.path().join("out").join("status.json");
+    let script = {
+        let saved = saved.clone();
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(300) {
+                let status = std::fs::read_to_string(&status_path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+                if let Some(status) = status {
+                    if status["keyframes"].as_u64() > Some(2 * dreamframe::resume::SAVE_EVERY) {
+                        interim_ran.store(true, Ordering::Relaxed);
+                    }
+                }
+                let resumed = ResumeState::load(&saved)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|state| state.next_index > SAVED_AT);
+                if resumed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut config = config;
+    config.output.status_interval = Duration::from_millis(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(dreamframe::run(
+            config,
+            Box::new(sink),
+            Box::new(handover),
+            9,
+            script,
+        ))
+        .expect("run succeeds");
+    assert!(
+        untouched.load(Ordering::Relaxed),
+        "the interim walk overwrote resume.json"
+    );
+    let state = ResumeState::load(&saved).unwrap().expect("saved walk");
+    assert!(
+        state.next_index > SAVED_AT,
+        "not continued: {}",
+        state.next_index
+    );
+    assert!(
+        state.generator.starts_with("stable-diffusion/tiny"),
+        "{}",
+        state.generator
+    );
+}
+
 /// Art from the first second: the built-in generator shows while a (slow-loading) model loads,
 /// then the model takes over through a cross-fade; status.json says which is on screen.
 #[test]
