@@ -228,14 +228,18 @@ impl WalkGuard {
         verdict
     }
 
+    /// Distance of `signature` to the nearest remembered keyframe (`None`: none remembered).
+    pub fn novelty(&self, signature: &[f32]) -> Option<f32> {
+        self.history
+            .iter()
+            .map(|old| distance(old, signature))
+            .reduce(f32::min)
+    }
+
     /// The first check that has now failed `patience` keyframes running.
     fn verdict(&mut self, judgement: &Judgement, index: u64) -> Option<Reanchor> {
+        let novelty = self.novelty(&judgement.signature);
         let s = &self.settings;
-        let novelty = self
-            .history
-            .iter()
-            .map(|old| distance(old, &judgement.signature))
-            .reduce(f32::min);
         let checks = [
             Check {
                 reason: "stagnant",
@@ -348,17 +352,13 @@ pub fn walk(
             .decode_keyframe(&latent.unsqueeze(0)?)?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("generator decoded no keyframe"))?;
-        let novelty = (!fresh)
-            .then(|| judge(&rgb, width as usize, height as usize))
-            .flatten()
-            .and_then(|j| {
-                guard
-                    .history
-                    .iter()
-                    .map(|old| distance(old, &j.signature))
-                    .reduce(f32::min)
-            });
+        // The figures as the guard will see them (it judges again, timed, in `observe`).
         if let Some(judgement) = judge(&rgb, width as usize, height as usize) {
+            let novelty = if fresh {
+                None
+            } else {
+                guard.novelty(&judgement.signature)
+            };
             report.figures.push((novelty, judgement));
         }
         let started = std::time::Instant::now();
