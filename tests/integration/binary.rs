@@ -85,10 +85,7 @@ fn wait_for_status(
 ) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let status = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-        if let Some(status) = status.filter(|s| check(s)) {
+        if let Some(status) = crate::util::status_json(path).filter(|s| check(s)) {
             return status;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

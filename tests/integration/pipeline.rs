@@ -509,10 +509,6 @@ fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (sink, recording) = memory_sink();
     let _pacing = crate::util::pacing_test();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let mut config = config(UnderrunPolicy::Hold, dir.path());
     config.interpolation.frames_per_transition = 5;
     config.output.status_interval = Duration::from_millis(100);
@@ -521,24 +517,16 @@ fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
     let two_reanchors = async move {
         let started = std::time::Instant::now();
         while started.elapsed() < Duration::from_secs(120) {
-            let reanchors = std::fs::read_to_string(&status_path)
-                .ok()
-                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-                .and_then(|status| status["reanchors"].as_u64());
+            let reanchors =
+                crate::util::status_json(&status_path).and_then(|s| s["reanchors"].as_u64());
             if reanchors >= Some(2) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let status = runtime
-        .block_on(dreamframe::run(
-            config,
-            Box::new(sink),
-            Box::new(WalkingFake::new(48, 27, Decay::Converge)),
-            5,
-            two_reanchors,
-        ))
+    let walk = WalkingFake::new(48, 27, Decay::Converge);
+    let status = crate::util::run_until(config, Box::new(sink), Box::new(walk), two_reanchors)
         .expect("run succeeds");
     // A second re-anchor needs the fresh keyframe the first asked for: the loop closed.
     assert!(

@@ -469,18 +469,7 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = runtime
-        .block_on(dreamframe::run(
-            config,
-            Box::new(sink),
-            Box::new(sd),
-            9,
-            enough_shown,
-        ))
+    let status = crate::util::run_until(config, Box::new(sink), Box::new(sd), enough_shown)
         .expect("run succeeds");
     assert!(
         status.generator.starts_with("stable-diffusion/tiny/cpu"),
@@ -664,10 +653,7 @@ fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile()
         async move {
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(300) {
-                let status = std::fs::read_to_string(&status_path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-                if let Some(status) = status {
+                if let Some(status) = crate::util::status_json(&status_path) {
                     if status["keyframes"].as_u64() > Some(2 * dreamframe::resume::SAVE_EVERY) {
                         interim_ran.store(true, Ordering::Relaxed);
                     }
@@ -685,18 +671,7 @@ fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile()
     };
     let mut config = config;
     config.output.status_interval = Duration::from_millis(100);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(dreamframe::run(
-            config,
-            Box::new(sink),
-            Box::new(handover),
-            9,
-            script,
-        ))
+    crate::util::run_until(config, Box::new(sink), Box::new(handover), script)
         .expect("run succeeds");
     assert!(
         untouched.load(Ordering::Relaxed),
@@ -767,10 +742,7 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
                 if !watched.lock().unwrap().frames.is_empty() {
                     built_in_shown.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                if let Some(status) = std::fs::read_to_string(&status_path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                {
+                if let Some(status) = crate::util::status_json(&status_path) {
                     let on_screen = status["generator"].as_str().unwrap_or_default().to_string();
                     let mut seen = seen.lock().unwrap();
                     if seen.last() != Some(&on_screen) {
@@ -785,18 +757,7 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
         }
     };
     config.output.status_interval = Duration::from_millis(100);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = runtime
-        .block_on(dreamframe::run(
-            config,
-            Box::new(sink),
-            Box::new(handover),
-            9,
-            script,
-        ))
+    let status = crate::util::run_until(config, Box::new(sink), Box::new(handover), script)
         .expect("run succeeds");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.first().map(String::as_str), Some("cppn"), "{seen:?}");

@@ -6,6 +6,27 @@ pub fn data(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// status.json as it is now, if it is there and whole.
+pub fn status_json(path: &std::path::Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+/// The real `run` on a fresh single-threaded runtime until `script` ends.
+pub fn run_until<F: std::future::Future<Output = ()>>(
+    config: dreamframe::config::Config,
+    sink: Box<dyn dreamframe::sink::Sink>,
+    generator: Box<dyn dreamframe::generator::Generator>,
+    script: F,
+) -> anyhow::Result<dreamframe::service::status::Status> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(dreamframe::run(config, sink, generator, 9, script))
+}
+
 pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_dreamframe"))
 }
