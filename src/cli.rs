@@ -39,6 +39,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SinkArg {
     Auto,
+    Drm,
     Fbdev,
     Terminal,
     Null,
@@ -48,6 +49,7 @@ impl From<SinkArg> for SinkKind {
     fn from(arg: SinkArg) -> Self {
         match arg {
             SinkArg::Auto => SinkKind::Auto,
+            SinkArg::Drm => SinkKind::Drm,
             SinkArg::Fbdev => SinkKind::Fbdev,
             SinkArg::Terminal => SinkKind::Terminal,
             SinkArg::Null => SinkKind::Null,
@@ -57,8 +59,9 @@ impl From<SinkArg> for SinkKind {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Probe the framebuffer and the console and print what they support (driver, sizes, pixel
-    /// layout, panning, vsync, VT mode), then exit; the display keeps what it showed.
+    /// Probe the DRM cards (connectors and their modes, planes and their formats, whether we
+    /// could be master), the framebuffer and the console and print what they support (driver,
+    /// sizes, pixel layout, panning, vsync, VT mode), then exit; the display keeps what it showed.
     Probe(ProbeArgs),
     /// Show how the running display is doing (from status.json in its output folder): state,
     /// fps, buffer, generator, errors, uptime. Exit 0: running; 3: not running; 1: stuck.
@@ -68,6 +71,29 @@ pub enum Command {
     /// Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame,
     /// UNet step and keyframe ms (meant for a GPU: `--features cuda,cudnn`).
     BenchSd(BenchSdArgs),
+    /// Measure the drm sink on this machine's screen: copy + flip cost per frame against the
+    /// fbdev copy, and flip-to-deadline lateness and missed flips at each `--fps` (needs the
+    /// screen to itself: stop the display first).
+    BenchDisplay(BenchDisplayArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchDisplayArgs {
+    /// Seconds for each paced run, 1 to 3600.
+    #[arg(long, default_value_t = 10.0, value_parser = bench_seconds, allow_negative_numbers = true)]
+    pub seconds: f64,
+    /// Display rates for the paced runs, 1 to 240 each.
+    #[arg(long, value_delimiter = ',', default_value = "30,60", value_parser = bench_fps, allow_negative_numbers = true)]
+    pub fps: Vec<f64>,
+    /// Frames for the cost per frame, 10 to 10000.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=10000))]
+    pub frames: u64,
+    /// DRM card (default: the config's display.card, else the first with a screen).
+    #[arg(long, value_name = "PATH")]
+    pub card: Option<PathBuf>,
+    /// Framebuffer for the fbdev comparison (default: the config's display.framebuffer).
+    #[arg(long, value_name = "PATH")]
+    pub framebuffer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -147,6 +173,9 @@ impl Default for BenchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
+    /// DRM card (default: the config's display.card, else every card under /dev/dri).
+    #[arg(long, value_name = "PATH")]
+    pub card: Option<PathBuf>,
     /// Framebuffer device (default: the config's display.framebuffer).
     #[arg(long, value_name = "PATH")]
     pub framebuffer: Option<PathBuf>,

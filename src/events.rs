@@ -264,8 +264,32 @@ events! {
     DecodeOutOfMemory = "decode_out_of_memory" {
         batch_size: usize, retry_batch_size: usize, error: String,
     };
-    /// The pacer started, or its rate changed on a reload.
-    Pacer = "pacer" { fps: f64, realtime: Option<bool>, reloaded: Option<bool> };
+    /// The pacer started, or its rate changed on a reload. On a sink that flips on the vertical
+    /// blank: the screen's refresh, how many refreshes each frame stays up (`cadence`) and the
+    /// frame rate that makes (`shown_fps`, refresh/cadence).
+    Pacer = "pacer" {
+        fps: f64, realtime: Option<bool>, reloaded: Option<bool>, refresh_hz: Option<f64>,
+        cadence: Option<u32>, shown_fps: Option<f64>,
+    };
+    /// The drm sink's screen as opened (the card, connector, mode and buffers).
+    Drm = "drm" {
+        card: String, driver: String, connector: String, mode: String, refresh_hz: f64,
+        format: String, buffers: usize, pitch: u32, dpms: bool,
+    };
+    /// A DRM card as probed (`dreamframe probe`), or why it could not be.
+    DrmCard = "drm_card" {
+        path: String, driver: Option<String>, connectors: Option<usize>, crtcs: Option<usize>,
+        planes: Option<usize>, master: Option<String>, error: Option<String>,
+    };
+    /// A connector of a probed card, its status and modes (the preferred one marked).
+    DrmConnector = "drm_connector" { card: String, connector: String, status: String, modes: String };
+    /// A plane of a probed card and the pixel formats it takes.
+    DrmPlane = "drm_plane" { card: String, plane: u32, kind: String, formats: String };
+    /// The screen's cable was unplugged (`connected=false`) or plugged in again, with the mode
+    /// then in use.
+    DrmHotplug = "drm_hotplug" { connector: String, connected: bool, mode: Option<String> };
+    /// A page flip did not complete in time; the sink stopped waiting for it.
+    DrmFlipStuck = "drm_flip_stuck" { waited_ms: f64, recovery: String };
     /// The framebuffer as probed at start (also printed by `dreamframe probe`).
     Framebuffer = "framebuffer" {
         path: String, driver: String, width: u32, height: u32, virtual_width: u32,

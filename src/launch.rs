@@ -1,7 +1,8 @@
 //! Launching the display from the command line: signals first, then the config, the output
 //! folder's lock, the seed (a saved walk keeps its own), logging, the sink and the generator,
 //! then the service on a single-threaded tokio runtime, with SIGHUP re-reading the config.
-//! Also `probe`: what the framebuffer and the console support. Runs on the main thread; every
+//! Also `probe`: what the DRM cards (connectors, modes, planes, formats), the framebuffer and
+//! the console support. Runs on the main thread; every
 //! failure is returned with its context (a `ConfigError` among the causes means exit 78).
 
 use std::path::PathBuf;
@@ -63,6 +64,25 @@ pub fn probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
         .unwrap_or(config.display.framebuffer);
     let console_path = args.console.clone().or(config.display.console);
     // Each part is reported on its own: a box without a framebuffer still has a console.
+    let cards = match args.card.clone().or(config.display.card) {
+        Some(card) => vec![card],
+        None => sink::drm::card::card_paths(std::path::Path::new(sink::drm::card::CARDS_DIR)),
+    };
+    if cards.is_empty() {
+        println!(
+            "{}",
+            events::DrmCard {
+                path: sink::drm::card::CARDS_DIR.into(),
+                error: Some("no DRM cards (no KMS driver loaded)".into()),
+                ..Default::default()
+            }
+        );
+    }
+    for card in cards {
+        for line in sink::drm::card::probe_lines(&card) {
+            println!("{line}");
+        }
+    }
     match sink::fbdev::FbdevSink::open_device(&framebuffer) {
         Ok(device) => println!("{}", device.report().event()),
         Err(error) => println!(

@@ -1,7 +1,7 @@
 //! What `--check-config` warns about beyond the file itself: a valid config that will still make
 //! the display fall back (or fail) at run time on this machine. A Stable Diffusion weights folder
 //! that doesn't exist or lacks a file the preset needs, a CUDA device asked of a build without
-//! CUDA, a framebuffer path that is not a character device.
+//! CUDA, a framebuffer or DRM card path that is not a character device.
 //!
 //! Inputs: the checked config and its file. Outputs: `ConfigProblem`s placed at their keys, for
 //! the caller to print as `warning:` lines. Runs on the main thread; looks at the filesystem
@@ -47,7 +47,13 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
             ));
         }
     }
-    if matches!(config.display.sink, SinkKind::Fbdev | SinkKind::Auto) {
+    // `auto` takes KMS first: the framebuffer only matters to it on a box without DRM cards.
+    let auto_needs_framebuffer = config.display.sink == SinkKind::Auto
+        && crate::sink::drm::card::card_paths(std::path::Path::new(
+            crate::sink::drm::card::CARDS_DIR,
+        ))
+        .is_empty();
+    if config.display.sink == SinkKind::Fbdev || auto_needs_framebuffer {
         let framebuffer = &config.display.framebuffer;
         let what = match std::fs::metadata(framebuffer) {
             Ok(meta) if meta.file_type().is_char_device() => None,
@@ -67,6 +73,26 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
                 "display.framebuffer",
                 format!("{:?}", framebuffer.display().to_string()),
                 format!("{what}: {then}"),
+            ));
+        }
+    }
+    if let Some(card) = config
+        .display
+        .card
+        .as_ref()
+        .filter(|_| matches!(config.display.sink, SinkKind::Drm | SinkKind::Auto))
+    {
+        let what = match std::fs::metadata(card) {
+            Ok(meta) if meta.file_type().is_char_device() => None,
+            Ok(_) => Some("is not a character device (a DRM card is /dev/dri/cardN)"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+            Err(_) => None,
+        };
+        if let Some(what) = what {
+            found.push((
+                "display.card",
+                format!("{:?}", card.display().to_string()),
+                format!("{what}: the drm sink will not start (`dreamframe probe` lists the cards)"),
             ));
         }
     }

@@ -12,12 +12,72 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkKind {
-    /// The framebuffer when it opens, else the terminal when stdout is one, else the
-    /// framebuffer's error: art on a desktop or over SSH, and unchanged under systemd.
+    /// KMS when a card has a connected screen and we can drive it, else the framebuffer when
+    /// it opens, else the terminal when stdout is one, else the errors: tear-free on modern
+    /// Linux, art on a desktop or over SSH, and unchanged under systemd on fbdev-only boxes.
     Auto,
+    /// KMS/DRM: dumb buffers and page flips on the vertical blank.
+    Drm,
     Fbdev,
     Terminal,
     Null,
+}
+
+/// `display.mode`: a screen mode by size and, optionally, refresh rate ("1920x1080@60").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ModeRequest {
+    pub width: u32,
+    pub height: u32,
+    /// Hz; `None` takes the highest the screen offers at that size.
+    pub refresh: Option<f64>,
+}
+
+impl std::fmt::Display for ModeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)?;
+        match self.refresh {
+            Some(hz) => write!(f, "@{hz}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for ModeRequest {
+    type Err = ();
+
+    /// "WIDTHxHEIGHT" or "WIDTHxHEIGHT@HZ" (HZ may have decimals: "59.94").
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (size, refresh) = match text.split_once('@') {
+            Some((size, hz)) => (size, Some(hz)),
+            None => (text, None),
+        };
+        let (width, height) = size.split_once('x').ok_or(())?;
+        let number = |n: &str| -> Result<u32, ()> {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            n.parse().map_err(|_| ())
+        };
+        let (width, height) = (number(width)?, number(height)?);
+        if !(1..=16384).contains(&width) || !(1..=16384).contains(&height) {
+            return Err(());
+        }
+        let refresh = match refresh {
+            Some(hz) => {
+                let hz: f64 = hz.parse().map_err(|_| ())?;
+                if !(1.0..=1000.0).contains(&hz) {
+                    return Err(());
+                }
+                Some(hz)
+            }
+            None => None,
+        };
+        Ok(Self {
+            width,
+            height,
+            refresh,
+        })
+    }
 }
 
 /// How the internal image is mapped onto a screen of another aspect ratio.
@@ -173,6 +233,10 @@ pub struct DisplayConfig {
     pub rotation: Rotation,
     pub upscale_filter: UpscaleFilter,
     pub framebuffer: PathBuf,
+    /// The DRM card for the drm sink; `None`: the first card with a connected screen.
+    pub card: Option<PathBuf>,
+    /// The screen mode for the drm sink; `None`: the connector's preferred mode.
+    pub mode: Option<ModeRequest>,
     /// The VT switched to graphics mode while the art is shown; `None` leaves the console alone.
     pub console: Option<PathBuf>,
     /// Terminal sink size in character cells; `None` asks the terminal.

@@ -148,6 +148,7 @@ fn validate_display(d: &raw::RawDisplay, c: &mut Checker) -> DisplayConfig {
             &d.sink,
             &[
                 ("auto", SinkKind::Auto),
+                ("drm", SinkKind::Drm),
                 ("fbdev", SinkKind::Fbdev),
                 ("terminal", SinkKind::Terminal),
                 ("null", SinkKind::Null),
@@ -191,6 +192,20 @@ fn validate_display(d: &raw::RawDisplay, c: &mut Checker) -> DisplayConfig {
             UpscaleFilter::CatmullRom,
         ),
         framebuffer: c.non_empty_path("display.framebuffer", &d.framebuffer),
+        card: c.path("display.card", &d.card, true),
+        mode: if d.mode.is_empty() {
+            None
+        } else if let Ok(mode) = d.mode.parse::<ModeRequest>() {
+            Some(mode)
+        } else {
+            c.report_key(
+                "display.mode",
+                &format!("\"{}\"", d.mode),
+                "allowed: \"\" (the screen's preferred mode), \"WIDTHxHEIGHT\" or \
+                 \"WIDTHxHEIGHT@HZ\", e.g. \"1920x1080@60\" (sizes 1 to 16384, 1 to 1000 Hz)",
+            );
+            None
+        },
         console: c.path("display.console", &d.console, true),
         terminal_size: {
             let columns = c.range_u32_or_zero(

@@ -5,13 +5,20 @@
 //! threads (a sink that needs slow output, like the terminal, hands the frame to its own thread
 //! and drops frames it can't keep up with). An error from `present` ends the run; dropping the
 //! sink restores whatever it changed (console mode, terminal state).
+//!
+//! A sink that shows frames on the display's vertical blank (drm) says so through `refresh`;
+//! `present` then only queues the frame, and `take_flip` reports when each one really went on
+//! screen.
 
+pub mod drm;
 pub mod fbdev;
 /// Test double: records what was presented. Not in the shipped binary.
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
 pub mod null;
 pub mod terminal;
+
+use std::time::{Duration, Instant};
 
 use crate::config::{DisplayConfig, SinkKind};
 use crate::render::pixel_format::PixelFormat;
@@ -42,6 +49,18 @@ impl Geometry {
     }
 }
 
+/// A queued frame that went on screen (a completed page flip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flip {
+    /// Which `present` it was, counting from 0.
+    pub number: u64,
+    /// When it went on screen (the vertical blank's timestamp).
+    pub at: Instant,
+    /// `at` is a real vertical blank (false: the driver completes flips at once, without a
+    /// vblank interrupt, as QEMU's bochs does; `at` is then when the kernel took the frame).
+    pub vblank: bool,
+}
+
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     fn geometry(&self) -> Geometry;
@@ -57,10 +76,20 @@ pub trait Sink: Send {
     fn set_blanked(&mut self, _blanked: bool) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The display's refresh period, for sinks whose frames go up on its vertical blank; `None`
+    /// for sinks whose frame is visible when `present` returns.
+    fn refresh(&self) -> Option<Duration> {
+        None
+    }
+    /// The next completed flip not yet taken, oldest first (vertical-blank sinks only).
+    fn take_flip(&mut self) -> Option<Flip> {
+        None
+    }
 }
 
 /// Opens the configured sink. The null sink shows nothing at `null_size` (a benchmark's screen).
 pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box<dyn Sink>> {
+    let drm = || -> anyhow::Result<Box<dyn Sink>> { Ok(Box::new(drm::DrmSink::open(config)?)) };
     let fbdev = || -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(fbdev::FbdevSink::open(
             &config.framebuffer,
@@ -75,8 +104,9 @@ pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box
     Ok(match config.sink {
         SinkKind::Auto => {
             use std::io::IsTerminal;
-            choose_auto(fbdev, std::io::stdout().is_terminal(), terminal)?
+            choose_auto(drm, fbdev, std::io::stdout().is_terminal(), terminal)?
         }
+        SinkKind::Drm => drm()?,
         SinkKind::Fbdev => fbdev()?,
         SinkKind::Terminal => terminal()?,
         SinkKind::Null => Box::new(null::NullSink::new(Geometry::packed(
@@ -87,9 +117,11 @@ pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box
     })
 }
 
-/// `display.sink = "auto"`: the framebuffer if it opens; else the terminal if stdout is one;
-/// else the framebuffer's error (under systemd, where stdout is the journal, nothing changes).
+/// `display.sink = "auto"`: KMS where a card has a connected screen and we can be its master;
+/// else the framebuffer if it opens; else the terminal if stdout is one; else both errors
+/// (under systemd, where stdout is the journal, a box without either fails clearly).
 fn choose_auto(
+    drm: impl FnOnce() -> anyhow::Result<Box<dyn Sink>>,
     fbdev: impl FnOnce() -> anyhow::Result<Box<dyn Sink>>,
     stdout_is_terminal: bool,
     terminal: impl FnOnce() -> anyhow::Result<Box<dyn Sink>>,
@@ -103,22 +135,42 @@ fn choose_auto(
             }
         );
     };
+    let one_line = |error: &anyhow::Error| crate::logging::one_line(&format!("{error:#}"));
+    let drm_error = match drm() {
+        Ok(sink) => {
+            chosen(
+                "drm",
+                "a DRM card has a connected screen and we are its master".into(),
+            );
+            return Ok(sink);
+        }
+        Err(error) => error,
+    };
     match fbdev() {
         Ok(sink) => {
-            chosen("fbdev", "the framebuffer opened".into());
+            chosen(
+                "fbdev",
+                format!("the framebuffer opened; no KMS: {}", one_line(&drm_error)),
+            );
             Ok(sink)
         }
         Err(error) if stdout_is_terminal => {
             let sink = terminal()?;
             chosen(
                 "terminal",
-                format!("stdout is a terminal and {}", crate::logging::one_line(&format!("{error:#}"))),
+                format!(
+                    "stdout is a terminal; no KMS: {}; no framebuffer: {}",
+                    one_line(&drm_error),
+                    one_line(&error)
+                ),
             );
             Ok(sink)
         }
-        Err(error) => Err(error.context(
-            "display.sink = \"auto\": no framebuffer, and stdout is not a terminal for the terminal sink",
-        )),
+        Err(error) => Err(error.context(format!(
+            "display.sink = \"auto\": no KMS screen ({}), no framebuffer, and stdout is not a \
+             terminal for the terminal sink",
+            one_line(&drm_error)
+        ))),
     }
 }
 
@@ -134,29 +186,41 @@ mod auto_tests {
         ))))
     }
 
+    fn no_kms() -> anyhow::Result<Box<dyn Sink>> {
+        anyhow::bail!("no DRM card under /dev/dri (no KMS driver loaded)")
+    }
+
     fn no_framebuffer() -> anyhow::Result<Box<dyn Sink>> {
         anyhow::bail!("cannot open framebuffer /dev/fb0: No such file or directory")
     }
 
-    #[test]
-    fn a_framebuffer_that_opens_wins_even_in_a_terminal() {
-        let terminal = || -> anyhow::Result<Box<dyn Sink>> { panic!("terminal must not open") };
-        assert!(choose_auto(null, true, terminal).is_ok());
+    fn must_not_open() -> anyhow::Result<Box<dyn Sink>> {
+        panic!("must not be tried")
     }
 
     #[test]
-    fn without_a_framebuffer_a_terminal_gets_the_art() {
-        assert!(choose_auto(no_framebuffer, true, null).is_ok());
+    fn kms_wins_over_the_framebuffer_and_the_terminal() {
+        assert!(choose_auto(null, must_not_open, true, must_not_open).is_ok());
     }
 
     #[test]
-    fn without_either_the_framebuffer_error_stands() {
-        let terminal = || -> anyhow::Result<Box<dyn Sink>> { panic!("terminal must not open") };
-        let Err(error) = choose_auto(no_framebuffer, false, terminal) else {
-            panic!("opened a sink without a framebuffer or a terminal");
+    fn without_kms_a_framebuffer_that_opens_wins_even_in_a_terminal() {
+        assert!(choose_auto(no_kms, null, true, must_not_open).is_ok());
+    }
+
+    #[test]
+    fn without_either_a_terminal_gets_the_art() {
+        assert!(choose_auto(no_kms, no_framebuffer, true, null).is_ok());
+    }
+
+    #[test]
+    fn without_any_the_errors_stand() {
+        let Err(error) = choose_auto(no_kms, no_framebuffer, false, must_not_open) else {
+            panic!("opened a sink without a screen or a terminal");
         };
         let error = format!("{error:#}");
         assert!(error.contains("display.sink = \"auto\""), "{error}");
+        assert!(error.contains("no DRM card under /dev/dri"), "{error}");
         assert!(
             error.contains("cannot open framebuffer /dev/fb0"),
             "{error}"

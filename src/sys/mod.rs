@@ -3,9 +3,11 @@
 //! come from nix's `request_code_*` macros (the kernel's _IO/_IOW encodings), never typed by
 //! hand. The rest of the program stays safe Rust. Nothing here keeps state.
 //!
-//! `fb`: framebuffer ioctls and the shared mapping. `tty`: the virtual terminal's mode and the
+//! `drm`: dumb-buffer mappings, waiting on a card's events and their clock. `fb`: framebuffer
+//! ioctls and the shared mapping. `tty`: the virtual terminal's mode and the
 //! terminal size. Here: signals, scheduling, the local clock, advisory locks, mapped files.
 
+pub mod drm;
 pub mod fb;
 pub mod tty;
 
