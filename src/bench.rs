@@ -2,7 +2,10 @@
 //! time of the built-in generator, upscale + convert time to screen size per pixel format,
 //! pacing jitter with the pipeline running (alone, and with every core also loaded by busy
 //! threads), and the sustained fps with the buffer holding. Medians of repeated runs; runs that
-//! are compared happen in this one process, side by side.
+//! are compared happen in this one process, side by side. `display`: the same for a real screen
+//! (`bench-display`: the drm sink's cost per frame against fbdev's, and its flips' timing).
+
+pub mod display;
 
 use std::fmt;
 use std::path::Path;

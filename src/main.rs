@@ -1,5 +1,5 @@
 //! The dreamframe binary: parse the arguments, dispatch (the display, status, probe,
-//! check-config, bench, bench-sd) and map the result to an exit status: 2 for bad arguments (clap), 78 for
+//! check-config, bench, bench-display, bench-sd) and map the result to an exit status: 2 for bad arguments (clap), 78 for
 //! config errors, 1 for anything else. Everything else lives in the library (`launch`).
 
 use std::process::ExitCode;
@@ -64,6 +64,14 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Bench(args)) => {
             println!("{}", bench::run(args)?);
+            Ok(())
+        }
+        Some(Command::BenchDisplay(args)) => {
+            let config = match &cli.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            println!("{}", bench::display::run(args, &config)?);
             Ok(())
         }
         Some(Command::BenchSd(args)) => {

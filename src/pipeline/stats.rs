@@ -1,7 +1,7 @@
 //! Shared counters of the running pipeline: written by the stage threads with relaxed atomics
 //! (no locks, no allocation, so the pacer may record), read by the status and log writers.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -160,8 +160,16 @@ pub struct PipelineStats {
     pub held_deadlines: AtomicU64,
     /// Lateness of each deadline's wake-up against the deadline.
     pub lateness: Histogram,
-    /// Deadline to the end of `present` (the frame handed to the screen), for new frames.
+    /// Deadline to the end of `present` (the frame handed to the screen), for new frames; on a
+    /// sink that flips on the vertical blank, deadline to the flip's completion.
     pub presented_lateness: Histogram,
+    /// Page flips completed (vertical-blank sinks): one per frame shown.
+    pub flips: AtomicU64,
+    /// Flips that completed half a refresh or more after their deadline (a vertical blank
+    /// missed: the frame before stayed up a refresh longer).
+    pub flips_missed: AtomicU64,
+    /// Refreshes each frame stays on screen on a vertical-blank sink (0: not one).
+    pub cadence: AtomicU32,
     /// 1 + sequence number of the frame on screen (0: nothing shown yet).
     pub shown_seq: AtomicU64,
     // Playback.
@@ -214,6 +222,9 @@ impl Default for PipelineStats {
             held_deadlines: AtomicU64::new(0),
             lateness: Histogram::default(),
             presented_lateness: Histogram::default(),
+            flips: AtomicU64::new(0),
+            flips_missed: AtomicU64::new(0),
+            cadence: AtomicU32::new(0),
             decode_lock_wait: Histogram::default(),
             shown_seq: AtomicU64::new(0),
             state: AtomicU8::new(PlaybackState::Buffering as u8),

@@ -64,10 +64,18 @@ pub struct Status {
     pub jitter_p50_ms: f64,
     pub jitter_p99_ms: f64,
     pub jitter_max_ms: f64,
-    /// Deadline to frame handed to the screen (after the blit, msync or vsync wait).
+    /// Deadline to frame handed to the screen (after the blit, msync or vsync wait); on the drm
+    /// sink, deadline (the vertical blank meant) to the page flip's completion.
     pub presented_p50_ms: f64,
     pub presented_p99_ms: f64,
     pub presented_max_ms: f64,
+    /// Page flips completed (drm sink; 0 elsewhere): one per frame shown.
+    pub flips: u64,
+    /// Flips that missed their vertical blank (half a refresh late or more).
+    pub flips_missed: u64,
+    /// Refreshes each frame stays up on the drm sink (refresh / this = the fps shown); `None`
+    /// on sinks without page flips.
+    pub refreshes_per_frame: Option<u32>,
     pub model_lock_acquisitions: u64,
     pub model_lock_contended: u64,
     pub model_lock_avg_wait_ms: f64,
@@ -252,6 +260,9 @@ impl StatusSource {
             presented_p50_ms: s.presented_lateness.quantile_ms(0.5),
             presented_p99_ms: s.presented_lateness.quantile_ms(0.99),
             presented_max_ms: s.presented_lateness.max_ms(),
+            flips: s.flips.load(Ordering::Relaxed),
+            flips_missed: s.flips_missed.load(Ordering::Relaxed),
+            refreshes_per_frame: Some(s.cadence.load(Ordering::Relaxed)).filter(|&n| n > 0),
             model_lock_acquisitions: lock.acquisitions,
             model_lock_contended: lock.contended,
             model_lock_avg_wait_ms: lock.avg_wait_ms,

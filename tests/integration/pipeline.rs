@@ -537,3 +537,46 @@ fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
     );
     assert_never_black(&recording.lock().expect("recording lock"));
 }
+
+/// On a page-flipping screen (refresh 10 ms, fps 50) every frame stays up two refreshes, every
+/// frame shown is one flip, flips are reported in order and once each, and each flip's lateness
+/// is measured from its own vertical blank: what must hold at any speed.
+#[test]
+fn on_a_page_flipping_screen_each_frame_is_one_flip_of_a_whole_number_of_refreshes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (generator, _controls) = fake();
+    let (sink, recording) = memory_sink();
+    let sink = sink.with_vblank(Duration::from_millis(10));
+    let outcome = run_with(
+        config(UnderrunPolicy::Hold, dir.path()),
+        sink,
+        recording,
+        generator,
+        async { tokio::time::sleep(Duration::from_millis(2500)).await },
+    );
+    let status = outcome.result.expect("run");
+    let recording = outcome.recording.lock().expect("recording");
+    assert_eq!(status.refreshes_per_frame, Some(2), "100 Hz at 50 fps");
+    let shown = recording.frames.len() as u64;
+    assert!(shown >= 5, "frames shown: {shown}");
+    // The last frame's flip may still have been on its way when the pacer stopped.
+    let taken = recording.flips_taken.len() as u64;
+    assert!(
+        taken + 1 >= shown && taken <= shown,
+        "{taken} flips for {shown} frames"
+    );
+    // The status is the one from when shutdown was asked for; the pacer ran a moment longer.
+    assert!(
+        status.flips > 0 && status.flips <= taken,
+        "{} of {taken}",
+        status.flips
+    );
+    assert!(status.flips_missed <= status.flips);
+    for (expected, flip) in recording.flips_taken.iter().enumerate() {
+        assert_eq!(flip.number, expected as u64, "flips in order, each once");
+        assert!(
+            flip.at >= recording.frames[expected].at,
+            "a flip goes up after its present"
+        );
+    }
+}

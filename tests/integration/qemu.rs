@@ -12,6 +12,13 @@
 //! - the built-in generator's art is on screen (not black) and changes between dumps;
 //! - after SIGTERM the exit is clean, the VT is back in text mode and the console shows again.
 //!
+//! A third machine has QEMU's bochs-display for the drm sink (KMS page flips): the probe lists
+//! the card, its connected connector's modes and a primary plane taking XR24; the test pattern is
+//! on screen pixel for pixel; every frame shown is one flip; a second player is refused and the
+//! probe sees master held; the art moves and keeps going across the cable forced off and back
+//! (sysfs connector status); SIGTERM gives the console back. `bench_display` (ignored) runs
+//! `dreamframe bench-display` there for the figures.
+//!
 //! QEMU, the kernel and busybox come from Debian with `apt-get download` into a cache
 //! ($DREAMFRAME_QEMU_CACHE, default ~/.cache/dreamframe-qemu), unpacked with `dpkg-deb -x`:
 //! installing qemu-system-x86 with apt would remove this machine's qemu-utils. Where QEMU can't be
@@ -406,6 +413,17 @@ fn initramfs(toolchain: &Toolchain, modules: &[&str], rotation: u32, dir: &Path)
         config("test-pattern", rotation, "").as_bytes(),
     );
     cpio.entry("art.toml", 0o100644, config("cppn", 0, "").as_bytes());
+    let drm = |text: String| text.replace("sink = \"fbdev\"", "sink = \"drm\"");
+    cpio.entry(
+        "pattern-drm.toml",
+        0o100644,
+        drm(config("test-pattern", 0, "")).as_bytes(),
+    );
+    cpio.entry(
+        "art-drm.toml",
+        0o100644,
+        drm(config("cppn", 0, "")).as_bytes(),
+    );
     // The shipped config unchanged: it already names /dev/fb0 and the active VT.
     cpio.entry(
         "shipped.toml",
@@ -483,13 +501,19 @@ fn parse_ppm(bytes: &[u8]) -> Option<Picture> {
 }
 
 impl Vm {
-    fn boot(toolchain: &Toolchain, name: &str, initramfs: &Path, append: &str, dir: &Path) -> Vm {
+    fn boot(
+        toolchain: &Toolchain,
+        name: &str,
+        initramfs: &Path,
+        append: &str,
+        video: &[&str],
+        dir: &Path,
+    ) -> Vm {
         let monitor = dir.join("monitor.sock");
         let mut child = toolchain
             .command()
-            .args([
-                "-m", "512", "-smp", "1", "-nic", "none", "-display", "none", "-vga", "std",
-            ])
+            .args(["-m", "512", "-smp", "1", "-nic", "none", "-display", "none"])
+            .args(video)
             .args(["-serial", "stdio", "-no-reboot"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
@@ -735,7 +759,14 @@ fn run_case(case: &Case) {
         .tempdir()
         .expect("temp dir");
     let initramfs = initramfs(toolchain, case.modules, case.rotation, dir.path());
-    let mut vm = Vm::boot(toolchain, case.name, &initramfs, case.append, dir.path());
+    let mut vm = Vm::boot(
+        toolchain,
+        case.name,
+        &initramfs,
+        case.append,
+        &["-vga", "std"],
+        dir.path(),
+    );
     let minute = Duration::from_secs(60);
 
     // The probe, before anything runs.
@@ -942,4 +973,259 @@ fn vesafb_rgb565_shows_the_art_turned_and_restores_the_console() {
         flush: "direct",
         shipped: false,
     });
+}
+
+/// A whole-number field of a status.json the guest printed.
+fn status_number(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("\"{key}\": ")))
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+}
+
+/// The drm sink on QEMU's bochs-display: the bochs KMS driver (the same one as the fbdev case's
+/// standard VGA, without the legacy VGA device), whose dumb buffers QEMU scans out from video
+/// memory, so a screendump shows exactly the buffer the last flip put up. (virtio-gpu would
+/// need its host-side resource flush for that and a guest with virtio modules; bochs is already
+/// the fbdev case's driver.) Bochs has no vblank interrupt: the kernel completes each flip when
+/// the new buffer is programmed, so the timing figures are QEMU's, not a monitor's.
+#[test]
+fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
+    let _alone = crate::util::cpu_hog();
+    let toolchain = match toolchain() {
+        Ok(toolchain) => toolchain,
+        Err(reason) => return skip(reason),
+    };
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("dreamframe-qemu-kms-")
+        .tempdir()
+        .expect("temp dir");
+    let initramfs = initramfs(toolchain, BOCHS_MODULES, 0, dir.path());
+    let mut vm = Vm::boot(
+        toolchain,
+        "kms",
+        &initramfs,
+        "",
+        &["-vga", "none", "-device", "bochs-display"],
+        dir.path(),
+    );
+    let minute = Duration::from_secs(60);
+
+    // The probe: the card, its connected connector with modes, a primary plane taking XR24.
+    let probe = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
+    let line = |prefix: &str, vm: &Vm| -> String {
+        probe
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap_or_else(|| vm.fail(&format!("no {prefix:?} line from the probe: {probe:?}")))
+    };
+    let card = parse_fields(&line("drm_card ", &vm));
+    assert_eq!(card["driver"], "bochs-drm", "{card:?}");
+    assert_eq!(card["master"], "available", "{card:?}");
+    let connector = parse_fields(&line("drm_connector ", &vm));
+    assert_eq!(connector["status"], "connected", "{connector:?}");
+    let plane = parse_fields(&line("drm_plane ", &vm));
+    assert_eq!(plane["kind"], "primary", "{plane:?}");
+    assert!(
+        plane["formats"].split(',').any(|f| f == "XR24"),
+        "{plane:?}"
+    );
+    let preferred = connector["modes"]
+        .split(", ")
+        .find_map(|m| m.strip_suffix(" (preferred)"))
+        .unwrap_or_else(|| vm.fail(&format!("no preferred mode: {connector:?}")));
+    let (width, height) = preferred
+        .split('@')
+        .next()
+        .and_then(|size| size.split_once('x'))
+        .map(|(w, h)| (w.parse().expect("width"), h.parse().expect("height")))
+        .expect("WxH@R");
+    let geometry = Geometry::packed(width, height, PixelFormat::XRGB8888);
+
+    let wait_shown = |dir: &str| {
+        format!(
+            "i=0; until grep -q '\"frames_shown\": [1-9]' /run/{dir}/status.json 2>/dev/null; do \
+             sleep 0.2; i=$((i+1)); [ $i -gt 300 ] && cat /run/{dir}.log && exit 1; done; true"
+        )
+    };
+    let start = |vm: &mut Vm, config: &str, dir: &str| {
+        vm.sh_ok(
+            &format!(
+                "/dreamframe --config /{config} --output-dir /run/{dir} >/run/{dir}.log 2>&1 & echo $! >/run/pid"
+            ),
+            minute,
+        );
+        vm.sh_ok(&wait_shown(dir), Duration::from_secs(90));
+    };
+    let stop = |vm: &mut Vm, dir: &str| -> String {
+        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
+        assert_eq!(status, 0, "{dir} run exit: {output:?}");
+        vm.sh_ok(&format!("cat /run/{dir}/status.json; echo"), minute)
+            .join("\n")
+    };
+    // Every frame shown went up by exactly one flip: the last one's completion may still have
+    // been on its way when the pacer stopped.
+    let check_flips = |vm: &Vm, status: &str| {
+        let shown = status_number(status, "frames_shown").unwrap_or_default();
+        let flips = status_number(status, "flips").unwrap_or_default();
+        let missed = status_number(status, "flips_missed").unwrap_or(u64::MAX);
+        if shown == 0 || flips + 1 < shown || flips > shown || missed > flips {
+            vm.fail(&format!(
+                "frames shown {shown}, flips {flips}, missed {missed}: want one flip per frame\n{status}"
+            ));
+        }
+        assert!(
+            status_number(status, "refreshes_per_frame").is_some_and(|n| n >= 1),
+            "{status}"
+        );
+    };
+
+    // The test pattern, pixel for pixel, with the console written to underneath.
+    start(&mut vm, "pattern-drm.toml", "pattern");
+    vm.sh_ok(
+        "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
+         echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
+        minute,
+    );
+    let (second, status) = vm.sh(
+        "/dreamframe --config /pattern-drm.toml --output-dir /run/second --duration 5 2>&1",
+        minute,
+    );
+    assert_ne!(status, 0, "a second player must be refused: {second:?}");
+    assert!(
+        second
+            .iter()
+            .any(|l| l.contains("in use by another player")),
+        "{second:?}"
+    );
+    let busy = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
+    assert!(
+        busy.iter()
+            .any(|l| l.starts_with("drm_card ") && l.contains("master=\"held by another program")),
+        "{busy:?}"
+    );
+    assert!(
+        busy.iter()
+            .any(|l| l == "console path=/dev/tty1 mode=graphics"),
+        "{busy:?}"
+    );
+    let pattern = vm.screendump();
+    assert_eq!((pattern.width, pattern.height), (width, height));
+    let (mismatches, first) = pattern_mismatches(&pattern, geometry, Rotation::None);
+    if mismatches != 0 {
+        vm.fail(&format!(
+            "{mismatches} pixels differ from the test pattern ({first}); dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+    let status = stop(&mut vm, "pattern");
+    check_flips(&vm, &status);
+
+    // The art: lit and moving; the cable pulled and plugged in again on the way.
+    start(&mut vm, "art-drm.toml", "art");
+    vm.sh_ok("sleep 1", minute);
+    let first_art = vm.screendump();
+    vm.sh_ok("sleep 3", minute);
+    let later_art = vm.screendump();
+    let lit = first_art.lit_share();
+    let moved = first_art.mean_difference(&later_art);
+    if lit < 0.5 || moved < 1.0 {
+        vm.fail(&format!(
+            "art on screen: lit share {lit:.2} (want >= 0.5), mean change {moved:.2} (want >= 1); dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+    vm.sh_ok(
+        "for f in /sys/class/drm/card*-*/status; do echo off >$f; done; sleep 5; \
+         grep -q 'drm_hotplug .*connected=false' /run/art.log",
+        minute,
+    );
+    let (unplugged, _) = vm.sh(
+        "grep -o '\"frames_shown\": [0-9]*' /run/art/status.json",
+        minute,
+    );
+    vm.sh_ok(
+        "for f in /sys/class/drm/card*-*/status; do echo detect >$f; done; sleep 5; \
+         grep 'drm_hotplug .*connected=true' /run/art.log | grep -q mode=",
+        minute,
+    );
+    vm.sh_ok("sleep 2", minute);
+    let (replugged, _) = vm.sh(
+        "grep -o '\"frames_shown\": [0-9]*' /run/art/status.json",
+        minute,
+    );
+    assert_ne!(
+        unplugged, replugged,
+        "the display must keep running across the hotplug"
+    );
+    let after_hotplug = vm.screendump();
+    assert!(
+        after_hotplug.lit_share() >= 0.5,
+        "art back after the hotplug"
+    );
+    let status = stop(&mut vm, "art");
+    check_flips(&vm, &status);
+
+    // SIGTERM gave the screen back: text mode, and the console's own picture again.
+    let log = vm.sh_ok("cat /run/art.log", minute).join("\n");
+    assert!(
+        log.contains("console path=/dev/tty1 mode=restored"),
+        "{log}"
+    );
+    let after = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
+    assert!(
+        after
+            .iter()
+            .any(|l| l == "console path=/dev/tty1 mode=text"),
+        "{after:?}"
+    );
+    vm.sh_ok(
+        "clear >/dev/tty1; for i in 1 2 3 4 5 6 7 8; do echo 'the console is back' >/dev/tty1; done; sleep 1",
+        minute,
+    );
+    let console = vm.screendump();
+    let console_lit = console.lit_share();
+    if !(0.001..0.2).contains(&console_lit) {
+        vm.fail(&format!(
+            "after exit the screen should be the text console (a few lit pixels), lit share {console_lit:.3}; dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "qemu kms: bochs-drm {width}x{height} XR24 passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// `dreamframe bench-display` under QEMU (bochs-display, TCG): the figures of issue 13's bench.
+/// A harness, not a test: `cargo test --test integration qemu::bench_display -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a benchmark run under QEMU; prints figures, asserts nothing about speed"]
+fn bench_display() {
+    let toolchain = match toolchain() {
+        Ok(toolchain) => toolchain,
+        Err(reason) => return skip(reason),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("dreamframe-qemu-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let initramfs = initramfs(toolchain, BOCHS_MODULES, 0, dir.path());
+    let mut vm = Vm::boot(
+        toolchain,
+        "bench",
+        &initramfs,
+        "",
+        &["-vga", "none", "-device", "bochs-display"],
+        dir.path(),
+    );
+    let report = vm.sh_ok(
+        "/dreamframe --config /pattern-drm.toml bench-display --seconds 20 --fps 30,60 --frames 200 2>/dev/null",
+        Duration::from_secs(300),
+    );
+    let _ = writeln!(std::io::stderr(), "{}", report.join("\n"));
 }
