@@ -1223,9 +1223,34 @@ fn bench_display() {
         &["-vga", "none", "-device", "bochs-display"],
         dir.path(),
     );
+    let probe = vm.sh_ok("/dreamframe probe", Duration::from_secs(60));
+    let _ = writeln!(std::io::stderr(), "{}", probe.join("\n"));
+    let bench = "bench-display --seconds 20 --fps 30,60 --frames 200 2>/dev/null";
     let report = vm.sh_ok(
-        "/dreamframe --config /pattern-drm.toml bench-display --seconds 20 --fps 30,60 --frames 200 2>/dev/null",
+        &format!("/dreamframe --config /pattern-drm.toml {bench}"),
         Duration::from_secs(300),
     );
     let _ = writeln!(std::io::stderr(), "{}", report.join("\n"));
+    // The preferred mode is 75 Hz: again on a 60 Hz mode, where 60 fps is one refresh a frame.
+    let sixty = probe
+        .iter()
+        .filter(|l| l.starts_with("drm_connector "))
+        .flat_map(|l| parse_fields(l).get("modes").cloned())
+        .flat_map(|modes| {
+            modes
+                .split(", ")
+                .map(|m| m.trim_end_matches(" (preferred)").to_string())
+                .collect::<Vec<_>>()
+        })
+        .find(|m| m.ends_with("@60"));
+    if let Some(mode) = sixty {
+        let report = vm.sh_ok(
+            &format!(
+                "sed '/^\\[display\\]/a mode = \"{mode}\"' /pattern-drm.toml >/run/sixty.toml && \
+                 /dreamframe --config /run/sixty.toml {bench}"
+            ),
+            Duration::from_secs(300),
+        );
+        let _ = writeln!(std::io::stderr(), "{}", report.join("\n"));
+    }
 }

@@ -137,7 +137,8 @@ fn choose_card(configured: Option<&Path>) -> anyhow::Result<Card> {
     let mut seen = Vec::new();
     for path in &paths {
         match Card::open(path) {
-            Ok(card) => match card::connectors(&card, false) {
+            // Probed (force): a screen the kernel never looked at yet reads "unknown" otherwise.
+            Ok(card) => match card::connectors(&card, true) {
                 Ok(connectors) if connectors.iter().any(|c| c.connected) => return Ok(card),
                 Ok(connectors) => seen.push(format!(
                     "{}: no screen connected ({})",
