@@ -70,6 +70,8 @@ const BOCHS_MODULES: &[&str] = &[
     "bochs",
 ];
 const PATTERN_SIZE: (u32, u32) = (64, 36);
+/// QEMU's bochs-display: the bochs KMS driver without the legacy VGA device.
+const BOCHS_DISPLAY: &[&str] = &["-vga", "none", "-device", "bochs-display"];
 
 fn skip(reason: &str) {
     // Straight to the file descriptor: the test harness captures eprintln! of passing tests.
@@ -654,6 +656,95 @@ impl Vm {
     }
 }
 
+/// Waits until the run writing to /run/`dir` has a frame on screen (its log printed if not).
+fn wait_shown(dir: &str) -> String {
+    format!(
+        "i=0; until grep -q '\"frames_shown\": [1-9]' /run/{dir}/status.json 2>/dev/null; do \
+         sleep 0.2; i=$((i+1)); [ $i -gt 300 ] && cat /run/{dir}.log && exit 1; done; true"
+    )
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Vm {
+    /// Starts the display on `/config` in the background, writing to /run/`dir`, and waits for
+    /// its first frame on screen.
+    fn start_display(&mut self, config: &str, dir: &str) {
+        self.sh_ok(
+            &format!(
+                "/dreamframe --config /{config} --output-dir /run/{dir} >/run/{dir}.log 2>&1 & echo $! >/run/pid"
+            ),
+            MINUTE,
+        );
+        self.sh_ok(&wait_shown(dir), Duration::from_secs(90));
+    }
+
+    /// SIGTERM to the display started last: it must exit 0. Returns its final status.json
+    /// (which has no final newline: `echo` keeps the end marker on a line of its own).
+    fn stop_display(&mut self, dir: &str) -> String {
+        let (output, status) = self.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", MINUTE);
+        assert_eq!(status, 0, "{dir} run exit: {output:?}");
+        self.sh_ok(&format!("cat /run/{dir}/status.json; echo"), MINUTE)
+            .join("\n")
+    }
+
+    /// Console text and kernel messages written to the VT under a running display: any of it
+    /// on screen is damage.
+    fn scribble_on_console(&mut self) {
+        self.sh_ok(
+            "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
+             echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
+            MINUTE,
+        );
+    }
+
+    /// The art on screen is lit and changes over 3 s; `Err` says how it falls short.
+    fn art_moves(&mut self) -> Result<(), String> {
+        self.sh_ok("sleep 1", MINUTE);
+        let first = self.screendump();
+        self.sh_ok("sleep 3", MINUTE);
+        let later = self.screendump();
+        let lit = first.lit_share();
+        let moved = first.mean_difference(&later);
+        if lit < 0.5 || moved < 1.0 {
+            return Err(format!(
+                "art on screen: lit share {lit:.2} (want >= 0.5), mean change {moved:.2} (want >= 1)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// After the display in /run/`dir` stopped: the log says the console was restored, `probe`
+    /// (run as `probe`) finds text mode, and text written to the VT shows again.
+    fn console_is_back(&mut self, dir: &str, probe: &str) -> Result<(), String> {
+        let log = self
+            .sh_ok(&format!("cat /run/{dir}.log"), MINUTE)
+            .join("\n");
+        assert!(
+            log.contains("console path=/dev/tty1 mode=restored"),
+            "{log}"
+        );
+        let after = self.sh_ok(probe, MINUTE);
+        assert!(
+            after
+                .iter()
+                .any(|l| l == "console path=/dev/tty1 mode=text"),
+            "{after:?}"
+        );
+        self.sh_ok(
+            "clear >/dev/tty1; for i in 1 2 3 4 5 6 7 8; do echo 'the console is back' >/dev/tty1; done; sleep 1",
+            MINUTE,
+        );
+        let console_lit = self.screendump().lit_share();
+        if !(0.001..0.2).contains(&console_lit) {
+            return Err(format!(
+                "after exit the screen should be the text console (a few lit pixels), lit share {console_lit:.3}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -747,32 +838,49 @@ struct Case {
     shipped: bool,
 }
 
-fn run_case(case: &Case) {
-    let _alone = crate::util::cpu_hog();
+/// A guest booted on `video` with `modules` loaded (`rotation` for the pattern config) and
+/// `append` on the kernel command line, and the folder of its files; `None`, after saying
+/// SKIPPED, where QEMU can't be fetched or run.
+fn boot_guest(
+    name: &str,
+    modules: &[&str],
+    rotation: u32,
+    append: &str,
+    video: &[&str],
+) -> Option<(Vm, tempfile::TempDir)> {
     let toolchain = match toolchain() {
         Ok(toolchain) => toolchain,
-        Err(reason) => return skip(reason),
+        Err(reason) => {
+            skip(reason);
+            return None;
+        }
     };
-    let started = Instant::now();
     let dir = tempfile::Builder::new()
-        .prefix(&format!("dreamframe-qemu-{}-", case.name))
+        .prefix(&format!("dreamframe-qemu-{name}-"))
         .tempdir()
         .expect("temp dir");
-    let initramfs = initramfs(toolchain, case.modules, case.rotation, dir.path());
-    let mut vm = Vm::boot(
-        toolchain,
+    let initramfs = initramfs(toolchain, modules, rotation, dir.path());
+    let vm = Vm::boot(toolchain, name, &initramfs, append, video, dir.path());
+    Some((vm, dir))
+}
+
+fn run_case(case: &Case) {
+    let _alone = crate::util::cpu_hog();
+    let started = Instant::now();
+    let Some((mut vm, dir)) = boot_guest(
         case.name,
-        &initramfs,
+        case.modules,
+        case.rotation,
         case.append,
         &["-vga", "std"],
-        dir.path(),
-    );
-    let minute = Duration::from_secs(60);
+    ) else {
+        return;
+    };
 
     // The probe, before anything runs.
     let probe = vm.sh_ok(
         "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
-        minute,
+        MINUTE,
     );
     let report_line = probe
         .iter()
@@ -797,25 +905,11 @@ fn run_case(case: &Case) {
     }
 
     // The test pattern, with the console doing its worst underneath.
-    let wait_shown = |dir: &str| {
-        format!(
-            "i=0; until grep -q '\"frames_shown\": [1-9]' /run/{dir}/status.json 2>/dev/null; do \
-             sleep 0.2; i=$((i+1)); [ $i -gt 300 ] && cat /run/{dir}.log && exit 1; done; true"
-        )
-    };
-    vm.sh_ok(
-        "/dreamframe --config /pattern.toml --output-dir /run/pattern >/run/pattern.log 2>&1 & echo $! >/run/pid",
-        minute,
-    );
-    vm.sh_ok(&wait_shown("pattern"), Duration::from_secs(90));
-    vm.sh_ok(
-        "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
-         echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
-        minute,
-    );
+    vm.start_display("pattern.toml", "pattern");
+    vm.scribble_on_console();
     let (second, _) = vm.sh(
         "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
-        minute,
+        MINUTE,
     );
     assert!(
         second
@@ -847,25 +941,16 @@ fn run_case(case: &Case) {
             dir.keep().display()
         ));
     }
-    let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
-    assert_eq!(status, 0, "pattern run exit: {output:?}");
+    vm.stop_display("pattern");
 
     // The shipped config as a user gets it: a picture within seconds, not after a whole
     // transition (90 frames at ~0.7 s each under TCG).
     if case.shipped {
-        vm.sh_ok(
-            "/dreamframe --config /shipped.toml --output-dir /run/shipped >/run/shipped.log 2>&1 & echo $! >/run/pid",
-            minute,
-        );
-        vm.sh_ok(&wait_shown("shipped"), Duration::from_secs(90));
-        // status.json has no final newline: `echo` keeps the end marker on a line of its own.
+        vm.start_display("shipped.toml", "shipped");
         let status = vm
-            .sh_ok("cat /run/shipped/status.json; echo", minute)
+            .sh_ok("cat /run/shipped/status.json; echo", MINUTE)
             .join("\n");
-        let first_picture: f64 = status
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("\"first_picture_s\": "))
-            .and_then(|v| v.trim_end_matches(',').parse().ok())
+        let first_picture: f64 = status_number(&status, "first_picture_s")
             .unwrap_or_else(|| vm.fail(&format!("no first_picture_s in {status}")));
         let shipped = vm.screendump();
         let lit = shipped.lit_share();
@@ -874,9 +959,9 @@ fn run_case(case: &Case) {
                 "shipped config: first picture after {first_picture:.2} s (want within seconds), lit share {lit:.2}"
             ));
         }
-        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
+        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", MINUTE);
         assert_eq!(status, 0, "shipped run exit: {output:?}");
-        let start_up = vm.sh_ok("head -n 12 /run/shipped/dreamframe.log", minute);
+        let start_up = vm.sh_ok("head -n 12 /run/shipped/dreamframe.log", MINUTE);
         let _ = writeln!(
             std::io::stderr(),
             "qemu {}: shipped config, first picture after {first_picture:.2} s; its start:\n  {}",
@@ -886,51 +971,20 @@ fn run_case(case: &Case) {
     }
 
     // The art: lit, and moving.
-    vm.sh_ok(
-        "/dreamframe --config /art.toml --output-dir /run/art >/run/art.log 2>&1 & echo $! >/run/pid",
-        minute,
-    );
-    vm.sh_ok(&wait_shown("art"), Duration::from_secs(90));
-    vm.sh_ok("sleep 1", minute);
-    let first_art = vm.screendump();
-    vm.sh_ok("sleep 3", minute);
-    let later_art = vm.screendump();
-    let lit = first_art.lit_share();
-    let moved = first_art.mean_difference(&later_art);
-    if lit < 0.5 || moved < 1.0 {
+    vm.start_display("art.toml", "art");
+    if let Err(problem) = vm.art_moves() {
         vm.fail(&format!(
-            "art on screen: lit share {lit:.2} (want >= 0.5), mean change {moved:.2} (want >= 1); dumps kept in {}",
+            "{problem}; dumps kept in {}",
             dir.keep().display()
         ));
     }
 
     // SIGTERM: clean exit, text mode back, the console visible again.
-    let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
-    assert_eq!(status, 0, "art run exit: {output:?}");
-    let log = vm.sh_ok("cat /run/art.log", minute).join("\n");
-    assert!(
-        log.contains("console path=/dev/tty1 mode=restored"),
-        "{log}"
-    );
-    let after = vm.sh_ok(
-        "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1",
-        minute,
-    );
-    assert!(
-        after
-            .iter()
-            .any(|l| l == "console path=/dev/tty1 mode=text"),
-        "{after:?}"
-    );
-    vm.sh_ok(
-        "clear >/dev/tty1; for i in 1 2 3 4 5 6 7 8; do echo 'the console is back' >/dev/tty1; done; sleep 1",
-        minute,
-    );
-    let console = vm.screendump();
-    let console_lit = console.lit_share();
-    if !(0.001..0.2).contains(&console_lit) {
+    vm.stop_display("art");
+    let probe = "/dreamframe probe --framebuffer /dev/fb0 --console /dev/tty1";
+    if let Err(problem) = vm.console_is_back("art", probe) {
         vm.fail(&format!(
-            "after exit the screen should be the text console (a few lit pixels), lit share {console_lit:.3}; dumps kept in {}",
+            "{problem}; dumps kept in {}",
             dir.keep().display()
         ));
     }
@@ -975,8 +1029,8 @@ fn vesafb_rgb565_shows_the_art_turned_and_restores_the_console() {
     });
 }
 
-/// A whole-number field of a status.json the guest printed.
-fn status_number(status: &str, key: &str) -> Option<u64> {
+/// A number field of a status.json the guest printed.
+fn status_number<T: std::str::FromStr>(status: &str, key: &str) -> Option<T> {
     status
         .lines()
         .find_map(|l| l.trim().strip_prefix(&format!("\"{key}\": ")))
@@ -992,28 +1046,13 @@ fn status_number(status: &str, key: &str) -> Option<u64> {
 #[test]
 fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
     let _alone = crate::util::cpu_hog();
-    let toolchain = match toolchain() {
-        Ok(toolchain) => toolchain,
-        Err(reason) => return skip(reason),
-    };
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("dreamframe-qemu-kms-")
-        .tempdir()
-        .expect("temp dir");
-    let initramfs = initramfs(toolchain, BOCHS_MODULES, 0, dir.path());
-    let mut vm = Vm::boot(
-        toolchain,
-        "kms",
-        &initramfs,
-        "",
-        &["-vga", "none", "-device", "bochs-display"],
-        dir.path(),
-    );
-    let minute = Duration::from_secs(60);
+    let Some((mut vm, dir)) = boot_guest("kms", BOCHS_MODULES, 0, "", BOCHS_DISPLAY) else {
+        return;
+    };
 
     // The probe: the card, its connected connector with modes, a primary plane taking XR24.
-    let probe = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
+    let probe = vm.sh_ok("/dreamframe probe --console /dev/tty1", MINUTE);
     let line = |prefix: &str, vm: &Vm| -> String {
         probe
             .iter()
@@ -1044,54 +1083,29 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
         .expect("WxH@R");
     let geometry = Geometry::packed(width, height, PixelFormat::XRGB8888);
 
-    let wait_shown = |dir: &str| {
-        format!(
-            "i=0; until grep -q '\"frames_shown\": [1-9]' /run/{dir}/status.json 2>/dev/null; do \
-             sleep 0.2; i=$((i+1)); [ $i -gt 300 ] && cat /run/{dir}.log && exit 1; done; true"
-        )
-    };
-    let start = |vm: &mut Vm, config: &str, dir: &str| {
-        vm.sh_ok(
-            &format!(
-                "/dreamframe --config /{config} --output-dir /run/{dir} >/run/{dir}.log 2>&1 & echo $! >/run/pid"
-            ),
-            minute,
-        );
-        vm.sh_ok(&wait_shown(dir), Duration::from_secs(90));
-    };
-    let stop = |vm: &mut Vm, dir: &str| -> String {
-        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", minute);
-        assert_eq!(status, 0, "{dir} run exit: {output:?}");
-        vm.sh_ok(&format!("cat /run/{dir}/status.json; echo"), minute)
-            .join("\n")
-    };
     // Every frame shown went up by exactly one flip: the last one's completion may still have
     // been on its way when the pacer stopped.
     let check_flips = |vm: &Vm, status: &str| {
-        let shown = status_number(status, "frames_shown").unwrap_or_default();
-        let flips = status_number(status, "flips").unwrap_or_default();
-        let missed = status_number(status, "flips_missed").unwrap_or(u64::MAX);
+        let shown: u64 = status_number(status, "frames_shown").unwrap_or_default();
+        let flips: u64 = status_number(status, "flips").unwrap_or_default();
+        let missed: u64 = status_number(status, "flips_missed").unwrap_or(u64::MAX);
         if shown == 0 || flips + 1 < shown || flips > shown || missed > flips {
             vm.fail(&format!(
                 "frames shown {shown}, flips {flips}, missed {missed}: want one flip per frame\n{status}"
             ));
         }
         assert!(
-            status_number(status, "refreshes_per_frame").is_some_and(|n| n >= 1),
+            status_number::<u32>(status, "refreshes_per_frame").is_some_and(|n| n >= 1),
             "{status}"
         );
     };
 
     // The test pattern, pixel for pixel, with the console written to underneath.
-    start(&mut vm, "pattern-drm.toml", "pattern");
-    vm.sh_ok(
-        "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
-         echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
-        minute,
-    );
+    vm.start_display("pattern-drm.toml", "pattern");
+    vm.scribble_on_console();
     let (second, status) = vm.sh(
         "/dreamframe --config /pattern-drm.toml --output-dir /run/second --duration 5 2>&1",
-        minute,
+        MINUTE,
     );
     assert_ne!(status, 0, "a second player must be refused: {second:?}");
     assert!(
@@ -1100,7 +1114,7 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
             .any(|l| l.contains("in use by another player")),
         "{second:?}"
     );
-    let busy = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
+    let busy = vm.sh_ok("/dreamframe probe --console /dev/tty1", MINUTE);
     assert!(
         busy.iter()
             .any(|l| l.starts_with("drm_card ") && l.contains("master=\"held by another program")),
@@ -1120,41 +1134,35 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
             dir.keep().display()
         ));
     }
-    let status = stop(&mut vm, "pattern");
+    let status = vm.stop_display("pattern");
     check_flips(&vm, &status);
 
     // The art: lit and moving; the cable pulled and plugged in again on the way.
-    start(&mut vm, "art-drm.toml", "art");
-    vm.sh_ok("sleep 1", minute);
-    let first_art = vm.screendump();
-    vm.sh_ok("sleep 3", minute);
-    let later_art = vm.screendump();
-    let lit = first_art.lit_share();
-    let moved = first_art.mean_difference(&later_art);
-    if lit < 0.5 || moved < 1.0 {
+    vm.start_display("art-drm.toml", "art");
+    if let Err(problem) = vm.art_moves() {
         vm.fail(&format!(
-            "art on screen: lit share {lit:.2} (want >= 0.5), mean change {moved:.2} (want >= 1); dumps kept in {}",
+            "{problem}; dumps kept in {}",
             dir.keep().display()
         ));
     }
     vm.sh_ok(
         "for f in /sys/class/drm/card*-*/status; do echo off >$f; done; sleep 5; \
          grep -q 'drm_hotplug .*connected=false' /run/art.log",
-        minute,
+        MINUTE,
     );
     let (unplugged, _) = vm.sh(
         "grep -o '\"frames_shown\": [0-9]*' /run/art/status.json",
-        minute,
+        MINUTE,
     );
     vm.sh_ok(
         "for f in /sys/class/drm/card*-*/status; do echo detect >$f; done; sleep 5; \
          grep 'drm_hotplug .*connected=true' /run/art.log | grep -q mode=",
-        minute,
+        MINUTE,
     );
-    vm.sh_ok("sleep 2", minute);
+    vm.sh_ok("sleep 2", MINUTE);
     let (replugged, _) = vm.sh(
         "grep -o '\"frames_shown\": [0-9]*' /run/art/status.json",
-        minute,
+        MINUTE,
     );
     assert_ne!(
         unplugged, replugged,
@@ -1165,31 +1173,13 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
         after_hotplug.lit_share() >= 0.5,
         "art back after the hotplug"
     );
-    let status = stop(&mut vm, "art");
+    let status = vm.stop_display("art");
     check_flips(&vm, &status);
 
     // SIGTERM gave the screen back: text mode, and the console's own picture again.
-    let log = vm.sh_ok("cat /run/art.log", minute).join("\n");
-    assert!(
-        log.contains("console path=/dev/tty1 mode=restored"),
-        "{log}"
-    );
-    let after = vm.sh_ok("/dreamframe probe --console /dev/tty1", minute);
-    assert!(
-        after
-            .iter()
-            .any(|l| l == "console path=/dev/tty1 mode=text"),
-        "{after:?}"
-    );
-    vm.sh_ok(
-        "clear >/dev/tty1; for i in 1 2 3 4 5 6 7 8; do echo 'the console is back' >/dev/tty1; done; sleep 1",
-        minute,
-    );
-    let console = vm.screendump();
-    let console_lit = console.lit_share();
-    if !(0.001..0.2).contains(&console_lit) {
+    if let Err(problem) = vm.console_is_back("art", "/dreamframe probe --console /dev/tty1") {
         vm.fail(&format!(
-            "after exit the screen should be the text console (a few lit pixels), lit share {console_lit:.3}; dumps kept in {}",
+            "{problem}; dumps kept in {}",
             dir.keep().display()
         ));
     }
@@ -1206,23 +1196,9 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
 #[test]
 #[ignore = "a benchmark run under QEMU; prints figures, asserts nothing about speed"]
 fn bench_display() {
-    let toolchain = match toolchain() {
-        Ok(toolchain) => toolchain,
-        Err(reason) => return skip(reason),
+    let Some((mut vm, _dir)) = boot_guest("bench", BOCHS_MODULES, 0, "", BOCHS_DISPLAY) else {
+        return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("dreamframe-qemu-bench-")
-        .tempdir()
-        .expect("temp dir");
-    let initramfs = initramfs(toolchain, BOCHS_MODULES, 0, dir.path());
-    let mut vm = Vm::boot(
-        toolchain,
-        "bench",
-        &initramfs,
-        "",
-        &["-vga", "none", "-device", "bochs-display"],
-        dir.path(),
-    );
     let probe = vm.sh_ok("/dreamframe probe", Duration::from_secs(60));
     let _ = writeln!(std::io::stderr(), "{}", probe.join("\n"));
     let bench = "bench-display --seconds 20 --fps 30,60 --frames 200 2>/dev/null";
