@@ -286,8 +286,10 @@ events! {
     /// A plane of a probed card and the pixel formats it takes.
     DrmPlane = "drm_plane" { card: String, plane: u32, kind: String, formats: String };
     /// The screen's cable was unplugged (`connected=false`) or plugged in again, with the mode
-    /// then in use.
-    DrmHotplug = "drm_hotplug" { connector: String, connected: bool, mode: Option<String> };
+    /// then in use, or why the screen could not be set up again (tried again 2 s later).
+    DrmHotplug = "drm_hotplug" {
+        connector: String, connected: bool, mode: Option<String>, error: Option<String>,
+    };
     /// A page flip did not complete in time; the sink stopped waiting for it.
     DrmFlipStuck = "drm_flip_stuck" { waited_ms: f64, recovery: String };
     /// The framebuffer as probed at start (also printed by `dreamframe probe`).

@@ -202,6 +202,7 @@ impl Pacer {
             let lead = flips.as_ref().map_or(Duration::ZERO, Flips::lead);
             let wake = grid.deadline().checked_sub(lead).unwrap_or(grid.deadline());
             wait_until(wake);
+            self.sink.maintain()?;
             if let Some(flips) = &mut flips {
                 self.take_flips(flips, &mut grid);
             }

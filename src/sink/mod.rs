@@ -81,6 +81,12 @@ pub trait Sink: Send {
     fn refresh(&self) -> Option<Duration> {
         None
     }
+    /// Called at every pacer deadline, whether or not a frame is presented (held frames, the
+    /// schedule's blank): for upkeep that must not wait for the next frame (the drm sink's
+    /// hotplug check). Must be as quick as `present`; an error ends the run like one of its.
+    fn maintain(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The next completed flip not yet taken, oldest first (vertical-blank sinks only).
     fn take_flip(&mut self) -> Option<Flip> {
         None

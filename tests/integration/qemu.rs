@@ -1085,13 +1085,19 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
 
     // Every frame shown went up by exactly one flip: the last one's completion may still have
     // been on its way when the pacer stopped.
-    let check_flips = |vm: &Vm, status: &str| {
+    let check_flips = |vm: &mut Vm, status: &str, dir: &str| {
         let shown: u64 = status_number(status, "frames_shown").unwrap_or_default();
         let flips: u64 = status_number(status, "flips").unwrap_or_default();
         let missed: u64 = status_number(status, "flips_missed").unwrap_or(u64::MAX);
         if shown == 0 || flips + 1 < shown || flips > shown || missed > flips {
+            let log = vm
+                .sh_ok(
+                    &format!("grep -v ' transition \\| keyframe ' /run/{dir}.log"),
+                    MINUTE,
+                )
+                .join("\n");
             vm.fail(&format!(
-                "frames shown {shown}, flips {flips}, missed {missed}: want one flip per frame\n{status}"
+                "frames shown {shown}, flips {flips}, missed {missed}: want one flip per frame\n{status}\n{log}"
             ));
         }
         assert!(
@@ -1135,7 +1141,7 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
         ));
     }
     let status = vm.stop_display("pattern");
-    check_flips(&vm, &status);
+    check_flips(&mut vm, &status, "pattern");
 
     // The art: lit and moving; the cable pulled and plugged in again on the way.
     vm.start_display("art-drm.toml", "art");
@@ -1174,7 +1180,7 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
         "art back after the hotplug"
     );
     let status = vm.stop_display("art");
-    check_flips(&vm, &status);
+    check_flips(&mut vm, &status, "art");
 
     // SIGTERM gave the screen back: text mode, and the console's own picture again.
     if let Err(problem) = vm.console_is_back("art", "/dreamframe probe --console /dev/tty1") {

@@ -32,8 +32,19 @@ impl Device for Card {}
 impl ControlDevice for Card {}
 
 impl Card {
-    /// Opens the card for modesetting; its event queue is read without blocking.
+    /// Opens the card for modesetting; its event queue is read without blocking. Anything but
+    /// a character device (a FIFO, a plain file, a folder) is refused before it is opened.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.file_type().is_char_device() {
+                anyhow::bail!(
+                    "{} is not a DRM card (not a character device; cards are /dev/dri/cardN, \
+                     `dreamframe probe` lists them)",
+                    path.display()
+                );
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -144,7 +155,15 @@ pub struct ConnectorReport {
     pub name: String,
     pub connected: bool,
     pub status: &'static str,
-    pub modes: Vec<ModeInfo>,
+    /// As the kernel lists them (best first), to set one.
+    pub modes: Vec<drm::control::Mode>,
+}
+
+impl ConnectorReport {
+    /// The modes as the choices read them.
+    pub fn mode_infos(&self) -> Vec<ModeInfo> {
+        self.modes.iter().map(ModeInfo::of).collect()
+    }
 }
 
 /// Connectors of `card`, in the kernel's order. `force` re-reads the screens (EDID), which
@@ -152,11 +171,19 @@ pub struct ConnectorReport {
 /// known state.
 pub fn connectors(card: &Card, force: bool) -> anyhow::Result<Vec<ConnectorReport>> {
     let resources = card.resource_handles().map_err(|error| {
-        anyhow::anyhow!(
-            "{} does not do modesetting (DRM_IOCTL_MODE_GETRESOURCES: {error}); it may be a \
-             render-only GPU: `dreamframe probe` lists the cards",
-            card.path.display()
-        )
+        if error.raw_os_error() == Some(libc::ENOTTY) {
+            anyhow::anyhow!(
+                "{} is not a DRM card (DRM_IOCTL_MODE_GETRESOURCES: {error}); `dreamframe \
+                 probe` lists the cards",
+                card.path.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "{} does not do modesetting (DRM_IOCTL_MODE_GETRESOURCES: {error}); it may be a \
+                 render-only GPU: `dreamframe probe` lists the cards",
+                card.path.display()
+            )
+        }
     })?;
     let mut found = Vec::new();
     for &handle in resources.connectors() {
@@ -173,7 +200,7 @@ pub fn connectors(card: &Card, force: bool) -> anyhow::Result<Vec<ConnectorRepor
             name: Card::connector_name(&info),
             connected: info.state() == connector::State::Connected,
             status,
-            modes: info.modes().iter().map(ModeInfo::of).collect(),
+            modes: info.modes().to_vec(),
         });
     }
     Ok(found)
@@ -228,7 +255,7 @@ pub fn probe_lines(path: &Path) -> Vec<String> {
                 card: card_name.clone(),
                 connector: connector.name.clone(),
                 status: connector.status.into(),
-                modes: mode_list(&connector.modes),
+                modes: mode_list(&connector.mode_infos()),
             }
             .to_string(),
         );
@@ -280,12 +307,20 @@ mod tests {
             "{text}"
         );
         let file = tempfile::NamedTempFile::new().expect("temp file");
-        let card = Card::open(file.path()).expect("a file opens");
-        let Err(error) = connectors(&card, false) else {
+        let Err(error) = Card::open(file.path()) else {
             panic!("a plain file taken for a card");
         };
         assert!(
-            format!("{error:#}").contains("does not do modesetting"),
+            format!("{error:#}").contains("is not a DRM card"),
+            "{error:#}"
+        );
+        // A character device that is not a card: its ioctls are refused, and it is named.
+        let card = Card::open(Path::new("/dev/null")).expect("/dev/null opens");
+        let Err(error) = connectors(&card, false) else {
+            panic!("/dev/null taken for a card");
+        };
+        assert!(
+            format!("{error:#}").contains("/dev/null is not a DRM card"),
             "{error:#}"
         );
         let lines = probe_lines(file.path());

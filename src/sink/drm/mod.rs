@@ -13,9 +13,10 @@
 //! up (logged) and the mode set again, so the display can't freeze on a stuck driver.
 //!
 //! Also: the night schedule's blank (DPMS off through the connector property, else a black
-//! buffer); the cable pulled and plugged in again (the connector is looked at every
-//! `HOTPLUG_CHECK`: the kernel's cached state, no probing; on reconnection the screen is probed
-//! and the mode set again, a new mode picked up); on drop, the CRTC as we found it (the console's
+//! buffer); the cable pulled and plugged in again (`maintain`, at every pacer deadline, looks at
+//! the connector every `HOTPLUG_CHECK`: the kernel's cached state, no probing; on reconnection
+//! the screen is probed and the mode set again, a new mode picked up, retried at the next check
+//! if that fails); on drop, the CRTC as we found it (the console's
 //! picture), DPMS on, master released, the console's text mode back (`ConsoleGuard`). An
 //! exclusive `flock` on the card refuses a second player; another DRM master (a desktop) is
 //! named as such.
@@ -62,9 +63,6 @@ pub struct DrmReport {
     pub pitch: u32,
     /// Blanking powers the screen down (DPMS) rather than showing black.
     pub dpms: bool,
-    /// Completion timestamps are real vertical blanks (false: the driver has no vblank
-    /// interrupt and completes flips at once, as QEMU's bochs does); known after the first flip.
-    pub vblank_timestamps: Option<bool>,
 }
 
 impl DrmReport {
@@ -105,10 +103,12 @@ pub struct DrmSink {
     buffers: Vec<ScanoutBuffer>,
     /// The buffer on screen, or queued to be at the next vertical blank.
     front: usize,
-    /// A flip requested and not completed: its buffer and number.
+    /// A flip requested and not completed: its buffer and the number of its `present`.
     pending: Option<(usize, u64)>,
     pending_since: Instant,
-    flips_requested: u64,
+    /// `present` calls so far: a flip carries its present's number, so one that went up by a
+    /// modeset instead (no completion event) is simply missing from the pacer's count.
+    presents: u64,
     completed: VecDeque<Flip>,
     /// The CRTC as it was before we took it: put back on drop.
     saved: crtc::Info,
@@ -121,10 +121,14 @@ pub struct DrmSink {
     _console: Option<ConsoleGuard>,
 }
 
-/// Picks the card: the configured one, else the first under /dev/dri with a connected screen.
-fn choose_card(configured: Option<&Path>) -> anyhow::Result<Card> {
+/// Picks the card: the configured one, else the first under /dev/dri with a connected screen;
+/// with its connectors, probed (force: a screen the kernel never looked at reads "unknown" in
+/// the cached state).
+fn choose_card(configured: Option<&Path>) -> anyhow::Result<(Card, Vec<ConnectorReport>)> {
     if let Some(path) = configured {
-        return Card::open(path);
+        let card = Card::open(path)?;
+        let connectors = card::connectors(&card, true)?;
+        return Ok((card, connectors));
     }
     let paths = card::card_paths(Path::new(card::CARDS_DIR));
     if paths.is_empty() {
@@ -137,9 +141,10 @@ fn choose_card(configured: Option<&Path>) -> anyhow::Result<Card> {
     let mut seen = Vec::new();
     for path in &paths {
         match Card::open(path) {
-            // Probed (force): a screen the kernel never looked at yet reads "unknown" otherwise.
             Ok(card) => match card::connectors(&card, true) {
-                Ok(connectors) if connectors.iter().any(|c| c.connected) => return Ok(card),
+                Ok(connectors) if connectors.iter().any(|c| c.connected) => {
+                    return Ok((card, connectors))
+                }
                 Ok(connectors) => seen.push(format!(
                     "{}: no screen connected ({})",
                     path.display(),
@@ -182,9 +187,11 @@ fn become_master(card: &Card) -> anyhow::Result<()> {
     })
 }
 
-/// The connector to drive: the first connected one.
-fn choose_connector(card: &Card) -> anyhow::Result<ConnectorReport> {
-    let connectors = card::connectors(card, true)?;
+/// The connector to drive: the first connected one with modes.
+fn choose_connector(
+    card: &Card,
+    connectors: &[ConnectorReport],
+) -> anyhow::Result<ConnectorReport> {
     connectors
         .iter()
         .find(|c| c.connected && !c.modes.is_empty())
@@ -296,16 +303,16 @@ fn free(card: &Card, buffers: Vec<ScanoutBuffer>) {
 impl DrmSink {
     /// Opens the card, takes the screen and the console.
     pub fn open(config: &DisplayConfig) -> anyhow::Result<Self> {
-        let card = choose_card(config.card.as_deref())?;
+        let (card, connectors) = choose_card(config.card.as_deref())?;
         lock_card(&card)?;
         become_master(&card)?;
         let _ = card.set_client_capability(drm::ClientCapability::UniversalPlanes, true);
-        let connector = choose_connector(&card)?;
-        let index = choice::pick_mode(&connector.modes, config.mode.as_ref()).map_err(|error| {
+        let connector = choose_connector(&card, &connectors)?;
+        let infos = connector.mode_infos();
+        let index = choice::pick_mode(&infos, config.mode.as_ref()).map_err(|error| {
             anyhow::anyhow!("{} on {}: {error}", card.path.display(), connector.name)
         })?;
-        let mode = card.get_connector(connector.handle, false)?.modes()[index];
-        let info = connector.modes[index];
+        let (mode, info) = (connector.modes[index], infos[index]);
         let crtc = choose_crtc(&card, connector.handle)?;
         let formats = card.primary_formats(crtc);
         let (fourcc, format) = choice::pick_format(&formats).ok_or_else(|| {
@@ -357,7 +364,6 @@ impl DrmSink {
             buffers: buffers.len(),
             pitch: buffers[0].pitch as u32,
             dpms: dpms.is_some(),
-            vblank_timestamps: None,
         };
         log::info!("{}", report.event());
         let console = config.console.as_deref().and_then(|console| {
@@ -384,7 +390,7 @@ impl DrmSink {
             front: 0,
             pending: None,
             pending_since: Instant::now(),
-            flips_requested: 0,
+            presents: 0,
             completed: VecDeque::new(),
             saved,
             dpms,
@@ -406,11 +412,8 @@ impl DrmSink {
         (self.refresh * 4).max(Duration::from_millis(100))
     }
 
-    /// Reads the flip completions waiting on the card, up to `wait` for the first.
-    fn collect_events(&mut self, wait: Duration) -> anyhow::Result<()> {
-        if wait > Duration::ZERO && !crate::sys::drm::wait_readable(&self.card.file, wait)? {
-            return Ok(());
-        }
+    /// Reads the flip completions waiting on the card, without waiting.
+    fn collect_events(&mut self) -> anyhow::Result<()> {
         let events = match self.card.receive_events() {
             Ok(events) => events,
             Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -419,12 +422,11 @@ impl DrmSink {
         for event in events {
             if let drm::control::Event::PageFlip(flip) = event {
                 if let Some((_, number)) = self.pending.take() {
-                    let real = flip.frame != 0;
-                    self.report.vblank_timestamps = Some(real);
                     self.completed.push_back(Flip {
                         number,
                         at: crate::sys::drm::instant_of_monotonic(flip.duration),
-                        vblank: real,
+                        // Drivers without a vblank interrupt complete flips with sequence 0.
+                        vblank: flip.frame != 0,
                     });
                 }
             }
@@ -432,10 +434,15 @@ impl DrmSink {
         Ok(())
     }
 
-    /// Waits for the queued flip; a flip that does not complete in time is given up.
+    /// Waits for the queued flip; a flip that does not complete in time is given up. What
+    /// already came is read first: a flip queued long ago (a slow frame rate) is no flip late.
     fn finish_pending(&mut self) -> anyhow::Result<()> {
         let timeout = self.flip_timeout();
-        while self.pending.is_some() {
+        loop {
+            self.collect_events()?;
+            if self.pending.is_none() {
+                return Ok(());
+            }
             let waited = self.pending_since.elapsed();
             if waited >= timeout {
                 self.pending = None;
@@ -450,9 +457,8 @@ impl DrmSink {
                 // the next frame goes up by a modeset instead.
                 return self.set_mode(self.front);
             }
-            self.collect_events(timeout - waited)?;
+            crate::sys::drm::wait_readable(&self.card.file, timeout - waited)?;
         }
-        Ok(())
     }
 
     fn set_mode(&mut self, buffer: usize) -> anyhow::Result<()> {
@@ -513,18 +519,32 @@ impl DrmSink {
             return Ok(());
         }
         self.connected = connected;
-        if !connected {
+        if connected {
+            if let Err(error) = self.reconnected() {
+                // Tried again at the next check (a screen still waking up, a link training).
+                self.connected = false;
+                log::warn!(
+                    "{}",
+                    crate::events::DrmHotplug {
+                        connector: self.report.connector.clone(),
+                        connected: true,
+                        mode: None,
+                        error: Some(format!("{error:#}")),
+                    }
+                );
+            }
+        } else {
             log::warn!(
                 "{}",
                 crate::events::DrmHotplug {
                     connector: self.report.connector.clone(),
                     connected: false,
                     mode: None,
+                    error: None,
                 }
             );
-            return Ok(());
         }
-        self.reconnected()
+        Ok(())
     }
 
     /// The screen is back (maybe another one): probe it, pick the mode again, set it.
@@ -532,6 +552,9 @@ impl DrmSink {
         self.finish_pending()?;
         let info = self.card.get_connector(self.connector, true)?;
         let modes: Vec<ModeInfo> = info.modes().iter().map(ModeInfo::of).collect();
+        if modes.is_empty() {
+            bail!("the screen reports no modes yet");
+        }
         let index = match choice::pick_mode(&modes, self.wanted_mode.as_ref()) {
             Ok(index) => index,
             // The new screen lacks the configured mode: its preferred one, rather than nothing.
@@ -551,19 +574,23 @@ impl DrmSink {
         } else {
             self.set_mode(self.front)?;
         }
+        if self.blanked {
+            // Setting the mode lit the screen: the schedule still wants it dark.
+            self.set_blanked(true)?;
+        }
         log::info!(
             "{}",
             crate::events::DrmHotplug {
                 connector: self.report.connector.clone(),
                 connected: true,
                 mode: Some(chosen.label()),
+                error: None,
             }
         );
         Ok(())
     }
 
-    fn request_flip(&mut self, target: usize) -> anyhow::Result<()> {
-        let number = self.flips_requested;
+    fn request_flip(&mut self, target: usize, number: u64) -> anyhow::Result<()> {
         let flipped = self.card.page_flip(
             self.crtc,
             self.buffers[target].fb,
@@ -574,7 +601,6 @@ impl DrmSink {
             Ok(()) => {
                 self.pending = Some((target, number));
                 self.pending_since = Instant::now();
-                self.flips_requested += 1;
                 self.front = target;
                 Ok(())
             }
@@ -590,8 +616,12 @@ impl DrmSink {
                 })
             }
             // The CRTC is off (someone else switched it off) or the driver refused the flip:
-            // set the mode with this frame, and flip again from the next one.
-            Err(_) => self.set_mode(target),
+            // set the mode with this frame, and flip again from the next one. With no screen
+            // connected there is nothing to show it on: keep going until the cable is back.
+            Err(_) => match self.set_mode(target) {
+                Err(_) if !self.connected => Ok(()),
+                result => result,
+            },
         }
     }
 }
@@ -606,14 +636,20 @@ impl Sink for DrmSink {
     }
 
     fn present(&mut self, frame: &[u8]) -> anyhow::Result<()> {
-        self.collect_events(Duration::ZERO)?;
-        self.check_hotplug()?;
+        let number = self.presents;
+        self.presents += 1;
+        self.collect_events()?;
         let target = self.free_buffer();
         self.draw(target, frame);
         // Only one flip may be queued: a frame that comes while the last is still waiting for
         // its vertical blank waits too (drawn already, into the third buffer).
         self.finish_pending()?;
-        self.request_flip(target)
+        self.request_flip(target, number)
+    }
+
+    /// Every pacer deadline, frame or not (held frames, the schedule's blank): the cable.
+    fn maintain(&mut self) -> anyhow::Result<()> {
+        self.check_hotplug()
     }
 
     fn device_report(&self) -> Option<serde_json::Value> {
@@ -626,7 +662,7 @@ impl Sink for DrmSink {
 
     fn take_flip(&mut self) -> Option<Flip> {
         if self.completed.is_empty() && self.pending.is_some() {
-            if let Err(error) = self.collect_events(Duration::ZERO) {
+            if let Err(error) = self.collect_events() {
                 log::debug!("drm events: {error:#}");
             }
         }
