@@ -54,6 +54,24 @@ pub struct ConsoleGuard {
 }
 
 impl ConsoleGuard {
+    /// `take` for a sink: the console named (if any), or a warning and `None` when it can't be
+    /// taken (the art still shows; the cursor may blink over it).
+    pub fn take_or_warn(path: Option<&Path>) -> Option<Self> {
+        let path = path?;
+        match Self::take(path) {
+            Ok(guard) => Some(guard),
+            Err(error) => {
+                log::warn!(
+                    "{}",
+                    crate::events::ConsoleUnavailable {
+                        error: format!("{error:#}")
+                    }
+                );
+                None
+            }
+        }
+    }
+
     /// Switches the VT at `path` (e.g. /dev/tty1, or /dev/tty0 for the active one) to graphics
     /// mode with blanking off.
     pub fn take(path: &Path) -> anyhow::Result<Self> {

@@ -340,18 +340,7 @@ impl FbdevSink {
                 }
             );
         }
-        sink._console = console.and_then(|console| match ConsoleGuard::take(console) {
-            Ok(guard) => Some(guard),
-            Err(error) => {
-                log::warn!(
-                    "{}",
-                    crate::events::ConsoleUnavailable {
-                        error: format!("{error:#}")
-                    }
-                );
-                None
-            }
-        });
+        sink._console = ConsoleGuard::take_or_warn(console);
         Ok(sink)
     }
 

@@ -366,18 +366,7 @@ impl DrmSink {
             dpms: dpms.is_some(),
         };
         log::info!("{}", report.event());
-        let console = config.console.as_deref().and_then(|console| {
-            ConsoleGuard::take(console)
-                .map_err(|error| {
-                    log::warn!(
-                        "{}",
-                        crate::events::ConsoleUnavailable {
-                            error: format!("{error:#}")
-                        }
-                    )
-                })
-                .ok()
-        });
+        let console = ConsoleGuard::take_or_warn(config.console.as_deref());
         Ok(Self {
             report,
             connector: connector.handle,
