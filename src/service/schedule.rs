@@ -1,5 +1,5 @@
 //! The night schedule: daily periods of local time that dim the picture (software brightness) or
-//! blank the screen (FBIOBLANK), with generation paused while blank.
+//! blank the screen (the sink powers it down: FBIOBLANK, DPMS), with generation paused while blank.
 //!
 //! Inputs: the configured periods and the local clock. Output: the action in force now, which the
 //! orchestrator (tokio) puts into the pipeline's control (brightness, blank) for the playback

@@ -16,7 +16,8 @@
 //! the card, its connected connector's modes and a primary plane taking XR24; the test pattern is
 //! on screen pixel for pixel; every frame shown is one flip; a second player is refused and the
 //! probe sees master held; the art moves and keeps going across the cable forced off and back
-//! (sysfs connector status); SIGTERM gives the console back. `bench_display` (ignored) runs
+//! (sysfs connector status); the schedule's blank, by a reload, powers the connector down (its
+//! sysfs DPMS state reads Off) and up again; SIGTERM gives the console back. `bench_display` (ignored) runs
 //! `dreamframe bench-display` there for the figures.
 //!
 //! QEMU, the kernel and busybox come from Debian with `apt-get download` into a cache
@@ -1179,6 +1180,41 @@ fn bochs_kms_flips_the_pattern_and_the_art_and_gives_the_console_back() {
         after_hotplug.lit_share() >= 0.5,
         "art back after the hotplug"
     );
+
+    // The night schedule's blank, by a reload: DPMS off through the connector, then on again.
+    vm.sh_ok(
+        "cp /art-drm.toml /run/art-drm.toml && printf '%s\\n' '[[schedule.periods]]' \
+         'from = \"00:00\"' 'to = \"12:00\"' 'action = \"blank\"' '[[schedule.periods]]' \
+         'from = \"12:00\"' 'to = \"00:00\"' 'action = \"blank\"' >>/art-drm.toml && \
+         kill -HUP $(cat /run/pid) && i=0; \
+         until grep -q 'screen blanked=true sink=drm' /run/art.log; do \
+         sleep 0.2; i=$((i+1)); [ $i -gt 100 ] && exit 1; done; sleep 1",
+        MINUTE,
+    );
+    // QEMU's screendump keeps the last picture of a switched-off display: the connector's own
+    // DPMS state says whether the screen is powered down.
+    let dpms = |vm: &mut Vm| {
+        vm.sh_ok("cat /sys/class/drm/card0-*/dpms", MINUTE)
+            .join(",")
+    };
+    let blanked = dpms(&mut vm);
+    vm.sh_ok(
+        "cp /run/art-drm.toml /art-drm.toml && kill -HUP $(cat /run/pid) && i=0; \
+         until grep -q 'screen blanked=false sink=drm' /run/art.log; do \
+         sleep 0.2; i=$((i+1)); [ $i -gt 100 ] && exit 1; done; sleep 2",
+        MINUTE,
+    );
+    let (failed, _) = vm.sh("grep screen_blank_failed /run/art.log", MINUTE);
+    assert!(failed.is_empty(), "DPMS must work on bochs: {failed:?}");
+    let unblanked = dpms(&mut vm);
+    let art = vm.screendump().lit_share();
+    if blanked != "Off" || unblanked != "On" || art < 0.5 {
+        vm.fail(&format!(
+            "blank: DPMS {blanked} while blanked (want Off), {unblanked} after (want On), lit share \
+             {art:.3} after (want the art); dumps kept in {}",
+            dir.keep().display()
+        ));
+    }
     let status = vm.stop_display("art");
     check_flips(&mut vm, &status, "art");
 
