@@ -18,10 +18,10 @@ use candle_core::{Device, Tensor};
 
 use crate::cli::BenchArgs;
 use crate::config::{Config, Fit, Rotation, SinkKind, UpscaleFilter};
+use crate::frame::Frame;
 use crate::generator::cppn::CppnGenerator;
 use crate::generator::stable_diffusion::conv::{self, ConvSetup};
 use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
-use crate::pipeline::frame_buffer::Frame;
 use crate::pipeline::interpolation::transition;
 use crate::render::pixel_format::PixelFormat;
 use crate::render::Renderer;
@@ -307,6 +307,7 @@ fn measure_decode(
         width,
         height,
         rgb: frames.pop().context("decode gave no frame")?,
+        at: 0.0,
     };
     Ok((decode, frame))
 }

@@ -250,6 +250,18 @@ events! {
         /// Absent from logs written before the decoders had a lock of their own.
         decode_lock_wait_p99_ms: Option<f64>, decode_fps: f64, decode_ms_per_frame: f64, upscale_ms_per_frame: f64,
         generator_errors: u64,
+        /// Absent from logs written before capacity-aware playback: the art's speed (a share of
+        /// its configured pace) and the quality ladder's rung (absent without adaptation).
+        animation_speed: Option<f64>, adapt_rung: Option<usize>,
+    };
+    /// The quality ladder moved (`pipeline::adapt`): from one rung to another (labels: frames
+    /// per transition, decoded size, tiny decoder, keyframe steps), why ("capacity": the rung
+    /// it left couldn't keep the configured pace; "headroom": the one it climbed to can), the
+    /// decoded frames a second the rung it left sustains and needs, and the seconds of art
+    /// decoded ahead of the screen.
+    Adapt = "adapt" {
+        from: String, to: String, rung: usize, rungs: usize, reason: String,
+        capacity_fps: f64, need_fps: f64, buffer_s: f64,
     };
     /// Playback changed state (buffering, playing, underrun).
     Playback = "playback" { state: String, buffer_frames: usize, policy: String };
@@ -350,6 +362,9 @@ events! {
     PromptTruncated = "prompt_truncated" { tokens: usize, max: usize, prompt: String };
     /// The preset runs, but not as diffusers runs it (README, "Model weights").
     ModelDiffers = "model_differs" { preset: String, reason: String };
+    /// The tiny decoder in the weights folder could not be loaded for the adapt ladder.
+    TinyDecoderUnavailable = "tiny_decoder_unavailable" { error: String }
+        => "(the adapt ladder keeps the full VAE)";
     /// The walk continues from resume.json.
     Resume = "resume" { next_index: u64, seed: u64, generator: String };
     /// resume.json is from another run's generator or seed.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 pub mod events;
 pub mod files;
+pub mod frame;
 pub mod generator;
 pub mod launch;
 pub mod logging;

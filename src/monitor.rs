@@ -239,6 +239,18 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
             count("buffer_capacity_frames")
         ),
     );
+    row(
+        "motion",
+        format!(
+            "{:.0}% of the configured pace{}",
+            100.0 * number("animation_speed"),
+            status.get("first_motion_s").and_then(Value::as_f64).map_or(
+                " (not moving yet)".to_string(),
+                |s| format!(", moving since {:.1} s after start", s)
+            )
+        ),
+    );
+    row("quality", quality(&status));
     let generator = text_of("generator").unwrap_or_else(|| "unknown".into());
     row(
         "generator",
@@ -320,6 +332,27 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
     Report { text, exit }
 }
 
+/// The adapt ladder's rung, for the "quality" row.
+fn quality(status: &Value) -> String {
+    let Some(adapt) = status.get("adapt").filter(|a| !a.is_null()) else {
+        return "as configured (adapt.enabled = false)".into();
+    };
+    let number = |key: &str| adapt.get(key).and_then(Value::as_f64);
+    let capacity = number("capacity_fps").map_or("not measured yet".to_string(), |fps| {
+        format!(
+            "this machine decodes {fps:.1} frames/s there, needs {:.1}",
+            number("need_fps").unwrap_or(0.0)
+        )
+    });
+    format!(
+        "rung {} of {}: {} ({capacity}; {} moves)",
+        adapt.get("rung").and_then(Value::as_u64).unwrap_or(0) + 1,
+        adapt.get("rungs").and_then(Value::as_u64).unwrap_or(0),
+        adapt.get("label").and_then(Value::as_str).unwrap_or("?"),
+        adapt.get("changes").and_then(Value::as_u64).unwrap_or(0),
+    )
+}
+
 /// The snapshot drawn in half blocks, fitted into `size` cells (one row kept for the prompt).
 pub fn picture(dir: &Path, size: (u32, u32)) -> String {
     match draw_snapshot(&dir.join("snapshot.png"), size) {
@@ -348,11 +381,12 @@ fn draw_snapshot(path: &Path, (columns, rows): (u32, u32)) -> anyhow::Result<Str
     let rows = rows.clamp(2, TERMINAL_MAX_ROWS);
     let geometry = Geometry::packed(columns, (rows - 1).max(1) * 2, PixelFormat::BGR888);
     let (width, height) = image.dimensions();
-    let frame = crate::pipeline::frame_buffer::Frame {
+    let frame = crate::frame::Frame {
         seq: 0,
         width,
         height,
         rgb: image.into_raw(),
+        at: 0.0,
     };
     let mut renderer = Renderer::new(
         geometry,

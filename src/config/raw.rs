@@ -65,6 +65,7 @@ pub const TABLE_SECTIONS: &[&str] = &[
     "interpolation",
     "decode",
     "buffer",
+    "adapt",
     "output",
     "log",
     "schedule",
@@ -91,6 +92,7 @@ pub struct RawConfig {
     pub interpolation: RawInterpolation,
     pub decode: RawDecode,
     pub buffer: RawBuffer,
+    pub adapt: RawAdapt,
     pub output: RawOutput,
     pub log: RawLog,
     pub schedule: RawSchedule,
@@ -341,6 +343,30 @@ impl Default for RawBuffer {
             resume_seconds: real(2.0),
             max_megabytes: whole(512),
             underrun: "ping-pong".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct RawAdapt {
+    pub enabled: bool,
+    pub min_frames_per_transition: Number,
+    pub min_resolution_scale: Number,
+    pub tiny_decoder: bool,
+    pub min_steps: Number,
+    pub settle_seconds: Number,
+}
+
+impl Default for RawAdapt {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_frames_per_transition: whole(10),
+            min_resolution_scale: real(0.5),
+            tiny_decoder: true,
+            min_steps: whole(0),
+            settle_seconds: real(30.0),
         }
     }
 }

@@ -218,6 +218,7 @@ pub struct Config {
     pub interpolation: InterpolationConfig,
     pub decode: DecodeConfig,
     pub buffer: BufferConfig,
+    pub adapt: AdaptConfig,
     pub output: OutputConfig,
     pub log: LogConfig,
     /// Daily periods that dim or blank the display.
@@ -363,6 +364,28 @@ pub struct BufferConfig {
     pub resume_seconds: f64,
     pub max_bytes: usize,
     pub underrun: UnderrunPolicy,
+}
+
+/// Capacity-aware playback (`pipeline::adapt`): how far the quality ladder may go down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AdaptConfig {
+    /// Off: playback as before adaptation existed (a still until `buffer.start-seconds` are
+    /// buffered, one decoded frame per display period, nothing lowered).
+    pub enabled: bool,
+    /// The ladder never decodes fewer frames per transition than this (nor more than
+    /// `interpolation.frames-per-transition`).
+    pub min_frames_per_transition: usize,
+    /// The smallest internal resolution, as a share of the configured width and height.
+    pub min_resolution_scale: f64,
+    /// Stable Diffusion: the ladder may decode in-betweens with the tiny decoder (when its file
+    /// is in the weights folder) while the full VAE can't keep up.
+    pub tiny_decoder: bool,
+    /// Stable Diffusion: the fewest keyframe steps the ladder may use; `None`: half the
+    /// configured steps (at least 1).
+    pub min_steps: Option<usize>,
+    /// The ladder climbs a rung at most once per this long (longer for a rung that failed).
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

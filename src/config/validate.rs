@@ -120,8 +120,36 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             tiny_decoder: raw.decode.tiny_decoder,
         },
         buffer,
+        adapt: validate_adapt(&raw.adapt, c),
         output,
         log,
+    }
+}
+
+fn validate_adapt(a: &raw::RawAdapt, c: &mut Checker) -> AdaptConfig {
+    let min_steps = c.range_u32_or_zero("adapt.min-steps", a.min_steps, 1, 200) as usize;
+    AdaptConfig {
+        enabled: a.enabled,
+        min_frames_per_transition: c.range_u32(
+            "adapt.min-frames-per-transition",
+            a.min_frames_per_transition,
+            1,
+            10_000,
+        ) as usize,
+        min_resolution_scale: c.range_f64(
+            "adapt.min-resolution-scale",
+            a.min_resolution_scale,
+            0.25,
+            1.0,
+        ),
+        tiny_decoder: a.tiny_decoder,
+        min_steps: (min_steps > 0).then_some(min_steps),
+        settle: Duration::from_secs_f64(c.range_f64(
+            "adapt.settle-seconds",
+            a.settle_seconds,
+            1.0,
+            3600.0,
+        )),
     }
 }
 

@@ -8,6 +8,9 @@
 //! on the fly, when keeping it for the whole frame would take more than
 //! `MAX_PRECOMPUTED_BYTES`). Frames are evaluated in tiles of rows, so a decode's working memory
 //! stays within `TILE_VALUES` values per tensor whatever the frame size.
+//! The adapt ladder may lower the resolution it decodes at (`Knobs::sizes`: 3/4, 1/2, 3/8 and 1/4
+//! of the configured size): the network is a function of the coordinates, so a smaller frame is
+//! the same picture with fewer samples, and only the coordinate features are made again.
 //! Runs on the keyframe and decoder threads under the model lock; errors are candle's.
 
 use anyhow::{ensure, Context};
@@ -50,7 +53,15 @@ const TILE_VALUES: usize = 4 * 1024 * 1024;
 /// Fewer pixels than this are not worth a thread of their own.
 const MIN_PIXELS_PER_THREAD: usize = 4096;
 
+/// The smaller resolutions the adapt ladder may ask for, as shares of the configured one.
+const SCALES: [f64; 4] = [0.75, 0.5, 0.375, 0.25];
+/// No side smaller than this (a smaller configured size is not lowered below its own).
+const MIN_SIDE: u32 = 16;
+
 pub struct CppnGenerator {
+    /// The configured resolution (`Generator::resolution`).
+    full: (u32, u32),
+    /// The resolution decoded now (the adapt ladder's choice among `Knobs::sizes`).
     width: u32,
     height: u32,
     latent_size: usize,
@@ -137,6 +148,7 @@ impl CppnGenerator {
         )?;
         let output_phase = normal_tensor(&mut rng, &[3], 1.0, &device)?;
         let mut generator = Self {
+            full: (width, height),
             width,
             height,
             latent_size: config.latent_size,
@@ -153,11 +165,19 @@ impl CppnGenerator {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tile_values: TILE_VALUES,
         };
-        let pixels = width as usize * height as usize;
-        if pixels * hidden * 4 <= MAX_PRECOMPUTED_BYTES {
-            generator.coordinate_features = Some(generator.features_of(0, pixels)?);
-        }
+        generator.precompute_features()?;
         Ok(generator)
+    }
+
+    /// Keeps the coordinate features of the current size when they are small enough.
+    fn precompute_features(&mut self) -> candle_core::Result<()> {
+        self.coordinate_features = None;
+        let pixels = self.width as usize * self.height as usize;
+        let hidden = self.first_bias.dim(0)?;
+        if pixels * hidden * 4 <= MAX_PRECOMPUTED_BYTES {
+            self.coordinate_features = Some(self.features_of(0, pixels)?);
+        }
+        Ok(())
     }
 
     /// Layer one's coordinate half for pixels `start..start + count` (row-major): [count, hidden].
@@ -200,7 +220,27 @@ impl Generator for CppnGenerator {
     }
 
     fn resolution(&self) -> (u32, u32) {
-        (self.width, self.height)
+        self.full
+    }
+
+    fn knobs(&self) -> super::Knobs {
+        super::Knobs {
+            sizes: super::Knobs::scaled_sizes(self.full, &SCALES, MIN_SIDE),
+            ..super::Knobs::fixed(self.full)
+        }
+    }
+
+    fn set_decode_quality(&mut self, quality: super::DecodeQuality) {
+        let sizes = self.knobs().sizes;
+        let size = sizes[quality.size.min(sizes.len() - 1)];
+        if size != (self.width, self.height) {
+            (self.width, self.height) = size;
+            if let Err(error) = self.precompute_features() {
+                // Made per tile instead: slower, never wrong.
+                log::debug!("cppn coordinate features not kept: {error}");
+                self.coordinate_features = None;
+            }
+        }
     }
 
     fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
@@ -380,6 +420,42 @@ mod tests {
         .unwrap();
         let expected = whole.decode(&latents).unwrap();
         assert_eq!(tiled.decode(&latents).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_lower_resolution_is_the_same_picture_with_fewer_samples() {
+        let mut generator = CppnGenerator::new(&small(), 64, 36, 3, 0.4, Device::Cpu).unwrap();
+        let knobs = generator.knobs();
+        assert_eq!(
+            knobs.sizes,
+            vec![(64, 36), (48, 27), (32, 18)],
+            "no side below 16 pixels, the shape kept"
+        );
+        assert_eq!(generator.resolution(), (64, 36));
+        let latent = Tensor::from_vec(vec![0.3f32; 8], (1, 8), &Device::Cpu).unwrap();
+        let full = generator.decode(&latent).unwrap().remove(0);
+        generator.set_decode_quality(crate::generator::DecodeQuality {
+            size: 2,
+            tiny: false,
+        });
+        let half = generator.decode(&latent).unwrap().remove(0);
+        assert_eq!(half.len(), 32 * 18 * 3);
+        assert_eq!(
+            generator.resolution(),
+            (64, 36),
+            "the configured size stays"
+        );
+        // The half-size frame resampled to full size is close to the full-size one.
+        let up = crate::frame::resized(&half, (32, 18), (64, 36)).unwrap();
+        let error: f64 = full
+            .iter()
+            .zip(&up)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / full.len() as f64;
+        assert!(error < 12.0, "mean difference {error}");
+        generator.set_decode_quality(crate::generator::DecodeQuality::default());
+        assert_eq!(generator.decode(&latent).unwrap().remove(0), full);
     }
 
     #[test]

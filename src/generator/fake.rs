@@ -1,6 +1,9 @@
 //! A fake generator for tests and benchmarks of everything around the model: each latent is an
-//! RGB colour, decoded to a flat frame of that colour. Tests steer it through `FakeControls`
-//! (slow it down, stall it, make it fail) while the pipeline runs.
+//! RGB colour, decoded to a flat frame of that colour (or, `textured`, waves across the frame
+//! whose phase in each channel is that colour, so neighbouring frames differ by varying amounts
+//! from pixel to pixel and any two blends of them differ). Tests steer it through
+//! `FakeControls` (slow it down, stall it, make it fail) while the pipeline runs; `with_sizes`
+//! gives it a resolution knob for the adapt ladder, decode time in proportion to the pixels.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,8 +29,12 @@ pub struct FakeControls {
 }
 
 pub struct FakeGenerator {
+    /// The sizes it can decode at, the configured one first.
+    sizes: Vec<(u32, u32)>,
+    /// The size decoded now.
     width: u32,
     height: u32,
+    textured: bool,
     device: Device,
     pub controls: Arc<FakeControls>,
 }
@@ -35,11 +42,25 @@ pub struct FakeGenerator {
 impl FakeGenerator {
     pub fn new(width: u32, height: u32) -> Self {
         Self {
+            sizes: vec![(width, height)],
             width,
             height,
+            textured: false,
             device: Device::Cpu,
             controls: Arc::new(FakeControls::default()),
         }
+    }
+
+    /// Also decodes at these shares of its size; a frame's decode delay scales with its pixels.
+    pub fn with_sizes(mut self, scales: &[f64]) -> Self {
+        self.sizes = super::Knobs::scaled_sizes(self.sizes[0], scales, 1);
+        self
+    }
+
+    /// Frames are waves whose phase is the colour (see the module header).
+    pub fn textured(mut self) -> Self {
+        self.textured = true;
+        self
     }
 }
 
@@ -58,7 +79,18 @@ impl Generator for FakeGenerator {
     }
 
     fn resolution(&self) -> (u32, u32) {
-        (self.width, self.height)
+        self.sizes[0]
+    }
+
+    fn knobs(&self) -> super::Knobs {
+        super::Knobs {
+            sizes: self.sizes.clone(),
+            ..super::Knobs::fixed(self.sizes[0])
+        }
+    }
+
+    fn set_decode_quality(&mut self, quality: super::DecodeQuality) {
+        (self.width, self.height) = self.sizes[quality.size.min(self.sizes.len() - 1)];
     }
 
     fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
@@ -91,12 +123,28 @@ impl Generator for FakeGenerator {
             if self.controls.failing.load(Ordering::Relaxed) {
                 bail!("fake generator told to fail");
             }
-            let delay = self.controls.decode_delay_us.load(Ordering::Relaxed);
+            let full = self.sizes[0].0 as u64 * self.sizes[0].1 as u64;
+            let pixels = self.width as u64 * self.height as u64;
+            let delay = self.controls.decode_delay_us.load(Ordering::Relaxed) * pixels / full;
             if delay > 0 {
                 std::thread::sleep(Duration::from_micros(delay));
             }
             let pixel = [0, 1, 2].map(|c| (colour[c].clamp(0.0, 1.0) * 255.0).round() as u8);
-            let frame = pixel.repeat((self.width * self.height) as usize);
+            let frame = if self.textured {
+                let (width, height) = (self.width as f32, self.height as f32);
+                (0..self.height)
+                    .flat_map(|y| (0..self.width).map(move |x| (x as f32, y as f32)))
+                    .flat_map(|(x, y)| {
+                        let wave = std::f32::consts::TAU * (2.0 * x / width + y / height);
+                        [0, 1, 2].map(|c| {
+                            let value = 0.5 + 0.5 * (wave + 6.0 * colour[c]).sin();
+                            (value * 255.0).round() as u8
+                        })
+                    })
+                    .collect()
+            } else {
+                pixel.repeat(pixels as usize)
+            };
             frames.push(frame);
             self.controls.decoded_frames.fetch_add(1, Ordering::Relaxed);
         }

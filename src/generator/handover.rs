@@ -7,7 +7,9 @@
 //!
 //! Inputs: the interim generator, the model's frame size and a loader run on its own thread
 //! ("model-loader"). Outputs: keyframe latents (vectors from the interim, images from the
-//! model) and, through the split-off `HandoverDecoder`, frames all of the model's size. Runs on
+//! model) and, through the split-off `HandoverDecoder`, frames of the model's size. The adapt
+//! ladder's knobs are the model's once it has taken over (steps and decode quality are passed
+//! on to it); before, the interim's frames come at one size. Runs on
 //! the keyframe thread (keyframes) and the decoder thread (decoding), like any generator.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -15,10 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
-use fast_image_resize as fr;
 
 use super::cppn::CppnGenerator;
-use super::{FrameDecoder, Generator, KeyframeRequest};
+use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs};
 use crate::events;
 
 /// A loaded model, or why it couldn't be.
@@ -246,6 +247,20 @@ impl Generator for Handover {
         &self.settled_name
     }
 
+    /// The model's, once it has taken over; the interim's frames come at one size.
+    fn knobs(&self) -> Knobs {
+        match self.model() {
+            Some(model) => model.knobs(),
+            None => Knobs::fixed(self.frame_size),
+        }
+    }
+
+    fn set_steps(&mut self, steps: usize) {
+        if let Some(mut model) = self.model() {
+            model.set_steps(steps);
+        }
+    }
+
     fn split_decoder(&mut self) -> Option<Box<dyn FrameDecoder>> {
         Some(Box::new(HandoverDecoder {
             interim: self.interim_decoder.take()?,
@@ -269,7 +284,7 @@ impl HandoverDecoder {
         self.interim
             .decode(latents)?
             .into_iter()
-            .map(|frame| resize(&frame, (width, height), self.frame_size))
+            .map(|frame| crate::frame::resized(&frame, (width, height), self.frame_size))
             .collect()
     }
 
@@ -307,25 +322,19 @@ impl FrameDecoder for HandoverDecoder {
             self.model_frames(latent, true)
         }
     }
-}
 
-/// Packed RGB8 `frame` of `from` pixels resized (bilinear) to `to`.
-fn resize(frame: &[u8], from: (u32, u32), to: (u32, u32)) -> anyhow::Result<Vec<u8>> {
-    if from == to {
-        return Ok(frame.to_vec());
+    /// For the model's decoders (the interim decodes at one size).
+    fn set_decode_quality(&mut self, quality: DecodeQuality) {
+        let mut slot = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(ModelDecoders::Split(decoder)) => decoder.set_decode_quality(quality),
+            Some(ModelDecoders::Shared(model)) => model
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_decode_quality(quality),
+            None => {}
+        }
     }
-    let source = fr::images::ImageRef::new(from.0, from.1, frame, fr::PixelType::U8x3)
-        .context("interim frame of the wrong size")?;
-    let mut target = fr::images::Image::new(to.0, to.1, fr::PixelType::U8x3);
-    fr::Resizer::new()
-        .resize(
-            &source,
-            &mut target,
-            &fr::ResizeOptions::new()
-                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
-        )
-        .context("cannot resize an interim frame")?;
-    Ok(target.into_vec())
 }
 
 #[cfg(test)]

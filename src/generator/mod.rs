@@ -37,6 +37,56 @@ pub struct KeyframeRequest {
     pub previous: Option<Tensor>,
 }
 
+/// What a generator can trade for speed: its part of the adapt ladder (`pipeline::adapt`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knobs {
+    /// Decoded frame sizes it can switch between: the configured one first, then smaller.
+    pub sizes: Vec<(u32, u32)>,
+    /// In-between frames can move from the full decoder to a tiny one (its weights are loaded
+    /// and it is not already in use for them).
+    pub tiny_decoder: bool,
+    /// Keyframe step counts it can run: the configured count first, then fewer; empty where
+    /// keyframes have no steps.
+    pub steps: Vec<usize>,
+}
+
+impl Knobs {
+    /// One size, nothing else to trade.
+    pub fn fixed(size: (u32, u32)) -> Self {
+        Self {
+            sizes: vec![size],
+            tiny_decoder: false,
+            steps: Vec::new(),
+        }
+    }
+
+    /// `size` and smaller sizes of the same shape at each of `scales` (below 1, largest first)
+    /// while both sides stay at least `min_side` pixels (a scale that gives no new size is left
+    /// out): the shape never changes, so neither does the picture's framing on screen.
+    pub fn scaled_sizes(size: (u32, u32), scales: &[f64], min_side: u32) -> Vec<(u32, u32)> {
+        let mut sizes = vec![size];
+        for scale in scales {
+            let side = |n: u32| (n as f64 * scale).round() as u32;
+            let smaller = (side(size.0), side(size.1));
+            if smaller.0 < min_side || smaller.1 < min_side {
+                break;
+            }
+            if sizes.last() != Some(&smaller) {
+                sizes.push(smaller);
+            }
+        }
+        sizes
+    }
+}
+
+/// How the decoders work now: which of `Knobs::sizes` they decode at, and whether in-between
+/// frames go through the tiny decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DecodeQuality {
+    pub size: usize,
+    pub tiny: bool,
+}
+
 pub trait Generator: Send {
     /// Short name for logs and status.json.
     fn name(&self) -> &str;
@@ -89,6 +139,15 @@ pub trait Generator: Send {
     fn split_decoder(&mut self) -> Option<Box<dyn FrameDecoder>> {
         None
     }
+    /// What it can trade for speed (the adapt ladder's generator rungs).
+    fn knobs(&self) -> Knobs {
+        Knobs::fixed(self.resolution())
+    }
+    /// Decode at `quality` from now on (a generator that decodes itself; split-off decoders
+    /// take it through `FrameDecoder`).
+    fn set_decode_quality(&mut self, _quality: DecodeQuality) {}
+    /// Make keyframes with this many steps from the next one (one of `Knobs::steps`).
+    fn set_steps(&mut self, _steps: usize) {}
 }
 
 /// Decoders split off a generator (`Generator::split_decoder`); the same contract as its
@@ -96,6 +155,8 @@ pub trait Generator: Send {
 pub trait FrameDecoder: Send {
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>>;
+    /// Decode at `quality` from now on (`Generator::set_decode_quality`).
+    fn set_decode_quality(&mut self, _quality: DecodeQuality) {}
 }
 
 /// The configured generator (weights seeded by `seed` for the built-in one). A Stable Diffusion
@@ -237,6 +298,7 @@ struct Identity {
     settled_name: String,
     warming_up: bool,
     device: Device,
+    knobs: Knobs,
 }
 
 impl Identity {
@@ -247,6 +309,7 @@ impl Identity {
             settled_name: model.settled_name().to_string(),
             warming_up: model.warming_up(),
             device: model.device().clone(),
+            knobs: model.knobs(),
         }
     }
 }
@@ -362,6 +425,22 @@ impl ModelLock {
     /// Where keyframes are made now.
     pub fn device(&self) -> Device {
         self.identity().device.clone()
+    }
+
+    /// What the generator making keyframes now can trade for speed (`Generator::knobs`).
+    pub fn knobs(&self) -> Knobs {
+        self.identity().knobs.clone()
+    }
+
+    /// Decodes at `quality` from now on, under the decoders' lock (or the generator's, where
+    /// it keeps its decoders).
+    pub fn set_decode_quality(&self, quality: DecodeQuality) {
+        match &self.decoder {
+            Some(decoder) => acquire(decoder, &self.decoder_stats)
+                .0
+                .set_decode_quality(quality),
+            None => self.lock().0.set_decode_quality(quality),
+        }
     }
 
     /// Takes the generator, recording the wait. Returns the guard and the wait in seconds.

@@ -66,10 +66,16 @@ pub struct Settings {
     pub period: Duration,
     /// Frames the buffer may hold by time: `buffer.seconds` of them (bytes bound it too).
     pub buffer_frames: usize,
-    /// Frames buffered before playback starts (`buffer.start-seconds`).
+    /// Frames buffered before playback starts (`buffer.start-seconds`; without adaptation).
     pub start_frames: usize,
-    /// Frames buffered before playback resumes after an underrun (`buffer.resume-seconds`).
+    /// Frames buffered before playback resumes after an underrun (`buffer.resume-seconds`;
+    /// without adaptation).
     pub resume_frames: usize,
+    /// With adaptation: seconds of art ahead at which it plays at full speed
+    /// (`buffer.start-seconds`), and seconds of playback buffered before it resumes after an
+    /// underrun (`buffer.resume-seconds`).
+    pub start_seconds: f64,
+    pub resume_seconds: f64,
     /// Frames of replay history: one second, at least `MIN_PING_PONG_FRAMES`, at most what the
     /// budget keeps for it.
     pub recent_frames: usize,
@@ -87,6 +93,8 @@ impl Settings {
             buffer_frames: frames(config.buffer.seconds).max(1),
             start_frames: frames(config.buffer.start_seconds).max(1),
             resume_frames: frames(config.buffer.resume_seconds).max(1),
+            start_seconds: config.buffer.start_seconds,
+            resume_seconds: config.buffer.resume_seconds,
             recent_frames: (fps.ceil() as usize)
                 .max(MIN_PING_PONG_FRAMES)
                 .min(budget.history_frames),

@@ -9,6 +9,14 @@
 //! Each decoded keyframe is shown to the walk's guard (`guard`), whose re-anchor is logged,
 //! counted and passed to the keyframe stage.
 //!
+//! Every frame carries its place on the walk (`Frame::at`: keyframe k at k, its in-betweens
+//! between), so playback can move along the walk at any speed. With adaptation
+//! (`adapt.enabled`) the quality ladder (`adapt::Ladder`) is fed each batch's decode time and
+//! consulted after it: a new rung takes effect at the next batch, even midway through a
+//! transition (the rest of the way is walked in the new number of steps, at the new decode
+//! quality, logged `adapt`), and batches are made no longer than `BATCH_SECONDS`, so a slow
+//! machine's second frame comes one frame's decode after the first.
+//!
 //! Inputs: `Keyframe`s from the keyframe stage; transition length and easing from the settings
 //! (read once per transition). Outputs: `Frame`s into the frame buffer, which blocks this thread
 //! while full (never while a lock is held). Runs on the "decoder" thread and pauses
@@ -24,15 +32,24 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
+use super::adapt::{Adapt, Ladder, Rung};
 use super::control::{Control, Settings, Watcher};
-use super::frame_buffer::{Frame, FrameBuffer};
+use super::frame_buffer::FrameBuffer;
 use super::guard::WalkGuard;
-use super::interpolation::Transition;
+use super::interpolation::{ease, Transition};
 use super::keyframes::Keyframe;
 use super::stage::Retry;
 use super::stats::{PipelineStats, TimingSnapshot};
+use crate::config::AdaptConfig;
 use crate::events;
-use crate::generator::ModelLock;
+use crate::frame::{blend_into, resized, weight_of, Frame};
+use crate::generator::{DecodeQuality, ModelLock};
+
+/// With adaptation, a decode batch takes at most about this long (at least one frame), so
+/// frames reach the screen steadily on a slow machine.
+const BATCH_SECONDS: f64 = 0.25;
+/// The art plays at least this share of its pace for the ladder to climb.
+const FULL_SPEED: f64 = 0.95;
 
 pub struct DecodeStage {
     pub model: Arc<ModelLock>,
@@ -49,6 +66,17 @@ pub struct DecodeStage {
     pub upscale_mark: TimingSnapshot,
     /// Judges each decoded keyframe; asks for a re-anchor when the walk degrades.
     pub guard: WalkGuard,
+    /// The quality ladder (a single rung without adaptation) and the figures it shares.
+    pub adapt: Arc<Adapt>,
+    pub bounds: AdaptConfig,
+    /// What the decoders were last told to decode at.
+    pub applied: DecodeQuality,
+    /// The sizes the generator decodes at (`Knobs::sizes`), for the ladder's rungs.
+    pub sizes: Vec<(u32, u32)>,
+    /// Where on the walk the next transition starts (its first keyframe's `Frame::at`).
+    pub walked: f64,
+    /// Seconds the last `decode` took, when it worked at the first try (what the ladder learns).
+    pub last_decode: Option<f64>,
 }
 
 /// Whether a decode failed for want of (GPU) memory, which a smaller batch may avoid.
@@ -57,6 +85,16 @@ fn is_out_of_memory(error: &anyhow::Error) -> bool {
         let text = cause.to_string().to_ascii_lowercase();
         text.contains("out of memory") || text.contains("out_of_memory")
     })
+}
+
+/// Latents to decode at once when each takes `per_frame` seconds: as many as take about
+/// `BATCH_SECONDS`, 1 to `most`; one while the cost is unknown.
+fn adaptive_batch(per_frame: Option<f64>, most: usize) -> usize {
+    match per_frame {
+        Some(seconds) if seconds > 0.0 => ((BATCH_SECONDS / seconds) as usize).clamp(1, most),
+        Some(_) => most,
+        None => 1,
+    }
 }
 
 /// Why the stage ends early.
@@ -92,12 +130,15 @@ impl DecodeStage {
         times: &mut TransitionTimes,
     ) -> Result<Vec<Vec<u8>>, Ended> {
         let mut retry = Retry::default();
+        let mut first_try = true;
         loop {
             if self.control.stopping() {
                 return Err(Ended::Stopped);
             }
             let started = Instant::now();
             let (result, lock_wait) = self.model.decode(latents, keyframe);
+            self.last_decode = first_try.then(|| started.elapsed().as_secs_f64());
+            first_try = false;
             times.decode += started
                 .elapsed()
                 .saturating_sub(Duration::from_secs_f64(lock_wait));
@@ -126,7 +167,9 @@ impl DecodeStage {
                     }
                 );
                 self.batch_size = halved;
-                return self.decode_split(latents, times);
+                let frames = self.decode_split(latents, times);
+                self.last_decode = None;
+                return frames;
             }
             let event = events::GeneratorError {
                 stage: "decode".into(),
@@ -158,18 +201,43 @@ impl DecodeStage {
         Ok(frames)
     }
 
-    /// Pushes decoded frames into the buffer (waiting while it is full).
-    fn push(&mut self, frames: Vec<Vec<u8>>, seq: &mut u64) -> Result<(), Ended> {
-        let (width, height) = self.model.resolution();
+    /// The size of a decoded frame: `expected`, or (a frame decoded just before the generator
+    /// changed) another of the generator's sizes its bytes fit.
+    fn size_of(&self, rgb: &[u8], expected: (u32, u32)) -> Result<(u32, u32), Ended> {
+        let fits = |size: &(u32, u32)| rgb.len() == size.0 as usize * size.1 as usize * 3;
+        std::iter::once(expected)
+            .chain(self.sizes.iter().copied())
+            .chain(std::iter::once(self.model.resolution()))
+            .find(fits)
+            .ok_or_else(|| {
+                Ended::Failed(anyhow::anyhow!(
+                    "the generator decoded a frame of {} bytes, which fits none of its sizes {:?}",
+                    rgb.len(),
+                    self.sizes
+                ))
+            })
+    }
+
+    /// Pushes decoded frames into the buffer (waiting while it is full); each is at `size` and
+    /// at `fractions` of the way through the transition that starts at `self.walked`.
+    fn push(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        size: (u32, u32),
+        fractions: &[f64],
+        seq: &mut u64,
+    ) -> Result<(), Ended> {
         self.stats
             .decoded_frames
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        for rgb in frames {
+        for (rgb, fraction) in frames.into_iter().zip(fractions) {
+            let (width, height) = self.size_of(&rgb, size)?;
             let frame = Arc::new(Frame {
                 seq: *seq,
                 width,
                 height,
                 rgb,
+                at: self.walked + fraction,
             });
             *seq += 1;
             self.buffer.push(frame).map_err(|_| Ended::Stopped)?;
@@ -177,98 +245,235 @@ impl DecodeStage {
         Ok(())
     }
 
+    /// The ladder for this walk and generator: made anew (at its top rung) when the frames per
+    /// transition, the fps or the generator changed.
+    fn ensure_ladder(&mut self) {
+        let live = &self.settings.live;
+        let knobs = self.model.knobs();
+        let mut ladder = self.adapt.ladder();
+        if !ladder
+            .as_ref()
+            .is_some_and(|l| l.fits(live.frames_per_transition, live.fps, &knobs))
+        {
+            let bounds = AdaptConfig {
+                enabled: self.adapt.enabled,
+                ..self.bounds.clone()
+            };
+            self.sizes = knobs.sizes.clone();
+            *ladder = Some(Ladder::new(
+                live.frames_per_transition,
+                live.fps,
+                knobs,
+                &bounds,
+                self.model.decoder_split(),
+                self.stats.started.elapsed().as_secs_f64(),
+            ));
+        }
+    }
+
+    /// The ladder's rung now, its decode quality applied.
+    fn rung(&mut self) -> Rung {
+        let rung = self
+            .adapt
+            .ladder()
+            .as_ref()
+            .map(Ladder::rung)
+            .expect("ensure_ladder runs first");
+        if rung.quality != self.applied {
+            self.model.set_decode_quality(rung.quality);
+            self.applied = rung.quality;
+        }
+        rung
+    }
+
+    fn size_at(&self, quality: DecodeQuality) -> (u32, u32) {
+        self.sizes
+            .get(quality.size)
+            .copied()
+            .unwrap_or_else(|| self.model.resolution())
+    }
+
+    /// Latents to decode at once: the configured batch, or with adaptation as many as take
+    /// about `BATCH_SECONDS` (one while the cost is unknown).
+    fn batch_count(&self, quality: DecodeQuality) -> usize {
+        let most = self.batch_size.max(1);
+        if !self.adapt.enabled {
+            return most;
+        }
+        let per_frame = self
+            .adapt
+            .ladder()
+            .as_ref()
+            .and_then(|ladder| ladder.seconds_per_frame(quality));
+        adaptive_batch(per_frame, most)
+    }
+
+    /// A batch of `frames` at `quality` took `seconds` (`None`: retried, not a measurement):
+    /// the ladder learns from it and may move, which is logged.
+    fn after_batch(&mut self, quality: DecodeQuality, frames: usize, seconds: Option<f64>) {
+        let now = self.stats.started.elapsed().as_secs_f64();
+        let full_speed = self.adapt.speed() >= FULL_SPEED;
+        let mut guard = self.adapt.ladder();
+        let Some(ladder) = guard.as_mut() else {
+            return;
+        };
+        if let Some(seconds) = seconds {
+            ladder.observe_frames(quality, frames, seconds, now);
+        }
+        let change = ladder.decide(now, full_speed);
+        self.adapt
+            .set_headroom(ladder.headroom(ladder.index()).unwrap_or(0.0));
+        // How long the next batch will take: playback spreads a thin buffer over two of them.
+        if let Some(per_frame) = ladder.seconds_per_frame(ladder.rung().quality) {
+            let count = adaptive_batch(Some(per_frame), self.batch_size.max(1));
+            self.adapt.set_batch_seconds(count as f64 * per_frame);
+        }
+        if let Some(change) = change {
+            let event = events::Adapt {
+                from: ladder.label(change.from),
+                to: ladder.label(change.to),
+                rung: change.to,
+                rungs: ladder.len(),
+                reason: change.reason.into(),
+                capacity_fps: change.capacity_fps,
+                need_fps: change.need_fps,
+                buffer_s: self.ahead_seconds(),
+            };
+            drop(guard);
+            log::info!("{event}");
+        }
+    }
+
+    /// Seconds of art decoded ahead of the screen, at the configured pace.
+    fn ahead_seconds(&self) -> f64 {
+        let newest = self.buffer.back().map_or(self.walked, |frame| frame.at);
+        let live = &self.settings.live;
+        ((newest - self.adapt.position()) * live.frames_per_transition as f64 / live.fps).max(0.0)
+    }
+
     /// Frames 1..=N of the walk from `from` to `to`: the in-betweens in batches, then `to`.
     fn walk(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
         self.stats.frames_from(*seq, &to.generator);
-        let frames = self.settings.live.frames_per_transition.max(1);
+        self.ensure_ladder();
         let easing = self.settings.live.easing;
         let started = Instant::now();
-        let walk = match Transition::new(&from.latent, &to.latent, frames, easing) {
-            Ok(walk) => walk,
-            // Keyframes of two generators (a model's hand-over): their latents don't mix.
-            Err(_) => return self.cross_fade(from, to, seq),
-        };
+        let mut rung = self.rung();
+        let walk =
+            match Transition::new(&from.latent, &to.latent, rung.frames_per_transition, easing) {
+                Ok(walk) => walk,
+                // Keyframes of two generators (a model's hand-over): their latents don't mix.
+                Err(_) => return self.cross_fade(from, to, seq),
+            };
         let mut times = TransitionTimes {
             slerp: started.elapsed(),
             ..TransitionTimes::default()
         };
-        let mut step = 1;
-        while step < frames {
-            let count = self.batch_size.max(1).min(frames - step);
+        // The walk so far is `start` plus `taken` steps of the current rung's length; a new
+        // rung walks the rest of the way in its own steps.
+        let (mut start, mut taken, mut decoded) = (0.0, 0, 0);
+        loop {
+            let steps = rung.frames_per_transition.max(1) as f64;
+            let count = self.batch_count(rung.quality);
+            let fractions: Vec<f64> = (taken + 1..=taken + count)
+                .map(|k| start + k as f64 / steps)
+                .take_while(|&fraction| fraction < 1.0 - 0.5 / steps)
+                .collect();
+            if fractions.is_empty() {
+                break;
+            }
             let slerp_started = Instant::now();
-            let latents = walk.latents(step..step + count)?;
+            let latents = walk.latents_at(&fractions)?;
             times.slerp += slerp_started.elapsed();
-            let decoded = self.decode(&latents, false, &mut times)?;
-            self.push(decoded, seq)?;
-            step += count;
+            let frames = self.decode(&latents, false, &mut times)?;
+            let seconds = self.last_decode;
+            self.push(frames, self.size_at(rung.quality), &fractions, seq)?;
+            taken += fractions.len();
+            decoded += fractions.len();
+            self.after_batch(rung.quality, fractions.len(), seconds);
+            let next = self.rung();
+            if next.frames_per_transition != rung.frames_per_transition {
+                start += taken as f64 / steps;
+                taken = 0;
+            }
+            rung = next;
         }
         let keyframe = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
-        self.judge(to, &keyframe);
-        self.push(keyframe, seq)?;
-        self.log_timing(from, to, frames, &times);
+        self.learn_keyframe_decode(rung.quality);
+        let size = self.size_at(rung.quality);
+        self.judge(to, &keyframe, size);
+        self.push(keyframe, size, &[1.0], seq)?;
+        self.walked += 1.0;
+        self.log_timing(from, to, decoded + 1, &times);
         Ok(())
+    }
+
+    /// The last decode was a keyframe's at `quality`'s size.
+    fn learn_keyframe_decode(&mut self, quality: DecodeQuality) {
+        let now = self.stats.started.elapsed().as_secs_f64();
+        if let (Some(seconds), Some(ladder)) = (self.last_decode, self.adapt.ladder().as_mut()) {
+            ladder.observe_keyframe_decode(quality.size, seconds, now);
+        }
     }
 
     /// Frames 1..=N from `from` to `to` blended picture to picture (their latents don't mix):
     /// the same length and easing as a walk, so a hand-over is an ordinary smooth transition.
     fn cross_fade(&mut self, from: &Keyframe, to: &Keyframe, seq: &mut u64) -> Result<(), Ended> {
-        let frames = self.settings.live.frames_per_transition.max(1);
+        let frames = self.rung().frames_per_transition.max(1);
         let easing = self.settings.live.easing;
         let mut times = TransitionTimes::default();
+        let size = self.size_at(self.applied);
         let first = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
         let last = self.decode(&to.latent.unsqueeze(0)?, true, &mut times)?;
-        self.judge(to, &last);
         let (Some(a), Some(b)) = (first.first(), last.first()) else {
             return Ok(());
         };
-        if a.len() == b.len() {
-            let blend_started = Instant::now();
-            let mut batch = Vec::with_capacity(self.batch_size.max(1));
-            for step in 1..frames {
-                let t = super::interpolation::ease(step as f64 / frames as f64, easing);
-                let weight = (t * 256.0).round() as u32;
-                batch.push(
-                    a.iter()
-                        .zip(b)
-                        .map(|(&x, &y)| {
-                            ((x as u32 * (256 - weight) + y as u32 * weight + 128) >> 8) as u8
-                        })
-                        .collect(),
-                );
-                if batch.len() == self.batch_size.max(1) {
-                    self.push(std::mem::take(&mut batch), seq)?;
+        let (a_size, b_size) = (self.size_of(a, size)?, self.size_of(b, size)?);
+        self.judge(to, &last, b_size);
+        match resized(a, a_size, b_size) {
+            Ok(a) => {
+                let blend_started = Instant::now();
+                let mut batch = Vec::with_capacity(self.batch_size.max(1));
+                let mut fractions = Vec::with_capacity(batch.capacity());
+                for step in 1..frames {
+                    let fraction = step as f64 / frames as f64;
+                    let mut out = vec![0; b.len()];
+                    blend_into(&a, b, weight_of(ease(fraction, easing)), &mut out);
+                    batch.push(out);
+                    fractions.push(fraction);
+                    if batch.len() == self.batch_size.max(1) {
+                        self.push(std::mem::take(&mut batch), b_size, &fractions, seq)?;
+                        fractions.clear();
+                    }
                 }
+                self.push(batch, b_size, &fractions, seq)?;
+                times.slerp = blend_started.elapsed();
             }
-            self.push(batch, seq)?;
-            times.slerp = blend_started.elapsed();
-        } else {
-            log::warn!(
+            Err(error) => log::warn!(
                 "{}",
                 events::GeneratorError {
                     stage: "decode".into(),
                     from: Some(from.index),
                     to: Some(to.index),
-                    error: format!(
-                        "frames of {} and {} bytes can't be blended (cutting to the keyframe)",
-                        a.len(),
-                        b.len()
-                    ),
+                    error: format!("{error:#} (cutting to the keyframe)"),
                     ..Default::default()
                 }
-            );
+            ),
         }
-        self.push(last, seq)?;
+        self.push(last, b_size, &[1.0], seq)?;
+        self.walked += 1.0;
         self.log_timing(from, to, frames, &times);
         Ok(())
     }
 
-    /// Shows the walk's guard a decoded keyframe; passes on its re-anchor, if any.
-    fn judge(&mut self, keyframe: &Keyframe, decoded: &[Vec<u8>]) {
+    /// Shows the walk's guard a decoded keyframe of `size`; passes on its re-anchor, if any.
+    fn judge(&mut self, keyframe: &Keyframe, decoded: &[Vec<u8>], size: (u32, u32)) {
         if !self.model.guarded() {
             return;
         }
-        let (width, height) = self.model.resolution();
         let Some(rgb) = decoded.first() else {
+            return;
+        };
+        let Ok((width, height)) = self.size_of(rgb, size) else {
             return;
         };
         let verdict = self.guard.observe(
@@ -329,12 +534,16 @@ impl DecodeStage {
         };
         let mut seq = 0u64;
         // The first picture: the first keyframe alone, before any transition.
+        self.ensure_ladder();
+        let quality = self.rung().quality;
         let mut times = TransitionTimes::default();
         let frames = self.decode(&from.latent.unsqueeze(0)?, true, &mut times)?;
+        self.learn_keyframe_decode(quality);
         self.stats.decode_time.record_many(times.decode, 1);
         self.stats.frames_from(seq, &from.generator);
-        self.judge(&from, &frames);
-        self.push(frames, &mut seq)?;
+        let size = self.size_at(quality);
+        self.judge(&from, &frames, size);
+        self.push(frames, size, &[0.0], &mut seq)?;
         loop {
             let Ok(to) = self.input.recv() else {
                 return Ok(());

@@ -12,15 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A decoded frame: packed RGB8 at the generator's internal resolution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    /// Position in the run, from 0.
-    pub seq: u64,
-    pub width: u32,
-    pub height: u32,
-    pub rgb: Vec<u8>,
-}
+use crate::frame::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
@@ -127,6 +119,11 @@ impl FrameBuffer {
         self.lock().frames.front().cloned()
     }
 
+    /// The newest frame, left in the buffer.
+    pub fn back(&self) -> Option<Arc<Frame>> {
+        self.lock().frames.back().cloned()
+    }
+
     /// Waits until at least `frames` frames are buffered (or the buffer is full, or closed), at
     /// most `timeout`; returns the level then.
     pub fn wait_for_level(&self, frames: usize, timeout: Duration) -> Level {
@@ -178,6 +175,7 @@ mod tests {
             width: 1,
             height: 1,
             rgb: vec![0; bytes],
+            at: seq as f64,
         })
     }
 

@@ -90,13 +90,26 @@ impl Transition {
 
     /// The latents of steps `range` (within `0..=frames`), stacked on dimension 0.
     pub fn latents(&self, range: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
-        let latents = range
-            .map(|i| match i {
-                0 => Ok(self.a.clone()),
-                i if i >= self.frames => Ok(self.b.clone()),
-                i => {
-                    let t = ease(i as f64 / self.frames as f64, self.easing);
-                    combine(&self.a, &self.b, self.basis.coefficients(t))
+        let fractions: Vec<f64> = range.map(|i| i as f64 / self.frames as f64).collect();
+        self.latents_at(&fractions)
+    }
+
+    /// The latents at these fractions of the way (0 is `a`, 1 and beyond `b`; eased), stacked
+    /// on dimension 0: the walk taken with any number of steps, even one that changes midway.
+    pub fn latents_at(&self, fractions: &[f64]) -> candle_core::Result<Tensor> {
+        let latents = fractions
+            .iter()
+            .map(|&u| {
+                if u <= 0.0 {
+                    Ok(self.a.clone())
+                } else if u >= 1.0 {
+                    Ok(self.b.clone())
+                } else {
+                    combine(
+                        &self.a,
+                        &self.b,
+                        self.basis.coefficients(ease(u, self.easing)),
+                    )
                 }
             })
             .collect::<candle_core::Result<Vec<_>>>()?;

@@ -20,6 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Tensor;
 
+use super::adapt::Adapt;
 use super::control::{Control, Watcher};
 use super::stage::Retry;
 use super::stats::PipelineStats;
@@ -49,6 +50,10 @@ pub struct KeyframeStage {
     pub resume_path: Option<PathBuf>,
     /// A saved state to continue from.
     pub resume_from: Option<ResumeState>,
+    /// The quality ladder: keyframe steps to use, and what keyframes cost.
+    pub adapt: Arc<Adapt>,
+    /// The steps the generator was last told to use.
+    pub steps: Option<usize>,
 }
 
 /// The walk so far: the next index and the keyframe to drift from.
@@ -121,10 +126,23 @@ impl KeyframeStage {
             seed: keyframe_seed(self.run_seed, walk.index),
             previous: walk.previous.clone(),
         };
+        // The ladder's keyframe steps, where it has lowered them.
+        let steps = self.adapt.steps();
+        if let Some(count) = steps.filter(|_| steps != self.steps) {
+            model.set_steps(count);
+        }
+        self.steps = steps;
         let started = Instant::now();
         let generated = model
             .keyframes(std::slice::from_ref(&request))
             .and_then(|mut latents| latents.pop().context("generator returned no keyframe"));
+        if generated.is_ok() {
+            self.adapt.observe_keyframe(
+                steps,
+                started.elapsed().as_secs_f64(),
+                self.stats.started.elapsed().as_secs_f64(),
+            );
+        }
         let label = model.keyframe_label(walk.index);
         self.model.refresh(model.as_ref());
         let event = events::Keyframe {

@@ -14,6 +14,7 @@
 //! dropping the sink restores the screen. Runs on the caller's (tokio) thread; the stages run on
 //! their own named threads.
 
+pub mod adapt;
 pub mod control;
 pub mod decoder;
 pub mod frame_buffer;
@@ -38,6 +39,7 @@ use crate::events;
 use crate::generator::{Generator, ModelLock};
 use crate::render::Renderer;
 use crate::sink::Sink;
+use adapt::Adapt;
 use control::{Control, LiveSettings, Settings, Watcher};
 use decoder::DecodeStage;
 use frame_buffer::FrameBuffer;
@@ -59,6 +61,8 @@ pub struct Pipeline {
     pub model: Arc<ModelLock>,
     /// Recently played frames (the snapshot comes from here).
     pub recent: Arc<RecentFrames>,
+    /// Capacity-aware playback: the quality ladder, the art's speed and place.
+    pub adapt: Arc<Adapt>,
     pub budget: FrameBudget,
     /// The config the stages started with: what a reload's restart-only keys are judged by.
     pub started_with: Config,
@@ -106,6 +110,7 @@ impl Pipeline {
                 frame_bytes,
             )),
             recent: Arc::new(RecentFrames::new(settings.recent_frames)),
+            adapt: Arc::new(Adapt::new(config.adapt.enabled)),
             stats: Arc::new(PipelineStats::default()),
             control: Arc::new(Control::new(settings)),
             model,
@@ -177,6 +182,8 @@ impl Pipeline {
                 .as_deref()
                 .and_then(|path| crate::resume::usable(path, &self.model.settled_name(), seed)),
             resume_path: resume,
+            adapt: Arc::clone(&self.adapt),
+            steps: None,
         };
         let decoder = DecodeStage {
             model: Arc::clone(&self.model),
@@ -189,6 +196,12 @@ impl Pipeline {
             control: Arc::clone(control),
             watcher: Watcher::new(control),
             settings: Arc::clone(&settings),
+            adapt: Arc::clone(&self.adapt),
+            bounds: self.started_with.adapt.clone(),
+            applied: Default::default(),
+            sizes: Vec::new(),
+            walked: 0.0,
+            last_decode: None,
         };
         let playback = Playback {
             buffer: Arc::clone(&self.buffer),
@@ -202,6 +215,11 @@ impl Pipeline {
             settings: Arc::clone(&settings),
             policy: self.started_with.buffer.underrun,
             state: PlaybackState::Buffering,
+            adapt: Arc::clone(&self.adapt),
+            sized: Vec::new(),
+            blended: None,
+            scratch: Vec::new(),
+            shown_first: false,
         };
         let pacer = Pacer {
             period: settings.period,

@@ -44,6 +44,9 @@ pub struct ScreenFrame {
     pub seq: u64,
     /// How many display periods the frame stays on screen (more than 1 when playback slows).
     pub periods: u32,
+    /// A picture after the first that moves on from it (time-to-first-motion counts to the
+    /// first of these on screen).
+    pub moves: bool,
 }
 
 pub struct Pacer {
@@ -243,8 +246,16 @@ impl Pacer {
     }
 
     /// The deadline period: the frame period, or on a vertical-blank sink the whole number of
-    /// refreshes nearest to it.
+    /// refreshes nearest to it (told to playback through the stats).
     fn period_for(&self, fps_period: Duration, flips: Option<&Flips>) -> Duration {
+        let period = self.deadline_period(fps_period, flips);
+        self.stats
+            .pacer_period_ns
+            .store(period.as_nanos() as u64, Ordering::Relaxed);
+        period
+    }
+
+    fn deadline_period(&self, fps_period: Duration, flips: Option<&Flips>) -> Duration {
         match flips {
             Some(flips) => {
                 let refreshes = cadence(
@@ -327,6 +338,9 @@ impl Pacer {
         }
         self.stats.shown_seq.store(frame.seq + 1, Ordering::Relaxed);
         self.stats.record_presented();
+        if frame.moves {
+            self.stats.record_motion();
+        }
         Ok(())
     }
 

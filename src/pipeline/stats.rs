@@ -196,6 +196,12 @@ pub struct PipelineStats {
     frames_shown_at_play: AtomicU64,
     /// Nanoseconds from the process start to the first frame on screen (0: not yet).
     first_picture_ns: AtomicU64,
+    /// Nanoseconds from the process start to the first frame rendered that moves on from the
+    /// first picture (0: not yet).
+    first_motion_ns: AtomicU64,
+    /// The pacer's deadline period in nanoseconds (a whole number of refreshes on a flipping
+    /// screen; 0 until the pacer starts).
+    pub pacer_period_ns: AtomicU64,
     /// Nanoseconds from `started` to the last keyframe made (0: none yet).
     last_keyframe_ns: AtomicU64,
     /// The last generator error and when it happened (for `dreamframe status`).
@@ -240,6 +246,8 @@ impl Default for PipelineStats {
             playing_since_ns: AtomicU64::new(0),
             frames_shown_at_play: AtomicU64::new(0),
             first_picture_ns: AtomicU64::new(0),
+            first_motion_ns: AtomicU64::new(0),
+            pacer_period_ns: AtomicU64::new(0),
             last_keyframe_ns: AtomicU64::new(0),
             last_error: Mutex::new(None),
             generator_changes: Mutex::new(std::collections::VecDeque::new()),
@@ -279,6 +287,21 @@ impl PipelineStats {
     /// Seconds from the process start to the first frame on screen, once there was one.
     pub fn first_picture_s(&self) -> Option<f64> {
         let ns = self.first_picture_ns.load(Ordering::Relaxed);
+        (ns > 0).then(|| ns as f64 / 1e9)
+    }
+
+    /// Notes that a picture moving on from the first one reached the screen (the first call
+    /// sets time-to-first-motion).
+    pub fn record_motion(&self) {
+        if self.first_motion_ns.load(Ordering::Relaxed) == 0 {
+            let since_start = crate::process_start().elapsed().as_nanos().max(1) as u64;
+            self.first_motion_ns.store(since_start, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds from the process start to the first frame that moved on, once there was one.
+    pub fn first_motion_s(&self) -> Option<f64> {
+        let ns = self.first_motion_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| ns as f64 / 1e9)
     }
 

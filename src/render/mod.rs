@@ -21,7 +21,7 @@ use fr::pixels::{U8x3, U8x4};
 use fr::{FilterType, PixelTrait, ResizeAlg, ResizeOptions};
 
 use crate::config::{Fit, Rotation, UpscaleFilter};
-use crate::pipeline::frame_buffer::Frame;
+use crate::frame::Frame;
 use crate::render::pixel_format::ByteLayout;
 use crate::sink::Geometry;
 
@@ -192,6 +192,19 @@ impl Renderer {
         let mut renderer = Self::new(self.geometry, self.source, fit, rotation, self.filter)?;
         renderer.brightness = self.brightness;
         Ok(renderer)
+    }
+
+    /// The same screen, fit, rotation and filter for frames of another `source` size (the
+    /// adapt ladder's lower resolutions).
+    pub fn for_source(&self, source: (u32, u32)) -> anyhow::Result<Self> {
+        let mut renderer = Self::new(self.geometry, source, self.fit, self.rotation, self.filter)?;
+        renderer.brightness = self.brightness;
+        Ok(renderer)
+    }
+
+    /// The frame size this renderer takes.
+    pub fn source(&self) -> (u32, u32) {
+        self.source
     }
 
     pub fn fit(&self) -> Fit {
@@ -422,6 +435,7 @@ mod tests {
             width,
             height,
             rgb: rgb.repeat((width * height) as usize),
+            at: 0.0,
         }
     }
 
@@ -552,6 +566,7 @@ mod tests {
             width: 4,
             height: 1,
             rgb: vec![0, 0, 0, 85, 85, 85, 170, 170, 170, 255, 255, 255],
+            at: 0.0,
         };
         let mut out = vec![0; g.frame_bytes()];
         renderer.render(&frame, &mut out).unwrap();
@@ -582,6 +597,7 @@ mod tests {
             width: 3,
             height: 2,
             rgb: colours.concat(),
+            at: 0.0,
         };
         // Source pixels by index:  0 1 2
         //                          3 4 5

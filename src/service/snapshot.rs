@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use image::{ExtendedColorType, ImageFormat};
 
-use crate::pipeline::frame_buffer::Frame;
+use crate::frame::Frame;
 
 pub fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
     let mut png = Vec::new();
@@ -37,6 +37,7 @@ mod tests {
             width: 2,
             height: 1,
             rgb: vec![255, 0, 0, 0, 0, 255],
+            at: 0.0,
         };
         write_png(&frame, &path).unwrap();
         let image = image::open(&path).unwrap().to_rgb8();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::generator::ModelLock;
+use crate::pipeline::adapt::{Adapt, AdaptStatus};
 use crate::pipeline::control::Control;
 use crate::pipeline::frame_buffer::FrameBuffer;
 use crate::pipeline::stats::PipelineStats;
@@ -43,6 +44,16 @@ pub struct Status {
     pub state: &'static str,
     /// Seconds from the process start to the first frame on screen; null before.
     pub first_picture_s: Option<f64>,
+    /// Seconds from the process start to the first picture after it that moved on (with
+    /// adaptation: from the second decoded frame); null before.
+    pub first_motion_s: Option<f64>,
+    /// The art's speed: the share of its configured pace it moves at now (with adaptation;
+    /// without, 1 while playing and 0 otherwise).
+    pub animation_speed: f64,
+    /// Where on the walk the screen is, in keyframe intervals from the first frame.
+    pub walk_position: f64,
+    /// The quality ladder (null without adaptation): the rung in use and its figures.
+    pub adapt: Option<AdaptStatus>,
     pub target_fps: f64,
     /// New frames put on screen per second, over the reader's window (see `RateWindow`).
     pub achieved_fps: f64,
@@ -142,6 +153,7 @@ pub struct StatusSource {
     pub model: Arc<ModelLock>,
     /// The target fps, from the settings in force.
     pub control: Arc<Control>,
+    pub adapt: Arc<Adapt>,
     pub seed: u64,
     pub sink: String,
     pub screen: Geometry,
@@ -193,6 +205,7 @@ impl StatusSource {
             buffer: Arc::clone(&pipeline.buffer),
             model: Arc::clone(&pipeline.model),
             control: Arc::clone(&pipeline.control),
+            adapt: Arc::clone(&pipeline.adapt),
             seed,
             sink: sink.name,
             screen: sink.screen,
@@ -239,6 +252,16 @@ impl StatusSource {
             internal_height,
             state: s.state().name(),
             first_picture_s: s.first_picture_s(),
+            first_motion_s: s.first_motion_s(),
+            animation_speed: if self.adapt.enabled {
+                self.adapt.speed()
+            } else if s.state() == crate::pipeline::stats::PlaybackState::Playing {
+                1.0
+            } else {
+                0.0
+            },
+            walk_position: self.adapt.position(),
+            adapt: self.adapt.enabled.then(|| self.adapt.status()).flatten(),
             target_fps,
             achieved_fps,
             frames_shown: shown,
@@ -330,6 +353,8 @@ impl Status {
             decode_ms_per_frame: self.decode_ms_per_frame,
             upscale_ms_per_frame: self.upscale_ms_per_frame,
             generator_errors: self.generator_errors,
+            animation_speed: Some(self.animation_speed),
+            adapt_rung: self.adapt.as_ref().map(|adapt| adapt.rung),
         }
     }
 }

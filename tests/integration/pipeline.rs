@@ -1,5 +1,6 @@
 //! The real `run` with a fake generator and the memory sink: backpressure, underrun policies,
-//! generator failures and sink failures.
+//! generator failures and sink failures; capacity-aware playback (blending from the second
+//! frame, the quality ladder down and up, settling, the owner's bounds, a stalled generator).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -68,11 +69,18 @@ fn fake() -> (FakeGenerator, Arc<FakeControls>) {
     (generator, controls)
 }
 
-/// Runs 1 s normally, stalls the generator for `stall`, then runs 2 s more.
-fn run_with_stall(policy: UnderrunPolicy, stall: Duration) -> (Status, Recording, Duration) {
+/// Runs 1 s normally, stalls the generator for `stall`, then runs 2 s more; with adaptation or
+/// as before it existed.
+fn run_with_stall(
+    policy: UnderrunPolicy,
+    stall: Duration,
+    adapt: bool,
+) -> (Status, Recording, Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (generator, controls) = fake();
     let (sink, recording) = memory_sink();
+    let mut config = config(policy, dir.path());
+    config.adapt.enabled = adapt;
     let script = async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         controls.stalled.store(true, Ordering::Relaxed);
@@ -80,13 +88,7 @@ fn run_with_stall(policy: UnderrunPolicy, stall: Duration) -> (Status, Recording
         controls.stalled.store(false, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let outcome = run_with(
-        config(policy, dir.path()),
-        sink,
-        recording,
-        generator,
-        script,
-    );
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run succeeds");
     let recording = std::mem::take(&mut *outcome.recording.lock().expect("recording lock"));
     (status, recording, stall)
@@ -110,9 +112,9 @@ fn assert_never_black(recording: &Recording) {
 }
 
 #[test]
-fn ping_pong_keeps_frames_moving_through_a_stalled_generator() {
+fn without_adaptation_ping_pong_keeps_frames_moving_through_a_stalled_generator() {
     let (status, recording, stall) =
-        run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(2));
+        run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(2), false);
     assert!(
         status.underruns >= 1,
         "the 1 s buffer must run dry in a 2 s stall: {status:?}"
@@ -130,8 +132,9 @@ fn ping_pong_keeps_frames_moving_through_a_stalled_generator() {
 }
 
 #[test]
-fn hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadlines() {
-    let (status, recording, _) = run_with_stall(UnderrunPolicy::Hold, Duration::from_secs(2));
+fn without_adaptation_hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadlines() {
+    let (status, recording, _) =
+        run_with_stall(UnderrunPolicy::Hold, Duration::from_secs(2), false);
     assert!(status.underruns >= 1, "{status:?}");
     assert!(
         status.held_deadlines >= 20,
@@ -158,8 +161,9 @@ fn hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadlines() {
 }
 
 #[test]
-fn slow_down_stretches_frames_before_the_buffer_runs_dry() {
-    let (status, recording, _) = run_with_stall(UnderrunPolicy::SlowDown, Duration::from_secs(2));
+fn without_adaptation_slow_down_stretches_frames_before_the_buffer_runs_dry() {
+    let (status, recording, _) =
+        run_with_stall(UnderrunPolicy::SlowDown, Duration::from_secs(2), false);
     assert!(status.underrun_frames > 0, "{status:?}");
     assert_never_black(&recording);
 }
@@ -579,4 +583,216 @@ fn on_a_page_flipping_screen_each_frame_is_one_flip_of_a_whole_number_of_refresh
             "a flip goes up after its present"
         );
     }
+}
+
+/// A stall longer than adaptation can absorb: the art slows as the buffer drains, then the
+/// ping-pong policy keeps the picture moving until the generator is back, then the art moves on.
+#[test]
+fn with_adaptation_a_stalled_generator_slows_the_art_then_ping_pong_takes_over() {
+    let (status, recording, stall) =
+        run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(4), true);
+    assert!(
+        status.underruns >= 1,
+        "a 4 s stall must drain a 1 s buffer: {status:?}"
+    );
+    assert!(status.underrun_frames >= 10, "{status:?}");
+    let gap = max_gap(&recording);
+    assert!(
+        gap < Duration::from_millis(250),
+        "presentation gap {gap:?} during a {stall:?} stall"
+    );
+    assert_never_black(&recording);
+    assert_eq!(status.state, "playing", "{status:?}");
+    assert!(status.animation_speed > 0.0, "{status:?}");
+}
+
+/// The textured fake decoding at a fifth of the display rate: motion from the second decoded
+/// frame, and every picture after the first differs from the one before it (display-time
+/// blending), with the screen fed a new picture in most periods.
+#[test]
+fn with_adaptation_every_picture_differs_from_the_last_at_a_fifth_of_the_display_rate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generator = FakeGenerator::new(16, 9).textured();
+    let controls = Arc::clone(&generator.controls);
+    // 10 frames a second decoded for a 50 fps display.
+    controls.decode_delay_us.store(100_000, Ordering::Relaxed);
+    let (sink, recording) = memory_sink();
+    let config = config(UnderrunPolicy::PingPong, dir.path());
+    let outcome = run_with(config, sink, recording, generator, async {
+        tokio::time::sleep(Duration::from_secs(4)).await
+    });
+    let status = outcome.result.expect("run succeeds");
+    let recording = outcome.recording.lock().expect("recording");
+    assert_eq!(status.underruns, 0, "{status:?}");
+    let frames = &recording.frames;
+    assert!(frames.len() >= 10, "{} pictures", frames.len());
+    for (index, pair) in frames.windows(2).enumerate() {
+        assert_ne!(
+            pair[0].pixels,
+            pair[1].pixels,
+            "pictures {index} and {} are the same",
+            index + 1
+        );
+    }
+    // A new picture in most display periods from the first motion on, whatever this machine's
+    // speed (a playback that idled for want of motion would show far fewer).
+    let moving = frames.last().expect("frames").at - frames[1].at;
+    let periods = moving.as_secs_f64() * FPS;
+    assert!(
+        (frames.len() - 1) as f64 >= 0.5 * periods,
+        "{} pictures in {periods:.0} periods",
+        frames.len() - 1
+    );
+    let first_motion = status.first_motion_s.expect("moved");
+    let first_picture = status.first_picture_s.expect("shown");
+    assert!(first_motion >= first_picture, "{status:?}");
+    assert!(status.walk_position > 0.5, "{status:?}");
+}
+
+/// Starts the pipeline on `generator` (a fake with a half-size knob) for a ladder test.
+fn ladder_pipeline(
+    dir: &std::path::Path,
+    bounds: impl FnOnce(&mut Config),
+) -> (dreamframe::pipeline::Pipeline, Arc<FakeControls>) {
+    let generator = FakeGenerator::new(16, 9).with_sizes(&[0.5]);
+    let controls = Arc::clone(&generator.controls);
+    controls.decode_delay_us.store(1000, Ordering::Relaxed);
+    let mut config = config(UnderrunPolicy::PingPong, dir);
+    config.interpolation.frames_per_transition = 20;
+    config.buffer.seconds = 2.0;
+    config.buffer.start_seconds = 0.5;
+    config.adapt.min_frames_per_transition = 5;
+    config.adapt.settle = Duration::from_secs(1);
+    bounds(&mut config);
+    let (sink, _recording) = memory_sink();
+    let pipeline = dreamframe::pipeline::Pipeline::spawn(
+        &config,
+        Box::new(sink),
+        Box::new(generator),
+        5,
+        None,
+    )
+    .expect("pipeline starts");
+    (pipeline, controls)
+}
+
+/// Polls the ladder (at most `limit`, whatever this machine's speed) until `wanted` holds;
+/// returns every rung seen meanwhile and the status then.
+fn wait_for_rung(
+    pipeline: &dreamframe::pipeline::Pipeline,
+    what: &str,
+    limit: Duration,
+    wanted: impl Fn(&dreamframe::pipeline::adapt::AdaptStatus) -> bool,
+) -> (Vec<usize>, dreamframe::pipeline::adapt::AdaptStatus) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        if let Some(status) = pipeline.adapt.status() {
+            if seen.last() != Some(&status.rung) {
+                seen.push(status.rung);
+            }
+            if wanted(&status) {
+                return (seen, status);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {what}: {status:?} (rungs seen {seen:?})"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn shut_down(mut pipeline: dreamframe::pipeline::Pipeline) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    assert!(runtime
+        .block_on(pipeline.shutdown(Duration::from_secs(5)))
+        .is_none());
+}
+
+#[test]
+fn with_adaptation_the_ladder_goes_down_when_capacity_drops_and_back_up_when_it_returns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pacing = crate::util::pacing_test();
+    let (pipeline, controls) = ladder_pipeline(dir.path(), |_| {});
+    // Fast: the top rung, measured.
+    let (_, top) = wait_for_rung(
+        &pipeline,
+        "measured at the top",
+        Duration::from_secs(30),
+        |s| s.capacity_fps.is_some() && s.rung == 0,
+    );
+    assert_eq!(top.frames_per_transition, 20, "{top:?}");
+    // 60 ms a frame at full size: the top rung needs 50 decoded frames a second and gets 16.
+    controls.decode_delay_us.store(60_000, Ordering::Relaxed);
+    let (_, low) = wait_for_rung(&pipeline, "down", Duration::from_secs(60), |s| s.rung >= 2);
+    assert_eq!((low.width, low.height), (8, 5), "half size: {low:?}");
+    // Fast again: back to the top, one rung at a time.
+    controls.decode_delay_us.store(1000, Ordering::Relaxed);
+    let (climb, back) = wait_for_rung(&pipeline, "back up", Duration::from_secs(60), |s| {
+        s.rung == 0
+    });
+    assert!(
+        climb.windows(2).all(|w| w[1] + 1 == w[0]),
+        "one rung at a time: {climb:?}"
+    );
+    assert_eq!(
+        (back.width, back.height, back.frames_per_transition),
+        (16, 9, 20)
+    );
+    shut_down(pipeline);
+}
+
+#[test]
+fn with_adaptation_the_ladder_settles_at_steady_capacity() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pacing = crate::util::pacing_test();
+    let (pipeline, controls) = ladder_pipeline(dir.path(), |_| {});
+    // 40 ms a frame at full size: the top two rungs can't keep the pace, the third (half size)
+    // has three times what it needs and the one above it three quarters: nothing to climb to.
+    controls.decode_delay_us.store(40_000, Ordering::Relaxed);
+    let (_, settled) = wait_for_rung(&pipeline, "settled", Duration::from_secs(60), |s| {
+        s.rung >= 2
+    });
+    let moves = settled.changes;
+    // Six settle periods later it is where it was, with no moves meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let later = pipeline.adapt.status().expect("a ladder");
+    assert_eq!(
+        (later.rung, later.changes),
+        (settled.rung, moves),
+        "{settled:?} then {later:?}"
+    );
+    shut_down(pipeline);
+}
+
+#[test]
+fn with_adaptation_the_ladder_keeps_to_the_owners_bounds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pacing = crate::util::pacing_test();
+    let (pipeline, controls) = ladder_pipeline(dir.path(), |config| {
+        config.adapt.min_frames_per_transition = 13;
+        config.adapt.min_resolution_scale = 1.0;
+    });
+    controls.decode_delay_us.store(40_000, Ordering::Relaxed);
+    let (seen, lowest) = wait_for_rung(&pipeline, "at its lowest", Duration::from_secs(60), |s| {
+        s.rung + 1 == s.rungs
+    });
+    assert_eq!(
+        lowest.rungs, 2,
+        "20 and 13 frames, full size only: {lowest:?}"
+    );
+    assert_eq!(
+        (lowest.frames_per_transition, lowest.width, lowest.height),
+        (13, 16, 9),
+        "{seen:?}"
+    );
+    // Too slow even there: the art moves slower than its pace rather than break the bounds.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pipeline.adapt.speed() < 0.95, "{}", pipeline.adapt.speed());
+    assert!(pipeline.adapt.status().expect("a ladder").rung <= 1);
+    shut_down(pipeline);
 }

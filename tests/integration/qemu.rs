@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use dreamframe::analyze::parse_fields;
 use dreamframe::config::{Fit, Rotation, UpscaleFilter};
 use dreamframe::generator::test_pattern::bars;
-use dreamframe::pipeline::frame_buffer::Frame;
+use dreamframe::frame::Frame;
 use dreamframe::render::pixel_format::{Channel, PixelFormat};
 use dreamframe::render::Renderer;
 use dreamframe::sink::Geometry;
@@ -799,6 +799,7 @@ fn pattern_mismatches(
         width: PATTERN_SIZE.0,
         height: PATTERN_SIZE.1,
         rgb: bars(PATTERN_SIZE.0, PATTERN_SIZE.1),
+        at: 0.0,
     };
     let mut expected = vec![0; geometry.frame_bytes()];
     renderer.clear(&mut expected);

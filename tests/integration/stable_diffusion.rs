@@ -307,7 +307,7 @@ fn resolution_divisor_shrinks_decoded_frames() {
 fn a_missing_file_names_what_was_expected() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = tiny_spec(8);
-    let error = StableDiffusionGenerator::load(dir.path(), options(spec, 0.0), false)
+    let error = StableDiffusionGenerator::load(dir.path(), options(spec, 0.0), false, false)
         .err()
         .expect("nothing there");
     let text = format!("{error:#}");
@@ -326,9 +326,10 @@ fn a_single_file_checkpoint_says_to_download_the_diffusers_folder() {
     let file = dir.path().join("sd_turbo.safetensors");
     std::fs::write(&file, b"not read").expect("write");
     for weights in [file.clone(), dir.path().to_path_buf()] {
-        let error = StableDiffusionGenerator::load(&weights, options(tiny_spec(8), 0.0), false)
-            .err()
-            .expect("a checkpoint is refused");
+        let error =
+            StableDiffusionGenerator::load(&weights, options(tiny_spec(8), 0.0), false, false)
+                .err()
+                .expect("a checkpoint is refused");
         let text = format!("{error:#}");
         assert!(
             text.contains("sd_turbo.safetensors is a single-file checkpoint"),

@@ -6,6 +6,8 @@
 //!
 //! Inputs: latents [n, c, h, w] on any device (moved to the decoders' device first). Outputs:
 //! packed RGB8 pictures, converted to u8 on the device, so only those bytes cross to the host.
+//! The adapt ladder may change how they decode (`set_decode_quality`): a larger resolution
+//! divisor, and in-betweens through TAESD where it is loaded.
 //! Runs on the decoder thread (the bench thread in `bench-sd`). Errors go to the caller, which
 //! retries the same batch.
 
@@ -19,11 +21,34 @@ use crate::generator::FrameDecoder;
 pub struct Decoders {
     pub(super) vae: AutoEncoderKL,
     pub(super) tiny: Option<TinyDecoder>,
+    /// In-betweens go through the tiny decoder (`decode.tiny-decoder`, or the adapt ladder's
+    /// choice when it was loaded for the ladder only).
+    pub(super) use_tiny: bool,
+    /// `decode.tiny-decoder` as configured: the ladder never takes the tiny decoder away.
+    pub(super) tiny_configured: bool,
     pub(super) device: Device,
     pub(super) dtype: DType,
     /// The preset's VAE scaling factor (latents are divided by it before the full VAE).
     pub(super) vae_scale: f64,
+    /// The divisor in use, and the configured one (the ladder's size 0).
     pub(super) resolution_divisor: u32,
+    pub(super) configured_divisor: u32,
+}
+
+/// The divisors the adapt ladder may decode at for latents of `latent` (height, width): the
+/// configured one doubled and doubled again while the latent divides evenly, at most 8 (as
+/// `interpolation.resolution-divisor` allows) and at least 8 latent pixels a side.
+pub fn ladder_divisors(configured: u32, latent: (usize, usize)) -> Vec<u32> {
+    let mut divisors = vec![configured.max(1)];
+    for factor in [2, 4] {
+        let divisor = configured.max(1) * factor;
+        let fits = |side: usize| side % divisor as usize == 0 && side / divisor as usize >= 8;
+        if divisor > 8 || !fits(latent.0) || !fits(latent.1) {
+            break;
+        }
+        divisors.push(divisor);
+    }
+    divisors
 }
 
 /// The decoders' device for a model on `device`: on CUDA the same GPU with a stream of its own.
@@ -101,7 +126,7 @@ impl Decoders {
 
 impl FrameDecoder for Decoders {
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        match &self.tiny {
+        match self.tiny.as_ref().filter(|_| self.use_tiny) {
             Some(tiny) => Self::to_rgb8(
                 &tiny
                     .forward(&self.prepare(latents)?)?
@@ -113,5 +138,12 @@ impl FrameDecoder for Decoders {
 
     fn decode_keyframe(&mut self, latent: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         self.decode_full(latent)
+    }
+
+    /// Size `quality.size` is the configured divisor doubled that many times (see
+    /// `ladder_divisors`); the tiny decoder when it is loaded and asked for (or configured).
+    fn set_decode_quality(&mut self, quality: crate::generator::DecodeQuality) {
+        self.resolution_divisor = self.configured_divisor.max(1) << quality.size.min(2);
+        self.use_tiny = self.tiny.is_some() && (self.tiny_configured || quality.tiny);
     }
 }

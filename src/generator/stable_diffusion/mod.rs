@@ -10,6 +10,9 @@
 //! Euler ancestral's per step) comes from the keyframe's seed, so a logged seed reproduces it.
 //! Decoding: keyframes through the full VAE; in-between frames through the tiny decoder (TAESD)
 //! when enabled, else the VAE. `resolution_divisor` shrinks latents before decoding.
+//! The adapt ladder (`Knobs`) may double the divisor once or twice, move in-betweens to TAESD
+//! (loaded for it when its file is in the weights folder) and lower the keyframe steps to three
+//! quarters or half.
 //! Keyframes run on the keyframe thread under the model lock; the decoders (decoders.rs: VAE and
 //! TAESD, on CUDA with a stream of their own) are split off to the decoder thread under their own
 //! lock (`Generator::split_decoder`), so decoding never waits for a keyframe. Loading errors
@@ -37,9 +40,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tokenizers::Tokenizer;
 
-use super::{FrameDecoder, Generator, KeyframeRequest};
+use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs};
 pub use crate::config::{SchedulerKind, Theme};
-use decoders::{decoder_device, Decoders};
+use decoders::{decoder_device, ladder_divisors, Decoders};
 use preset::Spec;
 use scheduler::Schedule;
 use taesd::TinyDecoder;
@@ -90,8 +93,32 @@ pub enum TextConditioning {
     Fixed { positive: Tensor, negative: Tensor },
 }
 
+/// Whether the tiny decoder is loaded, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TinyUse {
+    No,
+    /// `decode.tiny-decoder = true`: every in-between goes through it.
+    InBetweens,
+    /// Found in the weights folder: the adapt ladder may switch in-betweens to it.
+    LadderOnly,
+}
+
+/// Keyframe step counts the adapt ladder may use: the configured count, three quarters and
+/// half of it (rounded up, at least 1).
+fn step_options(steps: usize) -> Vec<usize> {
+    let mut options = vec![
+        steps.max(1),
+        (steps * 3).div_ceil(4).max(1),
+        steps.div_ceil(2).max(1),
+    ];
+    options.dedup();
+    options
+}
+
 pub struct StableDiffusionGenerator {
     options: SdOptions,
+    /// What the adapt ladder may change (`Generator::knobs`), fixed at load.
+    knobs: Knobs,
     name: String,
     text: TextConditioning,
     /// Per theme: [uncond; cond] when guidance is on, else [cond].
@@ -112,10 +139,28 @@ fn device_name(device: &Device) -> String {
 }
 
 impl StableDiffusionGenerator {
-    /// Loads every component from the weights folder.
-    pub fn load(dir: &Path, options: SdOptions, tiny_decoder: bool) -> anyhow::Result<Self> {
+    /// Loads every component from the weights folder; the tiny decoder for in-betweens when
+    /// `tiny_decoder`, else (when `ladder_tiny`, and its file is there) for the adapt ladder.
+    pub fn load(
+        dir: &Path,
+        options: SdOptions,
+        tiny_decoder: bool,
+        ladder_tiny: bool,
+    ) -> anyhow::Result<Self> {
         let spec = &options.spec;
-        let files = WeightFiles::locate(dir, spec, options.dtype == DType::F16, tiny_decoder)?;
+        let mut files = WeightFiles::locate(dir, spec, options.dtype == DType::F16, tiny_decoder)?;
+        let tiny = if tiny_decoder {
+            TinyUse::InBetweens
+        } else if ladder_tiny {
+            files.tiny_decoder = weights::optional_tiny_decoder(dir, spec);
+            if files.tiny_decoder.is_some() {
+                TinyUse::LadderOnly
+            } else {
+                TinyUse::No
+            }
+        } else {
+            TinyUse::No
+        };
         let configs: Vec<TextConfig> = spec.clip.iter().chain(spec.clip2.iter()).cloned().collect();
         let mut encoders = Vec::new();
         for ((tokenizer_folder, encoder_path), config) in files.text.iter().zip(configs) {
@@ -130,12 +175,23 @@ impl StableDiffusionGenerator {
             )?;
             encoders.push((tokenizer, encoder, config));
         }
-        Self::from_parts(
+        let tiny_file = files.tiny_decoder.as_deref();
+        let dtype = options.dtype;
+        Self::assemble(
             options,
             TextConditioning::Clip(encoders),
-            &files.unet,
-            &files.vae,
-            files.tiny_decoder.as_deref(),
+            tiny,
+            |component, device| {
+                let file = match component {
+                    Component::Unet => files.unet.as_path(),
+                    Component::Vae => files.vae.as_path(),
+                    Component::TinyDecoder => tiny_file.expect("asked for only when found"),
+                };
+                Ok((
+                    checked_var_builder(file, dtype, device, component.name())?,
+                    file.display().to_string(),
+                ))
+            },
         )
     }
 
@@ -148,7 +204,12 @@ impl StableDiffusionGenerator {
         tiny_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let dtype = options.dtype;
-        Self::assemble(options, text, tiny_file.is_some(), |component, device| {
+        let tiny = if tiny_file.is_some() {
+            TinyUse::InBetweens
+        } else {
+            TinyUse::No
+        };
+        Self::assemble(options, text, tiny, |component, device| {
             let file = match component {
                 Component::Unet => unet_file,
                 Component::Vae => vae_file,
@@ -170,8 +231,12 @@ impl StableDiffusionGenerator {
         vae: candle_nn::VarBuilder<'static>,
         tiny: Option<candle_nn::VarBuilder<'static>>,
     ) -> anyhow::Result<Self> {
-        let tiny_decoder = tiny.is_some();
-        Self::assemble(options, text, tiny_decoder, |component, device| {
+        let tiny_use = if tiny.is_some() {
+            TinyUse::InBetweens
+        } else {
+            TinyUse::No
+        };
+        Self::assemble(options, text, tiny_use, |component, device| {
             // In-memory weights are on the caller's device: move the decoders' (a no-op unless
             // on CUDA, where they get a stream of their own).
             let vb = match component {
@@ -194,7 +259,12 @@ impl StableDiffusionGenerator {
         tiny_decoder: bool,
     ) -> anyhow::Result<Self> {
         let dtype = options.dtype;
-        Self::assemble(options, text, tiny_decoder, |_, device| {
+        let tiny = if tiny_decoder {
+            TinyUse::InBetweens
+        } else {
+            TinyUse::No
+        };
+        Self::assemble(options, text, tiny, |_, device| {
             Ok((
                 random_var_builder(dtype, device),
                 "random weights".to_string(),
@@ -205,7 +275,7 @@ impl StableDiffusionGenerator {
     fn assemble(
         options: SdOptions,
         text: TextConditioning,
-        tiny_decoder: bool,
+        tiny_use: TinyUse,
         weights: impl Fn(Component, &Device) -> anyhow::Result<(candle_nn::VarBuilder<'static>, String)>,
     ) -> anyhow::Result<Self> {
         let spec = &options.spec;
@@ -238,19 +308,47 @@ impl StableDiffusionGenerator {
             .map_err(fit)?;
         let (vb, fit) = build(Component::Vae)?;
         let vae = AutoEncoderKL::new(vb, 3, 3, spec.vae.clone()).map_err(fit)?;
-        let tiny = if tiny_decoder {
+        let load_tiny = || -> anyhow::Result<TinyDecoder> {
             let (vb, fit) = build(Component::TinyDecoder)?;
-            Some(TinyDecoder::new(vb, channels).map_err(fit)?)
-        } else {
-            None
+            TinyDecoder::new(vb, channels).map_err(fit)
+        };
+        let tiny = match tiny_use {
+            TinyUse::No => None,
+            TinyUse::InBetweens => Some(load_tiny()?),
+            // Only for the ladder: without it the display runs as configured.
+            TinyUse::LadderOnly => load_tiny()
+                .map_err(|error| {
+                    log::warn!(
+                        "{}",
+                        crate::events::TinyDecoderUnavailable {
+                            error: format!("{error:#}")
+                        }
+                    )
+                })
+                .ok(),
+        };
+        let latent = (
+            (options.size.1 / factor) as usize,
+            (options.size.0 / factor) as usize,
+        );
+        let knobs = Knobs {
+            sizes: ladder_divisors(options.resolution_divisor, latent)
+                .into_iter()
+                .map(|d| (options.size.0 / d, options.size.1 / d))
+                .collect(),
+            tiny_decoder: tiny.is_some() && tiny_use == TinyUse::LadderOnly,
+            steps: step_options(options.steps),
         };
         let decoders = Decoders {
             vae,
+            use_tiny: tiny.is_some() && tiny_use == TinyUse::InBetweens,
+            tiny_configured: tiny_use == TinyUse::InBetweens,
             tiny,
             device: decoder_device.clone(),
             dtype: options.dtype,
             vae_scale: spec.vae_scale,
             resolution_divisor: options.resolution_divisor,
+            configured_divisor: options.resolution_divisor,
         };
         let name = format!(
             "stable-diffusion/{}/{}",
@@ -259,6 +357,7 @@ impl StableDiffusionGenerator {
         );
         Ok(Self {
             options,
+            knobs,
             name,
             text,
             embeddings: HashMap::new(),
@@ -500,6 +599,20 @@ impl Generator for StableDiffusionGenerator {
             .map(|decoders| Box::new(decoders) as Box<dyn FrameDecoder>)
     }
 
+    fn knobs(&self) -> Knobs {
+        self.knobs.clone()
+    }
+
+    fn set_decode_quality(&mut self, quality: DecodeQuality) {
+        if let Some(decoders) = self.decoders.as_mut() {
+            decoders.set_decode_quality(quality);
+        }
+    }
+
+    fn set_steps(&mut self, steps: usize) {
+        self.options.steps = steps.max(1);
+    }
+
     /// New themes from a reload: the text embeddings of the old ones are dropped (they are
     /// made again, per theme, when first needed). The model stays loaded.
     fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
@@ -602,5 +715,10 @@ pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableD
             }
         );
     }
-    StableDiffusionGenerator::load(&sd.weights_dir, options, config.decode.tiny_decoder)
+    StableDiffusionGenerator::load(
+        &sd.weights_dir,
+        options,
+        config.decode.tiny_decoder,
+        config.adapt.enabled && config.adapt.tiny_decoder,
+    )
 }

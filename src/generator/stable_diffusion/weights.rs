@@ -147,6 +147,12 @@ fn single_file_checkpoint(dir: &Path) -> Option<PathBuf> {
         })
 }
 
+/// The tiny decoder's file when it is in the weights folder (for the adapt ladder, which may
+/// switch in-betweens to it); `None` when it is not.
+pub fn optional_tiny_decoder(dir: &Path, spec: &Spec) -> Option<PathBuf> {
+    find_tiny_decoder(dir, spec).ok()
+}
+
 /// The tiny decoder as published on GitHub (`taesd_decoder.safetensors` in the weights folder)
 /// or as the diffusers repo (`madebyollin/taesd` downloaded into `taesd/`).
 fn find_tiny_decoder(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {

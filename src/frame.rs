@@ -1,0 +1,109 @@
+//! A decoded frame (packed RGB8 at internal resolution, with its place in the walk) and the two
+//! things done to frames at internal resolution, before any upscale: blending two of them and
+//! resizing one to another's size.
+//!
+//! Pure data and arithmetic: used by the decoder thread (the hand-over's cross-fade) and the
+//! playback thread (display-time blending). Nothing here fails except a resize asked of a frame
+//! whose bytes don't match its size (a bug upstream).
+
+use anyhow::Context;
+use fast_image_resize as fr;
+
+/// A decoded frame: packed RGB8 at the generator's internal resolution (which the adapt ladder
+/// may lower, so frames of one run can differ in size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Position in the run, from 0.
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    /// Where in the walk the frame is, in keyframe intervals from the run's first frame: the
+    /// first keyframe is at 0, the next at 1, and the in-betweens of that transition between.
+    /// Playback advances along this axis, so how many frames a transition has doesn't change
+    /// how fast the art moves.
+    pub at: f64,
+}
+
+impl Frame {
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+}
+
+/// A blend weight in 256ths of the way from one frame to the next (0: all `a`, 256: all `b`).
+pub fn weight_of(fraction: f64) -> u32 {
+    (fraction.clamp(0.0, 1.0) * 256.0).round() as u32
+}
+
+/// `out = a * (256 - weight) / 256 + b * weight / 256`, rounded; the three of equal length.
+pub fn blend_into(a: &[u8], b: &[u8], weight: u32, out: &mut [u8]) {
+    let weight = weight.min(256);
+    let keep = 256 - weight;
+    for ((out, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *out = ((x as u32 * keep + y as u32 * weight + 128) >> 8) as u8;
+    }
+}
+
+/// Packed RGB8 `rgb` of `from` pixels resized (bilinear) to `to`, into `out` (made to fit).
+pub fn resize_into(
+    rgb: &[u8],
+    from: (u32, u32),
+    to: (u32, u32),
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    out.resize(to.0 as usize * to.1 as usize * 3, 0);
+    if from == to {
+        out.copy_from_slice(rgb);
+        return Ok(());
+    }
+    let source = fr::images::ImageRef::new(from.0, from.1, rgb, fr::PixelType::U8x3)
+        .context("frame bytes do not match its size")?;
+    let mut target = fr::images::Image::from_slice_u8(to.0, to.1, out, fr::PixelType::U8x3)
+        .context("resized frame buffer")?;
+    fr::Resizer::new()
+        .resize(
+            &source,
+            &mut target,
+            &fr::ResizeOptions::new()
+                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
+        )
+        .context("cannot resize a frame")?;
+    Ok(())
+}
+
+/// `rgb` of `from` pixels at `to` pixels (a copy when the sizes agree).
+pub fn resized(rgb: &[u8], from: (u32, u32), to: (u32, u32)) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    resize_into(rgb, from, to, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blends_weigh_each_frame_and_round() {
+        let (a, b) = ([0u8, 100, 255], [255u8, 100, 0]);
+        let mut out = [0u8; 3];
+        blend_into(&a, &b, 0, &mut out);
+        assert_eq!(out, a);
+        blend_into(&a, &b, 256, &mut out);
+        assert_eq!(out, b);
+        blend_into(&a, &b, 128, &mut out);
+        assert_eq!(out, [128, 100, 128]);
+        assert_eq!(weight_of(0.25), 64);
+        assert_eq!(weight_of(-1.0), 0);
+        assert_eq!(weight_of(7.0), 256);
+    }
+
+    #[test]
+    fn resizing_keeps_a_flat_colour_and_refuses_wrong_bytes() {
+        let flat = [10u8, 20, 30].repeat(8 * 4);
+        let small = resized(&flat, (8, 4), (4, 2)).unwrap();
+        assert_eq!(small, [10u8, 20, 30].repeat(8));
+        assert_eq!(resized(&flat, (8, 4), (8, 4)).unwrap(), flat);
+        assert!(resized(&flat[..10], (8, 4), (4, 2)).is_err());
+    }
+}
