@@ -1,9 +1,10 @@
 //! The log analyzer behind `dreamframe-analyze LOG...`: reads dreamframe's `key=value` log lines
 //! and reports where the time goes, in the manner of the earlier system's bottleneck report:
 //! per-stage timing distributions, model lock contention, display rate, late frames, jitter,
-//! buffer health with its depletion events, underruns and errors, then concrete recommendations;
-//! and charts fps, buffer fill and stage times over wall-clock time with plotters (SVG or PNG),
-//! underruns and reloads marked.
+//! buffer health with its depletion events, underruns and errors, the quality ladder's moves and
+//! the art's speed (capacity-aware playback), then concrete recommendations; and charts fps,
+//! buffer fill with the art's speed, and stage times over wall-clock time with plotters (SVG or
+//! PNG), underruns, reloads and ladder moves marked.
 //!
 //! Inputs: log lines, streamed (`Analyzer::feed`): memory grows with the figures kept (a few
 //! numbers per keyframe, transition and stats line, one per run start, underrun and reload), not
@@ -230,6 +231,10 @@ pub struct Analysis {
     pub warnings: usize,
     pub errors: usize,
     pub resolution_divisor_hint: Option<f64>,
+    /// The quality ladder's moves: (seconds since the first line, the move).
+    pub adapt_moves: Vec<(f64, events::Adapt)>,
+    /// From the `stats` lines: the art's speed, a share of its configured pace.
+    pub animation_speed: Vec<(f64, f64)>,
 }
 
 /// Cumulative counters restart with each run: sum each run's last value.
@@ -358,6 +363,11 @@ impl Analyzer {
                 analysis.reload_times.push(t);
             }
             events::ReloadRejected::NAME => analysis.rejected_reload_times.push(t),
+            events::Adapt::NAME => {
+                if let Some(adapt) = events::Adapt::read(fields) {
+                    analysis.adapt_moves.push((t, adapt));
+                }
+            }
             _ => {}
         }
     }
@@ -376,6 +386,9 @@ impl Analyzer {
         push(&mut analysis.buffer_seconds, stats.buffer_seconds);
         push(&mut analysis.stats_decode_ms, stats.decode_ms_per_frame);
         push(&mut analysis.stats_upscale_ms, stats.upscale_ms_per_frame);
+        if let Some(speed) = stats.animation_speed {
+            push(&mut analysis.animation_speed, speed);
+        }
         analysis.jitter_p99_ms.extend(figure(stats.jitter_p99_ms));
         analysis
             .presented_p99_ms
@@ -515,6 +528,7 @@ pub fn report(analysis: &Analysis, sources: &[String]) -> String {
     let target = a.target_fps.unwrap_or(0.0);
     report_display(&mut out, a, target);
     report_buffer(&mut out, a);
+    report_adapt(&mut out, a);
     let _ = writeln!(
         out,
         "\nEvents: generator errors {}, out-of-memory retries {}, vsync disabled {}, watchdog withheld {}, reloads {}, warnings {}, errors {}",
@@ -634,6 +648,50 @@ fn report_buffer(out: &mut String, a: &Analysis) {
     );
 }
 
+/// The quality ladder's moves and the art's speed.
+fn report_adapt(out: &mut String, a: &Analysis) {
+    let _ = writeln!(out, "\nAdaptation");
+    if a.adapt_moves.is_empty() && a.animation_speed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no adapt or art-speed figures (adapt.enabled = false, or a log from before adaptation)"
+        );
+        return;
+    }
+    row(
+        out,
+        "art speed, % of its pace (per stats line)",
+        "%",
+        &values(&a.animation_speed)
+            .iter()
+            .map(|s| s * 100.0)
+            .collect::<Vec<_>>(),
+    );
+    let minutes = (a.span_s / 60.0).max(1.0 / 60.0);
+    let _ = writeln!(
+        out,
+        "  ladder moves: {} ({:.2} a minute){}",
+        a.adapt_moves.len(),
+        a.adapt_moves.len() as f64 / minutes,
+        a.adapt_moves.last().map_or(String::new(), |(_, m)| format!(
+            "; last at rung {} of {}: {}",
+            m.rung + 1,
+            m.rungs,
+            m.to
+        ))
+    );
+    for (t, m) in a.adapt_moves.iter().take(12) {
+        let _ = writeln!(
+            out,
+            "  {t:>7.0}s  {} -> {} ({}: {:.1} decoded frames/s for {:.1} needed, {:.1} s ahead)",
+            m.from, m.to, m.reason, m.capacity_fps, m.need_fps, m.buffer_s
+        );
+    }
+    if a.adapt_moves.len() > 12 {
+        let _ = writeln!(out, "  ... {} more", a.adapt_moves.len() - 12);
+    }
+}
+
 /// Frames per second the generator can make when it never waits: one transition's frames over
 /// their decode time plus one keyframe (both hold the same model).
 pub fn generation_capacity(a: &Analysis) -> Option<f64> {
@@ -658,7 +716,19 @@ fn recommend(
     let _ = decode_fps;
     let generated = generation_capacity(a).unwrap_or(0.0);
     let sd = a.generators.iter().any(|g| g.contains("stable"));
-    if target > 0.0 && generated > 0.0 && generated < target * 0.98 {
+    let art_speed = distribution(&values(&a.animation_speed));
+    let ladder = a.adapt_moves.last().map(|(_, m)| m);
+    if let (Some(m), Some(speed), true) = (ladder, art_speed, generated < target * 0.98) {
+        // With adaptation the shortfall is absorbed: say what it costs, not that it stalls.
+        if speed.p50 >= 0.95 {
+            out.push(format!(
+                "Generation makes {generated:.1} frames/s against {target:.1} fps shown; the quality ladder keeps the art at its full pace at rung {} of {} ({}). For the configured richness, lower model.width/height or display.fps, or run it on a faster machine.",
+                m.rung + 1,
+                m.rungs,
+                m.to
+            ));
+        }
+    } else if target > 0.0 && generated > 0.0 && generated < target * 0.98 {
         let mut text = format!(
             "Generation is the bottleneck: the generator can make {generated:.1} frames/s (decode p50 {:.1} ms/frame, keyframe p50 {:.0} ms) against {target:.1} fps shown. ",
             decode.map_or(0.0, |d| d.p50),
@@ -712,6 +782,24 @@ fn recommend(
     }
     if fps.is_some_and(|f| target > 0.0 && f.p50 < target * 0.95) && a.underruns == 0.0 {
         out.push("Achieved fps is below target without underruns: the pacer is being delayed; check CPU load and display.realtime.".into());
+    }
+    let last_move = a.adapt_moves.last().map(|(_, m)| m);
+    let slow_art = distribution(&values(&a.animation_speed)).filter(|s| s.p50 < 0.9);
+    if let (Some(m), Some(speed)) = (last_move, slow_art) {
+        if m.rung + 1 == m.rungs {
+            out.push(format!(
+                "The ladder reached its lowest rung ({}) and the art still moves at {:.0}% of its pace (median): lower the bounds in [adapt] (min-frames-per-transition, min-resolution-scale, min-steps), enable adapt.tiny-decoder, or lower display.fps.",
+                m.to,
+                speed.p50 * 100.0
+            ));
+        }
+    }
+    let minutes = a.span_s / 60.0;
+    if minutes >= 5.0 && a.adapt_moves.len() as f64 / minutes > 1.0 {
+        out.push(format!(
+            "The quality ladder moved {:.1} times a minute: the machine's speed varies (other work?); raise adapt.settle-seconds to settle it.",
+            a.adapt_moves.len() as f64 / minutes
+        ));
     }
     if a.out_of_memory > 0 {
         out.push(format!(
@@ -1106,11 +1194,23 @@ fn chart_panels(analysis: &Analysis, axis: &TimeAxis) -> Vec<ChartPanel> {
         line("achieved fps", RGBColor(0x1f, 0x77, 0xb4), &analysis.fps),
         reference("target fps", &target),
     ];
-    let buffer = vec![line(
-        "buffer fill",
-        RGBColor(0x2c, 0xa0, 0x2c),
-        &analysis.buffer_percentage,
-    )];
+    let speed: Vec<(f64, f64)> = analysis
+        .animation_speed
+        .iter()
+        .map(|(t, s)| (*t, s * 100.0))
+        .collect();
+    let buffer = vec![
+        line(
+            "buffer fill",
+            RGBColor(0x2c, 0xa0, 0x2c),
+            &analysis.buffer_percentage,
+        ),
+        line(
+            "art speed (% of its pace)",
+            RGBColor(0x17, 0xbe, 0xcf),
+            &speed,
+        ),
+    ];
     let stages = vec![
         line(
             "decode",
@@ -1132,8 +1232,8 @@ fn chart_panels(analysis: &Analysis, axis: &TimeAxis) -> Vec<ChartPanel> {
             lines: fps,
         },
         ChartPanel {
-            title: "Buffer fill",
-            unit: "% of the buffer",
+            title: "Buffer fill and the art's speed",
+            unit: "%",
             top: chart_top(&buffer, 100.0),
             lines: buffer,
         },
@@ -1174,11 +1274,21 @@ fn chart_marks_of(analysis: &Analysis, axis: &TimeAxis) -> Vec<ChartMarks> {
             2,
             &analysis.rejected_reload_times,
         ),
+        marks(
+            "quality ladder move",
+            RGBColor(0x7f, 0x7f, 0x7f),
+            1,
+            &analysis
+                .adapt_moves
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>(),
+        ),
     ]
 }
 
 /// The chart: a title, then three panels on one wall-clock time axis, each with labelled axes
-/// and a legend, underruns and reloads marked across all three.
+/// and a legend, underruns, reloads and ladder moves marked across all three.
 fn draw_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     analysis: &Analysis,
@@ -1194,7 +1304,7 @@ fn draw_chart<DB: DrawingBackend>(
         format!("{} {}", utc_date(last), utc_time(last))
     };
     let mut title = format!(
-        "dreamframe: fps, buffer fill and stage times, {} {} to {last} UTC ({})",
+        "dreamframe: fps, buffer fill, art speed and stage times, {} {} to {last} UTC ({})",
         utc_date(first),
         utc_time(first),
         duration(analysis.span_s)

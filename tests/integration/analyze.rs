@@ -1,7 +1,10 @@
 //! `dreamframe-analyze` on logs of real runs of the binary, kept in tests/data/logs:
 //! healthy-cppn-30fps.log (`dreamframe --sink null --seed 11 --duration 45`, defaults) and
 //! stressed-512x288-60fps.log (the same with stressed-512x288-60fps.toml: a 512x288 built-in
-//! generator against 60 fps and a 3 s buffer, so generation falls behind and the buffer runs dry).
+//! generator against 60 fps and a 3 s buffer, so generation falls behind and the buffer runs dry),
+//! written before capacity-aware playback; adapting-cppn-1024x576.log (`dreamframe --config
+//! adapting-cppn-1024x576.toml --seed 11 --duration 75`: a 1024x576 built-in generator, so the
+//! quality ladder steps down at once and climbs a rung 30 s later).
 
 use std::path::Path;
 use std::process::Command;
@@ -257,4 +260,41 @@ fn forged_figures_are_skipped_not_reported() {
             "a huge number got through: {text}"
         );
     }
+}
+
+#[test]
+fn the_quality_ladders_moves_and_the_arts_speed_are_reported_and_charted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chart = dir.path().join("chart.svg");
+    let log = "adapting-cppn-1024x576.log";
+    let (ok, report, stderr) = analyze(&[log], &chart);
+    assert!(ok, "{stderr}");
+    let moves = lines_with(log, "] adapt from=");
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(report.contains("ladder moves: 2 ("), "{report}");
+    assert!(
+        report.contains("90 frames, 1024x576 -> 23 frames, 512x288 (capacity: 2.8 decoded frames/s for 30.0 needed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("23 frames, 512x288 -> 30 frames, 512x288 (headroom: "),
+        "{report}"
+    );
+    assert!(
+        report.contains("last at rung 6 of 10: 30 frames, 512x288"),
+        "{report}"
+    );
+    // One art-speed figure per stats line (the closing one too: it is not a rate).
+    assert_eq!(
+        count(&report, "art speed, % of its pace (per stats line)"),
+        lines_with(log, "] stats ").len()
+    );
+    let texts = svg_texts(&std::fs::read_to_string(&chart).expect("chart written"));
+    for text in ["art speed (% of its pace)", "quality ladder move (2)"] {
+        assert!(texts.iter().any(|t| t == text), "no {text:?} in {texts:?}");
+    }
+    // A log from before adaptation says so rather than inventing figures.
+    let (ok, old, stderr) = analyze(&["healthy-cppn-30fps.log"], &dir.path().join("old.svg"));
+    assert!(ok, "{stderr}");
+    assert!(old.contains("no adapt or art-speed figures"), "{old}");
 }
