@@ -1582,7 +1582,7 @@ mod tests {
             "reload rejected (1)",
             // The axes' descriptions, and ticks in wall-clock time (the log starts 12:39:15).
             "frames per second",
-            "% of the buffer",
+            "%",
             "ms per frame",
             "time of day (UTC) on 2026-11-28",
             "12:39:20",

@@ -55,8 +55,14 @@ const UP_FROM: f64 = 1.3;
 const MIN_FRAMES: u64 = 3;
 const MIN_SECONDS: f64 = 1.0;
 const ENOUGH_FRAMES: u64 = 30;
+/// On a machine this slow (seconds of decoding for a frame or two) it is judged at once: its
+/// art would wait many seconds more for more measurements.
+const SLOW_SECONDS: f64 = 2.0;
 /// Measurements average over about this many seconds.
 const TAU: f64 = 3.0;
+/// A cost measured this many seconds ago counts for 1/e against one carried over from what the
+/// machine does now (see `Costs`).
+const RECALL: f64 = 20.0;
 /// The longest wait before a rung that failed is tried again.
 const MAX_SETTLE: f64 = 640.0;
 /// A rung left within this many settle periods of reaching it failed: its next try waits longer.
@@ -204,26 +210,25 @@ impl Average {
     }
 }
 
-/// A decode quality's cost against the machine's `base`: a prior until it has run for
-/// `MIN_SECONDS` or `ENOUGH_FRAMES` frames (what it took meanwhile), measured from then on.
-#[derive(Debug, Clone, Copy)]
-enum Relative {
-    Learning(Average),
-    Known(f64),
-}
-
-/// What decoding and keyframes cost here: measured, and predicted for what has not run yet.
+/// What decoding and keyframes cost here: measured, and predicted for what has not run lately.
+///
+/// A decode quality's cost is what it took when it last ran, fading (over `RECALL` seconds)
+/// into what the quality running now costs scaled by their prior ratio (pixels; a tiny decoder
+/// `TINY_PRIOR`): so the machine's speed now carries over to every prediction, while a fresh
+/// measurement of a quality (its true ratio to the others) counts for more. Nothing measured
+/// in a moment of change (a start-up, another program) is believed for good.
 #[derive(Debug, Default)]
 struct Costs {
-    /// Seconds per in-between frame at the top rung's quality, as the machine runs now.
-    base: Option<Average>,
-    /// Each decode quality's cost against `base` (the prior: the pixel ratio; a tiny decoder
-    /// `TINY_PRIOR`).
-    relative: HashMap<DecodeQuality, Relative>,
+    /// Seconds per in-between frame, per decode quality, as measured when it last ran.
+    frames: HashMap<DecodeQuality, Average>,
+    /// The quality measured last (what runs now).
+    current: Option<DecodeQuality>,
     /// Seconds to decode a keyframe (always the full decoder) per size.
     keyframe_decode: HashMap<usize, Average>,
     /// Seconds to make a keyframe, per step count (0: a generator without steps).
     keyframe: HashMap<usize, Average>,
+    /// The latest measurement's time on the caller's clock.
+    clock: f64,
 }
 
 impl Costs {
@@ -239,71 +244,39 @@ impl Costs {
     }
 
     /// `frames` in-betweens took `seconds` at `quality`, measured at `now`.
-    fn frames(
-        &mut self,
-        knobs: &Knobs,
-        quality: DecodeQuality,
-        frames: usize,
-        seconds: f64,
-        now: f64,
-    ) {
+    fn frames(&mut self, quality: DecodeQuality, frames: usize, seconds: f64, now: f64) {
         if frames == 0 || !seconds.is_finite() || seconds <= 0.0 {
             return;
         }
+        self.clock = self.clock.max(now);
+        let average = self.frames.entry(quality).or_default();
         let mut per_frame = seconds / frames as f64;
-        if let Some(estimate) = self.established_estimate(knobs, quality) {
+        if average.established() {
             // One batch moves an established estimate at most fourfold: a hiccup (a stalled
             // GPU, a burst of other work) is not the machine's speed; a real change shows in
             // the next batches.
-            per_frame = per_frame.clamp(estimate / 4.0, estimate * 4.0);
+            per_frame = per_frame.clamp(average.value / 4.0, average.value * 4.0);
         }
-        let count = frames as f64;
-        let Some(base) = self.base.as_mut() else {
-            // The first measurement: the machine's speed, with this quality's prior as its cost.
-            let relative = Self::prior(knobs, quality);
-            self.relative.insert(quality, Relative::Known(relative));
-            let mut base = Average::default();
-            base.add(per_frame / relative, count, seconds, now);
-            self.base = Some(base);
-            return;
-        };
-        match self
-            .relative
-            .entry(quality)
-            .or_insert(Relative::Learning(Average::default()))
-        {
-            // A known quality: the machine's speed follows.
-            Relative::Known(relative) => base.add(per_frame / *relative, count, seconds, now),
-            // A new one: its cost against the machine as it runs now, once measured enough.
-            Relative::Learning(average) => {
-                average.add(per_frame, count, seconds, now);
-                if average.seconds >= MIN_SECONDS || average.established() {
-                    let relative = average.value / base.value.max(1e-12);
-                    self.relative.insert(quality, Relative::Known(relative));
-                }
-            }
+        if self.current != Some(quality) && average.count > 0.0 {
+            // Back at a quality after a while: start its average afresh from now.
+            *average = Average::default();
         }
+        average.add(per_frame, frames as f64, seconds, now);
+        self.current = Some(quality);
     }
 
     fn per_frame(&self, knobs: &Knobs, quality: DecodeQuality) -> Option<f64> {
-        let base = self.base?.value;
-        Some(match self.relative.get(&quality) {
-            Some(Relative::Known(relative)) => base * relative,
-            // Being measured: what it took so far.
-            Some(Relative::Learning(average)) if average.count > 0.0 => average.value,
-            _ => base * Self::prior(knobs, quality),
-        })
-    }
-
-    /// The estimate for `quality` once it rests on `ENOUGH_FRAMES` frames.
-    fn established_estimate(&self, knobs: &Knobs, quality: DecodeQuality) -> Option<f64> {
-        let established = match self.relative.get(&quality)? {
-            Relative::Known(_) => self.base?.established(),
-            Relative::Learning(average) => average.established(),
-        };
-        established
-            .then(|| self.per_frame(knobs, quality))
-            .flatten()
+        let current = self.current?;
+        let now = self.frames.get(&current)?.value;
+        let scaled = now * Self::prior(knobs, quality) / Self::prior(knobs, current);
+        match self.frames.get(&quality) {
+            Some(own) if quality == current => Some(own.value),
+            Some(own) if own.value > 0.0 && scaled > 0.0 => {
+                let recall = (-(self.clock - own.last).max(0.0) / RECALL).exp();
+                Some((scaled.ln() + recall * (own.value.ln() - scaled.ln())).exp())
+            }
+            _ => Some(scaled),
+        }
     }
 
     /// Seconds one transition takes at `rung`; `overlap`: keyframes are made while the decoders
@@ -314,11 +287,15 @@ impl Costs {
             tiny: false,
             ..rung.quality
         };
-        let keyframe_decode = self
-            .keyframe_decode
-            .get(&rung.quality.size)
-            .map(|average| average.value)
-            .or_else(|| self.per_frame(knobs, full))?;
+        let full_frame = self.per_frame(knobs, full)?;
+        let keyframe_decode = match self.keyframe_decode.get(&rung.quality.size) {
+            // Measured: fading, as a frame's cost does, into what the machine costs now.
+            Some(own) if own.value > 0.0 => {
+                let recall = (-(self.clock - own.last).max(0.0) / RECALL).exp();
+                (full_frame.ln() + recall * (own.value.ln() - full_frame.ln())).exp()
+            }
+            _ => full_frame,
+        };
         let decode =
             (rung.frames_per_transition.saturating_sub(1)) as f64 * per_frame + keyframe_decode;
         let steps = rung.steps.unwrap_or(0);
@@ -467,25 +444,31 @@ impl Ladder {
         seconds: f64,
         now: f64,
     ) {
-        self.costs
-            .frames(&self.knobs, quality, frames, seconds, now);
+        self.costs.frames(quality, frames, seconds, now);
         if quality == self.rung().quality {
             self.frames_here += frames as u64;
             self.seconds_here += seconds;
         }
     }
 
-    /// A keyframe at size `size` took `seconds` to decode.
+    /// A keyframe at size `size` took `seconds` to decode (with the full decoder: before any
+    /// in-between is decoded, the first estimate of what a frame costs at that size).
     pub fn observe_keyframe_decode(&mut self, size: usize, seconds: f64, now: f64) {
+        self.costs.clock = self.costs.clock.max(now);
         self.costs
             .keyframe_decode
             .entry(size)
             .or_default()
             .add(seconds, 1.0, seconds, now);
+        let full = DecodeQuality { size, tiny: false };
+        if self.costs.current.is_none() && self.rung().quality == full {
+            self.observe_frames(full, 1, seconds, now);
+        }
     }
 
     /// A keyframe of `steps` steps (0: a generator without steps) took `seconds` to make.
     pub fn observe_keyframe(&mut self, steps: usize, seconds: f64, now: f64) {
+        self.costs.clock = self.costs.clock.max(now);
         self.costs
             .keyframe
             .entry(steps)
@@ -497,7 +480,8 @@ impl Ladder {
     /// `full_speed`: the art plays at its configured pace (the buffer holds enough).
     pub fn decide(&mut self, now: f64, full_speed: bool) -> Option<Change> {
         let measured = self.frames_here >= ENOUGH_FRAMES
-            || (self.frames_here >= MIN_FRAMES && self.seconds_here >= MIN_SECONDS);
+            || (self.frames_here >= MIN_FRAMES && self.seconds_here >= MIN_SECONDS)
+            || (self.frames_here >= 1 && self.seconds_here >= SLOW_SECONDS);
         if !measured {
             return None;
         }
@@ -862,13 +846,18 @@ mod tests {
         ladder.current = low - 1;
         ladder.reached_at = 100.0;
         ladder.frames_here = ENOUGH_FRAMES;
-        ladder.costs.base = Some(Average {
-            value: 1.0, // far too slow now
-            seconds: 100.0,
-            count: 1000.0,
-            first: 0.0,
-            last: 100.0,
-        });
+        let quality = ladder.rungs[low - 1].quality;
+        ladder.costs.frames.insert(
+            quality,
+            Average {
+                value: 1.0, // far too slow now
+                seconds: 100.0,
+                count: 1000.0,
+                first: 0.0,
+                last: 100.0,
+            },
+        );
+        ladder.costs.current = Some(quality);
         let change = ladder.decide(101.0, true).expect("steps down");
         assert_eq!(change.from, low - 1);
         assert_eq!(ladder.wait_before[low - 1], before * 2.0);

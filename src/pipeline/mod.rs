@@ -220,6 +220,7 @@ impl Pipeline {
             blended: None,
             scratch: Vec::new(),
             shown_first: false,
+            budget: Default::default(),
         };
         let pacer = Pacer {
             period: settings.period,

@@ -126,6 +126,8 @@ pub struct Playback {
     pub scratch: Vec<u8>,
     /// The first picture has been handed to the pacer (what follows moves on from it).
     pub shown_first: bool,
+    /// How often a new picture may be rendered (adaptive playback).
+    pub budget: RenderBudget,
 }
 
 /// The screen's place on the walk (adaptive playback) and the decoded frames around it.
@@ -145,6 +147,48 @@ struct Place {
 
 /// Periods one picture may stand for when playback fell behind the pacer.
 const MOST_PERIODS: u64 = 4;
+
+/// How often adaptive playback may render a new picture: every period while rendering takes
+/// less than `share` of the time (half of it; a quarter on a single core), else once every so
+/// many periods, so that on a machine that renders slowly (QEMU's emulated CPU takes a third of
+/// a second for a 1280x800 picture) the generator keeps most of the CPU and the art keeps
+/// moving, in coarser steps.
+pub struct RenderBudget {
+    /// Seconds a picture takes to render (running average), and when the last one was done.
+    seconds: f64,
+    last: Option<std::time::Instant>,
+    share: f64,
+}
+
+impl Default for RenderBudget {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            seconds: 0.0,
+            last: None,
+            share: if cores >= 2 { 0.5 } else { 0.25 },
+        }
+    }
+}
+
+impl RenderBudget {
+    fn rendered(&mut self, took: Duration) {
+        let took = took.as_secs_f64();
+        self.seconds = if self.last.is_none() {
+            took
+        } else {
+            self.seconds + 0.2 * (took - self.seconds)
+        };
+        self.last = Some(std::time::Instant::now());
+    }
+
+    /// Whether a picture may be rendered for the next period of `period`.
+    fn allows(&self, period: Duration) -> bool {
+        self.last.is_none_or(|last| {
+            last.elapsed().as_secs_f64() + period.as_secs_f64() / 2.0 >= self.seconds / self.share
+        })
+    }
+}
 
 /// Position of a ping-pong walk through the recent frames (fractional: between two frames,
 /// adaptive playback shows their blend).
@@ -309,6 +353,7 @@ impl Playback {
                         .fetch_add(periods as u64 - 1, Ordering::Relaxed);
                 }
                 self.recent.push(Arc::clone(&frame));
+                self.adapt.set_position(frame.at);
                 self.show(&frame, periods)
             }
             None => {
@@ -373,7 +418,9 @@ impl Playback {
         renderer.set_brightness(brightness);
         let started = std::time::Instant::now();
         renderer.render(frame, &mut pixels)?;
-        self.stats.upscale.record(started.elapsed());
+        let took = started.elapsed();
+        self.stats.upscale.record(took);
+        self.budget.rendered(took);
         let screen_frame = ScreenFrame {
             pixels,
             seq: frame.seq,
@@ -549,8 +596,9 @@ impl Playback {
             after.as_ref().map_or(before.seq, |a| a.seq),
             weight,
         );
-        if shown == place.shown {
-            // The same picture again: the pacer keeps it up a period meanwhile.
+        if shown == place.shown || !self.budget.allows(self.settings.period) {
+            // The same picture again, or no time to render one: the pacer keeps the last up a
+            // period meanwhile.
             place.idled += 1;
             std::thread::sleep(self.settings.period);
             return Ok(Flow::Continue);
@@ -614,6 +662,11 @@ impl Playback {
         }
         if refilled {
             bounce.turn_forward();
+        }
+        if !self.budget.allows(self.settings.period) {
+            place.idled += 1;
+            std::thread::sleep(self.settings.period);
+            return Ok(Flow::Continue);
         }
         let position = bounce.step(recent, self.bounce_speed());
         let index = position as usize;
