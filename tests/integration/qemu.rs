@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use dreamframe::analyze::parse_fields;
 use dreamframe::config::{Fit, Rotation, UpscaleFilter};
-use dreamframe::generator::test_pattern::bars;
 use dreamframe::frame::Frame;
+use dreamframe::generator::test_pattern::bars;
 use dreamframe::render::pixel_format::{Channel, PixelFormat};
 use dreamframe::render::Renderer;
 use dreamframe::sink::Geometry;
@@ -715,6 +715,31 @@ impl Vm {
         Ok(())
     }
 
+    /// The picture on screen moves, judged within `limit` of `started`: a screendump half way
+    /// there (the display has found its pace by then) and another 4 s later, both lit
+    /// pictures, that differ. `Err` says how it falls short.
+    fn moves_within(&mut self, started: Instant, limit: Duration) -> Result<f64, String> {
+        let half_way = (limit / 2).saturating_sub(started.elapsed());
+        self.sh_ok(&format!("sleep {}", half_way.as_secs()), MINUTE);
+        let first = self.screendump();
+        self.sh_ok("sleep 4", MINUTE);
+        let later = self.screendump();
+        let judged_after = started.elapsed();
+        let (lit, lit_later) = (first.lit_share(), later.lit_share());
+        let moved = first.mean_difference(&later);
+        if judged_after > limit {
+            return Err(format!(
+                "the second screendump came {judged_after:?} after start (want the art judged within {limit:?})"
+            ));
+        }
+        if lit < 0.5 || lit_later < 0.5 || moved < 1.0 {
+            return Err(format!(
+                "{judged_after:?} after start: lit shares {lit:.2} and {lit_later:.2} (want >= 0.5), mean change over 4 s {moved:.2} (want >= 1: the art must move)"
+            ));
+        }
+        Ok(moved)
+    }
+
     /// After the display in /run/`dir` stopped: the log says the console was restored, `probe`
     /// (run as `probe`) finds text mode, and text written to the VT shows again.
     fn console_is_back(&mut self, dir: &str, probe: &str) -> Result<(), String> {
@@ -946,8 +971,10 @@ fn run_case(case: &Case) {
     vm.stop_display("pattern");
 
     // The shipped config as a user gets it: a picture within seconds, not after a whole
-    // transition (90 frames at ~0.7 s each under TCG).
+    // transition (90 frames at ~0.7 s each under TCG), and the art MOVING within 30 s: two
+    // screendumps 4 s apart (from 15 s after start), both pictures, that differ.
     if case.shipped {
+        let started = Instant::now();
         vm.start_display("shipped.toml", "shipped");
         let status = vm
             .sh_ok("cat /run/shipped/status.json; echo", MINUTE)
@@ -961,14 +988,31 @@ fn run_case(case: &Case) {
                 "shipped config: first picture after {first_picture:.2} s (want within seconds), lit share {lit:.2}"
             ));
         }
-        let (output, status) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", MINUTE);
-        assert_eq!(status, 0, "shipped run exit: {output:?}");
-        let start_up = vm.sh_ok("head -n 12 /run/shipped/dreamframe.log", MINUTE);
+        let motion = vm.moves_within(started, Duration::from_secs(30));
+        let status = vm
+            .sh_ok("cat /run/shipped/status.json; echo", MINUTE)
+            .join("\n");
+        let moved = match motion {
+            Ok(moved) => moved,
+            Err(problem) => vm.fail(&format!(
+                "shipped config: {problem}; status {status}; dumps kept in {}",
+                dir.keep().display()
+            )),
+        };
+        let (output, exit) = vm.sh("kill -TERM $(cat /run/pid); wait $(cat /run/pid)", MINUTE);
+        assert_eq!(exit, 0, "shipped run exit: {output:?}");
+        let moves = vm.sh_ok(
+            "grep -E ' (adapt|first_picture|playback|underrun) ' /run/shipped/dreamframe.log | head -n 12",
+            MINUTE,
+        );
         let _ = writeln!(
             std::io::stderr(),
-            "qemu {}: shipped config, first picture after {first_picture:.2} s; its start:\n  {}",
+            "qemu {}: shipped config, first picture after {first_picture:.2} s, first motion after {:?} s, mean change over 4 s from 15 s {moved:.1}, art speed {:?}, rung {:?}; its log:\n  {}",
             case.name,
-            start_up.join("\n  ")
+            status_number::<f64>(&status, "first_motion_s"),
+            status_number::<f64>(&status, "animation_speed"),
+            status_number::<f64>(&status, "rung"),
+            moves.join("\n  ")
         );
     }
 
