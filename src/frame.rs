@@ -31,17 +31,37 @@ impl Frame {
     }
 }
 
-/// A blend weight in 256ths of the way from one frame to the next (0: all `a`, 256: all `b`).
+/// Blend weights are in 65536ths of the way from one frame to the next: fine enough that a
+/// blend moving very slowly still moves every display period.
+pub const WEIGHT_ONE: u32 = 1 << 16;
+
+/// The weight of `fraction` (0: all of the first frame, `WEIGHT_ONE`: all of the second).
 pub fn weight_of(fraction: f64) -> u32 {
-    (fraction.clamp(0.0, 1.0) * 256.0).round() as u32
+    (fraction.clamp(0.0, 1.0) * WEIGHT_ONE as f64).round() as u32
 }
 
-/// `out = a * (256 - weight) / 256 + b * weight / 256`, rounded; the three of equal length.
+/// `out = a * (1 - w) + b * w` for `weight` w in 65536ths, rounded; the three of equal length.
 pub fn blend_into(a: &[u8], b: &[u8], weight: u32, out: &mut [u8]) {
-    let weight = weight.min(256);
-    let keep = 256 - weight;
-    for ((out, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *out = ((x as u32 * keep + y as u32 * weight + 128) >> 8) as u8;
+    blend_with(a, b, weight, out, |_| WEIGHT_ONE / 2);
+}
+
+/// The same blend with temporal dithering: each value is rounded up or down by a threshold
+/// that varies from value to value and from one `salt` (picture) to the next, so a blend that
+/// moves by less than one level a period still changes the picture, and over a few periods
+/// averages to the exact blend (as video players' temporal dithering does). Two equal frames
+/// blend to themselves whatever the threshold.
+pub fn blend_dithered_into(a: &[u8], b: &[u8], weight: u32, salt: u32, out: &mut [u8]) {
+    let salt = salt.wrapping_mul(0x85EB_CA6B);
+    blend_with(a, b, weight, out, |i| {
+        ((i as u32).wrapping_mul(0x9E37_79B1).wrapping_add(salt) ^ salt.rotate_left(13)) >> 16
+    });
+}
+
+fn blend_with(a: &[u8], b: &[u8], weight: u32, out: &mut [u8], threshold: impl Fn(usize) -> u32) {
+    let weight = weight.min(WEIGHT_ONE);
+    let keep = WEIGHT_ONE - weight;
+    for (i, ((out, &x), &y)) in out.iter_mut().zip(a).zip(b).enumerate() {
+        *out = ((x as u32 * keep + y as u32 * weight + threshold(i)) >> 16) as u8;
     }
 }
 
@@ -89,13 +109,35 @@ mod tests {
         let mut out = [0u8; 3];
         blend_into(&a, &b, 0, &mut out);
         assert_eq!(out, a);
-        blend_into(&a, &b, 256, &mut out);
+        blend_into(&a, &b, WEIGHT_ONE, &mut out);
         assert_eq!(out, b);
-        blend_into(&a, &b, 128, &mut out);
+        blend_into(&a, &b, WEIGHT_ONE / 2, &mut out);
         assert_eq!(out, [128, 100, 128]);
-        assert_eq!(weight_of(0.25), 64);
+        assert_eq!(weight_of(0.25), WEIGHT_ONE / 4);
         assert_eq!(weight_of(-1.0), 0);
-        assert_eq!(weight_of(7.0), 256);
+        assert_eq!(weight_of(7.0), WEIGHT_ONE);
+    }
+
+    #[test]
+    fn dithered_blends_move_below_one_level_and_average_to_the_blend() {
+        // Two frames one level apart, blended a thousandth of the way further each picture:
+        // every picture differs from the one before, and their mean is the exact blend.
+        let a = vec![100u8; 4096];
+        let b = vec![101u8; 4096];
+        let mut previous = vec![0u8; 4096];
+        let mut out = vec![0u8; 4096];
+        for step in 1..=200u32 {
+            let weight = weight_of(0.3 + step as f64 / 1000.0);
+            blend_dithered_into(&a, &b, weight, step, &mut out);
+            assert_ne!(out, previous, "picture {step} is the one before");
+            let mean = out.iter().map(|&v| v as f64).sum::<f64>() / out.len() as f64;
+            let exact = 100.0 + weight as f64 / WEIGHT_ONE as f64;
+            assert!((mean - exact).abs() < 0.03, "mean {mean}, blend {exact}");
+            previous.copy_from_slice(&out);
+        }
+        // Equal frames blend to themselves, dither or not.
+        blend_dithered_into(&a, &a, weight_of(0.5), 7, &mut out);
+        assert_eq!(out, a);
     }
 
     #[test]

@@ -373,6 +373,24 @@ impl Ladder {
         }
     }
 
+    /// The same ladder for another walk (a reload changed the frames per transition or the
+    /// fps): what was measured carries over when the generator is the same.
+    pub fn remade(
+        self,
+        frames_per_transition: usize,
+        fps: f64,
+        knobs: Knobs,
+        bounds: &AdaptConfig,
+        now: f64,
+    ) -> Self {
+        let same_generator = self.knobs == knobs;
+        let mut ladder = Self::new(frames_per_transition, fps, knobs, bounds, self.overlap, now);
+        if same_generator {
+            ladder.costs = self.costs;
+        }
+        ladder
+    }
+
     /// Whether this ladder was made for this walk and generator.
     pub fn fits(&self, frames_per_transition: usize, fps: f64, knobs: &Knobs) -> bool {
         self.configured == (frames_per_transition.max(1), fps) && &self.knobs == knobs
@@ -831,6 +849,24 @@ mod tests {
             );
             assert_eq!(ladder.index(), settled_at);
         }
+    }
+
+    #[test]
+    fn a_reloaded_walk_keeps_what_was_measured_of_the_same_generator() {
+        let mut ladder = ladder(10.0);
+        run(&mut ladder, 0.05, 0.0, 20.0);
+        let bounds = bounds();
+        let known = ladder.seconds_per_frame(DecodeQuality::default());
+        assert!(known.is_some());
+        let remade = ladder.remade(45, 30.0, cppn_knobs(), &bounds, 20.0);
+        assert_eq!(
+            (remade.index(), remade.rung().frames_per_transition),
+            (0, 45)
+        );
+        assert_eq!(remade.seconds_per_frame(DecodeQuality::default()), known);
+        let other = Knobs::fixed((64, 36));
+        let fresh = remade.remade(45, 30.0, other, &bounds, 20.0);
+        assert_eq!(fresh.seconds_per_frame(DecodeQuality::default()), None);
     }
 
     #[test]

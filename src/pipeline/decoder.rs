@@ -246,7 +246,8 @@ impl DecodeStage {
     }
 
     /// The ladder for this walk and generator: made anew (at its top rung) when the frames per
-    /// transition, the fps or the generator changed.
+    /// transition, the fps or the generator changed (what it measured kept for the same
+    /// generator).
     fn ensure_ladder(&mut self) {
         let live = &self.settings.live;
         let knobs = self.model.knobs();
@@ -260,14 +261,12 @@ impl DecodeStage {
                 ..self.bounds.clone()
             };
             self.sizes = knobs.sizes.clone();
-            *ladder = Some(Ladder::new(
-                live.frames_per_transition,
-                live.fps,
-                knobs,
-                &bounds,
-                self.model.decoder_split(),
-                self.stats.started.elapsed().as_secs_f64(),
-            ));
+            let now = self.stats.started.elapsed().as_secs_f64();
+            let (frames, fps) = (live.frames_per_transition, live.fps);
+            *ladder = Some(match ladder.take() {
+                Some(old) => old.remade(frames, fps, knobs, &bounds, now),
+                None => Ladder::new(frames, fps, knobs, &bounds, self.model.decoder_split(), now),
+            });
         }
     }
 

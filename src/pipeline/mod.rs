@@ -221,6 +221,7 @@ impl Pipeline {
             scratch: Vec::new(),
             shown_first: false,
             budget: Default::default(),
+            pictures: 0,
         };
         let pacer = Pacer {
             period: settings.period,

@@ -9,8 +9,9 @@
 //! at `adapt::art_speed` of the configured pace: the first frame shows at once, motion starts
 //! with the second, and between two decoded frames the screen shows their blend, made at
 //! internal resolution before the upscale (as mpv's `--interpolation` does for video slower
-//! than the display), so each period shows a new picture while the art moves, whatever the rate
-//! frames are decoded at. Frames of another size (the ladder lowered the resolution) are
+//! than the display; weights in 65536ths, temporally dithered, so a blend moving less than a
+//! level a period still moves), so each period shows a new picture while the art moves,
+//! whatever the rate frames are decoded at. Frames of another size (the ladder lowered the resolution) are
 //! blended at the newer one's size and rendered by a renderer made for that size. When the
 //! screen reaches the newest decoded frame (the generator stopped) that is an underrun, and the
 //! policy decides what is shown until `buffer.resume-seconds` of playback are buffered again:
@@ -38,7 +39,7 @@ use super::pacer::ScreenFrame;
 use super::stats::{PipelineStats, PlaybackState};
 use crate::config::UnderrunPolicy;
 use crate::events;
-use crate::frame::{blend_into, resize_into, weight_of, Frame};
+use crate::frame::{blend_dithered_into, resize_into, weight_of, Frame, WEIGHT_ONE};
 use crate::render::Renderer;
 
 /// How often waits wake up to notice shutdown.
@@ -118,7 +119,8 @@ pub struct Playback {
     pub state: PlaybackState,
     /// The quality ladder's figures (headroom), and where the art's speed and place go.
     pub adapt: Arc<Adapt>,
-    /// Renderers for frame sizes other than `renderer`'s (the ladder's lower resolutions).
+    /// Renderers for frame sizes other than `renderer`'s (the ladder's lower resolutions), the
+    /// two used last.
     pub sized: Vec<Renderer>,
     /// The blend shown between two decoded frames (kept, so blending allocates once).
     pub blended: Option<Frame>,
@@ -128,6 +130,8 @@ pub struct Playback {
     pub shown_first: bool,
     /// How often a new picture may be rendered (adaptive playback).
     pub budget: RenderBudget,
+    /// Blends made so far (each one's dither differs).
+    pub pictures: u32,
 }
 
 /// The screen's place on the walk (adaptive playback) and the decoded frames around it.
@@ -444,6 +448,11 @@ impl Playback {
         let index = match self.sized.iter().position(|r| r.source() == size) {
             Some(index) => index,
             None => {
+                // Two besides the configured size's at most (each may hold a screen-sized
+                // scratch): the ladder moves between neighbouring sizes.
+                if self.sized.len() >= 2 {
+                    self.sized.remove(0);
+                }
                 self.sized.push(self.renderer.for_source(size)?);
                 self.sized.len() - 1
             }
@@ -591,11 +600,12 @@ impl Playback {
             weight_of((place.at - before.at) / (after.at - before.at).max(1e-9))
         });
         let after = place.after.clone().filter(|_| weight > 0);
-        let shown = (
-            before.seq,
-            after.as_ref().map_or(before.seq, |a| a.seq),
-            weight,
-        );
+        // The picture's identity: all of one frame is that frame, whichever pair it ends.
+        let shown = match &after {
+            Some(after) if weight >= WEIGHT_ONE => (after.seq, after.seq, 0),
+            Some(after) => (before.seq, after.seq, weight),
+            None => (before.seq, before.seq, 0),
+        };
         if shown == place.shown || !self.budget.allows(self.settings.period) {
             // The same picture again, or no time to render one: the pacer keeps the last up a
             // period meanwhile.
@@ -605,7 +615,7 @@ impl Playback {
         }
         place.shown = shown;
         match after {
-            Some(after) if weight < 256 => self.show_blend(&before, &after, weight),
+            Some(after) if weight < WEIGHT_ONE => self.show_blend(&before, &after, weight),
             Some(after) => self.show(&after, 1),
             None => self.show(&before, 1),
         }
@@ -706,7 +716,7 @@ impl Playback {
         self.set_state(PlaybackState::Playing, level);
     }
 
-    /// Renders the blend of `before` and `after` (`weight` 256ths of the way), at `after`'s
+    /// Renders the blend of `before` and `after` (`weight` in 65536ths of the way), at `after`'s
     /// size, and hands it to the pacer.
     fn show_blend(&mut self, before: &Frame, after: &Frame, weight: u32) -> anyhow::Result<Flow> {
         let size = after.size();
@@ -719,15 +729,20 @@ impl Playback {
         });
         blended.rgb.resize(after.rgb.len(), 0);
         (blended.width, blended.height) = size;
-        blended.seq = if weight < 128 { before.seq } else { after.seq };
-        blended.at = before.at + (after.at - before.at) * weight as f64 / 256.0;
+        blended.seq = if weight < WEIGHT_ONE / 2 {
+            before.seq
+        } else {
+            after.seq
+        };
+        blended.at = before.at + (after.at - before.at) * weight as f64 / WEIGHT_ONE as f64;
         let from: &[u8] = if before.size() == size {
             &before.rgb
         } else {
             resize_into(&before.rgb, before.size(), size, &mut self.scratch)?;
             &self.scratch
         };
-        blend_into(from, &after.rgb, weight, &mut blended.rgb);
+        self.pictures = self.pictures.wrapping_add(1);
+        blend_dithered_into(from, &after.rgb, weight, self.pictures, &mut blended.rgb);
         let flow = self.show(&blended, 1);
         self.blended = Some(blended);
         flow
