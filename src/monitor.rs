@@ -302,10 +302,15 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
         row("last error", format!("{} ago: {error}", duration(age)));
     }
     row("uptime", duration(number("uptime_s")));
+    let internal = (count("internal_width"), count("internal_height"));
+    let decoded = (
+        status.pointer("/adapt/width").and_then(Value::as_u64),
+        status.pointer("/adapt/height").and_then(Value::as_u64),
+    );
     row(
         "screen",
         format!(
-            "{} {}x{} from {}x{}",
+            "{} {}x{} from {}x{}{}",
             text_of("sink").unwrap_or_default(),
             status
                 .pointer("/screen/width")
@@ -315,8 +320,12 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
                 .pointer("/screen/height")
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
-            count("internal_width"),
-            count("internal_height")
+            internal.0,
+            internal.1,
+            match decoded {
+                (Some(w), Some(h)) if (w, h) != internal => format!(" (decoded at {w}x{h} now)"),
+                _ => String::new(),
+            }
         ),
     );
     row(

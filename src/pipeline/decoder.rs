@@ -521,6 +521,7 @@ impl DecodeStage {
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
+        super::stage::yield_to_display();
         match self.decode_all() {
             Ok(()) | Err(Ended::Stopped) => Ok(()),
             Err(Ended::Failed(error)) => Err(error),

@@ -179,6 +179,7 @@ impl KeyframeStage {
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
+        super::stage::yield_to_display();
         let mut walk = Walk {
             index: 0,
             previous: None,

@@ -1,7 +1,8 @@
 //! What every stage thread shares: how it is started (a named thread whose result, panics
 //! included, is reported on one channel) and how a failing generator is retried (`Retry`: the
 //! error is counted and logged, then waited out 1 s, 2 s, 4 s ... up to 30 s, in slices so a
-//! stop is noticed at once). Pausing while blanked is `Control::wait_while_blanked`.
+//! stop is noticed at once), and how generating threads yield to the display's
+//! (`yield_to_display`). Pausing while blanked is `Control::wait_while_blanked`.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -15,6 +16,19 @@ use crate::events;
 
 const FIRST: Duration = Duration::from_secs(1);
 const LONGEST: Duration = Duration::from_secs(30);
+
+/// The nice value of the generating threads (keyframes, decoder, and the built-in generator's
+/// workers they start): on a machine too slow for both, playback and the pacer come first, so
+/// the screen keeps changing every period while generation takes what is left (the quality
+/// ladder sees the smaller capacity and adapts).
+pub const GENERATION_NICE: i32 = 5;
+
+/// Makes the calling (generating) thread yield to the display's threads.
+pub fn yield_to_display() {
+    if !crate::sys::lower_thread_priority(GENERATION_NICE) {
+        log::debug!("could not lower the generating thread's priority");
+    }
+}
 
 /// A stage's end: its name and result.
 pub type StageExit = (&'static str, anyhow::Result<()>);

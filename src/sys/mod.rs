@@ -40,6 +40,16 @@ pub fn set_realtime_priority(priority: i32) -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (0 to 19; raising it back needs
+/// privileges, lowering never does). Returns false where the kernel refused.
+pub fn lower_thread_priority(nice: i32) -> bool {
+    // SAFETY: gettid takes no arguments and only returns the calling thread's id.
+    let thread = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: plain syscall on one thread of this process (on Linux a thread id names just that
+    // thread for PRIO_PROCESS); no memory is passed.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, nice.clamp(0, 19)) == 0 }
+}
+
 /// Minutes after local midnight now (the system time zone: /etc/localtime or TZ); `None` if
 /// the C library can't tell.
 pub fn local_minute_of_day() -> Option<u32> {
