@@ -145,17 +145,15 @@ fn peak_rss_mb() -> f64 {
 /// Moves this process into a new cgroup limited to `cores` CPUs; returns its folder.
 fn join_quota(cores: f64) -> anyhow::Result<std::path::PathBuf> {
     let quota = (cores * QUOTA_PERIOD_US as f64).round().max(1000.0) as u64;
-    let name = format!("dreamframe-bench-{}", std::process::id());
-    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
-    let v2 = std::path::Path::new("/sys/fs/cgroup");
-    let dir = if v1.join("cpu.cfs_quota_us").exists() {
-        let dir = v1.join(&name);
+    let [v1_dir, v2_dir] = quota_dirs(std::process::id());
+    let dir = if std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        let dir = v1_dir;
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("cpu.cfs_period_us"), QUOTA_PERIOD_US.to_string())?;
         std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
         dir
     } else {
-        let dir = v2.join(&name);
+        let dir = v2_dir;
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("cpu.max"), format!("{quota} {QUOTA_PERIOD_US}"))?;
         dir
@@ -345,12 +343,28 @@ impl Figures {
     }
 }
 
+/// The cgroup folder a child of `pid` made for its quota (see `join_quota`).
+fn quota_dirs(pid: u32) -> [std::path::PathBuf; 2] {
+    let name = format!("dreamframe-bench-{pid}");
+    [
+        std::path::Path::new("/sys/fs/cgroup/cpu").join(&name),
+        std::path::Path::new("/sys/fs/cgroup").join(&name),
+    ]
+}
+
 fn run_child(scenario: &Scenario) -> anyhow::Result<Figures> {
-    let output = Command::new(std::env::current_exe()?)
+    let child = Command::new(std::env::current_exe()?)
         .args(scenario.args())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .context("running a scenario")?;
+    let pid = child.id();
+    let output = child.wait_with_output().context("running a scenario")?;
+    // Its cgroup, empty now that it has ended.
+    for dir in quota_dirs(pid) {
+        let _ = std::fs::remove_dir(dir);
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let figures = stdout.lines().find_map(Figures::parse);
     match figures {

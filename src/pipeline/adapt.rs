@@ -412,17 +412,8 @@ impl Ladder {
         self.rungs.is_empty()
     }
 
-    pub fn knobs(&self) -> &Knobs {
-        &self.knobs
-    }
-
     pub fn label(&self, index: usize) -> String {
         self.rungs[index].label(&self.knobs)
-    }
-
-    /// Moves made so far.
-    pub fn changes(&self) -> u64 {
-        self.changes
     }
 
     /// Seconds of art one transition is at the configured pace.

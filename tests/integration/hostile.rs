@@ -458,13 +458,20 @@ fn a_very_long_transition_shows_its_first_keyframe_at_once_in_bounded_memory() {
     if let Some(transition) = log.find("[TIMING] transition") {
         assert!(first_picture < transition, "{log}");
     }
-    // The start line and status.json agree on the buffer's capacity from the start.
+    // The start line and status.json agree on the buffer's capacity from the start, while the
+    // frames keep their size; a ladder that lowered the resolution (a loaded machine) fits more
+    // of the smaller frames into the same megabytes, once they arrive.
     let start = log.lines().find(|l| l.contains("start version=")).unwrap();
     let capacity = dreamframe::analyze::parse_fields(start)["buffer_capacity_frames"].clone();
-    assert_eq!(
-        capacity,
-        status["buffer_capacity_frames"].to_string(),
-        "{start}"
-    );
+    let now = status["buffer_capacity_frames"].to_string();
+    let adapt = &status["adapt"];
+    if adapt.is_null() || (adapt["width"] == 64 && adapt["height"] == 64) {
+        assert_eq!(capacity, now, "{start}\n{status}");
+    } else {
+        assert!(
+            now.parse::<u64>().unwrap() >= capacity.parse::<u64>().unwrap(),
+            "{start}\n{status}"
+        );
+    }
     assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
 }

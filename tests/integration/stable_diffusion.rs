@@ -449,10 +449,12 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
     let sd = generator(dir.path(), 0.0, true);
     let config = pipeline_config(dir.path());
     let (sink, recording) = MemorySink::new(Geometry::packed(32, 24, PixelFormat::RGB565));
-    // Runs until 8 different pictures were shown (so at least one whole transition was decoded
-    // and the next keyframe made), however long that takes on this machine; bounded so that a
-    // stuck pipeline fails.
+    // Runs until status.json says a whole transition was decoded and the next keyframe made, and
+    // the screen changed 7 times, however long that takes on this machine; bounded so that a
+    // stuck pipeline fails. (Presented changes alone prove nothing about decoding: playback
+    // blends between decoded frames when they come slower than the screen.)
     let watched = std::sync::Arc::clone(&recording);
+    let status_path = dir.path().join("out").join("status.json");
     let enough_shown = async move {
         let started = std::time::Instant::now();
         loop {
@@ -464,7 +466,12 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
                     .filter(|w| w[0].pixels != w[1].pixels)
                     .count()
             };
-            if changes >= 7 || started.elapsed() > std::time::Duration::from_secs(300) {
+            let decoded_a_transition = crate::util::status_json(&status_path).is_some_and(|s| {
+                s["keyframes"].as_u64() >= Some(2) && s["decoded_frames"].as_u64() >= Some(6)
+            });
+            if (changes >= 7 && decoded_a_transition)
+                || started.elapsed() > std::time::Duration::from_secs(300)
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
