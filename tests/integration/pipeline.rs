@@ -444,7 +444,7 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
     let (generator, controls) = fake();
     controls.decode_delay_us.store(100, Ordering::Relaxed);
     let (sink, _recording) = memory_sink();
-    let mut pipeline = Pipeline::spawn(&config, Box::new(sink), Box::new(generator), 5, None)
+    let pipeline = Pipeline::spawn(&config, Box::new(sink), Box::new(generator), 5, None)
         .expect("pipeline starts");
 
     // Waits (at most 20 s, whatever this machine's speed) until the buffer's level satisfies
@@ -501,14 +501,7 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
     pipeline.reconfigure(&live);
     check(&pipeline, 60.0);
     wait_until(&pipeline, "filled at 60 fps", &|frames| frames > 30);
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    assert!(runtime
-        .block_on(pipeline.shutdown(Duration::from_secs(5)))
-        .is_none());
+    shut_down(pipeline);
 }
 
 #[test]
