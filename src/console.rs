@@ -35,8 +35,16 @@ fn restore_sequence(blank_minutes: i32) -> String {
     format!("\x1b[?25h\x1b[9;{blank_minutes}]")
 }
 
+/// Refuses a console path that is not a character device (a FIFO would block the open for
+/// ever, a regular file would take the escape sequences), before anything opens it.
+fn expect_terminal(path: &Path) -> anyhow::Result<()> {
+    crate::files::expect_char_device(path, "a terminal (a console is /dev/ttyN)")
+        .with_context(|| format!("cannot use console {}", path.display()))
+}
+
 /// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
 pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
+    expect_terminal(path)?;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOCTTY)
@@ -75,6 +83,7 @@ impl ConsoleGuard {
     /// Switches the VT at `path` (e.g. /dev/tty1, or /dev/tty0 for the active one) to graphics
     /// mode with blanking off.
     pub fn take(path: &Path) -> anyhow::Result<Self> {
+        expect_terminal(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,6 +177,25 @@ mod tests {
     use std::io::Read;
 
     #[test]
+    fn a_console_that_is_not_a_terminal_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A FIFO with no writer: opening it for reading would block for ever.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").expect("plain file");
+        for (path, what) in [(&fifo, "a FIFO"), (&plain, "a regular file")] {
+            let expected = format!("is {what}, expected a terminal");
+            let error = format!("{:#}", mode(path).unwrap_err());
+            assert!(error.contains(&expected), "{error}");
+            let error = format!("{:#}", ConsoleGuard::take(path).err().expect("refused"));
+            assert!(error.contains(&expected), "{error}");
+        }
+        // Nothing was written into the plain file.
+        assert_eq!(std::fs::read(&plain).unwrap(), b"");
+    }
+
+    #[test]
     fn a_caught_panic_leaves_the_console_alone_and_the_exit_guard_restores_it() {
         // A pipe stands in for the VT: what a restore writes to it can be read back.
         let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
@@ -197,16 +225,17 @@ mod tests {
             .expect("read the pipe");
         assert_eq!(written, restore_sequence(10), "restored once, at exit");
 
-        // Not a VT: refused, and nothing registered for the exit guard.
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        let error = ConsoleGuard::take(file.path()).err().expect("not a VT");
+        // A character device that is not a VT: refused, and nothing registered for the exit
+        // guard. (Other files are refused before opening: see the next test.)
+        let not_a_vt = Path::new("/dev/null");
+        let error = ConsoleGuard::take(not_a_vt).err().expect("not a VT");
         assert!(
             format!("{error:#}").contains("is not a virtual terminal"),
             "{error:#}"
         );
         assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
         restore_at_exit(); // nothing to restore: must be a no-op
-        assert!(mode(file.path()).is_err());
+        assert!(mode(not_a_vt).is_err());
     }
 
     #[test]

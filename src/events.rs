@@ -375,9 +375,16 @@ events! {
     /// The saved latent does not fit the generator.
     ResumeUnusable = "resume_unusable" { index: Option<u64>, error: String } => "(starting fresh)";
     ResumeSaveFailed = "resume_save_failed" { error: String };
-    StatusWriteFailed = "status_write_failed" { path: String, error: String };
+    /// The first of a run of failed status.json writes (a full disk): the rest are counted, and
+    /// `output_write_recovered` says when one succeeds again.
+    StatusWriteFailed = "status_write_failed" { path: String, error: String }
+        => "(said once until it can be written again)";
     StatusEncodeFailed = "status_encode_failed" { error: String };
-    SnapshotWriteFailed = "snapshot_write_failed" { error: String };
+    /// The first of a run of failed snapshot.png writes, as `status_write_failed`.
+    SnapshotWriteFailed = "snapshot_write_failed" { path: String, error: String }
+        => "(said once until it can be written again)";
+    /// A periodic file was written again after `failed_writes` failed writes in a row.
+    OutputWriteRecovered = "output_write_recovered" { path: String, failed_writes: u64 };
     OutputDirUnavailable = "output_dir_unavailable" { path: String, error: String };
     LogFileUnavailable = "log_file_unavailable" { path: String, error: String };
     /// A stage thread ended with an error or a panic.

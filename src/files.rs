@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::sys::Lock;
 
 /// What kind of thing a path names, for messages.
-fn kind_of(file_type: std::fs::FileType) -> &'static str {
+pub fn kind_of(file_type: std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "a folder"
     } else if file_type.is_fifo() {
@@ -28,6 +28,10 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
         "a block device"
     } else if file_type.is_socket() {
         "a socket"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
     } else {
         "not a regular file"
     }
@@ -59,6 +63,54 @@ pub fn open_regular(path: &Path, max_bytes: u64) -> std::io::Result<File> {
         )));
     }
     Ok(file)
+}
+
+/// Opens `path` for appending, creating it as a regular file if it is missing. Whatever else
+/// stands there is refused, naming what it is: a FIFO (opening it for writing would block until
+/// a reader comes, and rotation would rename it away), a device, a folder. Never blocks.
+pub fn open_append_regular(path: &Path) -> std::io::Result<File> {
+    refuse_special(path, "a regular file")?;
+    // O_NONBLOCK: a FIFO put there since the check fails (ENXIO) instead of blocking.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(invalid(format!(
+            "is {}, expected a regular file",
+            kind_of(metadata.file_type())
+        )));
+    }
+    Ok(file)
+}
+
+/// Refuses `path` when something other than a regular file stands there (a missing one is
+/// fine); looks without opening, so a FIFO can't block.
+fn refuse_special(path: &Path, expected: &str) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => Err(invalid(format!(
+            "is {}, expected {expected}",
+            kind_of(metadata.file_type())
+        ))),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses `path` unless it names a character device, as a terminal is; looks without opening,
+/// so a FIFO or a socket can't block whoever opens it next.
+pub fn expect_char_device(path: &Path, expected: &str) -> std::io::Result<()> {
+    let metadata = std::fs::metadata(path)?;
+    if metadata.file_type().is_char_device() {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "is {}, expected {expected}",
+            kind_of(metadata.file_type())
+        )))
+    }
 }
 
 /// The whole content of a regular file of at most `max_bytes` (see `open_regular`). A file that
@@ -121,6 +173,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct OutputLock {
     _file: File,
     pub path: PathBuf,
+    /// Why the PID could not be written into the lock file (a full disk), if it could not.
+    pub pid_error: Option<std::io::Error>,
 }
 
 /// Name of the lock file in the output folder.
@@ -130,6 +184,8 @@ pub const LOCK_FILE_NAME: &str = "dreamframe.lock";
 pub enum LockError {
     #[error("another dreamframe (PID {pid}) is already showing into {dir}: stop it first (`systemctl stop dreamframe`), or give this one another --output-dir")]
     Held { dir: PathBuf, pid: String },
+    #[error("the lock file {path} is {what}, not a regular file, so it can't keep this the only display on its folder: remove it (`rm -r {path}`) and start again")]
+    NotAFile { path: PathBuf, what: &'static str },
     #[error("cannot lock the output folder {dir}")]
     Io {
         dir: PathBuf,
@@ -146,6 +202,16 @@ impl OutputLock {
             dir: dir.to_path_buf(),
             source,
         };
+        let not_a_file = |file_type: std::fs::FileType| LockError::NotAFile {
+            path: path.clone(),
+            what: kind_of(file_type),
+        };
+        // Looked at before opening: a folder, a symlink or a FIFO there would otherwise fail
+        // the open (or the lock) and leave the folder without its guard.
+        match std::fs::symlink_metadata(&path) {
+            Ok(metadata) if !metadata.is_file() => return Err(not_a_file(metadata.file_type())),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -154,6 +220,10 @@ impl OutputLock {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io)?;
+        let metadata = file.metadata().map_err(io)?;
+        if !metadata.is_file() {
+            return Err(not_a_file(metadata.file_type()));
+        }
         if crate::sys::lock_exclusive(&file).map_err(io)? == Lock::Held {
             let mut text = String::new();
             let _ = (&file).take(64).read_to_string(&mut text);
@@ -163,9 +233,17 @@ impl OutputLock {
                 pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
             });
         }
-        file.set_len(0).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file, path })
+        // The PID is for people and `status`; the flock alone keeps the folder ours and needs
+        // no space, so a full disk keeps the lock (readers then see PID "unknown").
+        let pid_error = file
+            .set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .err();
+        Ok(Self {
+            _file: file,
+            path,
+            pid_error,
+        })
     }
 
     /// The PID written in `dir`'s lock file if a live process holds the lock (`None`: the
@@ -284,5 +362,34 @@ mod tests {
         drop(first);
         assert_eq!(OutputLock::holder(dir.path()).unwrap(), None);
         OutputLock::acquire(dir.path()).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_regular_file_is_refused_naming_it() {
+        let lock_path = |dir: &tempfile::TempDir| dir.path().join(LOCK_FILE_NAME);
+        let folder = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(lock_path(&folder)).unwrap();
+        let symlink = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::symlink(folder.path().join("elsewhere"), lock_path(&symlink)).unwrap();
+        let fifo = tempfile::tempdir().expect("temp dir");
+        nix::unistd::mkfifo(&lock_path(&fifo), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for (dir, what) in [
+            (&folder, "a folder"),
+            (&symlink, "a symbolic link"),
+            (&fifo, "a FIFO"),
+        ] {
+            let error = OutputLock::acquire(dir.path()).unwrap_err();
+            assert!(matches!(error, LockError::NotAFile { .. }), "{error:?}");
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!(
+                    "the lock file {} is {what}, not a regular file",
+                    lock_path(dir).display()
+                )),
+                "{text}"
+            );
+        }
+        // The symlink led nowhere and nothing was made there.
+        assert!(!folder.path().join("elsewhere").exists());
     }
 }

@@ -69,45 +69,36 @@ pub fn probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
         None => sink::drm::card::card_paths(std::path::Path::new(sink::drm::card::CARDS_DIR)),
     };
     if cards.is_empty() {
-        println!(
-            "{}",
-            events::DrmCard {
-                path: sink::drm::card::CARDS_DIR.into(),
-                error: Some("no DRM cards (no KMS driver loaded)".into()),
-                ..Default::default()
-            }
-        );
+        crate::stdout::line(events::DrmCard {
+            path: sink::drm::card::CARDS_DIR.into(),
+            error: Some("no DRM cards (no KMS driver loaded)".into()),
+            ..Default::default()
+        })?;
     }
     for card in cards {
         for line in sink::drm::card::probe_lines(&card) {
-            println!("{line}");
+            crate::stdout::line(line)?;
         }
     }
     match sink::fbdev::FbdevSink::open_device(&framebuffer) {
-        Ok(device) => println!("{}", device.report().event()),
-        Err(error) => println!(
-            "{}",
-            events::FramebufferUnavailable {
-                path: framebuffer.display().to_string(),
-                error: format!("{error:#}"),
-            }
-        ),
+        Ok(device) => crate::stdout::line(device.report().event())?,
+        Err(error) => crate::stdout::line(events::FramebufferUnavailable {
+            path: framebuffer.display().to_string(),
+            error: format!("{error:#}"),
+        })?,
     }
     if let Some(path) = console_path {
         let mode = console::mode(&path);
-        println!(
-            "{}",
-            events::Console {
-                path: path.display().to_string(),
-                mode: match mode {
-                    Ok(console::KD_GRAPHICS) => "graphics".into(),
-                    Ok(_) => "text".into(),
-                    Err(_) => "unknown".into(),
-                },
-                previous_mode: None,
-                error: mode.err().map(|error| format!("{error:#}")),
-            }
-        );
+        crate::stdout::line(events::Console {
+            path: path.display().to_string(),
+            mode: match mode {
+                Ok(console::KD_GRAPHICS) => "graphics".into(),
+                Ok(_) => "text".into(),
+                Err(_) => "unknown".into(),
+            },
+            previous_mode: None,
+            error: mode.err().map(|error| format!("{error:#}")),
+        })?;
     }
     Ok(())
 }
@@ -130,8 +121,19 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     // One display per output folder: a second one would overwrite status.json and resume.json.
     let _output_lock = match std::fs::create_dir_all(&output.dir) {
         Ok(()) => match crate::files::OutputLock::acquire(&output.dir) {
-            Ok(lock) => Some(lock),
-            Err(error @ crate::files::LockError::Held { .. }) => return Err(error.into()),
+            Ok(lock) => {
+                if let Some(error) = &lock.pid_error {
+                    eprintln!(
+                        "dreamframe: warning: cannot write the PID into {} ({error}); the lock holds all the same",
+                        lock.path.display()
+                    );
+                }
+                Some(lock)
+            }
+            Err(
+                error @ (crate::files::LockError::Held { .. }
+                | crate::files::LockError::NotAFile { .. }),
+            ) => return Err(error.into()),
             Err(error) => {
                 eprintln!("dreamframe: warning: {:#}", anyhow::Error::from(error));
                 None

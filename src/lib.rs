@@ -25,6 +25,7 @@ pub mod resume;
 pub mod service;
 pub mod signals;
 pub mod sink;
+pub mod stdout;
 pub mod sys;
 
 pub use service::run;

@@ -1,11 +1,11 @@
 //! Logging, set up once by `main`: stderr (journald under systemd) and a log file rotated by size
 //! (file-rotate), so the disk never fills. Lines are `time [LEVEL] event key=value ...` so tools/
 //! can parse them, and each record is exactly one line: line breaks inside a message (a
-//! multi-line error, a backtrace) are written as " | ". A log file that can't be opened is
-//! reported and skipped, and a failing write (disk full) is dropped by simplelog: logging never
-//! stops the display.
+//! multi-line error, a backtrace) are written as " | ". A log file that can't be opened, or is
+//! not a regular file (a FIFO would block start-up until a reader came), is reported and
+//! skipped, and a failing write (disk full) is dropped by simplelog: logging never stops the
+//! display.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use file_rotate::compression::Compression;
@@ -83,7 +83,7 @@ pub fn init(
         let opened = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| OpenOptions::new().create(true).append(true).open(path));
+            .and_then(|_| crate::files::open_append_regular(path));
         match opened {
             Ok(_) => {
                 // Checked above: file-rotate panics on a folder it can't create.

@@ -1,13 +1,14 @@
 //! The dreamframe binary: parse the arguments, dispatch (the display, status, probe,
-//! check-config, bench, bench-display, bench-sd) and map the result to an exit status: 2 for bad arguments (clap), 78 for
-//! config errors, 1 for anything else. Everything else lives in the library (`launch`).
+//! check-config, bench, bench-display, bench-sd) and map the result to an exit status: 2 for bad
+//! arguments (clap), 78 for config errors, 1 for anything else (`status` has its own, see
+//! `monitor`). Everything else lives in the library (`launch`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use dreamframe::cli::{Cli, Command};
 use dreamframe::config::{Config, ConfigError};
-use dreamframe::{bench, events, launch, EXIT_CONFIG};
+use dreamframe::{bench, events, launch, stdout, EXIT_CONFIG};
 
 fn main() -> ExitCode {
     dreamframe::process_start();
@@ -20,12 +21,17 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if let Some(Command::Status(args)) = &cli.command {
-        // Its own exit statuses: 0 running, 3 not running, 1 stuck (see `monitor`).
+        // Its own exit statuses: 0 running, 3 not running, 1 stuck, 4 unknown (see `monitor`);
+        // 1 must never mean that the report itself failed.
         return match dreamframe::monitor::run(&cli, args) {
             Ok(code) => ExitCode::from(code),
             Err(error) => {
                 eprintln!("dreamframe: {error:#}");
-                ExitCode::from(1)
+                ExitCode::from(if is_config_error(&error) {
+                    EXIT_CONFIG
+                } else {
+                    dreamframe::monitor::EXIT_UNKNOWN
+                })
             }
         };
     }
@@ -43,12 +49,19 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("dreamframe: {error:#}");
             }
-            let config_error = error
-                .chain()
-                .any(|cause| cause.downcast_ref::<ConfigError>().is_some());
-            ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
+            ExitCode::from(if is_config_error(&error) {
+                EXIT_CONFIG
+            } else {
+                1
+            })
         }
     }
+}
+
+fn is_config_error(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<ConfigError>().is_some())
 }
 
 fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
@@ -56,28 +69,20 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         let config = Config::load(path)?;
         // Valid, but what will make the display fall back on this machine is worth knowing.
         for warning in dreamframe::preflight::warnings(&config, path) {
-            println!("warning: {warning}");
+            stdout::line(format_args!("warning: {warning}"))?;
         }
-        println!("{}: ok", path.display());
-        return Ok(());
+        return stdout::line(format_args!("{}: ok", path.display()));
     }
     match &cli.command {
-        Some(Command::Bench(args)) => {
-            println!("{}", bench::run(args)?);
-            Ok(())
-        }
+        Some(Command::Bench(args)) => stdout::line(bench::run(args)?),
         Some(Command::BenchDisplay(args)) => {
             let config = match &cli.config {
                 Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
-            println!("{}", bench::display::run(args, &config)?);
-            Ok(())
+            stdout::line(bench::display::run(args, &config)?)
         }
-        Some(Command::BenchSd(args)) => {
-            println!("{}", bench::run_sd(args)?);
-            Ok(())
-        }
+        Some(Command::BenchSd(args)) => stdout::line(bench::run_sd(args)?),
         Some(Command::Probe(args)) => launch::probe(&cli, args),
         Some(Command::Status(_)) => unreachable!("handled before logging starts"),
         None => launch::display(cli, logging_started),

@@ -8,12 +8,13 @@
 //! Whether the display runs: a live process holds the folder's lock (`files::OutputLock`), and
 //! status.json is younger than a few of its rewrite intervals. Inputs: the command line and
 //! files; outputs: text on stdout. Runs on the main thread. Exit: 0 running, 3 not running
-//! (LSB's "program is not running"), 1 running but status.json stale (stuck) or unreadable.
+//! (LSB's "program is not running"), 1 running but status.json stale (stuck) or unreadable, 78
+//! a bad config, 4 anything else that kept the report from being made or given (LSB's "unknown").
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::cli::{Cli, StatusArgs};
@@ -32,11 +33,15 @@ const STALE_INTERVALS: f64 = 3.0;
 const MAX_STATUS_BYTES: u64 = 1024 * 1024;
 /// The largest snapshot read for `--picture`.
 const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest snapshot decoded for `--picture`: an 8K screen's pixels.
+const MAX_SNAPSHOT_PIXELS: u64 = 7680 * 4320;
 
 /// Exit statuses of `dreamframe status`.
 pub const EXIT_RUNNING: u8 = 0;
 pub const EXIT_STUCK: u8 = 1;
 pub const EXIT_NOT_RUNNING: u8 = 3;
+/// LSB's "status unknown": the report could not be made or given (stdout closed or full).
+pub const EXIT_UNKNOWN: u8 = 4;
 
 /// What the command found: the text to print and the exit status.
 pub struct Report {
@@ -59,7 +64,7 @@ fn output_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 
 /// Runs `dreamframe status` and returns its exit status.
 pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     let dir = output_dir(cli)?;
     let clear = args.watch && std::io::stdout().is_terminal();
     loop {
@@ -77,17 +82,13 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
             report
         };
         text.push_str(&report.text);
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .context("cannot write to stdout")?;
+        crate::stdout::write(&text)?;
         if !args.watch {
             return Ok(report.exit);
         }
-        drop(out);
         std::thread::sleep(Duration::from_secs_f64(args.interval));
         if !clear {
-            println!();
+            crate::stdout::write("\n")?;
         }
     }
 }
@@ -374,13 +375,25 @@ fn draw_snapshot(path: &Path, (columns, rows): (u32, u32)) -> anyhow::Result<Str
     use crate::config::{TERMINAL_MAX_COLUMNS, TERMINAL_MAX_ROWS};
     let bytes = crate::files::read_regular(path, MAX_SNAPSHOT_BYTES)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .context("cannot read the snapshot")?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .context("cannot read the snapshot")
+    };
+    // A snapshot is one screen: anything bigger is not ours, and decoding it would cost
+    // seconds and gigabytes at every `--watch` interval for a picture drawn at terminal size.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .with_context(|| format!("cannot decode {}", path.display()))?;
+    if u64::from(width) * u64::from(height) > MAX_SNAPSHOT_PIXELS {
+        bail!(
+            "{} is {width}x{height}, more pixels than the largest screen (7680x4320)",
+            path.display()
+        );
+    }
+    let mut reader = reader()?;
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
-    limits.max_alloc = Some(512 * 1024 * 1024);
+    limits.max_alloc = Some(MAX_SNAPSHOT_PIXELS * 4 + 16 * 1024 * 1024);
     reader.limits(limits);
     let image = reader
         .decode()
@@ -426,6 +439,44 @@ mod tests {
         assert_eq!(gauge(50.0), "[##########----------]");
         assert_eq!(gauge(250.0), "[####################]");
         assert_eq!(gauge(-3.0), "[--------------------]");
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_a_screen_is_refused_before_it_is_decoded() {
+        // A real 8x8 PNG whose header then claims 11000x11000 (as a 470 KB all-zero file
+        // would): only the header may be read.
+        let mut png = Vec::new();
+        image::RgbImage::new(8, 8)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, ..., CRC over type+data.
+        png[16..20].copy_from_slice(&11_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&11_000u32.to_be_bytes());
+        let crc = png_crc(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("snapshot.png"), &png).unwrap();
+        let drawn = picture(dir.path(), (80, 24));
+        assert!(
+            drawn.contains("is 11000x11000, more pixels than the largest screen"),
+            "{drawn}"
+        );
+    }
+
+    /// PNG's chunk CRC (CRC-32, ISO 3309), for forging a header above.
+    fn png_crc(bytes: &[u8]) -> u32 {
+        let mut crc = u32::MAX;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What `--check-config` warns about beyond the file itself: a valid config that will still make
 //! the display fall back (or fail) at run time on this machine. A Stable Diffusion weights folder
 //! that doesn't exist or lacks a file the preset needs, a CUDA device asked of a build without
-//! CUDA, a framebuffer or DRM card path that is not a character device.
+//! CUDA, a framebuffer, DRM card or console path that is not a character device, a log file that
+//! is not a regular file (a FIFO).
 //!
 //! Inputs: the checked config and its file. Outputs: `ConfigProblem`s placed at their keys, for
 //! the caller to print as `warning:` lines. Runs on the main thread; looks at the filesystem
@@ -93,6 +94,41 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
                 "display.card",
                 format!("{:?}", card.display().to_string()),
                 format!("{what}: the drm sink will not start (`dreamframe probe` lists the cards)"),
+            ));
+        }
+    }
+    // The console is taken by the screen sinks only; a missing one is said at run time.
+    let console = config.display.console.as_ref().filter(|_| {
+        matches!(
+            config.display.sink,
+            SinkKind::Drm | SinkKind::Fbdev | SinkKind::Auto
+        )
+    });
+    if let Some(console) = console {
+        let not_a_terminal = std::fs::metadata(console)
+            .ok()
+            .filter(|meta| !meta.file_type().is_char_device());
+        if let Some(meta) = not_a_terminal {
+            found.push((
+                "display.console",
+                format!("{:?}", console.display().to_string()),
+                format!(
+                    "is {}, not a terminal (a console is /dev/ttyN): the display will leave the \
+                     console alone (its cursor and blanking may show over the art)",
+                    crate::files::kind_of(meta.file_type())
+                ),
+            ));
+        }
+    }
+    if let Some(log) = crate::service::OutputPaths::for_config(config).log {
+        if let Some(meta) = std::fs::metadata(&log).ok().filter(|meta| !meta.is_file()) {
+            found.push((
+                "log.file",
+                format!("{:?}", log.display().to_string()),
+                format!(
+                    "is {}, not a regular file: the display will log to stderr only",
+                    crate::files::kind_of(meta.file_type())
+                ),
             ));
         }
     }

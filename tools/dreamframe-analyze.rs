@@ -109,10 +109,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let sources: Vec<String> = args.logs.iter().map(|p| p.display().to_string()).collect();
-    print!("{}", report(&analysis, &sources));
+    // The chart first: a reader that leaves early (`| head -1`) must not cost it.
     chart_to_file(&analysis, &args.chart)?;
-    println!("\nChart: {}", args.chart.display());
-    Ok(())
+    dreamframe::stdout::write(&format!(
+        "{}\nChart: {}\n",
+        report(&analysis, &sources),
+        args.chart.display()
+    ))
 }
 
 fn main() -> ExitCode {

@@ -12,8 +12,8 @@ pub mod status;
 pub mod watchdog;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -175,15 +175,13 @@ struct Service {
     /// status.json's rate window and the stats line's (see `status::RateWindow`).
     status_window: RateWindow,
     stats_window: RateWindow,
-    paths: OutputPaths,
     status_timer: Interval,
     stats_timer: Interval,
     snapshot_timer: Interval,
     schedule_timer: Interval,
     watchdog_timer: Interval,
-    /// A write still under way on the blocking pool: the next one waits its turn.
-    status_write: Option<JoinHandle<()>>,
-    snapshot_write: Option<JoinHandle<()>>,
+    status_write: PeriodicWrite,
+    snapshot_write: PeriodicWrite,
     notifier: Notifier,
     ready_sent: bool,
     /// The first snapshot.png is still to come (snapshots on, no frame written yet).
@@ -199,18 +197,19 @@ impl Service {
     fn new(config: &Config, pipeline: &Pipeline, status: StatusSource, paths: OutputPaths) -> Self {
         let mut schedule_timer = tokio::time::interval(SCHEDULE_CHECK);
         schedule_timer.reset_immediately();
+        let status_write = PeriodicWrite::new(&paths.status, status_write_failed);
+        let snapshot_write = PeriodicWrite::new(&paths.snapshot, snapshot_write_failed);
         Self {
             status_window: status.window(status::STATUS_RATE_WINDOW),
             stats_window: status.window(STATS_LOG_INTERVAL),
             status,
-            paths,
             status_timer: tokio::time::interval(config.output.status_interval),
             stats_timer: timer(STATS_LOG_INTERVAL),
             snapshot_timer: tokio::time::interval(config.output.snapshot_interval.unwrap_or(NEVER)),
             schedule_timer,
             watchdog_timer: tokio::time::interval(Notifier::watchdog_interval().unwrap_or(NEVER)),
-            status_write: None,
-            snapshot_write: None,
+            status_write,
+            snapshot_write,
             notifier: Notifier::from_env(),
             ready_sent: false,
             first_snapshot_pending: config.output.snapshot_interval.is_some(),
@@ -249,19 +248,10 @@ impl Service {
         if self.first_snapshot_pending && status.frames_shown > 0 {
             self.write_snapshot();
         }
-        let path = self.paths.status.clone();
         match serde_json::to_vec_pretty(&status) {
-            Ok(json) => in_background(&mut self.status_write, move || {
-                if let Err(error) = write_atomic(&path, &json) {
-                    log::warn!(
-                        "{}",
-                        events::StatusWriteFailed {
-                            path: path.display().to_string(),
-                            error: error.to_string(),
-                        }
-                    );
-                }
-            }),
+            Ok(json) => self
+                .status_write
+                .in_background(move |path| Ok(write_atomic(path, &json)?)),
             Err(error) => log::warn!(
                 "{}",
                 events::StatusEncodeFailed {
@@ -329,32 +319,15 @@ impl Service {
             return;
         };
         self.first_snapshot_pending = false;
-        let path = self.paths.snapshot.clone();
-        in_background(&mut self.snapshot_write, move || {
-            if let Err(error) = snapshot::write_png(&frame, &path) {
-                log::warn!(
-                    "{}",
-                    events::SnapshotWriteFailed {
-                        error: format!("{error:#}")
-                    }
-                );
-            }
-        });
+        self.snapshot_write
+            .in_background(move |path| snapshot::write_png(&frame, path));
     }
 
     /// The final status.json and log lines, after the stages stopped.
     fn finish(&mut self) {
         let final_status = self.status.collect(&mut self.status_window);
         if let Ok(json) = serde_json::to_vec_pretty(&final_status) {
-            if let Err(error) = write_atomic(&self.paths.status, &json) {
-                log::warn!(
-                    "{}",
-                    events::StatusWriteFailed {
-                        path: self.paths.status.display().to_string(),
-                        error: error.to_string(),
-                    }
-                );
-            }
+            self.status_write.now(|path| Ok(write_atomic(path, &json)?));
         }
         self.log_stats();
         log::info!(
@@ -369,9 +342,142 @@ impl Service {
 
 /// Runs a blocking write on tokio's blocking pool unless the previous one is still going (a
 /// stuck disk must not pile up writes).
-fn in_background(slot: &mut Option<JoinHandle<()>>, write: impl FnOnce() + Send + 'static) {
-    if slot.as_ref().is_some_and(|handle| !handle.is_finished()) {
-        return;
+/// A file rewritten again and again (status.json, snapshot.png) on tokio's blocking pool, one
+/// write at a time: while one is under way the next is skipped. A run of failures (a full disk)
+/// is logged once, at its first, and its end once, with how many writes failed: never a line at
+/// every tick.
+struct PeriodicWrite {
+    path: PathBuf,
+    running: Option<JoinHandle<()>>,
+    failures: std::sync::Arc<AtomicU64>,
+    failed_event: fn(&Path, &anyhow::Error) -> String,
+}
+
+impl PeriodicWrite {
+    fn new(path: &Path, failed_event: fn(&Path, &anyhow::Error) -> String) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            running: None,
+            failures: std::sync::Arc::default(),
+            failed_event,
+        }
     }
-    *slot = Some(tokio::task::spawn_blocking(write));
+
+    fn in_background(&mut self, write: impl FnOnce(&Path) -> anyhow::Result<()> + Send + 'static) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|handle| !handle.is_finished())
+        {
+            return;
+        }
+        let (path, failures, failed_event) = (
+            self.path.clone(),
+            std::sync::Arc::clone(&self.failures),
+            self.failed_event,
+        );
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            note_write(&path, &failures, failed_event, write(&path));
+        }));
+    }
+
+    /// On this thread (the last write, after the stages stopped).
+    fn now(&self, write: impl FnOnce(&Path) -> anyhow::Result<()>) {
+        note_write(
+            &self.path,
+            &self.failures,
+            self.failed_event,
+            write(&self.path),
+        );
+    }
+}
+
+fn note_write(
+    path: &Path,
+    failures: &AtomicU64,
+    failed_event: fn(&Path, &anyhow::Error) -> String,
+    written: anyhow::Result<()>,
+) {
+    if let Some((level, line)) = judge_write(path, failures, failed_event, written) {
+        log::log!(level, "{line}");
+    }
+}
+
+/// The line a write's outcome deserves, if any: the first failure of a run, or the first
+/// success after one.
+fn judge_write(
+    path: &Path,
+    failures: &AtomicU64,
+    failed_event: fn(&Path, &anyhow::Error) -> String,
+    written: anyhow::Result<()>,
+) -> Option<(log::Level, String)> {
+    match written {
+        Ok(()) => {
+            let failed_writes = failures.swap(0, Ordering::Relaxed);
+            (failed_writes > 0).then(|| {
+                let recovered = events::OutputWriteRecovered {
+                    path: path.display().to_string(),
+                    failed_writes,
+                };
+                (log::Level::Info, recovered.to_string())
+            })
+        }
+        Err(error) => (failures.fetch_add(1, Ordering::Relaxed) == 0)
+            .then(|| (log::Level::Warn, failed_event(path, &error))),
+    }
+}
+
+fn status_write_failed(path: &Path, error: &anyhow::Error) -> String {
+    events::StatusWriteFailed {
+        path: path.display().to_string(),
+        error: format!("{error:#}"),
+    }
+    .to_string()
+}
+
+fn snapshot_write_failed(path: &Path, error: &anyhow::Error) -> String {
+    events::SnapshotWriteFailed {
+        path: path.display().to_string(),
+        error: format!("{error:#}"),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failed_writes_is_said_once_and_its_end_once_with_the_count() {
+        let path = Path::new("/full/status.json");
+        let failures = AtomicU64::new(0);
+        let mut lines = Vec::new();
+        let mut write = |ok: bool| {
+            let written = if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("No space left on device"))
+            };
+            lines.extend(judge_write(path, &failures, status_write_failed, written));
+        };
+        write(true);
+        for _ in 0..42 {
+            write(false);
+        }
+        write(true);
+        write(true);
+        write(false);
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|(level, line)| format!("{level} {line}"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "WARN status_write_failed path=/full/status.json error=\"No space left on device\" (said once until it can be written again)",
+                "INFO output_write_recovered path=/full/status.json failed_writes=42",
+                "WARN status_write_failed path=/full/status.json error=\"No space left on device\" (said once until it can be written again)",
+            ]
+        );
+    }
 }

@@ -177,3 +177,29 @@ fn check_config_warns_of_what_will_fall_back_at_run_time_and_still_exits_0() {
     assert_eq!(code, Some(0));
     assert!(!stdout.contains("warning:"), "{stdout}");
 }
+
+#[test]
+fn check_config_says_a_weights_dir_that_is_a_file_is_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("weights.txt");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let path = dir.path().join("dreamframe.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[display]\nsink = \"null\"\n[model]\nkind = \"stable-diffusion\"\nweights-dir = {:?}\n",
+            file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "weights folder {} is a regular file, not a folder",
+            file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("weights.txt does not exist"), "{stdout}");
+}

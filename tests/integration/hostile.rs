@@ -4,6 +4,7 @@
 //! message. Every wait is bounded, so a regression fails instead of hanging the suite.
 
 use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -474,4 +475,254 @@ fn a_very_long_transition_shows_its_first_keyframe_at_once_in_bounded_memory() {
         );
     }
     assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+}
+
+/// Where stdout may go on a box: a full device (every write fails with ENOSPC), or a pipe whose
+/// reader has left (`| head -1`: EPIPE).
+fn unwritable_stdouts() -> [(&'static str, Stdio); 2] {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    drop(reader);
+    [
+        ("> /dev/full", full.into()),
+        ("| closed pipe", writer.into()),
+    ]
+}
+
+#[test]
+fn output_to_a_full_device_or_a_closed_pipe_is_one_error_line_never_a_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chart = dir.path().join("chart.svg");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/dreamframe.toml");
+    let commands = || -> Vec<(&str, Command)> {
+        let mut check = binary();
+        check.arg("--check-config").arg(&shipped);
+        let mut probe = binary();
+        probe.args(["probe", "--framebuffer", "/nonexistent/fb0"]);
+        let mut bench = binary();
+        bench.args(["bench", "--seconds", "1", "--width", "64", "--height", "36"]);
+        let mut analyze = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"));
+        analyze
+            .arg("--chart")
+            .arg(&chart)
+            .arg(crate::util::data("logs/adapting-cppn-1024x576.log"));
+        vec![
+            ("--check-config", check),
+            ("probe", probe),
+            ("bench", bench),
+            ("dreamframe-analyze", analyze),
+        ]
+    };
+    for which in 0..commands().len() {
+        for (how, stdout) in unwritable_stdouts() {
+            let (name, mut command) = commands().swap_remove(which);
+            let _ = std::fs::remove_file(&chart);
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("binary starts");
+            let what = format!("{name} {how}");
+            let output = finish(child, SLOW, &what);
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(1), "{what}: {message}");
+            assert!(
+                message.contains("cannot write to stdout") && !message.contains("panicked"),
+                "{what}: {message}"
+            );
+            assert_eq!(message.trim_end().lines().count(), 1, "{what}: {message}");
+            if name == "dreamframe-analyze" {
+                // The chart is written before the report, which is what failed.
+                assert!(chart.exists(), "{what}: no chart");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fifo_as_log_file_or_console_is_refused_at_once_and_the_display_runs_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let config = format!(
+        "[display]\nrealtime = false\n[log]\nfile = {:?}\n",
+        fifo.display().to_string()
+    );
+    let output = run(
+        &mut display(dir.path(), "2", Some(&config)),
+        SLOW,
+        "a FIFO as log.file",
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("log_file_unavailable")
+            && text.contains("is a FIFO, expected a regular file"),
+        "{text}"
+    );
+    // The log went to stderr, and the FIFO is still there (not rotated away).
+    assert!(text.contains("shutdown reason="), "{text}");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let checked = run(
+        binary()
+            .arg("--check-config")
+            .arg(dir.path().join("dreamframe.toml")),
+        QUICK,
+        "--check-config with a FIFO as log.file",
+    );
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("log.file = ") && said.contains("is a FIFO, not a regular file"),
+        "{said}"
+    );
+
+    let output = run(
+        binary()
+            .args(["probe", "--framebuffer", "/nonexistent/fb0", "--console"])
+            .arg(&fifo),
+        QUICK,
+        "probe --console FIFO",
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("is a FIFO, expected a terminal"),
+        "{said}{}",
+        stderr(&output)
+    );
+    let config = format!(
+        "[display]\nsink = \"fbdev\"\nframebuffer = \"/dev/null\"\nconsole = {:?}\n",
+        fifo.display().to_string()
+    );
+    let path = dir.path().join("console.toml");
+    std::fs::write(&path, config).unwrap();
+    let checked = run(
+        binary().arg("--check-config").arg(&path),
+        QUICK,
+        "--check-config with a FIFO as display.console",
+    );
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("display.console = ") && said.contains("is a FIFO, not a terminal"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_display_that_cannot_write_its_pid_keeps_the_lock_and_a_second_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // As on a full disk: every write into a file fails (EFBIG past 0 bytes), the PID's, the
+    // log's and status.json's alike; flock needs no space.
+    let config = "[display]\nrealtime = false\n[output]\nstatus-seconds = 0.2\n";
+    let mut command = display(dir.path(), "120", Some(config));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // Ignored, so a write past the limit fails with EFBIG instead of killing.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut first = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + SLOW;
+    while dreamframe::files::OutputLock::holder(dir.path())
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first display ended"
+        );
+        assert!(Instant::now() < deadline, "the first display took no lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        dreamframe::files::OutputLock::holder(dir.path()).unwrap(),
+        Some("unknown".to_string()),
+        "the PID could not have been written"
+    );
+    let second = run(
+        &mut display(dir.path(), "5", None),
+        QUICK,
+        "a second display on the folder",
+    );
+    let text = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("another dreamframe (PID unknown) is already showing into"),
+        "{text}"
+    );
+    // `status` never calls it NOT RUNNING (exit 3) while it holds the folder.
+    let status = run(
+        binary().arg("status").arg("--output-dir").arg(dir.path()),
+        QUICK,
+        "status",
+    );
+    assert_ne!(
+        status.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    signal(&first, libc::SIGTERM);
+    let output = finish(first, QUICK, "the first display");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("cannot write the PID into") && text.contains("the lock holds all the same"),
+        "{text}"
+    );
+    // status.json failed at every 0.2 s tick: said once, not at each.
+    assert_eq!(text.matches("status_write_failed").count(), 1, "{text}");
+    assert!(text.matches("snapshot_write_failed").count() <= 1, "{text}");
+}
+
+#[test]
+fn status_exits_78_for_a_bad_config_and_4_when_it_cannot_report_never_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[display]\nfps = -1\n").unwrap();
+    let output = run(
+        binary().arg("status").arg("--config").arg(&bad),
+        QUICK,
+        "status --config bad",
+    );
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("display.fps"),
+        "{}",
+        stderr(&output)
+    );
+    for (how, stdout) in unwritable_stdouts() {
+        let child = binary()
+            .arg("status")
+            .arg("--output-dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let output = finish(child, QUICK, &format!("status {how}"));
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(4), "status {how}: {text}");
+        assert!(text.contains("cannot write to stdout"), "{text}");
+    }
 }

@@ -31,6 +31,11 @@ pub const END: &str = "<|endoftext|>";
 const WORDS: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
+/// The largest tokenizer file read. CLIP's are 1.0 MiB (vocab.json), 0.5 MiB (merges.txt) and
+/// 2.1 MiB (tokenizer.json); parsing takes some 30 times a file's size in memory, so a
+/// runaway file must be refused, not loaded.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The file names a tokenizer folder may hold, for error messages.
 pub const FILES: &str = "vocab.json and merges.txt (or tokenizer.json)";
 
@@ -54,14 +59,16 @@ pub fn load(folder: &Path, pad: &str) -> anyhow::Result<Tokenizer> {
         })?
     } else {
         let file = folder.join("tokenizer.json");
-        if !file.is_file() {
+        // Anything else standing there (a FIFO, a folder) is named by the read below.
+        if !file.exists() {
             bail!(
                 "missing tokenizer in {}: expected {FILES} (see the README, \"Model weights\")",
                 folder.display()
             );
         }
-        Tokenizer::from_file(&file)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        crate::files::read_regular(&file, MAX_FILE_BYTES)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Tokenizer::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}")))
             .with_context(|| format!("cannot read tokenizer {}", file.display()))?
     };
     for token in [START, END, pad] {
@@ -86,6 +93,11 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> anyhow::Result<Tokenize
             .with_context(|| format!("{} is not a UTF-8 path", p.display()))
     };
     let error = |e| anyhow::anyhow!("{e}");
+    // Looked at first: bounded, and never a FIFO the parser would wait on for ever.
+    for file in [vocab, merges] {
+        crate::files::open_regular(file, MAX_FILE_BYTES)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
     let bpe = BPE::from_file(&path(vocab)?, &path(merges)?)
         .continuing_subword_prefix(String::new())
         .end_of_word_suffix("</w>".into())
@@ -151,4 +163,33 @@ pub fn token_ids(
     ids.push(id(END)?);
     ids.resize(length, id(pad)?);
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runaway_or_special_tokenizer_file_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("vocab.json"), b"{}").unwrap();
+        // Sparse: 9 MiB long, nothing on disk.
+        let merges = std::fs::File::create(dir.path().join("merges.txt")).unwrap();
+        merges.set_len(MAX_FILE_BYTES + 1024 * 1024).unwrap();
+        let error = format!("{:#}", load(dir.path(), END).unwrap_err());
+        assert!(
+            error.contains("merges.txt") && error.contains("larger than the 8 MiB allowed"),
+            "{error}"
+        );
+
+        // tokenizer.json as a FIFO with no writer: refused, not waited on.
+        let fifo_dir = tempfile::tempdir().expect("temp dir");
+        let fifo = fifo_dir.path().join("tokenizer.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let error = format!("{:#}", load(fifo_dir.path(), END).unwrap_err());
+        assert!(
+            error.contains("tokenizer.json: is a FIFO, expected a regular file"),
+            "{error}"
+        );
+    }
 }

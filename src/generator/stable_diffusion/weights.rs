@@ -62,11 +62,19 @@ impl WeightFiles {
                 spec.repo
             );
         }
-        if !dir.is_dir() {
-            bail!(
+        match std::fs::metadata(dir) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(metadata) => bail!(
+                "weights folder {} is {}, not a folder: set model.weights-dir to the model's \
+                 diffusers folder (see the README, \"Model weights\")",
+                dir.display(),
+                crate::files::kind_of(metadata.file_type())
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
                 "weights folder {} does not exist (see the README, \"Model weights\")",
                 dir.display()
-            );
+            ),
+            Err(error) => bail!("cannot look at weights folder {}: {error}", dir.display()),
         }
         let ordered = |full: &'static str, half: &'static str| {
             if prefer_fp16 {
