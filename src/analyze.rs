@@ -118,8 +118,8 @@ pub fn parse_fields(text: &str) -> BTreeMap<String, String> {
     fields
 }
 
-/// A quoted value (after its opening quote) with `\"`, `\\` and `\n` unescaped, and the
-/// text after its closing quote (see `events::quoted`).
+/// A quoted value (after its opening quote) with `\"`, `\\`, `\n` and `\u{1b}` unescaped,
+/// and the text after its closing quote (see `events::quoted`).
 fn unquote(text: &str) -> (String, &str) {
     let mut value = String::new();
     let mut chars = text.char_indices();
@@ -128,6 +128,23 @@ fn unquote(text: &str) -> (String, &str) {
             '"' => return (value, &text[at + 1..]),
             '\\' => match chars.next() {
                 Some((_, 'n')) => value.push('\n'),
+                Some((after_u, 'u')) => {
+                    let code = text[after_u + 1..]
+                        .strip_prefix('{')
+                        .and_then(|rest| rest.split_once('}'))
+                        .and_then(|(hex, _)| Some((hex.len(), u32::from_str_radix(hex, 16).ok()?)))
+                        .and_then(|(len, code)| Some((len, char::from_u32(code)?)));
+                    match code {
+                        Some((len, c)) => {
+                            value.push(c);
+                            // Past "{hex}".
+                            for _ in 0..len + 2 {
+                                chars.next();
+                            }
+                        }
+                        None => value.push('u'),
+                    }
+                }
                 Some((_, escaped)) => value.push(escaped),
                 None => break,
             },

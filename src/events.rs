@@ -19,7 +19,8 @@ pub trait FieldValue: Sized {
 }
 
 /// Text as it goes into a line: bare when it is one plain word, else quoted with `\"`, `\\`
-/// and `\n` escaped.
+/// and `\n` escaped, and every other control character but tab as `\u{1b}`: a file name with
+/// an escape sequence in it must not reach a terminal reading the journal.
 pub fn quoted(text: &str) -> String {
     let plain = !text.is_empty()
         && !text
@@ -36,6 +37,7 @@ pub fn quoted(text: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => {}
+            c if c.is_control() && c != '\t' => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -141,7 +143,7 @@ mod samples {
         i64 = -7,
         bool = true,
         f64 = 1234.5,
-        String = "two words, a \"quote\", a=b and a \\ too".into()
+        String = "two words, a \"quote\", a=b, a \\ and an escape \x1b[31m\u{9b} too".into()
     );
     impl<T: Sample> Sample for Option<T> {
         fn sample() -> Self {
@@ -424,5 +426,6 @@ mod tests {
         assert_eq!(quoted(""), "\"\"");
         assert_eq!(quoted("a b"), "\"a b\"");
         assert_eq!(quoted("say \"hi\"\n\\"), "\"say \\\"hi\\\"\\n\\\\\"");
+        assert_eq!(quoted("evil\x1b[31m"), "\"evil\\u{1b}[31m\"");
     }
 }

@@ -18,13 +18,25 @@ use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 /// Passes records on with their line breaks flattened, so one record is one line.
 struct OneLine(Box<CombinedLogger>);
 
-/// `text` on one line: each line break (and the spaces after it) becomes " | ".
+/// `text` on one line: each line break (and the spaces after it) becomes " | ", and any other
+/// control character but tab is written as `\u{1b}` (events escape their values already; this
+/// catches free text, so no escape sequence reaches a terminal reading the log).
 pub fn one_line(text: &str) -> String {
     text.split(['\n', '\r'])
         .map(str::trim_start)
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join(" | ")
+        .chars()
+        .map(|c| match c {
+            c if needs_escape(c) => format!("\\u{{{:x}}}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() && c != '\t'
 }
 
 impl Log for OneLine {
@@ -40,7 +52,7 @@ impl Log for OneLine {
             Some(text) => std::borrow::Cow::Borrowed(text),
             None => std::borrow::Cow::Owned(record.args().to_string()),
         };
-        if !text.contains(['\n', '\r']) {
+        if !text.chars().any(needs_escape) {
             self.0.log(record);
             return;
         }
@@ -120,5 +132,9 @@ mod tests {
     fn line_breaks_become_separators() {
         assert_eq!(one_line("a\n  b\r\nc\n"), "a | b | c");
         assert_eq!(one_line("plain"), "plain");
+        assert_eq!(
+            one_line("cfg/evil\x1b[31m\u{9b}2J\tend"),
+            "cfg/evil\\u{1b}[31m\\u{9b}2J\tend"
+        );
     }
 }

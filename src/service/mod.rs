@@ -166,7 +166,23 @@ fn stage_failure(name: &str, result: anyhow::Result<()>) -> anyhow::Error {
 
 /// An interval whose first tick comes after one period (not at once).
 fn timer(period: Duration) -> Interval {
-    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    after_a_pause_once(tokio::time::interval_at(
+        tokio::time::Instant::now() + period,
+        period,
+    ))
+}
+
+/// A timer whose first tick is at once.
+fn timer_now(period: Duration) -> Interval {
+    after_a_pause_once(tokio::time::interval(period))
+}
+
+/// Ticks missed while the process was stopped (SIGSTOP, a suspended VM) or starved come as one,
+/// then a whole period: tokio's default would fire them all at once (two identical `stats`
+/// lines at the same instant after SIGCONT).
+fn after_a_pause_once(mut interval: Interval) -> Interval {
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// The duties of the tokio side while the pipeline runs, each with its timer and state.
@@ -195,7 +211,7 @@ struct Service {
 
 impl Service {
     fn new(config: &Config, pipeline: &Pipeline, status: StatusSource, paths: OutputPaths) -> Self {
-        let mut schedule_timer = tokio::time::interval(SCHEDULE_CHECK);
+        let mut schedule_timer = timer_now(SCHEDULE_CHECK);
         schedule_timer.reset_immediately();
         let status_write = PeriodicWrite::new(&paths.status, status_write_failed);
         let snapshot_write = PeriodicWrite::new(&paths.snapshot, snapshot_write_failed);
@@ -203,11 +219,11 @@ impl Service {
             status_window: status.window(status::STATUS_RATE_WINDOW),
             stats_window: status.window(STATS_LOG_INTERVAL),
             status,
-            status_timer: tokio::time::interval(config.output.status_interval),
+            status_timer: timer_now(config.output.status_interval),
             stats_timer: timer(STATS_LOG_INTERVAL),
-            snapshot_timer: tokio::time::interval(config.output.snapshot_interval.unwrap_or(NEVER)),
+            snapshot_timer: timer_now(config.output.snapshot_interval.unwrap_or(NEVER)),
             schedule_timer,
-            watchdog_timer: tokio::time::interval(Notifier::watchdog_interval().unwrap_or(NEVER)),
+            watchdog_timer: timer_now(Notifier::watchdog_interval().unwrap_or(NEVER)),
             status_write,
             snapshot_write,
             notifier: Notifier::from_env(),
@@ -446,6 +462,24 @@ fn snapshot_write_failed(path: &Path, error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_missed_during_a_stop_come_as_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut stats = timer(Duration::from_secs(2));
+            // The process stopped for two and a half periods (this thread blocked, as SIGSTOP
+            // would): two ticks were missed.
+            std::thread::sleep(Duration::from_secs(5));
+            stats.tick().await;
+            // A burst would give the second missed tick at once; it comes a period later.
+            let second = tokio::time::timeout(Duration::from_millis(500), stats.tick()).await;
+            assert!(second.is_err(), "a second tick right after the stop");
+        });
+    }
 
     #[test]
     fn a_run_of_failed_writes_is_said_once_and_its_end_once_with_the_count() {
