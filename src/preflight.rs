@@ -8,13 +8,16 @@
 //! the caller to print as `warning:` lines. Runs on the main thread; looks at the filesystem
 //! only (opens nothing, loads no weights). Cannot fail: what it can't look at, it skips.
 
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::config::{
     place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind,
 };
 use crate::generator::stable_diffusion::{preset, weights::WeightFiles};
+
+/// The character devices of DRM (Linux's devices.txt: 226 char, /dev/dri/card0 is 226,0).
+const DRM_MAJOR: u32 = 226;
 
 /// The warnings for `config`, read from `path` (whose text gives the positions).
 pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
@@ -84,7 +87,14 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         .filter(|_| matches!(config.display.sink, SinkKind::Drm | SinkKind::Auto))
     {
         let what = match std::fs::metadata(card) {
-            Ok(meta) if meta.file_type().is_char_device() => None,
+            Ok(meta)
+                if meta.file_type().is_char_device() && libc::major(meta.rdev()) == DRM_MAJOR =>
+            {
+                None
+            }
+            Ok(meta) if meta.file_type().is_char_device() => {
+                Some("is a character device but not a DRM card (a DRM card is /dev/dri/cardN)")
+            }
             Ok(_) => Some("is not a character device (a DRM card is /dev/dri/cardN)"),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
             Err(_) => None,

@@ -203,3 +203,16 @@ fn check_config_says_a_weights_dir_that_is_a_file_is_a_file() {
     );
     assert!(!stdout.contains("weights.txt does not exist"), "{stdout}");
 }
+
+#[test]
+fn check_config_warns_of_a_card_that_is_a_device_but_not_drm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dreamframe.toml");
+    std::fs::write(&path, "[display]\nsink = \"drm\"\ncard = \"/dev/zero\"\n").unwrap();
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("display.card = \"/dev/zero\": is a character device but not a DRM card"),
+        "{stdout}"
+    );
+}
