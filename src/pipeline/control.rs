@@ -111,9 +111,37 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let (Ok(old), Ok(merged)) = (serde_json::to_value(old), serde_json::to_value(&merged)) else {
         return vec!["(the config could not be compared)".into()];
     };
-    let mut keys = Vec::new();
-    differing_keys(&old, &merged, "", &mut keys);
+    let mut fields = Vec::new();
+    differing_keys(&old, &merged, "", &mut fields);
+    let mut keys: Vec<String> = Vec::new();
+    for key in fields.iter().flat_map(|field| config_keys(field)) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
     keys
+}
+
+/// The config file's keys for a field of the typed config (dotted, as `differing_keys` gives
+/// it): most are the same; these are stored in other units or shapes.
+fn config_keys(field: &str) -> Vec<String> {
+    // A Duration serializes as {secs, nanos}.
+    let field = field
+        .strip_suffix(".secs")
+        .or_else(|| field.strip_suffix(".nanos"))
+        .unwrap_or(field);
+    let keys: &[&str] = match field {
+        "buffer.max-bytes" => &["buffer.max-megabytes"],
+        "log.max-bytes" => &["log.max-kilobytes"],
+        "adapt.settle" => &["adapt.settle-seconds"],
+        "output.status-interval" => &["output.status-seconds"],
+        "output.snapshot-interval" => &["output.snapshot-seconds"],
+        "model.size" => &["model.width", "model.height"],
+        "display.terminal-size" => &["display.terminal-columns", "display.terminal-rows"],
+        "schedule" => &["schedule.periods"],
+        other => return vec![other.to_string()],
+    };
+    keys.iter().map(|key| key.to_string()).collect()
 }
 
 fn differing_keys(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
@@ -325,5 +353,72 @@ mod tests {
             needs_restart(&old, &new),
             vec!["cppn.zoom", "decode.batch-size", "display.sink"]
         );
+        // Fields stored in other units or shapes are named by the file's keys.
+        let mut new = old.clone();
+        new.buffer.max_bytes /= 2;
+        new.output.status_interval = Duration::from_millis(1500);
+        new.output.snapshot_interval = None;
+        new.log.max_bytes *= 2;
+        assert_eq!(
+            needs_restart(&old, &new),
+            vec![
+                "buffer.max-megabytes",
+                "log.max-kilobytes",
+                "output.snapshot-seconds",
+                "output.status-seconds"
+            ]
+        );
+    }
+
+    /// Every field of the typed config that a reload can name is a key of the reference config
+    /// (config/dreamframe.toml documents every key, commented-out ones included).
+    #[test]
+    fn every_field_is_named_by_a_key_of_the_reference_config() {
+        let reference = include_str!("../../config/dreamframe.toml");
+        let mut documented = Vec::new();
+        let mut section = String::new();
+        for line in reference.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[') {
+                section = name.trim_matches(['[', ']']).to_string();
+                documented.push(section.clone());
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                    documented.push(if section.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{section}.{key}")
+                    });
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        let config = serde_json::to_value(Config::default()).unwrap();
+        leaf_fields(&config, "", &mut fields);
+        assert!(fields.len() > 50, "{fields:?}");
+        for field in fields {
+            for key in config_keys(&field) {
+                assert!(
+                    documented.contains(&key),
+                    "{field} is named {key}, which config/dreamframe.toml lacks"
+                );
+            }
+        }
+    }
+
+    fn leaf_fields(value: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) if !map.contains_key("secs") => {
+                for (key, value) in map {
+                    let path = if at.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{at}.{key}")
+                    };
+                    leaf_fields(value, &path, out);
+                }
+            }
+            _ => out.push(at.to_string()),
+        }
     }
 }
