@@ -216,7 +216,8 @@ fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
     for needle in [
         "start version=",
         "keyframe index=0 seed=",
-        "[TIMING] transition from=0 to=1 frames=20",
+        // The count is the ladder's: fewer on a machine too busy for 20.
+        "[TIMING] transition from=0 to=1 frames=",
         "stats state=",
         "stopped frames_shown=",
     ] {

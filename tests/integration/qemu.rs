@@ -715,29 +715,33 @@ impl Vm {
         Ok(())
     }
 
-    /// The picture on screen moves, judged within `limit` of `started`: a screendump half way
-    /// there (the display has found its pace by then) and another 4 s later, both lit
-    /// pictures, that differ. `Err` says how it falls short.
+    /// The picture on screen moves, judged within `limit` of `started`: from half way there
+    /// (the display has found its pace by then) a screendump every 3 s, until two in a row,
+    /// both lit pictures, differ. On a starved emulator a new picture may come only every few
+    /// seconds (rendering keeps to its share of the CPU, generation needs the rest), so one
+    /// fixed pair of dumps could fall between two of them. `Err` says how it falls short.
     fn moves_within(&mut self, started: Instant, limit: Duration) -> Result<f64, String> {
         let half_way = (limit / 2).saturating_sub(started.elapsed());
         self.sh_ok(&format!("sleep {}", half_way.as_secs()), MINUTE);
-        let first = self.screendump();
-        self.sh_ok("sleep 4", MINUTE);
-        let later = self.screendump();
-        let judged_after = started.elapsed();
-        let (lit, lit_later) = (first.lit_share(), later.lit_share());
-        let moved = first.mean_difference(&later);
-        if judged_after > limit {
-            return Err(format!(
-                "the second screendump came {judged_after:?} after start (want the art judged within {limit:?})"
-            ));
+        let mut previous = self.screendump();
+        let mut seen = Vec::new();
+        loop {
+            self.sh_ok("sleep 3", MINUTE);
+            let later = self.screendump();
+            let judged_after = started.elapsed();
+            let (lit, lit_later) = (previous.lit_share(), later.lit_share());
+            let moved = previous.mean_difference(&later);
+            if judged_after > limit {
+                return Err(format!(
+                    "{judged_after:?} after start, no two screendumps 3 s apart differed (want the art to move within {limit:?}); lit shares and mean changes: {seen:?}"
+                ));
+            }
+            if lit >= 0.5 && lit_later >= 0.5 && moved >= 1.0 {
+                return Ok(moved);
+            }
+            seen.push(format!("{lit:.2}/{lit_later:.2}: {moved:.2}"));
+            previous = later;
         }
-        if lit < 0.5 || lit_later < 0.5 || moved < 1.0 {
-            return Err(format!(
-                "{judged_after:?} after start: lit shares {lit:.2} and {lit_later:.2} (want >= 0.5), mean change over 4 s {moved:.2} (want >= 1: the art must move)"
-            ));
-        }
-        Ok(moved)
     }
 
     /// After the display in /run/`dir` stopped: the log says the console was restored, `probe`
@@ -972,7 +976,7 @@ fn run_case(case: &Case) {
 
     // The shipped config as a user gets it: a picture within seconds, not after a whole
     // transition (90 frames at ~0.7 s each under TCG), and the art MOVING within 30 s: two
-    // screendumps 4 s apart (from 15 s after start), both pictures, that differ.
+    // screendumps 3 s apart (from 15 s after start), both pictures, that differ.
     if case.shipped {
         let started = Instant::now();
         vm.start_display("shipped.toml", "shipped");
@@ -1007,7 +1011,7 @@ fn run_case(case: &Case) {
         );
         let _ = writeln!(
             std::io::stderr(),
-            "qemu {}: shipped config, first picture after {first_picture:.2} s, first motion after {:?} s, mean change over 4 s from 15 s {moved:.1}, art speed {:?}, rung {:?}; its log:\n  {}",
+            "qemu {}: shipped config, first picture after {first_picture:.2} s, first motion after {:?} s, mean change between dumps 3 s apart {moved:.1}, art speed {:?}, rung {:?}; its log:\n  {}",
             case.name,
             status_number::<f64>(&status, "first_motion_s"),
             status_number::<f64>(&status, "animation_speed"),
