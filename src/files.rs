@@ -4,10 +4,13 @@
 //! Config, resume state and logs are edited by hand over SSH, so a path may name anything: a
 //! FIFO (opening it would block until a writer comes), /dev/zero (endless), a folder, a huge
 //! file. `read_regular` opens without blocking, refuses whatever is not a regular file and reads
-//! at most a stated number of bytes, so no such file can hang or exhaust the display.
-//! `write_atomic` writes a temp file beside the target and renames it over, removing the temp
-//! file when any step fails (a full disk leaves nothing behind). Runs on whichever thread calls;
-//! every failure is an `io::Error` naming what was wrong, never a panic.
+//! at most a stated number of bytes, so no such file can hang or exhaust the display;
+//! `open_append_regular` (the log) and `expect_char_device` (the console) refuse the wrong kind
+//! of file the same way, before anything can block on it. `OutputLock` refuses a lock file that
+//! is not a regular file, and holds even when the disk is too full for its PID. `write_atomic`
+//! writes a temp file beside the target and renames it over, removing the temp file when any
+//! step fails (a full disk leaves nothing behind). Runs on whichever thread calls; every failure
+//! is an `io::Error` naming what was wrong, never a panic.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
