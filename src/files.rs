@@ -40,6 +40,11 @@ pub fn kind_of(file_type: std::fs::FileType) -> &'static str {
     }
 }
 
+/// "is a FIFO, expected a regular file".
+fn wrong_kind(file_type: std::fs::FileType, expected: &str) -> std::io::Error {
+    invalid(format!("is {}, expected {expected}", kind_of(file_type)))
+}
+
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
@@ -53,10 +58,7 @@ pub fn open_regular(path: &Path, max_bytes: u64) -> std::io::Result<File> {
         .open(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
-        return Err(invalid(format!(
-            "is {}, expected a regular file",
-            kind_of(metadata.file_type())
-        )));
+        return Err(wrong_kind(metadata.file_type(), "a regular file"));
     }
     if metadata.len() > max_bytes {
         return Err(invalid(format!(
@@ -81,10 +83,7 @@ pub fn open_append_regular(path: &Path) -> std::io::Result<File> {
         .open(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
-        return Err(invalid(format!(
-            "is {}, expected a regular file",
-            kind_of(metadata.file_type())
-        )));
+        return Err(wrong_kind(metadata.file_type(), "a regular file"));
     }
     Ok(file)
 }
@@ -93,10 +92,7 @@ pub fn open_append_regular(path: &Path) -> std::io::Result<File> {
 /// fine); looks without opening, so a FIFO can't block.
 fn refuse_special(path: &Path, expected: &str) -> std::io::Result<()> {
     match std::fs::metadata(path) {
-        Ok(metadata) if !metadata.is_file() => Err(invalid(format!(
-            "is {}, expected {expected}",
-            kind_of(metadata.file_type())
-        ))),
+        Ok(metadata) if !metadata.is_file() => Err(wrong_kind(metadata.file_type(), expected)),
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
     }
@@ -109,10 +105,7 @@ pub fn expect_char_device(path: &Path, expected: &str) -> std::io::Result<()> {
     if metadata.file_type().is_char_device() {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "is {}, expected {expected}",
-            kind_of(metadata.file_type())
-        )))
+        Err(wrong_kind(metadata.file_type(), expected))
     }
 }
 
