@@ -3,7 +3,8 @@
 //! frame size; when the model is ready it takes over at the next keyframe, and the decoder walks
 //! from the last built-in keyframe to the model's first by a cross-fade (their latents don't
 //! mix). Logged `model_ready after_s=`; a model that fails to load leaves the built-in generator
-//! on, as `model.fallback = "cppn"` says (`model_unavailable`).
+//! on, as `model.fallback = "cppn"` says: `model_unavailable` is logged, and status.json says so
+//! (`LoadWatch`), the moment the load fails, not at the next keyframe.
 //!
 //! Inputs: the interim generator, the model's frame size and a loader run on its own thread
 //! ("model-loader"). Outputs: keyframe latents (vectors from the interim, images from the
@@ -19,7 +20,7 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 
 use super::cppn::CppnGenerator;
-use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs};
+use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs, LoadWatch};
 use crate::events;
 
 /// A loaded model, or why it couldn't be.
@@ -53,8 +54,8 @@ pub struct Handover {
     settled_name: String,
     name: String,
     note: Option<String>,
-    /// The model's kind, for `model_unavailable`.
-    kind: String,
+    /// How the load fared, as the loader thread knows it.
+    watch: LoadWatch,
     /// The model's label of the last keyframe made (index, theme, prompt): the model itself
     /// sits behind its lock, so labels are copied out.
     label: Option<(u64, u64, String)>,
@@ -76,12 +77,27 @@ impl Handover {
         load: impl FnOnce() -> Loaded + Send + 'static,
     ) -> anyhow::Result<Self> {
         let (sender, loading) = std::sync::mpsc::sync_channel(1);
+        let watch = LoadWatch::default();
+        let (loader_watch, loader_kind) = (watch.clone(), kind.to_string());
         std::thread::Builder::new()
             .name("model-loader".into())
             .spawn(move || {
                 // A panic while loading is a failure to load, not the end of the display.
                 let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("the model loader panicked")));
+                if let Err(error) = &loaded {
+                    // Said now: the keyframe thread may not ask again for minutes.
+                    let reason = format!("{error:#}");
+                    log::warn!(
+                        "{}",
+                        events::ModelUnavailable {
+                            kind: loader_kind,
+                            fallback: "cppn".into(),
+                            error: reason.clone(),
+                        }
+                    );
+                    loader_watch.fail(reason);
+                }
                 let _ = sender.send(loaded);
             })
             .context("cannot start the model loader thread")?;
@@ -96,7 +112,7 @@ impl Handover {
             interim_decoder: Some(interim_decoder),
             settled_name,
             note: Some(format!("showing the built-in generator while {kind} loads")),
-            kind: kind.to_string(),
+            watch,
             label: None,
             pending_prompts: None,
         })
@@ -110,7 +126,12 @@ impl Handover {
         let loaded = match loading.try_recv() {
             Ok(loaded) => loaded,
             Err(TryRecvError::Empty) => return,
-            Err(TryRecvError::Disconnected) => Err(anyhow::anyhow!("the model loader ended")),
+            Err(TryRecvError::Disconnected) => {
+                // Never without a send, which comes after the failure was recorded.
+                let reason = "the model loader ended".to_string();
+                self.watch.fail(reason.clone());
+                Err(anyhow::anyhow!(reason))
+            }
         };
         self.loading = None;
         match loaded {
@@ -137,17 +158,9 @@ impl Handover {
                 self.model = Some(model);
                 *self.decoders.lock().unwrap_or_else(|p| p.into_inner()) = Some(decoders);
             }
+            // Logged by the loader thread when it failed.
             Err(error) => {
-                let reason = format!("{error:#}");
-                log::warn!(
-                    "{}",
-                    events::ModelUnavailable {
-                        kind: self.kind.clone(),
-                        fallback: "cppn".into(),
-                        error: reason.clone(),
-                    }
-                );
-                self.note = Some(format!("fallback to cppn: {reason}"));
+                self.note = Some(fallback_note(&format!("{error:#}")));
                 self.settled_name = self.interim.name().to_string();
             }
         }
@@ -158,6 +171,11 @@ impl Handover {
             .as_ref()
             .map(|model| model.lock().unwrap_or_else(|p| p.into_inner()))
     }
+}
+
+/// status.json's note once a model has failed to load.
+pub fn fallback_note(reason: &str) -> String {
+    format!("fallback to cppn: {reason}")
 }
 
 impl Generator for Handover {
@@ -241,6 +259,10 @@ impl Generator for Handover {
 
     fn warming_up(&self) -> bool {
         self.loading.is_some()
+    }
+
+    fn load_watch(&self) -> Option<LoadWatch> {
+        Some(self.watch.clone())
     }
 
     fn settled_name(&self) -> &str {
@@ -464,6 +486,39 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_failed_load_is_known_at_once_not_at_the_next_keyframe() {
+        let config = Config::default();
+        let cppn = || CppnGenerator::new(&config.cppn, 8, 4, 1, 0.45, Device::Cpu).unwrap();
+        let handover = Handover::start(
+            cppn(),
+            cppn(),
+            (4, 2),
+            "image-model",
+            "image-model".into(),
+            || Err(anyhow::anyhow!("merges.txt is too big")),
+        )
+        .unwrap();
+        let lock = crate::generator::ModelLock::new(Box::new(handover));
+        // No keyframe is asked for (the queue is full): the failure must show all the same.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while lock.loading().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "status.json still says the model is loading"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            lock.note().as_deref(),
+            Some("fallback to cppn: merges.txt is too big")
+        );
+        assert!(
+            lock.warming_up(),
+            "the walk hears of it at its next keyframe"
         );
     }
 }

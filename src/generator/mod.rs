@@ -20,7 +20,7 @@ pub mod stable_diffusion;
 pub mod test_pattern;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -119,6 +119,11 @@ pub trait Generator: Send {
     /// standing in while it loads.
     fn settled_name(&self) -> &str {
         self.name()
+    }
+    /// How the model loading behind this generator fared, known the moment the load ends
+    /// (`warming_up` changes only at the next keyframe, which may be minutes away).
+    fn load_watch(&self) -> Option<LoadWatch> {
+        None
     }
     /// Moves on to the next theme now (a re-anchor); generators without prompts ignore it.
     fn next_theme(&mut self) {}
@@ -232,6 +237,23 @@ pub fn keyframe_seed(run_seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The outcome of a model load, shared by the loader thread (which sets it when the load
+/// fails) and the status writer (which reads it at every tick).
+#[derive(Debug, Clone, Default)]
+pub struct LoadWatch(Arc<Mutex<Option<String>>>);
+
+impl LoadWatch {
+    /// Records why the load failed.
+    pub fn fail(&self, reason: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// Why the load failed; `None` while it loads or once it has loaded.
+    pub fn failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Wait statistics of the model lock.
 #[derive(Debug, Default)]
 pub struct LockStats {
@@ -297,6 +319,7 @@ struct Identity {
     note: Option<String>,
     settled_name: String,
     warming_up: bool,
+    load: Option<LoadWatch>,
     device: Device,
     knobs: Knobs,
 }
@@ -308,6 +331,7 @@ impl Identity {
             note: model.note().map(str::to_string),
             settled_name: model.settled_name().to_string(),
             warming_up: model.warming_up(),
+            load: model.load_watch(),
             device: model.device().clone(),
             knobs: model.knobs(),
         }
@@ -404,6 +428,18 @@ impl ModelLock {
         self.identity().warming_up
     }
 
+    /// The model still loading behind the generator, if one is: not one whose load has failed,
+    /// though the generator hears of that only at its next keyframe (`LoadWatch`).
+    pub fn loading(&self) -> Option<String> {
+        let identity = self.identity();
+        let failed = identity
+            .load
+            .as_ref()
+            .and_then(LoadWatch::failure)
+            .is_some();
+        (identity.warming_up && !failed).then(|| identity.settled_name.clone())
+    }
+
     /// Takes note of who `model` is now (after a keyframe: a hand-over may have happened).
     pub fn refresh(&self, model: &dyn Generator) {
         *self.identity() = Identity::of(model);
@@ -413,8 +449,13 @@ impl ModelLock {
         self.resolution
     }
 
+    /// The generator's note; a failed model load's reason as soon as it fails.
     pub fn note(&self) -> Option<String> {
-        self.identity().note.clone()
+        let identity = self.identity();
+        match identity.load.as_ref().and_then(LoadWatch::failure) {
+            Some(reason) if identity.warming_up => Some(handover::fallback_note(&reason)),
+            _ => identity.note.clone(),
+        }
     }
 
     /// Whether the walk's guard judges this generator's keyframes (`Generator::guarded`).
@@ -452,7 +493,6 @@ impl ModelLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]

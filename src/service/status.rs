@@ -242,7 +242,7 @@ impl StatusSource {
             uptime_s: uptime,
             seed: self.seed,
             generator: s.generator_on_screen().unwrap_or_else(|| self.model.name()),
-            generator_loading: self.model.warming_up().then(|| self.model.settled_name()),
+            generator_loading: self.model.loading(),
             generator_note: self.model.note(),
             sink: self.sink.clone(),
             screen: self.screen,
