@@ -223,10 +223,9 @@ impl OutputLock {
         if crate::sys::lock_exclusive(&file).map_err(io)? == Lock::Held {
             let mut text = String::new();
             let _ = (&file).take(64).read_to_string(&mut text);
-            let pid = text.trim();
             return Err(LockError::Held {
                 dir: dir.to_path_buf(),
-                pid: if pid.is_empty() { "unknown" } else { pid }.to_string(),
+                pid: pid_in(&text),
             });
         }
         // The PID is for people and `status`; the flock alone keeps the folder ours and needs
@@ -257,10 +256,17 @@ impl OutputLock {
         }
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
-        let pid = text.trim();
-        Ok(Some(
-            if pid.is_empty() { "unknown" } else { pid }.to_string(),
-        ))
+        Ok(Some(pid_in(&text)))
+    }
+}
+
+/// The PID a lock file holds, or "unknown": anything else in it (written by someone else) is
+/// never printed, so no escape sequence reaches a terminal.
+fn pid_in(text: &str) -> String {
+    let pid = text.trim();
+    match pid.parse::<u32>() {
+        Ok(number) if number > 0 => number.to_string(),
+        _ => "unknown".to_string(),
     }
 }
 
@@ -339,6 +345,14 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
         assert_eq!(names_in(dir.path()), vec!["resume.json", "victim"]);
+    }
+
+    #[test]
+    fn a_lock_file_holding_anything_but_a_pid_reads_unknown() {
+        assert_eq!(pid_in("1234\n"), "1234");
+        assert_eq!(pid_in(""), "unknown");
+        assert_eq!(pid_in("\u{1b}[2J\u{1b}[31mpwned"), "unknown");
+        assert_eq!(pid_in("99999999999999999999"), "unknown");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `dreamframe status`: how the display is doing, for a person on SSH. Reads status.json from
 //! the output folder the display uses (the same config lookup: `--config`, `--output-dir`;
-//! without either, the systemd service's folder when the default one has no status.json) and
-//! prints state, fps against target, a buffer gauge, generator, keyframes, counts, errors,
+//! where neither names a folder, the default one or the systemd service's, preferring a live
+//! display's, and says which it read) and prints state, fps against target, a buffer gauge, generator, keyframes, counts, errors,
 //! uptime and where the log and snapshot are. `--watch` redraws it, `--json` prints the file,
 //! `--picture` draws the snapshot with the terminal sink's half blocks, sized to the terminal.
 //!
@@ -9,7 +9,9 @@
 //! status.json is younger than a few of its rewrite intervals. Inputs: the command line and
 //! files; outputs: text on stdout. Runs on the main thread. Exit: 0 running, 3 not running
 //! (LSB's "program is not running"), 1 running but status.json stale (stuck) or unreadable, 78
-//! a bad config, 4 anything else that kept the report from being made or given (LSB's "unknown").
+//! a bad config, 4 anything else that kept the report from being made or given (LSB's "unknown"):
+//! no permission to read the folder ("can't tell"), stdout closed or full. Everything read from
+//! the files is distrusted: text escaped, figures that no display writes shown as "?".
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,23 +51,60 @@ pub struct Report {
     pub exit: u8,
 }
 
-/// The output folder to read: the configured one, else (nothing configured and no status.json
-/// there) the service's.
-fn output_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+/// The output folder to read, and why it was chosen when there was a choice. A folder set by
+/// `--output-dir` or `output.dir` is read as it is; otherwise the default folder (which depends
+/// on who runs `status`) and the service's are both candidates, in this order: one whose lock a
+/// live display holds; one that can't be looked at (permission: the service's, for a user
+/// outside its group); one with a status.json; the default one.
+fn output_dir(cli: &Cli) -> anyhow::Result<(PathBuf, Option<String>)> {
     let config = ConfigSource::of(cli).load()?;
     let dir = crate::service::OutputPaths::for_config(&config).dir;
-    let configured = cli.config.is_some() || cli.output_dir.is_some();
-    let service = Path::new(SERVICE_STATE_DIR);
-    if !configured && !dir.join("status.json").exists() && service.join("status.json").exists() {
-        return Ok(service.to_path_buf());
+    let service = PathBuf::from(SERVICE_STATE_DIR);
+    if cli.output_dir.is_some() || config.output.dir.is_some() || dir == service {
+        return Ok((dir, None));
     }
-    Ok(dir)
+    Ok(choose_folder([dir, service]))
+}
+
+/// The better of the default folder and the service's (`output_dir`), with a note saying why.
+fn choose_folder(candidates: [PathBuf; 2]) -> (PathBuf, Option<String>) {
+    let live = |c: &PathBuf| matches!(OutputLock::holder(c), Ok(Some(_)));
+    let forbidden = |c: &PathBuf| {
+        let denied = |r: std::io::Result<_>| {
+            r.is_err_and(|e: std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied)
+        };
+        denied(OutputLock::holder(c).map(drop))
+            || denied(c.join("status.json").try_exists().map(drop))
+    };
+    let has_status = |c: &PathBuf| c.join("status.json").try_exists().unwrap_or(false);
+    type Test<'a> = &'a dyn Fn(&PathBuf) -> bool;
+    let reasons: [(Test, &str); 3] = [
+        (&live, "a display holds its lock"),
+        (&forbidden, "it can't be looked at"),
+        (&has_status, "it has a status.json"),
+    ];
+    for (test, why) in reasons {
+        if let Some(found) = candidates.iter().find(|c| test(c)) {
+            let other = candidates
+                .iter()
+                .find(|c| *c != found)
+                .expect("two candidates");
+            let note = format!(
+                "reading {} ({why}; also looked at {})",
+                found.display(),
+                other.display()
+            );
+            return (found.clone(), Some(note));
+        }
+    }
+    let [dir, _] = candidates;
+    (dir, None)
 }
 
 /// Runs `dreamframe status` and returns its exit status.
 pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
     use std::io::IsTerminal;
-    let dir = output_dir(cli)?;
+    let (dir, choice) = output_dir(cli)?;
     let clear = args.watch && std::io::stdout().is_terminal();
     loop {
         let mut text = String::new();
@@ -73,9 +112,16 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
             text.push_str("\x1b[H\x1b[2J");
         }
         let report = if args.json {
+            // stdout stays JSON: the folder's choice goes to stderr.
+            if let Some(choice) = &choice {
+                eprintln!("dreamframe: {choice}");
+            }
             json(&dir)
         } else {
             let mut report = report(&dir, SystemTime::now());
+            if let Some(choice) = &choice {
+                report.text.push_str(&format!("  ({choice})\n"));
+            }
             if args.picture {
                 report.text = format!("{}\n{}", picture(&dir, terminal_size()), report.text);
             }
@@ -115,6 +161,7 @@ fn json(dir: &Path) -> Report {
             )
             .1,
         },
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => can_t_tell(&path),
         Err(error) => Report {
             text: format!("dreamframe: cannot read {}: {error}\n", path.display()),
             exit: EXIT_NOT_RUNNING,
@@ -122,49 +169,90 @@ fn json(dir: &Path) -> Report {
     }
 }
 
+/// What a person without read access to the service's files is told: not "not running".
+fn can_t_tell(path: &Path) -> Report {
+    Report {
+        text: format!(
+            "dreamframe: can't tell: permission denied reading {}; use sudo or join the dreamframe group\n",
+            path.display()
+        ),
+        exit: EXIT_UNKNOWN,
+    }
+}
+
+/// A figure from status.json as a display could have written it: finite and not absurd (a
+/// corrupt or hand-made file must not print 200 digits or a negative age).
+fn sane(value: Option<&Value>) -> Option<f64> {
+    value?.as_f64().filter(|v| v.is_finite() && v.abs() <= 1e12)
+}
+
+/// `value` with `decimals` decimals, or "?" where status.json holds no sane figure.
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("?".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// How far in the future status.json may claim to be written (clocks of a box and its NTP
+/// server disagree a little) before its age is not believed.
+const FUTURE_SLACK_S: f64 = 60.0;
+
 /// One line on whether the display runs, and the exit status that goes with it.
 fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8) {
     let lock = dir.join(crate::files::LOCK_FILE_NAME);
     let holder = OutputLock::holder(dir);
-    let age = status.and_then(|s| {
-        let updated = s.get("updated_unix_s")?.as_f64()?;
-        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-        Some((now - updated).max(0.0))
-    });
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let updated = status.and_then(|s| sane(s.get("updated_unix_s")));
+    // Written in the future (a clock set back, or a forged file): there is no age to judge by.
+    let age = updated
+        .map(|updated| now_s - updated)
+        .filter(|age| *age > -FUTURE_SLACK_S);
+    // The config's range for output.status-seconds.
     let interval = status
-        .and_then(|s| s.get("status_interval_s")?.as_f64())
-        .filter(|i| *i > 0.0)
+        .and_then(|s| sane(s.get("status_interval_s")))
+        .filter(|i| (0.1..=3600.0).contains(i))
         .unwrap_or(2.0);
     let stale_after = (interval * STALE_INTERVALS).max(10.0);
     let stale = age.is_none_or(|age| age > stale_after);
-    let written = age.map_or("never".to_string(), |age| format!("{} ago", duration(age)));
+    let written = match (updated, age) {
+        (None, _) => "never".to_string(),
+        (Some(_), None) => "in the future (was the clock changed?)".to_string(),
+        (Some(_), Some(age)) => format!("{} ago", duration(age.max(0.0))),
+    };
+    let every = duration(interval);
+    let lock = lock.display();
     match holder {
         Ok(Some(pid)) if !stale => (format!("running (PID {pid})"), EXIT_RUNNING),
         Ok(Some(pid)) => (
             format!(
-                "STUCK? PID {pid} holds {} but status.json was last written {written} (every {}): the display may be hung",
-                lock.display(),
-                duration(interval)
+                "STUCK? PID {pid} holds {lock} but status.json was last written {written} (every {every}): the display may be hung"
             ),
             EXIT_STUCK,
         ),
-        Ok(None) => (
+        Ok(None) if status.is_some() => (
             format!(
-                "NOT RUNNING: no process holds {} (status.json last written {written}; the figures below are from then)",
-                lock.display()
+                "NOT RUNNING: no process holds {lock} (status.json was last written {written}; the figures below are from then)"
             ),
+            EXIT_NOT_RUNNING,
+        ),
+        Ok(None) => (
+            format!("NOT RUNNING: no process holds {lock}"),
             EXIT_NOT_RUNNING,
         ),
         // No permission to look at the lock (another user's folder): judge by the file's age.
         Err(error) if !stale => (
-            format!("running (status.json written {written}; cannot look at {}: {error})", lock.display()),
+            format!("running (status.json written {written}; cannot look at {lock}: {error})"),
             EXIT_RUNNING,
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => (
+            format!(
+                "can't tell: permission denied reading {lock}, and status.json was last written {written}; use sudo or join the dreamframe group"
+            ),
+            EXIT_UNKNOWN,
         ),
         Err(error) => (
             format!(
-                "NOT RUNNING: status.json was last written {written} (every {}), and {} can't be looked at ({error})",
-                duration(interval),
-                lock.display()
+                "NOT RUNNING: status.json was last written {written} (every {every}), and {lock} can't be looked at ({error})"
             ),
             EXIT_NOT_RUNNING,
         ),
@@ -173,7 +261,10 @@ fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8)
 
 /// "1 h 02 min", "3 min 05 s", "4.2 s".
 fn duration(seconds: f64) -> String {
-    let whole = seconds.max(0.0) as u64;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "?".to_string();
+    }
+    let whole = seconds as u64;
     match whole {
         0..=59 => format!("{seconds:.1} s"),
         60..=3599 => format!("{} min {:02} s", whole / 60, whole % 60),
@@ -191,7 +282,13 @@ fn gauge(percent: f64) -> String {
 /// The person's view of `dir`'s status.json at `now`.
 pub fn report(dir: &Path, now: SystemTime) -> Report {
     let path = dir.join("status.json");
-    let status: Result<Value, String> = crate::files::read_regular(&path, MAX_STATUS_BYTES)
+    let bytes = crate::files::read_regular(&path, MAX_STATUS_BYTES);
+    if let Err(error) = &bytes {
+        if error.kind() == std::io::ErrorKind::PermissionDenied {
+            return can_t_tell(&path);
+        }
+    }
+    let status: Result<Value, String> = bytes
         .map_err(|error| error.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()));
     let status = match status {
@@ -213,29 +310,43 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
         }
     };
     let (line, exit) = liveness(dir, Some(&status), now);
-    let number = |key: &str| status.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-    let text_of = |key: &str| status.get(key).and_then(Value::as_str).map(str::to_string);
+    let number = |key: &str| sane(status.get(key));
+    // Text from the file is escaped: an error naming a hostile file name must not reach the
+    // terminal as escape sequences.
+    let text_of = |key: &str| {
+        status
+            .get(key)
+            .and_then(Value::as_str)
+            .map(crate::logging::one_line)
+    };
     let count = |key: &str| status.get(key).and_then(Value::as_u64).unwrap_or(0);
     let mut out = String::new();
     let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<10} {value}\n"));
     let state = text_of("state").unwrap_or_else(|| "unknown".into());
-    let mut text = format!("dreamframe: {line}; {state}\n");
+    // The state is news only from a running display; otherwise it is one of the old figures.
+    let mut text = if exit == EXIT_RUNNING {
+        format!("dreamframe: {line}; {state}\n")
+    } else {
+        row("last state", state);
+        format!("dreamframe: {line}\n")
+    };
     row(
         "fps",
         format!(
-            "{:.1} of {:.0} target{}",
-            number("achieved_fps"),
-            number("target_fps"),
+            "{} of {} target{}",
+            figure(number("achieved_fps"), 1),
+            figure(number("target_fps"), 0),
             text_of("schedule").map_or(String::new(), |s| format!(" (schedule: {s})"))
         ),
     );
+    let percentage = number("buffer_percentage");
     row(
         "buffer",
         format!(
-            "{} {:>3.0}%  {:.1} s ({} of {} frames)",
-            gauge(number("buffer_percentage")),
-            number("buffer_percentage"),
-            number("buffer_seconds"),
+            "{} {:>3}%  {} s ({} of {} frames)",
+            gauge(percentage.unwrap_or(0.0)),
+            figure(percentage, 0),
+            figure(number("buffer_seconds"), 1),
             count("buffer_frames"),
             count("buffer_capacity_frames")
         ),
@@ -243,12 +354,11 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
     row(
         "motion",
         format!(
-            "{:.0}% of the configured pace{}",
-            100.0 * number("animation_speed"),
-            status.get("first_motion_s").and_then(Value::as_f64).map_or(
-                " (not moving yet)".to_string(),
-                |s| format!(", moving since {:.1} s after start", s)
-            )
+            "{}% of the configured pace{}",
+            figure(number("animation_speed").map(|speed| 100.0 * speed), 0),
+            number("first_motion_s").map_or(" (not moving yet)".to_string(), |s| format!(
+                ", moving since {s:.1} s after start"
+            ))
         ),
     );
     row("quality", quality(&status));
@@ -260,19 +370,17 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
             None => generator,
         },
     );
-    let last = status
-        .get("last_keyframe_age_s")
-        .and_then(Value::as_f64)
-        .map_or("none yet".to_string(), |age| {
-            format!("the last {} ago", duration(age))
-        });
+    let last = match status.get("last_keyframe_age_s") {
+        None | Some(Value::Null) => "none yet".to_string(),
+        Some(age) => format!("the last {} ago", duration(sane(Some(age)).unwrap_or(-1.0))),
+    };
     row(
         "keyframes",
         format!(
-            "{}, {last} ({:.1} a minute, {:.0} ms each)",
+            "{}, {last} ({} a minute, {} ms each)",
             count("keyframes"),
-            number("keyframes_per_minute"),
-            number("keyframe_ms")
+            figure(number("keyframes_per_minute"), 1),
+            figure(number("keyframe_ms"), 0)
         ),
     );
     row(
@@ -296,13 +404,10 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
         ),
     );
     if let Some(error) = text_of("last_error") {
-        let age = status
-            .get("last_error_age_s")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
+        let age = number("last_error_age_s").unwrap_or(-1.0);
         row("last error", format!("{} ago: {error}", duration(age)));
     }
-    row("uptime", duration(number("uptime_s")));
+    row("uptime", duration(number("uptime_s").unwrap_or(-1.0)));
     let internal = (count("internal_width"), count("internal_height"));
     let decoded = (
         status.pointer("/adapt/width").and_then(Value::as_u64),
@@ -347,18 +452,22 @@ fn quality(status: &Value) -> String {
     let Some(adapt) = status.get("adapt").filter(|a| !a.is_null()) else {
         return "as configured (adapt.enabled = false)".into();
     };
-    let number = |key: &str| adapt.get(key).and_then(Value::as_f64);
+    let number = |key: &str| sane(adapt.get(key));
     let capacity = number("capacity_fps").map_or("not measured yet".to_string(), |fps| {
         format!(
-            "this machine decodes {fps:.1} frames/s there, needs {:.1}",
-            number("need_fps").unwrap_or(0.0)
+            "this machine decodes {fps:.1} frames/s there, needs {}",
+            figure(number("need_fps"), 1)
         )
     });
     format!(
         "rung {} of {}: {} ({capacity}; {} moves)",
-        adapt.get("rung").and_then(Value::as_u64).unwrap_or(0) + 1,
+        adapt
+            .get("rung")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .saturating_add(1),
         adapt.get("rungs").and_then(Value::as_u64).unwrap_or(0),
-        adapt.get("label").and_then(Value::as_str).unwrap_or("?"),
+        crate::logging::one_line(adapt.get("label").and_then(Value::as_str).unwrap_or("?")),
         adapt.get("changes").and_then(Value::as_u64).unwrap_or(0),
     )
 }
@@ -477,6 +586,29 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn status_reads_the_folder_of_a_live_display_before_an_old_runs_and_says_which() {
+        let (home, service) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let candidates = || [home.path().to_path_buf(), service.path().to_path_buf()];
+        assert_eq!(
+            choose_folder(candidates()),
+            (home.path().to_path_buf(), None)
+        );
+        // An old terminal run left status.json at home; the service runs.
+        std::fs::write(home.path().join("status.json"), "{}").unwrap();
+        std::fs::write(service.path().join("status.json"), "{}").unwrap();
+        assert_eq!(choose_folder(candidates()).0, home.path());
+        let _running = OutputLock::acquire(service.path()).unwrap();
+        let (chosen, note) = choose_folder(candidates());
+        assert_eq!(chosen, service.path());
+        let note = note.expect("the choice is said");
+        assert!(
+            note.contains("a display holds its lock")
+                && note.contains(&*home.path().to_string_lossy()),
+            "{note}"
+        );
     }
 
     #[test]

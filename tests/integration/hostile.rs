@@ -726,3 +726,82 @@ fn status_exits_78_for_a_bad_config_and_4_when_it_cannot_report_never_1() {
         assert!(text.contains("cannot write to stdout"), "{text}");
     }
 }
+
+/// `command` run as a user who can't read what root wrote in a 0700 folder: `nobody` when these
+/// tests run as root, else the same user after the folder is made unreadable.
+fn as_an_outsider(command: &mut Command, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        command.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+}
+
+#[test]
+fn status_of_a_folder_it_may_not_read_says_it_cant_tell_with_exit_4_not_not_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service = dir.path().join("service");
+    std::fs::create_dir(&service).unwrap();
+    let _lock = dreamframe::files::OutputLock::acquire(&service).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fresh = serde_json::json!({"updated_unix_s": now, "status_interval_s": 2.0,
+        "state": "playing", "generator": "cppn"});
+    std::fs::write(service.join("status.json"), fresh.to_string()).unwrap();
+    for json in [false, true] {
+        let mut command = binary();
+        command.arg("status").arg("--output-dir").arg(&service);
+        if json {
+            command.arg("--json");
+        }
+        as_an_outsider(&mut command, &service);
+        let output = run(&mut command, QUICK, "status as an outsider");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
+        assert_eq!(output.status.code(), Some(4), "json={json}: {text}");
+        assert!(
+            text.contains("can't tell: permission denied reading")
+                && text.contains("use sudo or join the dreamframe group")
+                && !text.contains("NOT RUNNING"),
+            "json={json}: {text}"
+        );
+    }
+}
+
+#[test]
+fn status_never_prints_escapes_absurd_numbers_or_negative_ages_from_its_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Held, with contents as a hostile writer left them (same file, so the lock stays).
+    let _lock = dreamframe::files::OutputLock::acquire(dir.path()).unwrap();
+    std::fs::write(dir.path().join("dreamframe.lock"), "\x1b[2J\x1b[31mowned").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let status = serde_json::json!({"updated_unix_s": now + 100_000, "status_interval_s": 1e308,
+        "state": "playing\u{1b}[5m", "generator": "cppn", "achieved_fps": 1e200,
+        "last_keyframe_age_s": -5.0, "generator_note": "evil\u{1b}[31m"});
+    std::fs::write(dir.path().join("status.json"), status.to_string()).unwrap();
+    let output = run(
+        binary().arg("status").arg("--output-dir").arg(dir.path()),
+        QUICK,
+        "status of hostile files",
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(text.contains("PID unknown"), "{text}");
+    assert!(text.contains("in the future"), "{text}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a future date is not running: {text}"
+    );
+    assert!(text.contains("fps        ? of"), "{text}");
+    assert!(!text.contains("-5"), "a negative age: {text}");
+    assert!(!text.contains("0000000000"), "a 200-digit number: {text}");
+}
