@@ -2,7 +2,8 @@
 //! and reports where the time goes, in the manner of the earlier system's bottleneck report:
 //! per-stage timing distributions, model lock contention, display rate, late frames, jitter,
 //! buffer health with its depletion events, underruns and errors, the quality ladder's moves and
-//! the art's speed (capacity-aware playback), then concrete recommendations; and charts fps,
+//! the art's speed (capacity-aware playback), then concrete recommendations, generation judged in
+//! each `Period` (a run's start, a reload of the frame rate) against its own target; and charts fps,
 //! buffer fill with the art's speed, and stage times over wall-clock time with plotters (SVG or
 //! PNG), underruns, reloads and ladder moves marked.
 //!
@@ -11,9 +12,10 @@
 //! with the log's size. Rotated files are put in time order by their first line
 //! (`order_by_first_time`). Outputs: a report string and a chart (`chart_svg`, `chart_png`,
 //! `chart_to_file`), whose points drawn are bounded (`CHART_BINS`) and whose text uses a font
-//! embedded in the binary (no system fonts needed). Runs on the caller's thread; lines it can't
-//! read (not our format, a number that is not finite or beyond `MAX_FIGURE`, a line longer than
-//! `MAX_LINE_BYTES`) are counted and skipped, never fatal.
+//! embedded in the binary (no system fonts needed), written whole or not at all
+//! (`chart_to_file`). Runs on the caller's thread; lines it can't read (not our format, a number
+//! that is not finite or beyond `MAX_FIGURE`, a line longer than `MAX_LINE_BYTES`, counted
+//! once however long) are counted and skipped, never fatal.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -252,6 +254,77 @@ pub struct Analysis {
     pub adapt_moves: Vec<(f64, events::Adapt)>,
     /// From the `stats` lines: the art's speed, a share of its configured pace.
     pub animation_speed: Vec<(f64, f64)>,
+    /// The log cut where the target frame rate changed (run starts, reloads of display.fps).
+    pub periods: Vec<Period>,
+}
+
+impl Analysis {
+    /// The period lines at `t` belong to: the last one, or a first one for a log that begins
+    /// mid-run.
+    fn period(&mut self, t: f64) -> &mut Period {
+        if self.periods.is_empty() {
+            self.periods.push(Period {
+                start_s: t,
+                target_fps: self.target_fps.unwrap_or(0.0),
+                ..Period::default()
+            });
+        }
+        let period = self.periods.last_mut().expect("one at least");
+        period.end_s = period.end_s.max(t);
+        period
+    }
+
+    /// A new period from `t` at `target` fps (a reload), unless the target stays the same.
+    fn new_period(&mut self, t: f64, target: f64) {
+        match self.periods.last_mut() {
+            Some(last) if last.target_fps == target => {}
+            // Nothing to judge in it yet: it simply has the new target.
+            Some(last) if last.frames_per_transition.is_empty() && last.keyframe_ms.is_empty() => {
+                last.target_fps = target;
+            }
+            _ => self.periods.push(Period {
+                start_s: t,
+                end_s: t,
+                target_fps: target,
+                ..Period::default()
+            }),
+        }
+    }
+}
+
+/// A stretch of the log under one target frame rate: from a run's start, or from a reload that
+/// changed `display.fps`. Generation is judged against each period's own target.
+#[derive(Debug, Default, Clone)]
+pub struct Period {
+    /// Seconds since the first line.
+    pub start_s: f64,
+    pub end_s: f64,
+    /// 0 until a line says it (a log that begins after its run's start).
+    pub target_fps: f64,
+    pub keyframe_ms: Vec<f64>,
+    pub decode_ms_per_frame: Vec<f64>,
+    pub frames_per_transition: Vec<f64>,
+}
+
+impl Period {
+    /// Frames per second the generator makes when it never waits: one transition's frames over
+    /// their decode time plus one keyframe (both hold the same model). `None` before a
+    /// transition was logged.
+    pub fn capacity(&self) -> Option<f64> {
+        capacity(
+            &self.frames_per_transition,
+            &self.decode_ms_per_frame,
+            &self.keyframe_ms,
+        )
+    }
+}
+
+fn capacity(frames: &[f64], decode_ms: &[f64], keyframe_ms: &[f64]) -> Option<f64> {
+    let frames = distribution(frames)?.p50;
+    let decode = distribution(decode_ms)?.p50;
+    let keyframe = distribution(keyframe_ms).map_or(0.0, |k| k.p50);
+    let cost_ms = frames * decode + keyframe;
+    (cost_ms > 0.0).then(|| frames * 1000.0 / cost_ms)
 }
 
 /// Cumulative counters restart with each run: sum each run's last value.
@@ -341,16 +414,25 @@ impl Analyzer {
                     analysis.generators.push(start.generator);
                 }
                 analysis.target_fps = figure(start.fps).or(analysis.target_fps);
+                let target = analysis.target_fps.unwrap_or(0.0);
+                analysis.periods.push(Period {
+                    start_s: t,
+                    end_s: t,
+                    target_fps: target,
+                    ..Period::default()
+                });
             }
             events::Keyframe::NAME => {
                 if let Some(keyframe) = events::Keyframe::read(fields) {
                     analysis.keyframe_ms.extend(figure(keyframe.ms));
+                    analysis.period(t).keyframe_ms.extend(figure(keyframe.ms));
                     analysis
                         .keyframe_lock_wait_ms
                         .extend(figure(keyframe.lock_wait_ms));
                 }
             }
             events::Transition::NAME => {
+                let time = t;
                 if let Some(t) = events::Transition::read(fields) {
                     analysis
                         .decode_ms_per_frame
@@ -364,6 +446,11 @@ impl Analyzer {
                         .transition_lock_wait_ms
                         .extend(figure(t.lock_wait_ms));
                     analysis.frames_per_transition.push(t.frames as f64);
+                    let decode = figure(t.decode_ms_per_frame);
+                    let frames = t.frames as f64;
+                    let period = analysis.period(time);
+                    period.decode_ms_per_frame.extend(decode);
+                    period.frames_per_transition.push(frames);
                 }
             }
             events::Stats::NAME => {
@@ -378,6 +465,10 @@ impl Analyzer {
             events::Reload::NAME => {
                 analysis.reloads += 1;
                 analysis.reload_times.push(t);
+                if let Some(fps) = events::Reload::read(fields).and_then(|r| figure(r.fps)) {
+                    analysis.target_fps = Some(fps);
+                    analysis.new_period(t, fps);
+                }
             }
             events::ReloadRejected::NAME => analysis.rejected_reload_times.push(t),
             events::Adapt::NAME => {
@@ -416,7 +507,14 @@ impl Analyzer {
         analysis.lock_max_wait_ms = analysis
             .lock_max_wait_ms
             .max(figure(stats.model_lock_max_wait_ms).unwrap_or(0.0));
-        analysis.target_fps = figure(stats.target_fps).or(analysis.target_fps);
+        if let Some(target) = figure(stats.target_fps).filter(|fps| *fps > 0.0) {
+            analysis.target_fps = Some(target);
+            // The first target a log that began mid-run learns of.
+            let period = analysis.period(t);
+            if period.target_fps == 0.0 {
+                period.target_fps = target;
+            }
+        }
         let count = |value: u64| figure(value as f64);
         let current = &mut self.current;
         current.late = count(stats.late_frames).unwrap_or(current.late);
@@ -440,46 +538,61 @@ impl Analyzer {
     }
 }
 
+/// One line from `read_line`.
+#[derive(Debug, PartialEq)]
+pub enum LineRead {
+    End,
+    Text(String),
+    /// Longer than `MAX_LINE_BYTES`: not ours, consumed to its end and counted once.
+    TooLong,
+}
+
+/// Reads the next line from `reader`, holding at most `MAX_LINE_BYTES` of it.
+pub fn read_line(reader: &mut impl std::io::BufRead) -> std::io::Result<LineRead> {
+    let mut line = Vec::new();
+    let read = reader
+        .by_ref()
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if read == 0 {
+        return Ok(LineRead::End);
+    }
+    if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+        loop {
+            let buffer = reader.fill_buf()?;
+            if buffer.is_empty() {
+                break;
+            }
+            match buffer.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    reader.consume(end + 1);
+                    break;
+                }
+                None => {
+                    let length = buffer.len();
+                    reader.consume(length);
+                }
+            }
+        }
+        return Ok(LineRead::TooLong);
+    }
+    Ok(LineRead::Text(match String::from_utf8(line) {
+        Ok(text) => text,
+        Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+    }))
+}
+
 /// Reads `reader` line by line into `analyzer`, holding at most one line (of at most
 /// `MAX_LINE_BYTES`) at a time.
 pub fn feed_reader(
     analyzer: &mut Analyzer,
     reader: &mut impl std::io::BufRead,
 ) -> std::io::Result<()> {
-    let mut line = Vec::new();
     loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)?;
-        if read == 0 {
-            return Ok(());
-        }
-        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
-            // Too long to be ours: skip to the end of it.
-            analyzer.skip_unreadable();
-            loop {
-                let buffer = reader.fill_buf()?;
-                if buffer.is_empty() {
-                    return Ok(());
-                }
-                match buffer.iter().position(|&b| b == b'\n') {
-                    Some(end) => {
-                        reader.consume(end + 1);
-                        break;
-                    }
-                    None => {
-                        let length = buffer.len();
-                        reader.consume(length);
-                    }
-                }
-            }
-            continue;
-        }
-        match std::str::from_utf8(&line) {
-            Ok(text) => analyzer.feed(text),
-            Err(_) => analyzer.feed(&String::from_utf8_lossy(&line)),
+        match read_line(reader)? {
+            LineRead::End => return Ok(()),
+            LineRead::Text(text) => analyzer.feed(&text),
+            LineRead::TooLong => analyzer.skip_unreadable(),
         }
     }
 }
@@ -608,6 +721,21 @@ fn report_display(out: &mut String, a: &Analysis, target: f64) {
             "  generator capacity {capacity:.1} frames/s (decoding without waiting, one keyframe per transition) for {target:.1} fps shown"
         );
     }
+    if a.periods.len() > 1 {
+        for p in &a.periods {
+            let _ = writeln!(
+                out,
+                "  {:>7.0}s to {:>7.0}s at {:>5.1} fps: generator capacity {}",
+                p.start_s,
+                p.end_s,
+                p.target_fps,
+                p.capacity()
+                    .map_or("not measured (no transition)".to_string(), |c| format!(
+                        "{c:.1} frames/s"
+                    ))
+            );
+        }
+    }
     row(out, "jitter p99 (per stats line)", "ms", &a.jitter_p99_ms);
     row(
         out,
@@ -709,14 +837,24 @@ fn report_adapt(out: &mut String, a: &Analysis) {
     }
 }
 
-/// Frames per second the generator can make when it never waits: one transition's frames over
-/// their decode time plus one keyframe (both hold the same model).
+/// Frames per second the generator can make when it never waits, over the whole log
+/// (`Period::capacity`).
 pub fn generation_capacity(a: &Analysis) -> Option<f64> {
-    let frames = distribution(&a.frames_per_transition)?.p50;
-    let decode = distribution(&a.decode_ms_per_frame)?.p50;
-    let keyframe = distribution(&a.keyframe_ms).map_or(0.0, |k| k.p50);
-    let cost_ms = frames * decode + keyframe;
-    (cost_ms > 0.0).then(|| frames * 1000.0 / cost_ms)
+    capacity(
+        &a.frames_per_transition,
+        &a.decode_ms_per_frame,
+        &a.keyframe_ms,
+    )
+}
+
+/// The period whose generation falls furthest short of its own target: (its capacity, its
+/// target, the period). `None` where no period has both.
+fn tightest_period(a: &Analysis) -> Option<(f64, f64, &Period)> {
+    a.periods
+        .iter()
+        .filter_map(|p| Some((p.capacity()?, p.target_fps, p)))
+        .filter(|(_, target, _)| *target > 0.0)
+        .min_by(|x, y| (x.0 / x.1).total_cmp(&(y.0 / y.1)))
 }
 
 fn recommend(
@@ -727,29 +865,40 @@ fn recommend(
     buffer: Option<Distribution>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let decode = distribution(&a.decode_ms_per_frame);
     let upscale = distribution(&a.upscale_ms_per_frame);
     let keyframe = distribution(&a.keyframe_ms);
     let _ = decode_fps;
-    let generated = generation_capacity(a).unwrap_or(0.0);
+    // Each stretch is judged against the target it had; the one furthest short speaks.
+    let tightest = tightest_period(a);
+    let (generated, needed) = tightest.map_or((0.0, 0.0), |(c, t, _)| (c, t));
+    let judged = a.periods.iter().filter(|p| p.capacity().is_some()).count();
+    let when = match tightest {
+        Some((_, _, p)) if judged > 1 => format!(
+            " (from {:.0} s to {:.0} s of the log, at {:.1} fps)",
+            p.start_s, p.end_s, p.target_fps
+        ),
+        _ => String::new(),
+    };
+    let decode = tightest.and_then(|(_, _, p)| distribution(&p.decode_ms_per_frame));
+    let keyframe_of_period = tightest.and_then(|(_, _, p)| distribution(&p.keyframe_ms));
     let sd = a.generators.iter().any(|g| g.contains("stable"));
     let art_speed = distribution(&values(&a.animation_speed));
     let ladder = a.adapt_moves.last().map(|(_, m)| m);
-    if let (Some(m), Some(speed), true) = (ladder, art_speed, generated < target * 0.98) {
+    if let (Some(m), Some(speed), true) = (ladder, art_speed, generated < needed * 0.98) {
         // With adaptation the shortfall is absorbed: say what it costs, not that it stalls.
         if speed.p50 >= 0.95 {
             out.push(format!(
-                "Generation makes {generated:.1} frames/s against {target:.1} fps shown; the quality ladder keeps the art at its full pace at rung {} of {} ({}). For the configured richness, lower model.width/height or display.fps, or run it on a faster machine.",
+                "Generation makes {generated:.1} frames/s against {needed:.1} fps shown{when}; the quality ladder keeps the art at its full pace at rung {} of {} ({}). For the configured richness, lower model.width/height or display.fps, or run it on a faster machine.",
                 m.rung + 1,
                 m.rungs,
                 m.to
             ));
         }
-    } else if target > 0.0 && generated > 0.0 && generated < target * 0.98 {
+    } else if needed > 0.0 && generated > 0.0 && generated < needed * 0.98 {
         let mut text = format!(
-            "Generation is the bottleneck: the generator can make {generated:.1} frames/s (decode p50 {:.1} ms/frame, keyframe p50 {:.0} ms) against {target:.1} fps shown. ",
+            "Generation is the bottleneck{when}: the generator can make {generated:.1} frames/s (decode p50 {:.1} ms/frame, keyframe p50 {:.0} ms) against {needed:.1} fps shown. ",
             decode.map_or(0.0, |d| d.p50),
-            keyframe.map_or(0.0, |k| k.p50)
+            keyframe_of_period.map_or(0.0, |k| k.p50)
         );
         if sd {
             text.push_str("Enable decode.tiny-decoder (TAESD), raise interpolation.resolution-divisor to 2, raise decode.batch-size, ");
@@ -831,9 +980,13 @@ fn recommend(
         ));
     }
     if out.is_empty() {
-        out.push(format!(
-            "No bottleneck: generation keeps ahead of the display ({generated:.1} frames/s made for {target:.1} fps) and the buffer never ran dry."
-        ));
+        out.push(match tightest {
+            Some(_) => format!(
+                "No bottleneck: generation keeps ahead of the display ({generated:.1} frames/s made for {needed:.1} fps{}) and the buffer never ran dry.",
+                if judged > 1 { " where it was shortest" } else { "" }
+            ),
+            None => "Nothing to judge: the log has no transition line with a frame rate to hold it against (a run that ended before its first transition, or a log of only starts and reloads).".to_string(),
+        });
     }
     out
 }
@@ -888,13 +1041,30 @@ fn register_chart_font() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the chart to `path`, as SVG or PNG by its extension (checked before any drawing).
+/// Whether `path` can take the chart: its extension says a format, and it is a regular file or
+/// nothing yet (a FIFO would block the writer, a device would swallow the chart). Checked before
+/// any log is read.
+pub fn check_chart_path(path: &Path) -> anyhow::Result<ChartFormat> {
+    let format = ChartFormat::for_path(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => anyhow::bail!(
+            "cannot write the chart to {}: it is {}, not a regular file",
+            path.display(),
+            crate::files::kind_of(meta.file_type())
+        ),
+        _ => Ok(format),
+    }
+}
+
+/// Writes the chart to `path`, as SVG or PNG by its extension (checked before any drawing),
+/// through a temporary file beside it and a rename: a reader never sees half a chart, and a
+/// failed write leaves the old one.
 pub fn chart_to_file(analysis: &Analysis, path: &Path) -> anyhow::Result<()> {
-    let bytes = match ChartFormat::for_path(path)? {
+    let bytes = match check_chart_path(path)? {
         ChartFormat::Svg => chart_svg(analysis)?.into_bytes(),
         ChartFormat::Png => chart_png(analysis)?,
     };
-    std::fs::write(path, bytes)
+    crate::files::write_atomic(path, &bytes)
         .with_context(|| format!("cannot write the chart to {}", path.display()))
 }
 
@@ -1525,6 +1695,49 @@ mod tests {
 
     /// The stressed real log (its buffer runs dry) with a reload and a rejected reload added
     /// between its lines, as a SIGHUP would log them.
+    #[test]
+    fn each_stretch_is_judged_against_its_own_target_and_a_start_alone_is_not_judged() {
+        let at = |time: &str, event: &dyn std::fmt::Display| format!("{time} [INFO] {event}\n");
+        let start = events::Start {
+            generator: "cppn".into(),
+            fps: 30.0,
+            ..Default::default()
+        };
+        let text = report(&analyze(&[at("2026-01-01T00:00:00Z", &start)]), &[]);
+        assert!(text.contains("Nothing to judge"), "{text}");
+        assert!(!text.contains("No bottleneck"), "{text}");
+
+        // 41 ms a frame: 24.4 frames/s, short of 30 fps; then a reload to 12 fps, met.
+        let transition = events::Transition {
+            frames: 30,
+            decode_ms_per_frame: 41.0,
+            ..Default::default()
+        };
+        let reload = events::Reload {
+            applied: true,
+            fps: 12.0,
+            ..Default::default()
+        };
+        let mut log = at("2026-01-01T00:00:00Z", &start);
+        for second in (5..45).step_by(5) {
+            log += &at(&format!("2026-01-01T00:00:{second:02}Z"), &transition);
+        }
+        log += &at("2026-01-01T00:00:45Z", &reload);
+        for second in (50..60).step_by(5) {
+            log += &at(&format!("2026-01-01T00:00:{second:02}Z"), &transition);
+        }
+        let analysis = analyze(&[log]);
+        assert_eq!(analysis.periods.len(), 2);
+        let text = report(&analysis, &[]);
+        assert!(
+            text.contains(
+                "Generation is the bottleneck (from 0 s to 40 s of the log, at 30.0 fps): the generator can make 24.4 frames/s"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("No bottleneck"), "{text}");
+    }
+
     fn stressed_log_with_reloads() -> String {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -1,9 +1,12 @@
 //! `dreamframe-analyze LOG...`: the bottleneck report and chart for dreamframe's logs (see
 //! `dreamframe::analyze`). Reads rotated files too (dreamframe.log.1, ...), in time order of
 //! their first lines, and `-` for standard input; streams them, so memory does not grow with a
-//! log's size. Prints the report on stdout and writes the chart (SVG or PNG, by the extension of
-//! `--chart`). Exit 1 when a file can't be read (or is not a regular file), none has a log line,
-//! or the chart's path does not end in .svg or .png.
+//! log's size; a file named twice (by any path) is read once. Prints the report on stdout and,
+//! with `--chart PATH`, writes the chart (SVG or PNG, by the extension; through a temporary file
+//! and a rename). Exit 1 when a file can't be read (or is not a regular file), none has a log
+//! line, or the chart's path does not end in .svg or .png or is not a regular file; 4 when
+//! permission to read a log is denied (the service's log is for root and the `dreamframe`
+//! group: "can't tell").
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use dreamframe::analyze::{
-    chart_to_file, feed_reader, parse_line, report, Analyzer, ChartFormat, MAX_LINE_BYTES,
+    chart_to_file, check_chart_path, feed_reader, parse_line, read_line, report, Analyzer, LineRead,
 };
 
 #[derive(Debug, Parser)]
@@ -27,49 +30,54 @@ struct Args {
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
     /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
-    /// (.svg, .png).
-    #[arg(long, value_name = "PATH", default_value = "dreamframe-analyze.svg")]
-    chart: PathBuf,
+    /// (.svg, .png). Without it no chart is drawn.
+    #[arg(long, value_name = "PATH")]
+    chart: Option<PathBuf>,
 }
 
 /// An opened log and the time of its first line of ours (for ordering rotated files).
 struct Source {
     path: PathBuf,
     reader: Box<dyn BufRead>,
-    /// Lines read while looking for the first time, to be analysed first.
-    head: Vec<String>,
+    /// Lines read while looking for the first time, to be analysed first (`None`: too long).
+    head: Vec<Option<String>>,
     first_time: f64,
 }
 
 /// Lines read from a file's start while looking for its first timestamp.
 const HEAD_LINES: usize = 100;
 
+/// Why a log could not be read: permission (exit 4, "can't tell") or anything else (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("can't tell: permission denied reading {0}; use sudo or join the dreamframe group")]
+struct PermissionDenied(String);
+
 fn open(path: &Path) -> anyhow::Result<Source> {
+    let cannot_read = |error: std::io::Error| -> anyhow::Error {
+        if error.kind() == std::io::ErrorKind::PermissionDenied {
+            PermissionDenied(path.display().to_string()).into()
+        } else {
+            anyhow::Error::new(error).context(format!("cannot read {}", path.display()))
+        }
+    };
     let mut reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let file = dreamframe::files::open_regular(path, u64::MAX)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = dreamframe::files::open_regular(path, u64::MAX).map_err(cannot_read)?;
         Box::new(BufReader::new(file))
     };
     let mut head = Vec::new();
     let mut first_time = f64::MAX;
-    let mut line = Vec::new();
-    while head.len() < HEAD_LINES {
-        line.clear();
-        let read = std::io::Read::take(&mut reader, MAX_LINE_BYTES as u64)
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if read == 0 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&line).into_owned();
-        if let Some(parsed) = parse_line(text.trim_end()) {
-            first_time = parsed.time;
-        }
-        head.push(text);
-        if first_time < f64::MAX || !line.ends_with(b"\n") {
-            break;
+    while head.len() < HEAD_LINES && first_time == f64::MAX {
+        match read_line(&mut reader).map_err(cannot_read)? {
+            LineRead::End => break,
+            LineRead::TooLong => head.push(None),
+            LineRead::Text(text) => {
+                if let Some(parsed) = parse_line(text.trim_end()) {
+                    first_time = parsed.time;
+                }
+                head.push(Some(text));
+            }
         }
     }
     Ok(Source {
@@ -80,11 +88,28 @@ fn open(path: &Path) -> anyhow::Result<Source> {
     })
 }
 
+/// `paths` without repeats: a file named twice (`log log`, `./log`, a link to it) is read once.
+fn distinct(paths: &[PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    paths
+        .iter()
+        .filter(|path| match std::fs::metadata(path) {
+            Ok(meta) if path.as_path() != Path::new("-") => seen.insert((meta.dev(), meta.ino())),
+            // Standard input, or a path `open` will say is unreadable.
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     // A chart path we can't write is refused before reading any log.
-    ChartFormat::for_path(&args.chart)?;
-    let mut sources = args
-        .logs
+    if let Some(chart) = &args.chart {
+        check_chart_path(chart)?;
+    }
+    let logs = distinct(&args.logs);
+    let mut sources = logs
         .iter()
         .map(|path| open(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -92,7 +117,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut analyzer = Analyzer::default();
     for source in &mut sources {
         for line in &source.head {
-            analyzer.feed(line);
+            match line {
+                Some(text) => analyzer.feed(text),
+                None => analyzer.skip_unreadable(),
+            }
         }
         feed_reader(&mut analyzer, &mut source.reader)
             .with_context(|| format!("cannot read {}", source.path.display()))?;
@@ -108,13 +136,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    let sources: Vec<String> = args.logs.iter().map(|p| p.display().to_string()).collect();
+    let sources: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
     // The chart first: a reader that leaves early (`| head -1`) must not cost it.
-    chart_to_file(&analysis, &args.chart)?;
+    let chart = match &args.chart {
+        Some(path) => {
+            chart_to_file(&analysis, path)?;
+            path.display().to_string()
+        }
+        None => "none drawn (--chart PATH.svg or PATH.png draws one)".to_string(),
+    };
     dreamframe::stdout::write(&format!(
-        "{}\nChart: {}\n",
-        report(&analysis, &sources),
-        args.chart.display()
+        "{}\nChart: {chart}\n",
+        report(&analysis, &sources)
     ))
 }
 
@@ -124,7 +157,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("dreamframe-analyze: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<PermissionDenied>().is_some() {
+                ExitCode::from(4)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

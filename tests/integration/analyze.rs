@@ -298,3 +298,107 @@ fn the_quality_ladders_moves_and_the_arts_speed_are_reported_and_charted() {
     assert!(ok, "{stderr}");
     assert!(old.contains("no adapt or art-speed figures"), "{old}");
 }
+
+fn analyzer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"))
+}
+
+#[test]
+fn a_file_named_twice_is_read_once_and_a_line_too_long_counts_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let healthy = data("logs/healthy-cppn-30fps.log");
+    let lines = std::fs::read_to_string(&healthy).unwrap().lines().count();
+    // The same file by two paths (one through a symlink): one file, its lines once.
+    let link = dir.path().join("link.log");
+    std::os::unix::fs::symlink(&healthy, &link).unwrap();
+    let output = analyzer()
+        .arg(&healthy)
+        .arg(&link)
+        .arg(&healthy)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("1 file(s), {lines} lines (0 unreadable)")),
+        "{report}"
+    );
+    // A 100 KiB line first (where the first timestamp is looked for) and one later.
+    let long = "x".repeat(100 * 1024);
+    let log = dir.path().join("long.log");
+    let text = std::fs::read_to_string(&healthy).unwrap();
+    std::fs::write(&log, format!("{long}\n{text}{long}\n")).unwrap();
+    let output = analyzer().arg(&log).output().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains(&format!("{} lines (2 unreadable)", lines + 2)),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_chart_is_drawn_only_when_asked_and_never_into_a_fifo() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let healthy = data("logs/healthy-cppn-30fps.log");
+    let output = analyzer()
+        .arg(&healthy)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written into the current folder"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Chart: none drawn"));
+    let fifo = dir.path().join("chart.svg");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let output = analyzer()
+        .arg(&healthy)
+        .arg("--chart")
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is a FIFO, not a regular file"), "{stderr}");
+    // Over an old chart: the new one replaces it whole, no temporary file left.
+    let chart = dir.path().join("old.svg");
+    std::fs::write(&chart, "old").unwrap();
+    let output = analyzer()
+        .arg(&healthy)
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(std::fs::read_to_string(&chart).unwrap().starts_with("<svg"));
+    assert!(!dir.path().join("old.svg.tmp").exists());
+}
+
+#[test]
+fn a_log_it_may_not_read_is_cant_tell_with_exit_4() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("dreamframe.log");
+    std::fs::copy(data("logs/healthy-cppn-30fps.log"), &log).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut command = analyzer();
+    command.arg(&log);
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        command.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("can't tell: permission denied reading")
+            && stderr.contains("join the dreamframe group"),
+        "{stderr}"
+    );
+}
