@@ -8,8 +8,12 @@
 //!
 //! The terminal is the display: when writing to it fails (a closed pipe, a full disk behind a
 //! redirect, a closed stdout) the writer stops and the next `present` returns that error, which
-//! ends the run. Its size is bounded (`MAX_COLUMNS` x `MAX_ROWS`) whatever the terminal reports,
-//! and dropping the sink waits at most `STOP_WAIT` for a writer stuck on a blocked output.
+//! ends the run; a terminal that fails its very first write (entering the alternate screen) fails
+//! `open`, before any frame is made. Its size is bounded (`MAX_COLUMNS` x `MAX_ROWS`) whatever the
+//! terminal reports, and dropping the sink waits at most `STOP_WAIT` for a writer stuck on a
+//! blocked output. When the terminal is resized (its size is looked at before each frame; no
+//! signal handler) the writer redraws each frame at the new size, resampled from the sink's
+//! geometry, which stays as it was opened; a size configured (`display.terminal-columns`/`-rows`) is kept.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -27,7 +31,8 @@ pub const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[2J";
 pub const RESTORE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";
 
 use crate::config::{TERMINAL_MAX_COLUMNS as MAX_COLUMNS, TERMINAL_MAX_ROWS as MAX_ROWS};
-/// How long dropping the sink waits for the writer to restore the terminal.
+/// How long dropping the sink waits for the writer to restore the terminal, and `open` for the
+/// first write to succeed or fail.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
 pub struct TerminalSink {
@@ -49,10 +54,9 @@ fn terminal_size() -> Option<(u32, u32)> {
 impl TerminalSink {
     /// `size` in character cells; `None` asks the terminal (80x24 when stdout is not one).
     pub fn open(size: Option<(u32, u32)>) -> anyhow::Result<Self> {
+        let follow = size.is_none();
         let (columns, rows) = size.or_else(terminal_size).unwrap_or((80, 24));
-        let (columns, rows) = (columns.clamp(1, MAX_COLUMNS), rows.clamp(2, MAX_ROWS));
-        // One row is left free so the last line never scrolls the screen.
-        let geometry = Geometry::packed(columns, (rows - 1).max(1) * 2, PixelFormat::BGR888);
+        let geometry = cells_geometry((columns, rows));
         let (to_writer, from_sink) = mpsc::sync_channel::<Vec<u8>>(1);
         let (spare_tx, spares) = mpsc::sync_channel::<Vec<u8>>(2);
         for _ in 0..2 {
@@ -62,6 +66,7 @@ impl TerminalSink {
         }
         let failure = Arc::new(Mutex::new(None));
         let (finished_tx, finished) = mpsc::channel::<()>();
+        let (entered_tx, entered) = mpsc::sync_channel::<std::io::Result<()>>(1);
         let writer = {
             let failure = Arc::clone(&failure);
             std::thread::Builder::new()
@@ -69,12 +74,33 @@ impl TerminalSink {
                 .spawn(move || {
                     let _finished = finished_tx;
                     let mut out = std::io::stdout().lock();
-                    if let Err(error) = write_frames(&mut out, geometry, from_sink, spare_tx) {
+                    let entering = out.write_all(ENTER.as_bytes()).and_then(|()| out.flush());
+                    let ok = entering.is_ok();
+                    let _ = entered_tx.send(entering);
+                    if !ok {
+                        return;
+                    }
+                    let size = || terminal_size().filter(|_| follow);
+                    if let Err(error) = write_frames(&mut out, geometry, from_sink, spare_tx, size)
+                    {
                         *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
                     }
                 })
                 .context("cannot start the terminal writer thread")?
         };
+        // A terminal that can't take its first bytes (stdout on /dev/full, a closed pipe) is no
+        // display: say so now, not at the first frame. A blocked one is left to the writer.
+        match entered.recv_timeout(STOP_WAIT) {
+            Ok(Err(error)) => {
+                return Err(
+                    anyhow::Error::new(error).context("cannot write to the terminal (stdout)")
+                )
+            }
+            Ok(Ok(())) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the terminal writer thread ended before its first write")
+            }
+        }
         log::info!("{}", crate::events::Terminal { columns, rows });
         Ok(Self {
             geometry,
@@ -100,23 +126,60 @@ impl TerminalSink {
     }
 }
 
-/// Draws frames until the sink goes (then restores the terminal) or a write fails.
+/// The frame geometry for a terminal of `(columns, rows)` cells, bounded; one row is left free
+/// so the last line never scrolls the screen.
+fn cells_geometry((columns, rows): (u32, u32)) -> Geometry {
+    let (columns, rows) = (columns.clamp(1, MAX_COLUMNS), rows.clamp(2, MAX_ROWS));
+    Geometry::packed(columns, (rows - 1).max(1) * 2, PixelFormat::BGR888)
+}
+
+/// Draws frames (after the alternate screen was entered) until the sink goes (then restores the
+/// terminal) or a write fails. `size` is the terminal's size now, when it is to be followed.
 fn write_frames(
     out: &mut impl Write,
     geometry: Geometry,
     frames: Receiver<Vec<u8>>,
     spares: SyncSender<Vec<u8>>,
+    mut size: impl FnMut() -> Option<(u32, u32)>,
 ) -> std::io::Result<()> {
     let mut text = String::new();
-    out.write_all(ENTER.as_bytes())?;
+    let mut shown = geometry;
+    let mut resized = Vec::new();
     while let Ok(frame) = frames.recv() {
-        encode_half_blocks(&geometry, &frame, &mut text);
+        let now = size().map_or(shown, cells_geometry);
+        if now != shown {
+            // Resized: what was drawn at the old size would stay around the new picture.
+            out.write_all(b"\x1b[2J")?;
+            shown = now;
+        }
+        if shown == geometry {
+            encode_half_blocks(&geometry, &frame, &mut text);
+        } else {
+            resample(&geometry, &frame, &shown, &mut resized);
+            encode_half_blocks(&shown, &resized, &mut text);
+        }
         out.write_all(text.as_bytes())?;
         out.flush()?;
         let _ = spares.send(frame);
     }
     out.write_all(RESTORE.as_bytes())?;
     out.flush()
+}
+
+/// `frame` (3 bytes a pixel, `from`'s layout) resized to `to` by nearest neighbour: half-block
+/// cells are too coarse for a filter to show.
+fn resample(from: &Geometry, frame: &[u8], to: &Geometry, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(to.frame_bytes(), 0);
+    for y in 0..to.height as usize {
+        let source_y = y * from.height as usize / to.height as usize;
+        for x in 0..to.width as usize {
+            let source_x = x * from.width as usize / to.width as usize;
+            let i = source_y * from.stride + source_x * 3;
+            let o = y * to.stride + x * 3;
+            out[o..o + 3].copy_from_slice(&frame[i..i + 3]);
+        }
+    }
 }
 
 /// Two pixel rows per text row: the upper pixel as the foreground of '▀', the lower as
@@ -216,8 +279,43 @@ mod tests {
         let geometry = Geometry::packed(2, 2, PixelFormat::BGR888);
         let (_to_writer, frames) = mpsc::sync_channel(1);
         let (spares, _) = mpsc::sync_channel(1);
-        let error = write_frames(&mut Failing, geometry, frames, spares).unwrap_err();
+        _to_writer.send(vec![0; 12]).unwrap();
+        let error = write_frames(&mut Failing, geometry, frames, spares, || None).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn a_resized_terminal_gets_the_picture_at_its_new_size() {
+        // Opened at 4 columns x 3 rows: a 4x4 picture, left half red, right half blue.
+        let geometry = cells_geometry((4, 3));
+        assert_eq!((geometry.width, geometry.height), (4, 4));
+        let mut frame = vec![0; geometry.frame_bytes()];
+        for y in 0..4 {
+            for x in 0..4 {
+                let i = y * geometry.stride + x * 3;
+                frame[i..i + 3].copy_from_slice(if x < 2 { &[255, 0, 0] } else { &[0, 0, 255] });
+            }
+        }
+        let (to_writer, frames) = mpsc::sync_channel(2);
+        let (spares, _spares) = mpsc::sync_channel(2);
+        to_writer.send(frame.clone()).unwrap();
+        to_writer.send(frame).unwrap();
+        drop(to_writer);
+        // The terminal shrinks to 2 columns x 2 rows before the second frame.
+        let mut sizes = [None, Some((2, 2))].into_iter();
+        let mut out = Vec::new();
+        write_frames(&mut out, geometry, frames, spares, || {
+            sizes.next().flatten()
+        })
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (first, second) = text.split_once("\x1b[2J").expect("cleared at the resize");
+        assert_eq!(first.matches('▀').count(), 4 * 2, "4 columns, 2 rows");
+        assert_eq!(second.matches('▀').count(), 2, "2 columns, 1 row");
+        assert!(
+            second.contains("38;2;255;0;0") && second.contains("38;2;0;0;255"),
+            "both halves survive the shrink: {second:?}"
+        );
     }
 
     #[test]

@@ -805,3 +805,37 @@ fn status_never_prints_escapes_absurd_numbers_or_negative_ages_from_its_files() 
     assert!(!text.contains("-5"), "a negative age: {text}");
     assert!(!text.contains("0000000000"), "a 200-digit number: {text}");
 }
+
+#[test]
+fn a_terminal_that_fails_its_first_write_is_said_at_once_not_after_the_buffer_fills() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Without adaptation the first frame waits for start-seconds: 60 s here.
+    let mut command = binary();
+    command
+        .args(["--sink", "terminal", "--duration", "120", "--output-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(dir.path().join("dreamframe.toml"));
+    std::fs::write(
+        dir.path().join("dreamframe.toml"),
+        "[adapt]\nenabled = false\n[buffer]\nstart-seconds = 60\nseconds = 60\n",
+    )
+    .unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let output = finish(child, QUICK, "terminal sink on /dev/full");
+    let text = stderr(&output);
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("cannot write to the terminal (stdout): No space left on device"),
+        "{text}"
+    );
+}
