@@ -115,10 +115,10 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchSdArgs {
     /// Model layout: sd-turbo, sd-1.5, sd-2.1 or sdxl-turbo.
-    #[arg(long, default_value = "sd-1.5")]
+    #[arg(long, default_value = "sd-1.5", value_parser = sd_preset)]
     pub preset: String,
     /// "cpu" or "cuda:N".
-    #[arg(long, default_value = "cuda:0")]
+    #[arg(long, default_value = "cuda:0", value_parser = sd_device)]
     pub device: String,
     /// Square image size in pixels, a multiple of 8 (default: the preset's native size).
     #[arg(long, value_parser = sd_size)]
@@ -220,6 +220,28 @@ fn bench_seconds(text: &str) -> Result<f64, String> {
 
 fn bench_fps(text: &str) -> Result<f64, String> {
     number_in(text, 1.0, 240.0, "frames per second from 1 to 240")
+}
+
+/// The presets `bench-sd` knows: a usage error (exit 2) for anything else.
+pub const SD_PRESETS: [&str; 4] = ["sd-turbo", "sd-1.5", "sd-2.1", "sdxl-turbo"];
+
+fn sd_preset(text: &str) -> Result<String, String> {
+    if SD_PRESETS.contains(&text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("allowed: {}", SD_PRESETS.join(", ")))
+    }
+}
+
+fn sd_device(text: &str) -> Result<String, String> {
+    let cuda = text
+        .strip_prefix("cuda:")
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    if text == "cpu" || cuda {
+        Ok(text.to_string())
+    } else {
+        Err("allowed: cpu, cuda:N (N a device number, as in cuda:0)".to_string())
+    }
 }
 
 fn sd_size(text: &str) -> Result<u32, String> {

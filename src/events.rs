@@ -18,6 +18,20 @@ pub trait FieldValue: Sized {
     fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self>;
 }
 
+/// The most characters of a prompt a log line carries: more than a text encoder reads (77
+/// tokens), so the logged prompt still reproduces the keyframe, and a 1 MB prompt no 1 MB line.
+pub const MAX_LOGGED_PROMPT_CHARS: usize = 400;
+
+/// `prompt` cut to `MAX_LOGGED_PROMPT_CHARS`, saying how long it was when cut.
+pub fn logged_prompt(prompt: &str) -> String {
+    let length = prompt.chars().count();
+    if length <= MAX_LOGGED_PROMPT_CHARS {
+        return prompt.to_string();
+    }
+    let kept: String = prompt.chars().take(MAX_LOGGED_PROMPT_CHARS).collect();
+    format!("{kept}... ({length} characters in all)")
+}
+
 /// Text as it goes into a line: bare when it is one plain word, else quoted with `\"`, `\\`
 /// and `\n` escaped, and every other control character but tab as `\u{1b}`: a file name with
 /// an escape sequence in it must not reach a terminal reading the journal.
@@ -405,6 +419,18 @@ events! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_prompt_is_cut_in_the_log_and_says_so() {
+        assert_eq!(logged_prompt("a red fox"), "a red fox");
+        let long = "x".repeat(1_000_000);
+        let logged = logged_prompt(&long);
+        assert!(logged.len() < 500, "{}", logged.len());
+        assert!(
+            logged.ends_with("... (1000000 characters in all)"),
+            "{logged}"
+        );
+    }
 
     #[test]
     fn every_event_reads_back_as_written() {

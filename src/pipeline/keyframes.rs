@@ -10,7 +10,7 @@
 //! generator (`generator::handover`) the walk is neither resumed nor saved; the saved walk
 //! continues from the model's first keyframe. A generator error is logged and retried with
 //! backoff while the display plays what is buffered; a resumed latent that doesn't fit the
-//! generator means a fresh start. Ends when told to stop or when the decoder has gone.
+//! generator means a fresh start, with a warning naming the keys that shape the latent. Ends when told to stop or when the decoder has gone.
 
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
@@ -62,6 +62,18 @@ struct Walk {
     previous: Option<Tensor>,
     /// The walk continues a saved one and has not produced a keyframe yet.
     resumed: bool,
+}
+
+/// Why a saved walk did not fit, for a person: which keys shape the latent, then the cause.
+fn unfitting_resume(generator: &str, shape: Option<Vec<usize>>, error: &anyhow::Error) -> String {
+    let keys = if generator.starts_with("stable-diffusion") {
+        "model.preset, model.width or model.height"
+    } else {
+        "cppn.latent-size"
+    };
+    format!(
+        "the saved walk's latent (shape {shape:?}) does not fit {generator}: {keys} changed since it was saved; starting a fresh walk ({error:#})"
+    )
 }
 
 impl KeyframeStage {
@@ -152,7 +164,7 @@ impl KeyframeStage {
             ms: started.elapsed().as_secs_f64() * 1e3,
             lock_wait_ms: lock_wait * 1e3,
             theme: label.map(|(theme, _)| theme),
-            prompt: label.map(|(_, prompt)| prompt.to_string()),
+            prompt: label.map(|(_, prompt)| events::logged_prompt(prompt)),
         };
         (request, generated, event)
     }
@@ -221,11 +233,12 @@ impl KeyframeStage {
                 }
                 Err(error) if walk.resumed => {
                     // The saved latent doesn't fit this generator (its settings changed).
+                    let shape = walk.previous.as_ref().map(|l| l.dims().to_vec());
                     log::warn!(
                         "{}",
                         events::ResumeUnusable {
                             index: Some(walk.index),
-                            error: format!("{error:#}"),
+                            error: unfitting_resume(&self.model.name(), shape, &error),
                         }
                     );
                     walk = Walk {

@@ -124,6 +124,9 @@ fn absurd_numbers_on_the_command_line_are_refused_before_anything_runs() {
         (&["bench-sd", "--pipeline", "1e309"], "--pipeline"),
         (&["bench-sd", "--only", "everything"], "--only"),
         (&["bench-sd", "--conv", "fastest"], "--conv"),
+        (&["bench-sd", "--preset", "sd-9000"], "--preset"),
+        (&["bench-sd", "--device", "gpu"], "--device"),
+        (&["bench-sd", "--device", "cuda:x"], "--device"),
     ];
     for (args, flag) in cases {
         let output = run(binary().args(*args), QUICK, &format!("{args:?}"));
@@ -391,6 +394,12 @@ fn with_backtraces_on_every_log_record_is_one_line() {
     assert!(output.status.success(), "{}", stderr(&output));
     let log = log_of(dir.path());
     assert!(log.contains("resume_unusable"), "{log}");
+    assert!(
+        log.contains(
+            "does not fit cppn: cppn.latent-size changed since it was saved; starting a fresh walk"
+        ),
+        "{log}"
+    );
     for line in log.lines() {
         assert!(
             line.starts_with("20") && line.contains(" ["),

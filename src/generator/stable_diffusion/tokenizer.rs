@@ -153,7 +153,7 @@ pub fn token_ids(
             crate::events::PromptTruncated {
                 tokens: content.len() + 2,
                 max: length,
-                prompt: prompt.to_string(),
+                prompt: crate::events::logged_prompt(prompt),
             }
         );
     }
