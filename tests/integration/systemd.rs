@@ -13,7 +13,10 @@ fn exposure(unit: &Path) -> Option<f64> {
     {
         Ok(output) => output,
         Err(error) => {
-            eprintln!("SKIPPED: systemd-analyze is not available here ({error}); install systemd to run this check");
+            crate::util::skip(
+                "systemd-analyze security",
+                &format!("systemd-analyze is not available here ({error}); install systemd"),
+            );
             return None;
         }
     };
