@@ -30,6 +30,10 @@ pub mod sys;
 
 pub use service::run;
 
+/// The patched candle-core (tools/candle-core) must be the one built: with upstream's this fails
+/// to compile, where cargo would only warn that the `[patch]` went unused.
+const _: &str = candle_core::DREAMFRAME_PATCH;
+
 /// Exit status for an invalid config (EX_CONFIG from sysexits.h); the systemd unit does not
 /// restart on it.
 pub const EXIT_CONFIG: u8 = 78;

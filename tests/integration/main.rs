@@ -12,3 +12,4 @@ mod sd_reference;
 mod stable_diffusion;
 mod systemd;
 mod util;
+mod vendor;

@@ -155,6 +155,9 @@ pub(crate) fn try_launch<T: DeviceRepr + WithDType + ValidAsZeroBits>(
     let a = a.slice(a_l.start_offset()..);
     let b = b.slice(b_l.start_offset()..);
     // SAFETY: every element is written by the kernel.
+    // The buffer is left uninitialised: the launch below writes out[i] for every i < n (its
+    // grid-stride loop covers 0..n) before anything can read it, and reads are queued after it
+    // on the device's one stream. If the launch fails, `out` is dropped unread.
     let out = unsafe { dev.alloc::<T>(n)? };
     let mut builder = func.builder();
     barg!(builder, n as u32, pairs[1].0 as u32, pairs[2].0 as u32);
@@ -169,6 +172,15 @@ pub(crate) fn try_launch<T: DeviceRepr + WithDType + ValidAsZeroBits>(
     builder.arg(&b);
     builder.arg(&out);
     // SAFETY: ffi; the arguments match the kernel's signature.
+    // In order: (u32 n, u32 d1, u32 d2, u32 s0, u32 s1, u32 s2, int flip, const T *a,
+    // const T *b, T *out), with T float for f32 and unsigned short (same 2 bytes) for f16, the
+    // function picked by `suffix` from T::DTYPE. Bounds: `a` is contiguous with n elements from
+    // its offset and `out` was allocated with n; `b` has the same dims (candle gives a binary
+    // op's operands one shape, a broadcast side zero strides), `collapse` addresses the same
+    // elements, so the largest index read from `b`, b_span - 1, lies inside its layout. The
+    // size/stride casts do not truncate (each is <= n <= i32::MAX or bounded by b_span <=
+    // u32::MAX), and n <= i32::MAX keeps the kernel's 32-bit i, i + stride and j from wrapping.
+    // The function, the buffers and the launch all belong to `dev`'s stream.
     unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
     Ok(Some(out))
 }

@@ -172,21 +172,31 @@ mod planned {
 
     impl Drop for TensorDesc {
         fn drop(&mut self) {
+            // SAFETY: a `TensorDesc` is only built from a fresh `create_tensor_descriptor()` and is
+            // neither Clone nor Copy, so this drop destroys the descriptor exactly once and nothing
+            // uses it afterwards.
             let _ = unsafe { result::destroy_tensor_descriptor(self.0) };
         }
     }
     impl Drop for FilterDesc {
         fn drop(&mut self) {
+            // SAFETY: as for `TensorDesc`: made by `create_filter_descriptor()`, owned only here,
+            // destroyed once.
             let _ = unsafe { result::destroy_filter_descriptor(self.0) };
         }
     }
     impl Drop for ConvDesc {
         fn drop(&mut self) {
+            // SAFETY: as for `TensorDesc`: made by `create_convolution_descriptor()`, owned only
+            // here, destroyed once.
             let _ = unsafe { result::destroy_convolution_descriptor(self.0) };
         }
     }
     impl Drop for Handle {
         fn drop(&mut self) {
+            // SAFETY: a `Handle` is only built from a fresh `create_handle()` and owned only here
+            // (not Clone, Copy, or Send: it holds a raw pointer), so it is destroyed once, on the
+            // thread that used it. `DeviceState` drops its plans and workspace before it.
             let _ = unsafe { result::destroy_handle(self.0) };
         }
     }
@@ -236,23 +246,30 @@ mod planned {
         let x = TensorDesc(result::create_tensor_descriptor()?);
         let [n, c, h, w] = key.input;
         let [sn, sc, sh, sw] = key.input_strides;
+        // SAFETY: `x` was just created by us and is not destroyed until it drops; dims and strides
+        // are passed by value, and values cuDNN rejects come back as an error.
         unsafe {
             result::set_tensor4d_descriptor_ex(x.0, key.types.data, [n, c, h, w], [sn, sc, sh, sw])
         }?;
         let filter = FilterDesc(result::create_filter_descriptor()?);
         let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        // SAFETY: `filter` was just created and is live; the rest are plain values.
         unsafe { result::set_filter4d_descriptor(filter.0, key.types.data, nchw, key.filter) }?;
         let conv = ConvDesc(result::create_convolution_descriptor()?);
         let (p, s, d) = (key.padding, key.stride, key.dilation);
         let cross = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+        // SAFETY: `conv` was just created and is live; the rest are plain values.
         unsafe {
             result::set_convolution2d_descriptor(conv.0, p, p, s, s, d, d, cross, key.types.compute)
         }?;
+        // SAFETY: `conv` is live (created above; destroyed only when it drops); the math type is
+        // passed by value.
         unsafe { result::set_convolution_math_type(conv.0, key.types.math) }?;
         let y = TensorDesc(result::create_tensor_descriptor()?);
         let k = key.filter;
         let out = |size: i32, k: i32| (size + 2 * p - d * (k - 1) - 1) / s + 1;
         let y_dims = [n, k[0], out(h, k[2]), out(w, k[3])];
+        // SAFETY: `y` was just created and is live; the dims are passed by value.
         unsafe { result::set_tensor4d_descriptor(y.0, nchw, key.types.data, y_dims) }?;
 
         let (algo, math) = match key.algo {
@@ -274,7 +291,11 @@ mod planned {
             }
         };
         // The math type the algorithm was measured or recommended with (as PyTorch does).
+        // SAFETY: `conv` is still live; `math` is a plain value.
         unsafe { result::set_convolution_math_type(conv.0, math) }?;
+        // SAFETY: `handle` is this thread's live handle (the caller holds its `DeviceState`); the
+        // four descriptors were created and set above and are live. The wrapper gives cuDNN a
+        // pointer to its own local for the size.
         let workspace_size = unsafe {
             result::get_convolution_forward_workspace_size(handle, x.0, filter.0, conv.0, y.0, algo)
         }?;
@@ -299,7 +320,14 @@ mod planned {
         y: &TensorDesc,
     ) -> Result<Perf, CudnnError> {
         let mut count = 0;
+        // SAFETY: `cudnnConvolutionFwdAlgoPerf_t` is a plain C struct of an f32, a usize, ints and
+        // #[repr(u32)] enums that each have a variant 0 (IMPLICIT_GEMM, STATUS_SUCCESS,
+        // NON_DETERMINISTIC, DEFAULT_MATH), so all-zero bytes are a valid value.
         let mut perfs: [Perf; ALGO_COUNT] = unsafe { std::mem::zeroed() };
+        // SAFETY: `handle` is this thread's live handle and the descriptors are live (borrowed for
+        // the call). `perfs` holds ALGO_COUNT entries, the count requested, so cuDNN writes at most
+        // that many; `count` is a local; both outlive the call. cuDNN is trusted to write only
+        // valid enum values into the entries.
         unsafe {
             result::get_convolution_forward_algorithm(
                 handle,
@@ -333,7 +361,11 @@ mod planned {
         y: &TensorDesc,
     ) -> Result<Option<Perf>, CudnnError> {
         let mut count = 0;
+        // SAFETY: as in `heuristic`: all-zero bytes are a valid `cudnnConvolutionFwdAlgoPerf_t`.
         let mut perfs: [Perf; ALGO_COUNT] = unsafe { std::mem::zeroed() };
+        // SAFETY: as in `heuristic`: live handle and descriptors, `perfs` has room for the
+        // ALGO_COUNT results requested, `count` is a local. cuDNN allocates and frees its own
+        // buffers for the trial runs (none of ours is passed) and blocks until done.
         unsafe {
             sys::cudnnFindConvolutionForwardAlgorithm(
                 handle,
@@ -394,6 +426,11 @@ mod planned {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     let handle = Handle(result::create_handle()?);
+                    // SAFETY: `handle` was just created on this thread; `stream` is `dev`'s own
+                    // stream (a driver CUstream is a runtime cudaStream_t), alive here. The handle
+                    // keeps only the raw pointer and is used again only through this `dev.id()`
+                    // entry, i.e. while a caller holds `dev`, whose stream is that same one, kept
+                    // alive by it (ids are never reused).
                     unsafe { result::set_stream(handle.0, stream.cu_stream() as *mut _) }?;
                     entry.insert(DeviceState {
                         plans: HashMap::new(),
@@ -415,6 +452,8 @@ mod planned {
                 COUNTERS
                     .workspace_allocations
                     .fetch_add(1, Ordering::Relaxed);
+                // SAFETY: uninitialised bytes are fine here: cuDNN uses the workspace as scratch,
+                // and the host never reads it.
                 state.workspace = Some(unsafe { stream.alloc::<u8>(needed) }?);
             }
             let (x_ptr, _x_sync) = src.device_ptr(&stream);
@@ -437,6 +476,17 @@ mod planned {
                 } else {
                     (&alpha32 as *const f32 as _, &beta32 as *const f32 as _)
                 };
+            // SAFETY: `handle` is this thread's own, set to `dev`'s stream; the plan's descriptors
+            // are live and were built for exactly this key (input dims and strides, filter dims,
+            // padding, stride, dilation, and T's data type via `Types::of(T::DATA_TYPE)`). The data
+            // pointers come from `device_ptr*` on that same stream, their sync guards held past the
+            // call. `ws_ptr` has `ws_len` >= the plan's workspace size (grown above), or is null
+            // with 0 when none is needed. `alpha`/`beta` point at locals of the type cuDNN reads
+            // (double for double data, float otherwise) that outlive the call. Caller obligation,
+            // as upstream: `params` describes `src_l`'s shape, so the descriptor addresses only
+            // elements of `src`; `filter` is a contiguous [c_out, c_in, k_h, k_w] (conv2d in mod.rs
+            // checks); `dst` holds b * c_out * out_h * out_w elements (mod.rs allocates that, with
+            // the formula `y` uses); every value fits in i32.
             unsafe {
                 result::convolution_forward(
                     handle,
