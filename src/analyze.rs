@@ -1693,8 +1693,6 @@ mod tests {
         );
     }
 
-    /// The stressed real log (its buffer runs dry) with a reload and a rejected reload added
-    /// between its lines, as a SIGHUP would log them.
     #[test]
     fn each_stretch_is_judged_against_its_own_target_and_a_start_alone_is_not_judged() {
         let at = |time: &str, event: &dyn std::fmt::Display| format!("{time} [INFO] {event}\n");
@@ -1738,6 +1736,8 @@ mod tests {
         assert!(!text.contains("No bottleneck"), "{text}");
     }
 
+    /// The stressed real log (its buffer runs dry) with a reload and a rejected reload added
+    /// between its lines, as a SIGHUP would log them.
     fn stressed_log_with_reloads() -> String {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -343,9 +343,13 @@ events! {
     /// The terminal sink's size.
     Terminal = "terminal" { columns: u32, rows: u32 };
     /// A reload was applied.
+    /// Where this run's files go (status.json, snapshot, resume.json; the log file, or "off").
+    Output = "output" { dir: String, log_file: String };
     Reload = "reload" {
         applied: bool, fps: f64, fit: String, rotation: u32, frames_per_transition: usize,
         easing: String, themes: usize, schedule_periods: usize, buffer_capacity_frames: usize,
+        /// What the reload changed: "display.fps: 30.0 -> 12.0, prompts changed", or "nothing".
+        changed: String,
     };
     /// A reload changed keys that only a restart applies.
     ReloadNeedsRestart = "reload_needs_restart" { keys: String }

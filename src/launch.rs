@@ -160,6 +160,17 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         config.log.files,
     )?;
     *logging_started = true;
+    // On stderr as well as in the file: where to look, for whoever started it by hand.
+    log::info!(
+        "{}",
+        events::Output {
+            dir: output.dir.display().to_string(),
+            log_file: output
+                .log
+                .as_ref()
+                .map_or("off".to_string(), |log| log.display().to_string()),
+        }
+    );
     if let Some(warning) = log_warning {
         log::warn!("{warning}");
     }

@@ -43,8 +43,31 @@ macro_rules! live_settings {
             pub fn apply_to(&self, config: &mut Config) {
                 $( config.$($path).+ = self.$name.clone(); )*
             }
+
+            /// What `new` changes, as the config file's keys with old -> new (long values,
+            /// such as the themes, only named).
+            pub fn changes(&self, new: &Self) -> Vec<String> {
+                let mut out = Vec::new();
+                $(
+                    if self.$name != new.$name {
+                        let key = stringify!($($path).+).replace(' ', "").replace('_', "-");
+                        out.push(change(&key, &self.$name, &new.$name));
+                    }
+                )*
+                out
+            }
         }
     };
+}
+
+/// "key: old -> new", or "key changed" where a value is too long for a log line.
+fn change(key: &str, old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug) -> String {
+    let (old, new) = (format!("{old:?}"), format!("{new:?}"));
+    if old.len() + new.len() > 60 {
+        format!("{key} changed")
+    } else {
+        format!("{key}: {old} -> {new}")
+    }
 }
 
 live_settings! {
@@ -335,6 +358,26 @@ mod tests {
             );
             assert_eq!(s.period, Duration::from_secs_f64(1.0 / fps));
         }
+    }
+
+    #[test]
+    fn a_reload_names_what_it_changed_old_to_new() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.display.fps = 12.0;
+        new.interpolation.frames_per_transition = 45;
+        new.prompts.themes.truncate(1);
+        let changes = LiveSettings::from_config(&old).changes(&LiveSettings::from_config(&new));
+        assert_eq!(
+            changes,
+            vec![
+                "display.fps: 30.0 -> 12.0".to_string(),
+                "interpolation.frames-per-transition: 90 -> 45".to_string(),
+                "prompts changed".to_string(),
+            ]
+        );
+        let same = LiveSettings::from_config(&old);
+        assert!(same.changes(&same).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A reload (SIGHUP with a valid config): the live settings go to the running pipeline at
 //! once; keys that only a restart can apply are named in the log and keep their running
-//! values. Runs on the tokio thread; the config was read and checked beforehand (an invalid
+//! values; the `reload` line says what changed, old -> new. Runs on the tokio thread; the config was read and checked beforehand (an invalid
 //! file never gets here, and the running config stays).
 
 use crate::config::Config;
@@ -18,8 +18,10 @@ pub fn apply(pipeline: &Pipeline, new: &Config) {
             }
         );
     }
+    let old = pipeline.control.settings().live.clone();
     let settings = pipeline.reconfigure(&LiveSettings::from_config(new));
     let live = &settings.live;
+    let changes = old.changes(live);
     log::info!(
         "{}",
         events::Reload {
@@ -32,6 +34,11 @@ pub fn apply(pipeline: &Pipeline, new: &Config) {
             themes: live.prompts.themes.len(),
             schedule_periods: live.schedule.len(),
             buffer_capacity_frames: pipeline.buffer.level().capacity_frames,
+            changed: if changes.is_empty() {
+                "nothing".into()
+            } else {
+                changes.join(", ")
+            },
         }
     );
 }

@@ -27,6 +27,8 @@ pub struct Status {
     pub updated_unix_s: u64,
     pub uptime_s: f64,
     pub seed: u64,
+    /// The seed again as a string: it exceeds 2^53, where JSON readers such as jq round it.
+    pub seed_text: String,
     /// The generator whose frames are on screen.
     pub generator: String,
     /// The model loading behind the built-in generator (`model_ready` when it takes over).
@@ -241,6 +243,7 @@ impl StatusSource {
                 .map_or(0, |d| d.as_secs()),
             uptime_s: uptime,
             seed: self.seed,
+            seed_text: self.seed.to_string(),
             generator: s.generator_on_screen().unwrap_or_else(|| self.model.name()),
             generator_loading: self.model.loading(),
             generator_note: self.model.note(),

@@ -162,14 +162,7 @@ fn choose_auto(
         }
         Err(error) if stdout_is_terminal => {
             let sink = terminal()?;
-            chosen(
-                "terminal",
-                format!(
-                    "stdout is a terminal; no KMS: {}; no framebuffer: {}",
-                    one_line(&drm_error),
-                    one_line(&error)
-                ),
-            );
+            chosen("terminal", terminal_reason(&drm_error, &error));
             Ok(sink)
         }
         Err(error) => Err(error.context(format!(
@@ -180,9 +173,48 @@ fn choose_auto(
     }
 }
 
+/// Why `auto` took the terminal, without the errors' advice to take it (it was taken).
+fn terminal_reason(drm_error: &anyhow::Error, fbdev_error: &anyhow::Error) -> String {
+    let without_advice = |error: &anyhow::Error| {
+        crate::logging::one_line(&format!("{error:#}"))
+            .split("; ")
+            .filter(|part| !part.contains("--sink terminal"))
+            .map(|part| {
+                part.split(", or ")
+                    .filter(|clause| !clause.contains("--sink terminal"))
+                    .collect::<Vec<_>>()
+                    .join(", or ")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    format!(
+        "stdout is a terminal; no KMS: {}; no framebuffer: {}",
+        without_advice(drm_error),
+        without_advice(fbdev_error)
+    )
+}
+
 #[cfg(test)]
 mod auto_tests {
     use super::*;
+
+    #[test]
+    fn choosing_the_terminal_does_not_advise_choosing_the_terminal() {
+        let drm = anyhow::anyhow!("no DRM card under /dev/dri (no KMS driver loaded)");
+        let fbdev = anyhow::anyhow!(
+            "cannot open framebuffer /dev/fb0: No such file or directory; `--sink terminal` shows the art in this terminal"
+        );
+        let reason = terminal_reason(&drm, &fbdev);
+        assert_eq!(
+            reason,
+            "stdout is a terminal; no KMS: no DRM card under /dev/dri (no KMS driver loaded); no framebuffer: cannot open framebuffer /dev/fb0: No such file or directory"
+        );
+        let fbdev = anyhow::anyhow!(
+            "cannot open /dev/fb0: Permission denied: join the video group, or watch the art in this terminal with `--sink terminal`"
+        );
+        assert!(!terminal_reason(&drm, &fbdev).contains("--sink terminal"));
+    }
 
     fn null() -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(null::NullSink::new(Geometry::packed(

@@ -392,6 +392,9 @@ fn with_backtraces_on_every_log_record_is_one_line() {
         "backtrace run",
     );
     assert!(output.status.success(), "{}", stderr(&output));
+    // Whoever started it by hand is told where its files go.
+    let said = format!("output dir={}", dir.path().display());
+    assert!(stderr(&output).contains(&said), "{}", stderr(&output));
     let log = log_of(dir.path());
     assert!(log.contains("resume_unusable"), "{log}");
     assert!(
