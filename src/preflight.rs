@@ -4,6 +4,10 @@
 //! CUDA, a framebuffer, DRM card or console path that is not a character device, a log file that
 //! is not a regular file (a FIFO).
 //!
+//! Device paths are looked at only where they are this machine's: in a chroot or an image build
+//! (the package's postinst there) /dev is not the one the service will boot with, so a missing
+//! device there says nothing (`devices_are_this_machines`).
+//!
 //! Inputs: the checked config and its file. Outputs: `ConfigProblem`s placed at their keys, for
 //! the caller to print as `warning:` lines. Runs on the main thread; looks at the filesystem
 //! only (opens nothing, loads no weights). Cannot fail: what it can't look at, it skips.
@@ -18,6 +22,22 @@ use crate::generator::stable_diffusion::{preset, weights::WeightFiles};
 
 /// The character devices of DRM (Linux's devices.txt: 226 char, /dev/dri/card0 is 226,0).
 const DRM_MAJOR: u32 = 226;
+
+/// Whether `root` is the root of the machine's init (`init_root`, /proc/1/root): not in a chroot
+/// or an image build. Where init's root can't be looked at for permission (not root), yes; where
+/// there is no /proc (an image build), no.
+fn same_root(root: &Path, init_root: &Path) -> bool {
+    match (std::fs::metadata(root), std::fs::metadata(init_root)) {
+        (Ok(root), Ok(init)) => (root.dev(), root.ino()) == (init.dev(), init.ino()),
+        (_, Err(error)) => error.kind() == std::io::ErrorKind::PermissionDenied,
+        _ => false,
+    }
+}
+
+/// Whether this /dev is the one the display will run with (`same_root`).
+fn devices_are_this_machines() -> bool {
+    same_root(Path::new("/"), Path::new("/proc/1/root"))
+}
 
 /// The warnings for `config`, read from `path` (whose text gives the positions).
 pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
@@ -52,12 +72,13 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         }
     }
     // `auto` takes KMS first: the framebuffer only matters to it on a box without DRM cards.
+    let local_devices = devices_are_this_machines();
     let auto_needs_framebuffer = config.display.sink == SinkKind::Auto
         && crate::sink::drm::card::card_paths(std::path::Path::new(
             crate::sink::drm::card::CARDS_DIR,
         ))
         .is_empty();
-    if config.display.sink == SinkKind::Fbdev || auto_needs_framebuffer {
+    if local_devices && (config.display.sink == SinkKind::Fbdev || auto_needs_framebuffer) {
         let framebuffer = &config.display.framebuffer;
         let what = match std::fs::metadata(framebuffer) {
             Ok(meta) if meta.file_type().is_char_device() => None,
@@ -69,7 +90,8 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         if let Some(what) = what {
             let then = match config.display.sink {
                 SinkKind::Auto => {
-                    "display.sink = \"auto\" will use the terminal when stdout is one, else fail"
+                    "and there is no DRM card either: display.sink = \"auto\" will fail under \
+                     systemd (from a terminal it shows the art there)"
                 }
                 _ => "the display will not start (display.sink = \"fbdev\")",
             };
@@ -85,6 +107,7 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         .card
         .as_ref()
         .filter(|_| matches!(config.display.sink, SinkKind::Drm | SinkKind::Auto))
+        .filter(|_| local_devices)
     {
         let what = match std::fs::metadata(card) {
             Ok(meta)
@@ -151,4 +174,22 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .unwrap_or_default();
     place_warnings(&text, &origin, &found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_judged_only_where_this_root_is_inits() {
+        let dir = tempfile::tempdir().unwrap();
+        let chroot = dir.path().join("chroot");
+        std::fs::create_dir(&chroot).unwrap();
+        assert!(same_root(dir.path(), dir.path()));
+        assert!(!same_root(&chroot, dir.path()), "a chroot");
+        assert!(
+            !same_root(dir.path(), &dir.path().join("no-proc")),
+            "an image build without /proc"
+        );
+    }
 }
