@@ -140,3 +140,27 @@ fn the_install_script_stages_binary_config_and_unit() {
             .unwrap()
     );
 }
+
+/// Any framebuffer, console or DRM card the config may name is allowed, by class: a configured
+/// /dev/fb1 or /dev/tty2 must not be blocked by a list of paths.
+#[test]
+fn the_unit_allows_devices_by_class_not_by_path() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dreamframe.service"),
+    )
+    .unwrap();
+    let allowed: Vec<&str> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("DeviceAllow="))
+        .collect();
+    for class in ["char-fb rw", "char-tty rw", "char-drm rw"] {
+        assert!(allowed.contains(&class), "{class} in {allowed:?}");
+    }
+    assert!(
+        !allowed
+            .iter()
+            .any(|a| a.starts_with("/dev/fb") || a.starts_with("/dev/tty")),
+        "{allowed:?}"
+    );
+    assert!(unit.contains("Documentation=file:/usr/share/doc/dreamframe/README"));
+}
