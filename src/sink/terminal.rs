@@ -56,6 +56,7 @@ impl TerminalSink {
     pub fn open(size: Option<(u32, u32)>) -> anyhow::Result<Self> {
         let follow = size.is_none();
         let (columns, rows) = size.or_else(terminal_size).unwrap_or((80, 24));
+        let (columns, rows) = (columns.clamp(1, MAX_COLUMNS), rows.clamp(2, MAX_ROWS));
         let geometry = cells_geometry((columns, rows));
         let (to_writer, from_sink) = mpsc::sync_channel::<Vec<u8>>(1);
         let (spare_tx, spares) = mpsc::sync_channel::<Vec<u8>>(2);
