@@ -348,8 +348,9 @@ events! {
     Reload = "reload" {
         applied: bool, fps: f64, fit: String, rotation: u32, frames_per_transition: usize,
         easing: String, themes: usize, schedule_periods: usize, buffer_capacity_frames: usize,
-        /// What the reload changed: "display.fps: 30.0 -> 12.0, prompts changed", or "nothing".
-        changed: String,
+        /// What the reload changed: "display.fps: 30.0 -> 12.0, prompts changed", or "nothing"
+        /// (optional: older logs lack it and must still read).
+        changed: Option<String>,
     };
     /// A reload changed keys that only a restart applies.
     ReloadNeedsRestart = "reload_needs_restart" { keys: String }

@@ -34,11 +34,11 @@ pub fn apply(pipeline: &Pipeline, new: &Config) {
             themes: live.prompts.themes.len(),
             schedule_periods: live.schedule.len(),
             buffer_capacity_frames: pipeline.buffer.level().capacity_frames,
-            changed: if changes.is_empty() {
+            changed: Some(if changes.is_empty() {
                 "nothing".into()
             } else {
                 changes.join(", ")
-            },
+            }),
         }
     );
 }
