@@ -13,6 +13,7 @@
 //! no permission to read the folder ("can't tell"), stdout closed or full. Everything read from
 //! the files is distrusted: text escaped, figures that no display writes shown as "?".
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,7 +115,8 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
         let report = if args.json {
             // stdout stays JSON: the folder's choice goes to stderr.
             if let Some(choice) = &choice {
-                eprintln!("dreamframe: {choice}");
+                // A note only: a stderr that can't take it must not end the report.
+                let _ = writeln!(std::io::stderr(), "dreamframe: {choice}");
             }
             json(&dir)
         } else {
