@@ -178,6 +178,13 @@ fn the_package_holds_the_appliance_and_its_maintainer_scripts() {
     assert_eq!(field("Section"), "graphics");
     assert!(!field("Maintainer").is_empty());
     assert!(!field("Architecture").is_empty());
+    // Stripped binaries (the line tables go to the dbgsym package): the build here is a debug
+    // one, with full debug info, so unstripped it would install several hundred MB.
+    let installed_kib: u64 = field("Installed-Size").parse().expect("Installed-Size");
+    assert!(
+        installed_kib < 100 * 1024,
+        "the package installs {installed_kib} KiB: are the binaries stripped?"
+    );
     let depends = field("Depends");
     for package in ["libc6", "passwd", "init-system-helpers"] {
         assert!(
