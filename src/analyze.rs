@@ -44,16 +44,13 @@ pub struct Line {
     pub fields: BTreeMap<String, String>,
 }
 
-/// The largest magnitude a figure in our logs can have (frame counters over decades at 240 fps
-/// stay below 1e12): anything beyond is a damaged or forged line.
-pub const MAX_FIGURE: f64 = 1e12;
+/// The largest magnitude a figure in our logs can have: anything beyond is a damaged or forged
+/// line.
+pub use crate::events::MAX_FIGURE;
 /// Lines longer than this are not ours (ours are at most a few KiB).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// A figure worth keeping: finite and within `MAX_FIGURE`.
-fn figure(value: f64) -> Option<f64> {
-    (value.is_finite() && value.abs() <= MAX_FIGURE).then_some(value)
-}
+use crate::events::figure;
 
 /// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
@@ -263,11 +260,7 @@ impl Analysis {
     /// mid-run.
     fn period(&mut self, t: f64) -> &mut Period {
         if self.periods.is_empty() {
-            self.periods.push(Period {
-                start_s: t,
-                target_fps: self.target_fps.unwrap_or(0.0),
-                ..Period::default()
-            });
+            self.start_period(t, self.target_fps.unwrap_or(0.0));
         }
         let period = self.periods.last_mut().expect("one at least");
         period.end_s = period.end_s.max(t);
@@ -282,13 +275,18 @@ impl Analysis {
             Some(last) if last.frames_per_transition.is_empty() && last.keyframe_ms.is_empty() => {
                 last.target_fps = target;
             }
-            _ => self.periods.push(Period {
-                start_s: t,
-                end_s: t,
-                target_fps: target,
-                ..Period::default()
-            }),
+            _ => self.start_period(t, target),
         }
+    }
+
+    /// A period from `t` at `target` fps (0: not known yet).
+    fn start_period(&mut self, t: f64, target: f64) {
+        self.periods.push(Period {
+            start_s: t,
+            end_s: t,
+            target_fps: target,
+            ..Period::default()
+        });
     }
 }
 
@@ -415,12 +413,7 @@ impl Analyzer {
                 }
                 analysis.target_fps = figure(start.fps).or(analysis.target_fps);
                 let target = analysis.target_fps.unwrap_or(0.0);
-                analysis.periods.push(Period {
-                    start_s: t,
-                    end_s: t,
-                    target_fps: target,
-                    ..Period::default()
-                });
+                analysis.start_period(t, target);
             }
             events::Keyframe::NAME => {
                 if let Some(keyframe) = events::Keyframe::read(fields) {

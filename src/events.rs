@@ -18,6 +18,15 @@ pub trait FieldValue: Sized {
     fn read_from(fields: &BTreeMap<String, String>, key: &str) -> Option<Self>;
 }
 
+/// The largest magnitude a figure our logs and status.json can hold (frame counters over decades
+/// at 240 fps stay below 1e12): anything beyond is a damaged or forged value.
+pub const MAX_FIGURE: f64 = 1e12;
+
+/// A figure a display could have written: finite and within `MAX_FIGURE`.
+pub fn figure(value: f64) -> Option<f64> {
+    (value.is_finite() && value.abs() <= MAX_FIGURE).then_some(value)
+}
+
 /// The most characters of a prompt a log line carries: more than a text encoder reads (77
 /// tokens), so the logged prompt still reproduces the keyframe, and a 1 MB prompt no 1 MB line.
 pub const MAX_LOGGED_PROMPT_CHARS: usize = 400;

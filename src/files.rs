@@ -162,6 +162,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// What a person who may not read the service's files (root and the `dreamframe` group only,
+/// by its UMask) is told to do, by `status` and the analyzer.
+pub const PERMISSION_HINT: &str = "use sudo or join the dreamframe group";
+
 /// The lock that makes a display the only one writing into its output folder. Held (an
 /// exclusive `flock` on `dreamframe.lock`, which holds the owner's PID) until dropped; the
 /// kernel releases it when the process dies, however it dies.

@@ -69,23 +69,25 @@ fn output_dir(cli: &Cli) -> anyhow::Result<(PathBuf, Option<String>)> {
 
 /// The better of the default folder and the service's (`output_dir`), with a note saying why.
 fn choose_folder(candidates: [PathBuf; 2]) -> (PathBuf, Option<String>) {
-    let live = |c: &PathBuf| matches!(OutputLock::holder(c), Ok(Some(_)));
-    let forbidden = |c: &PathBuf| {
-        let denied = |r: std::io::Result<_>| {
-            r.is_err_and(|e: std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied)
-        };
-        denied(OutputLock::holder(c).map(drop))
-            || denied(c.join("status.json").try_exists().map(drop))
+    // Each folder looked at once: [live display, can't be looked at, has a status.json].
+    let look = |c: &PathBuf| {
+        let holder = OutputLock::holder(c);
+        let status = c.join("status.json").try_exists();
+        let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+        [
+            matches!(holder, Ok(Some(_))),
+            holder.as_ref().is_err_and(denied) || status.as_ref().is_err_and(denied),
+            matches!(status, Ok(true)),
+        ]
     };
-    let has_status = |c: &PathBuf| c.join("status.json").try_exists().unwrap_or(false);
-    type Test<'a> = &'a dyn Fn(&PathBuf) -> bool;
-    let reasons: [(Test, &str); 3] = [
-        (&live, "a display holds its lock"),
-        (&forbidden, "it can't be looked at"),
-        (&has_status, "it has a status.json"),
+    let looks = candidates.each_ref().map(look);
+    let reasons = [
+        "a display holds its lock",
+        "it can't be looked at",
+        "it has a status.json",
     ];
-    for (test, why) in reasons {
-        if let Some(found) = candidates.iter().find(|c| test(c)) {
+    for (rank, why) in reasons.into_iter().enumerate() {
+        if let Some(found) = (0..2).find(|&i| looks[i][rank]).map(|i| &candidates[i]) {
             let other = candidates
                 .iter()
                 .find(|c| *c != found)
@@ -175,17 +177,18 @@ fn json(dir: &Path) -> Report {
 fn can_t_tell(path: &Path) -> Report {
     Report {
         text: format!(
-            "dreamframe: can't tell: permission denied reading {}; use sudo or join the dreamframe group\n",
-            path.display()
+            "dreamframe: can't tell: permission denied reading {}; {}\n",
+            path.display(),
+            crate::files::PERMISSION_HINT
         ),
         exit: EXIT_UNKNOWN,
     }
 }
 
-/// A figure from status.json as a display could have written it: finite and not absurd (a
-/// corrupt or hand-made file must not print 200 digits or a negative age).
+/// A figure from status.json as a display could have written it (`events::figure`): a corrupt
+/// or hand-made file must not print 200 digits.
 fn sane(value: Option<&Value>) -> Option<f64> {
-    value?.as_f64().filter(|v| v.is_finite() && v.abs() <= 1e12)
+    value?.as_f64().and_then(crate::events::figure)
 }
 
 /// `value` with `decimals` decimals, or "?" where status.json holds no sane figure.
@@ -248,7 +251,8 @@ fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8)
         ),
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => (
             format!(
-                "can't tell: permission denied reading {lock}, and status.json was last written {written}; use sudo or join the dreamframe group"
+                "can't tell: permission denied reading {lock}, and status.json was last written {written}; {}",
+                crate::files::PERMISSION_HINT
             ),
             EXIT_UNKNOWN,
         ),

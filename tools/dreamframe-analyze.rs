@@ -49,7 +49,7 @@ const HEAD_LINES: usize = 100;
 
 /// Why a log could not be read: permission (exit 4, "can't tell") or anything else (exit 1).
 #[derive(Debug, thiserror::Error)]
-#[error("can't tell: permission denied reading {0}; use sudo or join the dreamframe group")]
+#[error("can't tell: permission denied reading {0}; {hint}", hint = dreamframe::files::PERMISSION_HINT)]
 struct PermissionDenied(String);
 
 fn open(path: &Path) -> anyhow::Result<Source> {
