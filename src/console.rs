@@ -7,7 +7,11 @@
 //! unwinding from a panic). A panic inside a stage thread is caught and never touches the
 //! console: the display may run on. The KD ioctls themselves are in `sys::tty`.
 //!
-//! Needs write access to the VT (root, or the `tty` group for /dev/tty0 and /dev/ttyN).
+//! Needs write access to the VT, which is all it opens it for (Debian's udev makes /dev/tty0 and
+//! /dev/ttyN mode 0620 group `tty`: the group may write, not read), and, for KDSETMODE, the VT
+//! to be this process's controlling terminal or CAP_SYS_TTY_CONFIG (the kernel's rule for most
+//! VT ioctls). The systemd unit gives the first (TTYPath=/dev/tty1, StandardInput=tty-force);
+//! so does a login on that VT; root has both.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -42,14 +46,41 @@ fn expect_terminal(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot use console {}", path.display()))
 }
 
-/// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
-pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
+/// The console at `path` opened for what the KD ioctls and the cursor sequences need: writing
+/// (mode 0620 lets the `tty` group write, never read), never as a controlling terminal.
+fn open_console(path: &Path) -> anyhow::Result<File> {
     expect_terminal(path)?;
-    let file = OpenOptions::new()
-        .read(true)
+    OpenOptions::new()
+        .write(true)
         .custom_flags(libc::O_NOCTTY)
         .open(path)
-        .with_context(|| format!("cannot open console {}", path.display()))?;
+        .map_err(|error| {
+            let why = if crate::files::refused_by_device_policy(&error) {
+                crate::files::DEVICE_POLICY_HINT
+            } else {
+                "writing to it needs root, the `tty` group, or to own it (a login there, or the \
+                 systemd unit's TTYPath=)"
+            };
+            anyhow::anyhow!("cannot open console {}: {error}; {why}", path.display())
+        })
+}
+
+/// Why KDSETMODE was refused, for its error.
+fn set_mode_hint(path: &Path, error: &std::io::Error) -> String {
+    let mut message = format!("cannot switch {} to graphics mode: {error}", path.display());
+    if error.raw_os_error() == Some(libc::EPERM) {
+        message.push_str(
+            "; only a process whose controlling terminal it is (a login on that VT, or the \
+             systemd unit with TTYPath= naming it; /dev/tty0 is whichever VT is active) or one \
+             with CAP_SYS_TTY_CONFIG (root) may",
+        );
+    }
+    message
+}
+
+/// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
+pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
+    let file = open_console(path)?;
     get_mode(file.as_raw_fd())
         .with_context(|| format!("{} is not a virtual terminal", path.display()))
 }
@@ -83,18 +114,7 @@ impl ConsoleGuard {
     /// Switches the VT at `path` (e.g. /dev/tty1, or /dev/tty0 for the active one) to graphics
     /// mode with blanking off.
     pub fn take(path: &Path) -> anyhow::Result<Self> {
-        expect_terminal(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open(path)
-            .with_context(|| {
-                format!(
-                    "cannot open console {} (needs root or the tty group)",
-                    path.display()
-                )
-            })?;
+        let file = open_console(path)?;
         let fd = file.as_raw_fd();
         let previous = get_mode(fd)
             .with_context(|| format!("{} is not a virtual terminal", path.display()))?;
@@ -107,8 +127,7 @@ impl ConsoleGuard {
             .and_then(|s| s.trim().parse::<i32>().ok())
             .map_or(0, |seconds| (seconds + 59) / 60);
         let _ = (&file).write_all(HIDE);
-        set_mode(fd, KD_GRAPHICS)
-            .with_context(|| format!("cannot switch {} to graphics mode", path.display()))?;
+        set_mode(fd, KD_GRAPHICS).map_err(|error| anyhow::anyhow!(set_mode_hint(path, &error)))?;
         ACTIVE_PREVIOUS_MODE.store(previous, Ordering::SeqCst);
         ACTIVE_BLANK_MINUTES.store(blank_minutes, Ordering::SeqCst);
         ACTIVE_FD.store(fd, Ordering::SeqCst);
@@ -236,6 +255,31 @@ mod tests {
         assert_eq!(ACTIVE_FD.load(Ordering::SeqCst), -1);
         restore_at_exit(); // nothing to restore: must be a no-op
         assert!(mode(not_a_vt).is_err());
+    }
+
+    #[test]
+    fn the_console_is_opened_only_for_writing_which_the_tty_group_may() {
+        // Debian's /dev/ttyN are 0620 root:tty: an open for reading fails for the group.
+        let file = open_console(Path::new("/dev/null")).expect("a character device");
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY);
+    }
+
+    #[test]
+    fn a_refused_graphics_mode_says_what_the_kernel_wants() {
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let message = set_mode_hint(Path::new("/dev/tty0"), &eperm);
+        assert!(
+            message
+                .starts_with("cannot switch /dev/tty0 to graphics mode: Operation not permitted"),
+            "{message}"
+        );
+        assert!(message.contains("controlling terminal"), "{message}");
+        assert!(message.contains("TTYPath="), "{message}");
+        assert!(message.contains("CAP_SYS_TTY_CONFIG"), "{message}");
+        assert!(!message.contains("group"), "no group helps here: {message}");
+        let other = std::io::Error::from_raw_os_error(libc::ENOTTY);
+        assert!(!set_mode_hint(Path::new("/dev/tty0"), &other).contains("controlling"));
     }
 
     #[test]

@@ -162,6 +162,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// Why opening a device was refused with EPERM rather than EACCES: no file permission (a group
+/// would not help) but the device cgroup, which systemd's `DevicePolicy=`/`DeviceAllow=` and
+/// container runtimes set, refuses it.
+pub const DEVICE_POLICY_HINT: &str = "not the file's permissions: a device policy forbids it (the \
+     systemd unit's DevicePolicy=/DeviceAllow=, or a container's device rules); allow the device \
+     there";
+
+/// Whether opening a device failed on a device policy (EPERM) rather than on the file's
+/// permissions (EACCES); both read as `ErrorKind::PermissionDenied`.
+pub fn refused_by_device_policy(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::EPERM)
+}
+
 /// What a person who may not read the service's files (root and the `dreamframe` group only,
 /// by its UMask) is told to do, by `status` and the analyzer.
 pub const PERMISSION_HINT: &str = "use sudo or join the dreamframe group";

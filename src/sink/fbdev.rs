@@ -100,6 +100,10 @@ impl FramebufferReport {
 fn open_hint(path: &Path, error: &std::io::Error) -> String {
     let path = path.display();
     match error.kind() {
+        ErrorKind::PermissionDenied if crate::files::refused_by_device_policy(error) => format!(
+            "cannot open framebuffer {path}: {error}: {}",
+            crate::files::DEVICE_POLICY_HINT
+        ),
         ErrorKind::PermissionDenied => format!(
             "cannot open framebuffer {path}: permission denied. Add this user to the `video` group \
              (`sudo usermod -aG video $USER`, then log in again), run as root, or watch the art in \
@@ -604,6 +608,21 @@ impl Drop for FbdevSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_policy_refusal_is_not_called_a_missing_group() {
+        let path = Path::new("/dev/x1");
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let message = open_hint(path, &eperm);
+        assert!(
+            message.starts_with("cannot open framebuffer /dev/x1: Operation not permitted"),
+            "{message}"
+        );
+        assert!(message.contains("DeviceAllow="), "{message}");
+        assert!(!message.contains("group"), "{message}");
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(open_hint(path, &eacces).contains("`video`"));
+    }
 
     /// A 1x-page layout like vesafb's RGB565 or a 32-bit XRGB one, with a padded stride.
     pub(crate) fn layout(

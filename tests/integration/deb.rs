@@ -72,7 +72,7 @@ fn have(program: &str, mut command: Command) -> Result<String, String> {
 /// is cargo-deb's name for whatever CARGO_TARGET_DIR says. `--no-build`: they are built;
 /// `--strip`: the release profile keeps line tables (cargo-deb would then ship them), and 700 MB
 /// of debug binaries would take a minute to compress; `--fast`: lighter compression.
-fn build(dir: &Path) -> PathBuf {
+pub(crate) fn build(dir: &Path) -> PathBuf {
     let release = dir.join("target/release");
     std::fs::create_dir_all(&release).unwrap();
     for (name, binary) in [

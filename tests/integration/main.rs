@@ -2,6 +2,7 @@
 //! `run` with fakes, the real binary).
 
 mod analyze;
+mod appliance;
 mod binary;
 mod config_files;
 mod deb;

@@ -63,7 +63,7 @@ const PACKAGES: &[&str] = &[
     "libnl-route-3-200",
 ];
 /// The bochs DRM driver and what it needs, in load order.
-const BOCHS_MODULES: &[&str] = &[
+pub(crate) const BOCHS_MODULES: &[&str] = &[
     "drm",
     "ttm",
     "drm_ttm_helper",
@@ -71,22 +71,22 @@ const BOCHS_MODULES: &[&str] = &[
     "drm_vram_helper",
     "bochs",
 ];
-const PATTERN_SIZE: (u32, u32) = (64, 36);
+pub(crate) const PATTERN_SIZE: (u32, u32) = (64, 36);
 /// QEMU's bochs-display: the bochs KMS driver without the legacy VGA device.
-const BOCHS_DISPLAY: &[&str] = &["-vga", "none", "-device", "bochs-display"];
+pub(crate) const BOCHS_DISPLAY: &[&str] = &["-vga", "none", "-device", "bochs-display"];
 
 fn skip(reason: &str) {
     crate::util::skip("framebuffer end-to-end test under QEMU", reason);
 }
 
-struct Toolchain {
+pub(crate) struct Toolchain {
     qemu: PathBuf,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     kernel: PathBuf,
     library_path: String,
 }
 
-fn run_quiet(command: &mut Command) -> Result<String, String> {
+pub(crate) fn run_quiet(command: &mut Command) -> Result<String, String> {
     let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
@@ -169,7 +169,7 @@ fn fetch(cache: &Path) -> Result<PathBuf, String> {
     Ok(root)
 }
 
-fn toolchain() -> &'static Result<Toolchain, String> {
+pub(crate) fn toolchain() -> &'static Result<Toolchain, String> {
     static TOOLCHAIN: OnceLock<Result<Toolchain, String>> = OnceLock::new();
     TOOLCHAIN.get_or_init(|| {
         let cache = std::env::var_os("DREAMFRAME_QEMU_CACHE")
@@ -226,7 +226,7 @@ impl Toolchain {
         command
     }
 
-    fn module(&self, name: &str) -> PathBuf {
+    pub(crate) fn module(&self, name: &str) -> PathBuf {
         find_file(&self.root.join("lib/modules"), &format!("{name}.ko"))
             .unwrap_or_else(|| panic!("kernel module {name}.ko is not in the kernel package"))
     }
@@ -234,13 +234,13 @@ impl Toolchain {
 
 /// A newc cpio archive, what the kernel unpacks as its initramfs.
 #[derive(Default)]
-struct Cpio {
+pub(crate) struct Cpio {
     data: Vec<u8>,
     inode: u32,
 }
 
 impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, body: &[u8]) {
+    pub(crate) fn entry(&mut self, name: &str, mode: u32, body: &[u8]) {
         self.inode += 1;
         let name_bytes = name.len() + 1;
         let fields = [
@@ -276,17 +276,17 @@ impl Cpio {
         }
     }
 
-    fn dir(&mut self, name: &str) {
+    pub(crate) fn dir(&mut self, name: &str) {
         self.entry(name, 0o040755, &[]);
     }
 
-    fn file(&mut self, name: &str, source: &Path, mode: u32) {
+    pub(crate) fn file(&mut self, name: &str, source: &Path, mode: u32) {
         let body = std::fs::read(source)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
         self.entry(name, mode, &body);
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[]);
         self.data
     }
@@ -302,7 +302,7 @@ echo "@@ready"
 while read -r line; do eval "$line"; echo "@@done $?"; done
 "#;
 
-fn config(kind: &str, rotation: u32, extra: &str) -> String {
+pub(crate) fn config(kind: &str, rotation: u32, extra: &str) -> String {
     format!(
         r#"[display]
 sink = "fbdev"
@@ -435,7 +435,7 @@ fn initramfs(toolchain: &Toolchain, modules: &[&str], rotation: u32, dir: &Path)
     path
 }
 
-struct Vm {
+pub(crate) struct Vm {
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
@@ -446,7 +446,7 @@ struct Vm {
 }
 
 /// A screendump: width, height, RGB8.
-struct Picture {
+pub(crate) struct Picture {
     width: u32,
     height: u32,
     rgb: Vec<u8>,
@@ -501,19 +501,22 @@ fn parse_ppm(bytes: &[u8]) -> Option<Picture> {
 }
 
 impl Vm {
-    fn boot(
+    /// Boots the kernel on `initramfs` with `machine` (memory, processors, devices) and waits
+    /// up to `ready_within` for the guest to say "@@ready" on the serial line.
+    pub(crate) fn boot(
         toolchain: &Toolchain,
         name: &str,
         initramfs: &Path,
         append: &str,
-        video: &[&str],
+        machine: &[&str],
         dir: &Path,
+        ready_within: Duration,
     ) -> Vm {
         let monitor = dir.join("monitor.sock");
         let mut child = toolchain
             .command()
-            .args(["-m", "512", "-smp", "1", "-nic", "none", "-display", "none"])
-            .args(video)
+            .args(["-nic", "none", "-display", "none"])
+            .args(machine)
             .args(["-serial", "stdio", "-no-reboot"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
@@ -559,11 +562,11 @@ impl Vm {
             dir: dir.to_path_buf(),
             dumps: 0,
         };
-        vm.wait_for("@@ready", Duration::from_secs(90));
+        vm.wait_for("@@ready", ready_within);
         vm
     }
 
-    fn fail(&self, message: &str) -> ! {
+    pub(crate) fn fail(&self, message: &str) -> ! {
         panic!(
             "{message}\n--- guest transcript (serial console) ---\n{}\n--- files in {} ---",
             self.transcript.lock().expect("transcript"),
@@ -591,7 +594,7 @@ impl Vm {
     }
 
     /// Runs a shell line in the guest; returns its output lines and exit status.
-    fn sh(&mut self, line: &str, timeout: Duration) -> (Vec<String>, i32) {
+    pub(crate) fn sh(&mut self, line: &str, timeout: Duration) -> (Vec<String>, i32) {
         writeln!(self.stdin, "{line}").expect("write to the guest");
         self.stdin.flush().expect("flush to the guest");
         let (output, done) = self.wait_for("@@done ", timeout);
@@ -599,7 +602,7 @@ impl Vm {
         (output, status)
     }
 
-    fn sh_ok(&mut self, line: &str, timeout: Duration) -> Vec<String> {
+    pub(crate) fn sh_ok(&mut self, line: &str, timeout: Duration) -> Vec<String> {
         let (output, status) = self.sh(line, timeout);
         if status != 0 {
             self.fail(&format!(
@@ -610,7 +613,7 @@ impl Vm {
         output
     }
 
-    fn screendump(&mut self) -> Picture {
+    pub(crate) fn screendump(&mut self) -> Picture {
         self.dumps += 1;
         let path = self.dir.join(format!("dump{}.ppm", self.dumps));
         let mut monitor = UnixStream::connect(&self.monitor)
@@ -662,7 +665,7 @@ fn wait_shown(dir: &str) -> String {
     )
 }
 
-const MINUTE: Duration = Duration::from_secs(60);
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
 
 impl Vm {
     /// Starts the display on `/config` in the background, writing to /run/`dir`, and waits for
@@ -688,7 +691,7 @@ impl Vm {
 
     /// Console text and kernel messages written to the VT under a running display: any of it
     /// on screen is damage.
-    fn scribble_on_console(&mut self) {
+    pub(crate) fn scribble_on_console(&mut self) {
         self.sh_ok(
             "for i in 1 2 3 4 5 6; do echo \"console text must not show $i\" >/dev/tty1; \
              echo \"<2>kernel message must not show $i\" >/dev/kmsg; done; sleep 1",
@@ -717,7 +720,11 @@ impl Vm {
     /// both lit pictures, differ. On a starved emulator a new picture may come only every few
     /// seconds (rendering keeps to its share of the CPU, generation needs the rest), so one
     /// fixed pair of dumps could fall between two of them. `Err` says how it falls short.
-    fn moves_within(&mut self, started: Instant, limit: Duration) -> Result<f64, String> {
+    pub(crate) fn moves_within(
+        &mut self,
+        started: Instant,
+        limit: Duration,
+    ) -> Result<f64, String> {
         let half_way = (limit / 2).saturating_sub(started.elapsed());
         self.sh_ok(&format!("sleep {}", half_way.as_secs()), MINUTE);
         let mut previous = self.screendump();
@@ -788,7 +795,7 @@ fn channel_of(text: &str) -> Channel {
 }
 
 /// The screen as the probe describes it.
-fn geometry_of(report: &BTreeMap<String, String>) -> Geometry {
+pub(crate) fn geometry_of(report: &BTreeMap<String, String>) -> Geometry {
     let number = |key: &str| -> u32 { report[key].parse().expect(key) };
     let format = PixelFormat::new(
         number("bpp"),
@@ -807,7 +814,7 @@ fn geometry_of(report: &BTreeMap<String, String>) -> Geometry {
 
 /// Pixels of the screendump that differ from what the renderer makes of the test pattern,
 /// compared at the format's own channel depth.
-fn pattern_mismatches(
+pub(crate) fn pattern_mismatches(
     picture: &Picture,
     geometry: Geometry,
     rotation: Rotation,
@@ -888,7 +895,16 @@ fn boot_guest(
         .tempdir()
         .expect("temp dir");
     let initramfs = initramfs(toolchain, modules, rotation, dir.path());
-    let vm = Vm::boot(toolchain, name, &initramfs, append, video, dir.path());
+    let machine = [&["-m", "512", "-smp", "1"], video].concat();
+    let vm = Vm::boot(
+        toolchain,
+        name,
+        &initramfs,
+        append,
+        &machine,
+        dir.path(),
+        Duration::from_secs(90),
+    );
     Some((vm, dir))
 }
 

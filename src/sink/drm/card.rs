@@ -117,6 +117,10 @@ impl Card {
 fn open_hint(path: &Path, error: &std::io::Error) -> String {
     let path = path.display();
     match error.kind() {
+        ErrorKind::PermissionDenied if crate::files::refused_by_device_policy(error) => format!(
+            "cannot open DRM card {path}: {error}: {}",
+            crate::files::DEVICE_POLICY_HINT
+        ),
         ErrorKind::PermissionDenied => format!(
             "cannot open DRM card {path}: permission denied. Add this user to the `video` and \
              `render` groups (`sudo usermod -aG video,render $USER`, then log in again) or run as \
@@ -281,6 +285,21 @@ pub fn probe_lines(path: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_policy_refusal_is_not_called_a_missing_group() {
+        let path = Path::new("/dev/x1");
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let message = open_hint(path, &eperm);
+        assert!(
+            message.starts_with("cannot open DRM card /dev/x1: Operation not permitted"),
+            "{message}"
+        );
+        assert!(message.contains("DeviceAllow="), "{message}");
+        assert!(!message.contains("group"), "{message}");
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(open_hint(path, &eacces).contains("`video`"));
+    }
 
     #[test]
     fn cards_are_listed_in_number_order_without_render_nodes() {
