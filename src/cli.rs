@@ -36,6 +36,25 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// `dreamframe-analyze`'s arguments (tools/dreamframe-analyze.rs), here beside the display's so
+/// one place makes both man pages and completions.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dreamframe-analyze",
+    version,
+    about = "Where a dreamframe display spends its time: per-stage timings, lock contention, buffer health, late frames and underruns, with recommendations and a chart"
+)]
+pub struct AnalyzeCli {
+    /// Log files (dreamframe.log and its rotated siblings, in any order); `-` reads standard
+    /// input.
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+    /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
+    /// (.svg, .png). Without it no chart is drawn.
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SinkArg {
     Auto,
@@ -305,5 +324,96 @@ mod tests {
             Some(Command::Bench(args)) => assert_eq!((args.seconds, args.fps), (2.0, 60.0)),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// The man pages and shell completions the package ships (tools/debian/man, .../completions),
+/// made by clap_mangen and clap_complete from the definitions above. They are committed, so
+/// `cargo deb` needs nothing but cargo, and this test keeps them equal to what the definitions
+/// make now: after changing a flag, `DREAMFRAME_REGENERATE=1 cargo test --lib generated` writes
+/// them again.
+#[cfg(test)]
+mod generated {
+    use clap::CommandFactory;
+    use std::path::PathBuf;
+
+    /// (path under tools/debian, contents) for every generated file.
+    fn files() -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        for command in [super::Cli::command(), super::AnalyzeCli::command()] {
+            let name = command.get_name().to_string();
+            files.push((format!("man/{name}.1"), man_page(command.clone())));
+            for subcommand in command.get_subcommands() {
+                // clap names are &'static str (no "string" feature): a few bytes per test run.
+                let page_name: &'static str =
+                    Box::leak(format!("{name}-{}", subcommand.get_name()).into_boxed_str());
+                let page = subcommand.clone().name(page_name);
+                files.push((
+                    format!("man/{name}-{}.1", subcommand.get_name()),
+                    man_page(page),
+                ));
+            }
+            for (shell, file) in [
+                (clap_complete::Shell::Bash, name.clone()),
+                (clap_complete::Shell::Zsh, format!("_{name}")),
+                (clap_complete::Shell::Fish, format!("{name}.fish")),
+            ] {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command.clone(), &name, &mut script);
+                files.push((format!("completions/{shell}/{file}"), script));
+            }
+        }
+        files
+    }
+
+    fn man_page(command: clap::Command) -> Vec<u8> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .expect("render to memory");
+        page
+    }
+
+    #[test]
+    fn generated_man_pages_and_completions_match_the_definitions() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/debian");
+        let regenerate = std::env::var_os("DREAMFRAME_REGENERATE").is_some();
+        let mut stale = Vec::new();
+        for (path, contents) in files() {
+            let path = root.join(path);
+            if regenerate {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &contents).unwrap();
+            } else if std::fs::read(&path).ok().as_deref() != Some(&contents[..]) {
+                stale.push(path.display().to_string());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "out of date with the clap definitions (DREAMFRAME_REGENERATE=1 cargo test --lib generated writes them): {stale:?}"
+        );
+    }
+
+    #[test]
+    fn every_command_has_a_page_and_each_shell_its_script() {
+        let names: Vec<String> = files().into_iter().map(|(path, _)| path).collect();
+        for wanted in [
+            "man/dreamframe.1",
+            "man/dreamframe-status.1",
+            "man/dreamframe-probe.1",
+            "man/dreamframe-analyze.1",
+            "completions/bash/dreamframe",
+            "completions/zsh/_dreamframe",
+            "completions/fish/dreamframe-analyze.fish",
+        ] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+        }
+        let (_, page) = files()
+            .into_iter()
+            .find(|(path, _)| path == "man/dreamframe-status.1")
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("dreamframe\\-status"), "{page}");
+        assert!(page.contains("\\-\\-json"), "{page}");
     }
 }

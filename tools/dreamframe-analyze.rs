@@ -17,23 +17,7 @@ use clap::Parser;
 use dreamframe::analyze::{
     chart_to_file, check_chart_path, feed_reader, parse_line, read_line, report, Analyzer, LineRead,
 };
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "dreamframe-analyze",
-    version,
-    about = "Where a dreamframe display spends its time: per-stage timings, lock contention, buffer health, late frames and underruns, with recommendations and a chart"
-)]
-struct Args {
-    /// Log files (dreamframe.log and its rotated siblings, in any order); `-` reads standard
-    /// input.
-    #[arg(required = true, value_name = "LOG")]
-    logs: Vec<PathBuf>,
-    /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
-    /// (.svg, .png). Without it no chart is drawn.
-    #[arg(long, value_name = "PATH")]
-    chart: Option<PathBuf>,
-}
+use dreamframe::cli::AnalyzeCli as Args;
 
 /// An opened log and the time of its first line of ours (for ordering rotated files).
 struct Source {

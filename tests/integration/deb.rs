@@ -107,6 +107,126 @@ pub(crate) fn build(dir: &Path) -> PathBuf {
     deb
 }
 
+/// The man pages and completions tools/debian holds (src/cli.rs makes them), where the package
+/// puts them: path to mode.
+fn generated_docs() -> Vec<(String, String)> {
+    let mut docs = Vec::new();
+    for (folder, target, suffix) in [
+        ("man", "/usr/share/man/man1", ".gz"),
+        (
+            "completions/bash",
+            "/usr/share/bash-completion/completions",
+            "",
+        ),
+        ("completions/zsh", "/usr/share/zsh/vendor-completions", ""),
+        (
+            "completions/fish",
+            "/usr/share/fish/vendor_completions.d",
+            "",
+        ),
+    ] {
+        for entry in std::fs::read_dir(root().join("tools/debian").join(folder)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            docs.push((format!("{target}/{name}{suffix}"), "-rw-r--r--".to_string()));
+        }
+    }
+    assert!(
+        docs.len() >= 8,
+        "man pages and completions for both binaries: {docs:?}"
+    );
+    docs
+}
+
+/// Every dependency dpkg-shlibdeps finds for the two binaries together is declared once, at
+/// that version or later, and no package is named twice (cargo-deb's `$auto` did both wrong).
+fn depends_cover_what_the_binaries_link(deb: &Path, depends: &str, dir: &Path) {
+    let mut names: Vec<&str> = depends
+        .split(", ")
+        .map(|d| d.split(' ').next().unwrap())
+        .collect();
+    names.sort();
+    let count = names.len();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        count,
+        "a package named twice in Depends: {depends}"
+    );
+    let work = dir.join("shlibs");
+    std::fs::create_dir_all(work.join("debian")).unwrap();
+    std::fs::write(
+        work.join("debian/control"),
+        "Source: x\n\nPackage: x\nArchitecture: any\n",
+    )
+    .unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(work.join("root")));
+    let found = stdout(
+        Command::new("dpkg-shlibdeps")
+            .args([
+                "-O",
+                "root/usr/bin/dreamframe",
+                "root/usr/bin/dreamframe-analyze",
+            ])
+            .current_dir(&work),
+    );
+    let found = found
+        .trim()
+        .strip_prefix("shlibs:Depends=")
+        .unwrap_or_else(|| panic!("{found}"));
+    for needed in found.split(", ") {
+        let (package, version) = needed.split_once(" (>= ").expect("a versioned dependency");
+        let version = version.trim_end_matches(')');
+        let declared = depends
+            .split(", ")
+            .find_map(|d| d.strip_prefix(&format!("{package} (>= ")))
+            .unwrap_or_else(|| {
+                panic!("Depends lacks {needed} (dpkg-shlibdeps: {found}): {depends}")
+            })
+            .trim_end_matches(')');
+        let covers = Command::new("dpkg")
+            .args(["--compare-versions", declared, "ge", version])
+            .status()
+            .unwrap();
+        assert!(
+            covers.success(),
+            "Depends has {package} (>= {declared}), the binaries need {needed}"
+        );
+    }
+}
+
+/// The copyright file names holders and licences (cargo-deb's own said "Copyright information
+/// missing"); the changelog's first entry is this version. Reads the package as
+/// `depends_cover_what_the_binaries_link` unpacked it.
+fn copyright_and_changelog_are_complete(dir: &Path) {
+    let root = dir.join("shlibs/root");
+    let copyright =
+        std::fs::read_to_string(root.join("usr/share/doc/dreamframe/copyright")).unwrap();
+    assert!(copyright.starts_with(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+    ));
+    assert!(!copyright.contains("missing"), "{copyright}");
+    for wanted in [
+        "\nFiles: *\nCopyright: ",
+        "\nLicense: Apache-2.0\n",
+        "\nLicense: MIT\n",
+    ] {
+        assert!(copyright.contains(wanted), "{wanted:?} in {copyright}");
+    }
+    let changelog = stdout(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(root.join("usr/share/doc/dreamframe/changelog.Debian.gz")),
+    );
+    let version = format!("{}-1", env!("CARGO_PKG_VERSION"));
+    assert!(
+        changelog.starts_with(&format!("dreamframe ({version}) ")),
+        "tools/debian/changelog has no entry for {version} first:\n{changelog}"
+    );
+}
+
 /// `dpkg-deb -c`: path (without the leading `.`) to (mode string, owner/group), files only.
 fn contents(deb: &Path) -> BTreeMap<String, (String, String)> {
     let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(deb));
@@ -161,9 +281,15 @@ fn the_package_holds_the_appliance_and_its_maintainer_scripts() {
         ("/usr/share/dreamframe/cuda.conf", "-rw-r--r--"),
         ("/usr/share/doc/dreamframe/README", "-rw-r--r--"),
         ("/usr/share/doc/dreamframe/copyright", "-rw-r--r--"),
+        (
+            "/usr/share/doc/dreamframe/changelog.Debian.gz",
+            "-rw-r--r--",
+        ),
     ]
     .into_iter()
-    .map(|(path, mode)| (path.to_string(), (mode.to_string(), "0/0".to_string())))
+    .map(|(path, mode)| (path.to_string(), mode.to_string()))
+    .chain(generated_docs())
+    .map(|(path, mode)| (path, (mode, "0/0".to_string())))
     .collect();
     assert_eq!(files, expected);
 
@@ -194,6 +320,8 @@ fn the_package_holds_the_appliance_and_its_maintainer_scripts() {
             "Depends lacks {package}: {depends}"
         );
     }
+    depends_cover_what_the_binaries_link(&deb, &depends, dir.path());
+    copyright_and_changelog_are_complete(dir.path());
     // The control archive: conffiles and the three scripts, no preinst (so unpacking, below,
     // runs nothing).
     let info = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb));

@@ -1,0 +1,99 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_dreamframe_global_optspecs
+    string join \n config= check-config= sink= seed= duration= output-dir= h/help V/version
+end
+
+function __fish_dreamframe_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_dreamframe_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_dreamframe_using_subcommand
+    set -l cmd (__fish_dreamframe_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l check-config -d 'Check a config file, print every problem, and exit (0: valid, 78: invalid)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l sink -d 'Show the art here instead of the configured sink' -r -f -a "auto\t''
+drm\t''
+fbdev\t''
+terminal\t''
+null\t''"
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l seed -d 'Seed of the run (overrides the config\'s `seed`)' -r
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l duration -d 'Stop after this many seconds (default: run until SIGTERM/SIGINT)' -r
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -s h -l help -d 'Print help'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -s V -l version -d 'Print version'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "probe" -d 'Probe the DRM cards (connectors and their modes, planes and their formats, whether we could be master), the framebuffer and the console and print what they support (driver, sizes, pixel layout, panning, vsync, VT mode), then exit; the display keeps what it showed'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "status" -d 'Show how the running display is doing (from status.json in its output folder): state, fps, buffer, generator, errors, uptime. Exit 0: running; 3: not running; 1: stuck'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "bench" -d 'Measure decode, upscale+convert, pacing jitter and sustained fps on this machine'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "bench-sd" -d 'Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame, UNet step and keyframe ms (meant for a GPU: `--features cuda,cudnn`)'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "bench-display" -d 'Measure the drm sink on this machine\'s screen: copy + flip cost per frame against the fbdev copy, and flip-to-deadline lateness and missed flips at each `--fps` (needs the screen to itself: stop the display first)'
+complete -c dreamframe -n "__fish_dreamframe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -l card -d 'DRM card (default: the config\'s display.card, else every card under /dev/dri)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -l framebuffer -d 'Framebuffer device (default: the config\'s display.framebuffer)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -l console -d 'Virtual terminal whose mode to report (default: the config\'s display.console)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l interval -d 'Seconds between refreshes with --watch, 0.2 to 3600' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l watch -d 'Refresh every `--interval` seconds until interrupted'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l json -d 'Print status.json itself'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -l picture -d 'Show the current snapshot in the terminal, sized to it, above the summary'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand status" -s h -l help -d 'Print help'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l seconds -d 'Seconds for each timed run (jitter, sustained fps), 1 to 3600' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l width -d 'Screen width to upscale to, 16 to 7680' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l height -d 'Screen height to upscale to, 16 to 4320' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l fps -d 'Display rate for the jitter and sustained runs, 1 to 240' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l preset -d 'Model layout: sd-turbo, sd-1.5, sd-2.1 or sdxl-turbo' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l device -d '"cpu" or "cuda:N"' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l size -d 'Square image size in pixels, a multiple of 8 (default: the preset\'s native size)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l runs -d 'Timed repetitions of each measurement (the median is reported)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l conv -d 'cuDNN conv setups to compare, comma-separated (default: all the build has, per-call first); with --pipeline, the one to run with' -r -f -a "per-call\t'Upstream candle 0.11.1: descriptors, algorithm query and zero-filled workspace per call, and upstream\'s kernels for broadcast binary ops (bias, GroupNorm) too: the "before"'
+cached-heuristic\t'Plan per shape from cuDNN\'s heuristic, persistent workspace, f16 with tensor-core math'
+cached-benchmark\t'As cached-heuristic with the algorithm timed once per shape (the default)'"
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l pipeline -d 'Instead of the measurements: run dreamframe\'s own pipeline this many seconds (1 to 3600) with the random-weight model (img2img keyframes, tiny decoder), 1920x1080 at 60 fps into the null sink, logging to stderr, and print the final status' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
+host_work\t''
+vae_64px_b1\t''
+vae_b1\t''
+vae_b4\t''
+vae_b10\t''
+taesd_b10\t''
+unet_step\t''
+keyframe_txt2img\t''
+keyframe_img2img\t''"
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l seconds -d 'Seconds for each paced run, 1 to 3600' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l fps -d 'Display rates for the paced runs, 1 to 240 each' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l frames -d 'Frames for the cost per frame, 10 to 10000' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l card -d 'DRM card (default: the config\'s display.card, else the first with a screen)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l framebuffer -d 'Framebuffer for the fbdev comparison (default: the config\'s display.framebuffer)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -s h -l help -d 'Print help'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "probe" -d 'Probe the DRM cards (connectors and their modes, planes and their formats, whether we could be master), the framebuffer and the console and print what they support (driver, sizes, pixel layout, panning, vsync, VT mode), then exit; the display keeps what it showed'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "status" -d 'Show how the running display is doing (from status.json in its output folder): state, fps, buffer, generator, errors, uptime. Exit 0: running; 3: not running; 1: stuck'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "bench" -d 'Measure decode, upscale+convert, pacing jitter and sustained fps on this machine'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "bench-sd" -d 'Measure Stable Diffusion at real sizes with random weights: VAE and tiny-decoder ms/frame, UNet step and keyframe ms (meant for a GPU: `--features cuda,cudnn`)'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "bench-display" -d 'Measure the drm sink on this machine\'s screen: copy + flip cost per frame against the fbdev copy, and flip-to-deadline lateness and missed flips at each `--fps` (needs the screen to itself: stop the display first)'
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand help; and not __fish_seen_subcommand_from probe status bench bench-sd bench-display help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
