@@ -139,7 +139,8 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
                 None
             }
         },
-        // Reported once the log is up (app::run); the display runs without its files.
+        // Logged once the log is up (`service::run_with_reloads` tries the folder again); the
+        // display runs without its files.
         Err(_) => None,
     };
     // A saved walk keeps its seed across restarts, unless one is asked for.

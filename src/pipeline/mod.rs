@@ -1,5 +1,5 @@
-//! The display pipeline: five stage threads from model to screen, started, reconfigured and
-//! stopped as one.
+//! The display pipeline: four stage threads (keyframes, decoder, playback, pacer) from model to
+//! screen, started, reconfigured and stopped as one.
 //!
 //! ```text
 //! keyframes -> decoder -> frame_buffer -> playback (render) -> pacer -> sink

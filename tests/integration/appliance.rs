@@ -213,7 +213,7 @@ fn initramfs(toolchain: &Toolchain, deb: &Path, udev: &Path, dir: &Path) -> Path
 /// before each start, so an old one can't answer).
 const FIRST_FRAME: &str =
     "i=0; until grep -q '\"frames_shown\": [1-9]' /var/lib/dreamframe/status.json 2>/dev/null; \
-     do sleep 1; i=$((i+1)); [ $i -gt 150 ] && exit 1; done; true";
+     do sleep 1; i=$((i+1)); [ $i -gt 300 ] && exit 1; done; true";
 
 /// What the service said about itself, for failures.
 const SERVICE_STATE: &str = "systemctl status dreamframe --no-pager -l | head -n 12; journalctl -b -u dreamframe --no-pager -o cat | tail -n 40";
@@ -287,12 +287,13 @@ fn the_package_boots_under_systemd_into_the_art_and_owns_the_console() {
         "quiet console=tty0",
         &machine,
         dir.path(),
-        Duration::from_secs(300),
+        // 45 s on an idle machine; 297 s in a CI run beside the rest of the suite (TCG).
+        Duration::from_secs(600),
     );
     let booted = started.elapsed();
 
     // Started at boot by its enabled unit; the first picture up.
-    guest_ok(&mut vm, FIRST_FRAME, Duration::from_secs(180));
+    guest_ok(&mut vm, FIRST_FRAME, Duration::from_secs(360));
     let up = started.elapsed();
     let log = journal(&mut vm);
     for wanted in [
@@ -336,7 +337,7 @@ fn the_package_boots_under_systemd_into_the_art_and_owns_the_console() {
             state.join("\n")
         ));
     }
-    if let Err(problem) = vm.moves_within(Instant::now(), Duration::from_secs(60)) {
+    if let Err(problem) = vm.moves_within(Instant::now(), Duration::from_secs(90)) {
         let log = journal(&mut vm);
         vm.fail(&format!("the service's art: {problem}\n{log}"));
     }
@@ -392,8 +393,8 @@ fn the_package_boots_under_systemd_into_the_art_and_owns_the_console() {
     }
 
     // The framebuffer: console text and kernel messages under the art never show.
-    guest_ok(&mut vm, "cp /root/pattern.toml /etc/dreamframe/dreamframe.toml && rm -f /var/lib/dreamframe/status.json && systemctl start dreamframe", MINUTE);
-    guest_ok(&mut vm, FIRST_FRAME, Duration::from_secs(180));
+    guest_ok(&mut vm, "cp /root/pattern.toml /etc/dreamframe/dreamframe.toml && rm -f /var/lib/dreamframe/status.json && systemctl start dreamframe", Duration::from_secs(360));
+    guest_ok(&mut vm, FIRST_FRAME, Duration::from_secs(360));
     vm.scribble_on_console();
     let log = journal(&mut vm);
     assert!(
