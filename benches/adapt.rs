@@ -24,6 +24,8 @@
 //!
 //! `cargo bench --bench adapt -- [--seconds 60] [--only fake|cppn|shipped] [--throttles 2,5,10,20]`
 
+#![deny(unsafe_code)]
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,10 +33,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use dreamframe::config::Config;
-use dreamframe::generator::fake::FakeGenerator;
-use dreamframe::generator::Generator;
-use dreamframe::render::pixel_format::PixelFormat;
-use dreamframe::sink::{Geometry, Sink};
+use dreamframe::testing::FakeGenerator;
+use dreamframe::Generator;
+use dreamframe::Geometry;
+use dreamframe::PixelFormat;
+use dreamframe::Sink;
 
 const FPS: f64 = 30.0;
 /// Seconds before ladder moves and the art's speed count as steady.
@@ -190,7 +193,7 @@ fn child(scenario: &Scenario) -> anyhow::Result<Figures> {
                 .store(delay as u64, std::sync::atomic::Ordering::Relaxed);
             Box::new(fake)
         }
-        _ => dreamframe::generator::build(&config, 11)?,
+        _ => dreamframe::testing::build_generator(&config, 11)?,
     };
     let _quota = scenario.cores.map(join_quota).transpose()?;
     let loads: Vec<std::process::Child> = (0..scenario.load)
@@ -376,21 +379,17 @@ fn run_child(scenario: &Scenario) -> anyhow::Result<Figures> {
 /// Frames a second the built-in generator decodes here with nothing else running (both cores).
 fn cppn_speed() -> anyhow::Result<f64> {
     let config = Config::default();
-    let mut generator = dreamframe::generator::build(&config, 11)?;
+    let mut generator = dreamframe::testing::build_generator(&config, 11)?;
     let requests: Vec<_> = (0..2)
-        .map(|index| dreamframe::generator::KeyframeRequest {
+        .map(|index| dreamframe::KeyframeRequest {
             index,
-            seed: dreamframe::generator::keyframe_seed(11, index),
+            seed: dreamframe::testing::keyframe_seed(11, index),
             previous: None,
         })
         .collect();
     let keys = generator.keyframes(&requests)?;
-    let latents = dreamframe::pipeline::interpolation::transition(
-        &keys[0],
-        &keys[1],
-        10,
-        config.interpolation.easing,
-    )?;
+    let latents =
+        dreamframe::testing::transition(&keys[0], &keys[1], 10, config.interpolation.easing)?;
     generator.decode(&latents)?;
     let started = Instant::now();
     let mut frames = 0;

@@ -2,9 +2,11 @@
 //! (the shipped defaults, 1,000 keyframes per seed) and on the fakes that decay. Prints, per
 //! walk: re-anchors and why, every figure's p1/p50/p99, and the check's time per keyframe.
 
+#![deny(unsafe_code)]
+
 use dreamframe::config::Config;
-use dreamframe::generator::fake::{Decay, WalkingFake};
-use dreamframe::pipeline::guard::{walk, WalkReport};
+use dreamframe::testing::{walk, WalkReport};
+use dreamframe::testing::{Decay, WalkingFake};
 
 const KEYFRAMES: u64 = 1000;
 const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
@@ -58,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let settings = &config.reanchor;
     let mut total = (0, 0);
     for seed in SEEDS {
-        let mut generator = dreamframe::generator::build(&config, seed)?;
+        let mut generator = dreamframe::testing::build_generator(&config, seed)?;
         let (width, height) = generator.resolution();
         let report = walk(generator.as_mut(), KEYFRAMES, seed, settings)?;
         total.0 += report.reanchors.len();

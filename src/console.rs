@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{bail, Context};
 
 use crate::sys::tty::{get_mode, set_mode};
-pub use crate::sys::tty::{KD_GRAPHICS, KD_TEXT};
+pub(crate) use crate::sys::tty::{KD_GRAPHICS, KD_TEXT};
 
 /// The console taken by the running guard, for `restore_at_exit` (-1: none).
 static ACTIVE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -42,7 +42,7 @@ fn restore_sequence(blank_minutes: i32) -> String {
 /// Refuses a console path that is not a character device (a FIFO would block the open for
 /// ever, a regular file would take the escape sequences), before anything opens it.
 fn expect_terminal(path: &Path) -> anyhow::Result<()> {
-    crate::files::expect_char_device(path, "a terminal (a console is /dev/ttyN)")
+    crate::checked_fs::expect_char_device(path, "a terminal (a console is /dev/ttyN)")
         .with_context(|| format!("cannot use console {}", path.display()))
 }
 
@@ -55,8 +55,8 @@ fn open_console(path: &Path) -> anyhow::Result<File> {
         .custom_flags(libc::O_NOCTTY)
         .open(path)
         .map_err(|error| {
-            let why = if crate::files::refused_by_device_policy(&error) {
-                crate::files::DEVICE_POLICY_HINT
+            let why = if crate::checked_fs::refused_by_device_policy(&error) {
+                crate::checked_fs::DEVICE_POLICY_HINT
             } else {
                 "writing to it needs root, the `tty` group, or to own it (a login there, or the \
                  systemd unit's TTYPath=)"
@@ -79,13 +79,13 @@ fn set_mode_hint(path: &Path, error: &std::io::Error) -> String {
 }
 
 /// The VT mode of the console at `path`: KD_TEXT (0) or KD_GRAPHICS (1).
-pub fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
+pub(crate) fn mode(path: &Path) -> anyhow::Result<libc::c_int> {
     let file = open_console(path)?;
     get_mode(file.as_raw_fd())
         .with_context(|| format!("{} is not a virtual terminal", path.display()))
 }
 
-pub struct ConsoleGuard {
+pub(crate) struct ConsoleGuard {
     file: File,
     path: PathBuf,
     previous: libc::c_int,
@@ -95,7 +95,7 @@ pub struct ConsoleGuard {
 impl ConsoleGuard {
     /// `take` for a sink: the console named (if any), or a warning and `None` when it can't be
     /// taken (the art still shows; the cursor may blink over it).
-    pub fn take_or_warn(path: Option<&Path>) -> Option<Self> {
+    pub(crate) fn take_or_warn(path: Option<&Path>) -> Option<Self> {
         let path = path?;
         match Self::take(path) {
             Ok(guard) => Some(guard),
@@ -113,7 +113,7 @@ impl ConsoleGuard {
 
     /// Switches the VT at `path` (e.g. /dev/tty1, or /dev/tty0 for the active one) to graphics
     /// mode with blanking off.
-    pub fn take(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn take(path: &Path) -> anyhow::Result<Self> {
         let file = open_console(path)?;
         let fd = file.as_raw_fd();
         let previous = get_mode(fd)
@@ -171,7 +171,7 @@ impl Drop for ConsoleGuard {
 /// Restores a console whose guard is still held as the process leaves (its owner, the sink on
 /// the pacer thread, may be stuck or unreachable). Idempotent; the guard's own drop does nothing
 /// more afterwards but close its file.
-pub fn restore_at_exit() {
+pub(crate) fn restore_at_exit() {
     let fd = ACTIVE_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         let _ = set_mode(fd, ACTIVE_PREVIOUS_MODE.load(Ordering::SeqCst));
@@ -182,7 +182,7 @@ pub fn restore_at_exit() {
 
 /// Calls `restore_at_exit` when dropped: held by `main` for the display's lifetime, so the
 /// console comes back on every way out of it, unwinding included.
-pub struct RestoreAtExit;
+pub(crate) struct RestoreAtExit;
 
 impl Drop for RestoreAtExit {
     fn drop(&mut self) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, ProbeArgs, SinkArg};
+use crate::commands::cli::{Cli, ProbeArgs, SinkArg};
 use crate::config::{Config, ConfigError};
 use crate::signals::Signals;
 use crate::{console, events, generator, logging, sink};
@@ -24,14 +24,14 @@ const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the config comes from: the file named on the command line (else the built-in
 /// defaults), with the command line's overrides applied, at start and at every reload alike.
 #[derive(Debug, Clone)]
-pub struct ConfigSource {
+pub(crate) struct ConfigSource {
     path: Option<PathBuf>,
     sink: Option<SinkArg>,
     output_dir: Option<PathBuf>,
 }
 
 impl ConfigSource {
-    pub fn of(cli: &Cli) -> Self {
+    pub(crate) fn of(cli: &Cli) -> Self {
         Self {
             path: cli.config.clone(),
             sink: cli.sink,
@@ -39,7 +39,7 @@ impl ConfigSource {
         }
     }
 
-    pub fn load(&self) -> Result<Config, ConfigError> {
+    pub(crate) fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.path {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -56,7 +56,7 @@ impl ConfigSource {
 
 /// `dreamframe probe`: the framebuffer's report line and the console's mode, each on its own
 /// (a box without a framebuffer still has a console).
-pub fn probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
+pub(crate) fn probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
     let config = ConfigSource::of(cli).load()?;
     let framebuffer = args
         .framebuffer
@@ -104,7 +104,7 @@ pub fn probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
 }
 
 /// The display itself, until a stop signal, `--duration` or a failure.
-pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
+pub(crate) fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     // Signals before anything else: from here a SIGTERM is a clean, logged stop.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,7 +120,7 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     let output = crate::service::OutputPaths::for_config(&config);
     // One display per output folder: a second one would overwrite status.json and resume.json.
     let _output_lock = match std::fs::create_dir_all(&output.dir) {
-        Ok(()) => match crate::files::OutputLock::acquire(&output.dir) {
+        Ok(()) => match crate::output_lock::OutputLock::acquire(&output.dir) {
             Ok(lock) => {
                 if let Some(error) = &lock.pid_error {
                     eprintln!(
@@ -131,8 +131,8 @@ pub fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
                 Some(lock)
             }
             Err(
-                error @ (crate::files::LockError::Held { .. }
-                | crate::files::LockError::NotAFile { .. }),
+                error @ (crate::output_lock::LockError::Held { .. }
+                | crate::output_lock::LockError::NotAFile { .. }),
             ) => return Err(error.into()),
             Err(error) => {
                 eprintln!("dreamframe: warning: {:#}", anyhow::Error::from(error));

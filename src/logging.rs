@@ -21,7 +21,7 @@ struct OneLine(Box<CombinedLogger>);
 /// `text` on one line: each line break (and the spaces after it) becomes " | ", and any other
 /// control character but tab is written as `\u{1b}` (events escape their values already; this
 /// catches free text, so no escape sequence reaches a terminal reading the log).
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split(['\n', '\r'])
         .map(str::trim_start)
         .filter(|part| !part.is_empty())
@@ -75,7 +75,7 @@ impl Log for OneLine {
 
 /// Starts logging into stderr and, if given, `file` rotated past `max_bytes` keeping `files` old
 /// ones; returns a warning to log if the file could not be opened.
-pub fn init(
+pub(crate) fn init(
     level: LevelFilter,
     file: Option<&Path>,
     max_bytes: usize,
@@ -95,7 +95,7 @@ pub fn init(
         let opened = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| crate::files::open_append_regular(path));
+            .and_then(|_| crate::checked_fs::open_append_regular(path));
         match opened {
             Ok(_) => {
                 // Checked above: file-rotate panics on a folder it can't create.

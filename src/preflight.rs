@@ -40,7 +40,7 @@ fn devices_are_this_machines() -> bool {
 }
 
 /// The warnings for `config`, read from `path` (whose text gives the positions).
-pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
+pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
     let mut found: Vec<(&str, String, String)> = Vec::new();
     let sd = &config.model.stable_diffusion;
     if config.model.kind == ModelKind::StableDiffusion {
@@ -148,7 +148,7 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
                 format!(
                     "is {}, not a terminal (a console is /dev/ttyN): the display will leave the \
                      console alone (its cursor and blanking may show over the art)",
-                    crate::files::kind_of(meta.file_type())
+                    crate::checked_fs::kind_of(meta.file_type())
                 ),
             ));
         }
@@ -160,7 +160,7 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
                 format!("{:?}", log.display().to_string()),
                 format!(
                     "is {}, not a regular file: the display will log to stderr only",
-                    crate::files::kind_of(meta.file_type())
+                    crate::checked_fs::kind_of(meta.file_type())
                 ),
             ));
         }
@@ -169,7 +169,7 @@ pub fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         return Vec::new();
     }
     let origin = path.display().to_string();
-    let text = crate::files::read_regular(path, crate::config::MAX_CONFIG_BYTES)
+    let text = crate::checked_fs::read_regular(path, crate::config::MAX_CONFIG_BYTES)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .unwrap_or_default();

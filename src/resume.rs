@@ -14,17 +14,17 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub const FILE_NAME: &str = "resume.json";
+pub(crate) const FILE_NAME: &str = "resume.json";
 /// Keyframes between saves.
-pub const SAVE_EVERY: u64 = 4;
+pub(crate) const SAVE_EVERY: u64 = 4;
 const VERSION: u32 = 1;
 /// The largest resume file read: an SDXL latent (4x128x128 values) is about 1 MiB of JSON.
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// The largest keyframe index accepted: a keyframe a second for 285 million years.
-pub const MAX_INDEX: u64 = 1 << 53;
+pub(crate) const MAX_INDEX: u64 = 1 << 53;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResumeState {
+pub(crate) struct ResumeState {
     pub version: u32,
     pub generator: String,
     pub seed: u64,
@@ -36,7 +36,7 @@ pub struct ResumeState {
 }
 
 impl ResumeState {
-    pub fn capture(
+    pub(crate) fn capture(
         generator: &str,
         seed: u64,
         next_index: u64,
@@ -61,7 +61,7 @@ impl ResumeState {
         })
     }
 
-    pub fn latent(&self, device: &Device) -> anyhow::Result<Tensor> {
+    pub(crate) fn latent(&self, device: &Device) -> anyhow::Result<Tensor> {
         Ok(Tensor::from_slice(
             &self.latent,
             self.shape.as_slice(),
@@ -69,15 +69,15 @@ impl ResumeState {
         )?)
     }
 
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> anyhow::Result<()> {
         let json = serde_json::to_vec(self)?;
-        crate::files::write_atomic(path, &json)
+        crate::checked_fs::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The saved state; `Ok(None)` when there is none, an error when the file is unreadable.
-    pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
-        let bytes = match crate::files::read_regular(path, MAX_FILE_BYTES) {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Option<Self>> {
+        let bytes = match crate::checked_fs::read_regular(path, MAX_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
@@ -116,14 +116,14 @@ impl ResumeState {
     }
 
     /// The saved seed, if a readable state exists (for choosing the run seed before start).
-    pub fn saved_seed(path: &Path) -> Option<u64> {
+    pub(crate) fn saved_seed(path: &Path) -> Option<u64> {
         Self::load(path).ok().flatten().map(|state| state.seed)
     }
 }
 
 /// The state to resume from for `generator` and `seed`, or `None` (with a warning when a file
 /// was there but can't be used).
-pub fn usable(path: &Path, generator: &str, seed: u64) -> Option<ResumeState> {
+pub(crate) fn usable(path: &Path, generator: &str, seed: u64) -> Option<ResumeState> {
     match ResumeState::load(path) {
         Ok(None) => None,
         Ok(Some(state)) if state.generator != generator || state.seed != seed => {

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-pub struct Signals {
+pub(crate) struct Signals {
     terminate: Signal,
     interrupt: Signal,
     quit: Signal,
@@ -19,7 +19,7 @@ impl Signals {
     /// Installs every handler; must be called inside the tokio runtime. A parent that started
     /// us with these signals blocked (inherited across exec) would hide them: they are unblocked
     /// once the handlers are in place.
-    pub fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         let install = |kind: SignalKind| signal(kind).context("cannot install a signal handler");
         let signals = Self {
             terminate: install(SignalKind::terminate())?,
@@ -39,12 +39,12 @@ impl Signals {
     }
 
     /// The SIGHUP stream (once).
-    pub fn take_hangup(&mut self) -> Option<Signal> {
+    pub(crate) fn take_hangup(&mut self) -> Option<Signal> {
         self.hangup.take()
     }
 
     /// Completes on SIGTERM, SIGINT or SIGQUIT, with the signal's name (SIGHUP reloads).
-    pub async fn wait(&mut self) -> &'static str {
+    pub(crate) async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark of Stable Diffusion at real SD 1.5 / sd-turbo sizes with random weights (no model
-# weights needed), and the device check of issue 11. Two steps, because the GPU machine has nvcc
+# weights needed), checked against upstream candle and a PyTorch peer, and the display pipeline
+# end to end on the GPU. Two steps, because the GPU machine has nvcc
 # and a driver but no Rust toolchain and no network, while the build machine has Rust but no GPU:
 #
 #   tools/gpu-bench.sh build   # here: CUDA toolchain from PyPI wheels, `--features cuda,cudnn`

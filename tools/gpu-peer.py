@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch peer of `dreamframe bench-sd` (issue 11): the same work on the same sizes with
+"""The PyTorch peer of `dreamframe bench-sd`: the same work on the same sizes with
 diffusers, random weights, so our time / PyTorch's time is measured side by side in one run.
 
     python3 tools/gpu-peer.py [--device cuda] [--size 512] [--runs 5] > peer.txt

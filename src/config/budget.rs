@@ -1,6 +1,6 @@
 //! The memory budget for decoded frames: how `buffer.max-megabytes` is shared by everything that
 //! holds them. Pure arithmetic, used by validation (to refuse what cannot fit) and by the run (to
-//! size the frame buffer, the replay history and the decode batch).
+//! size the frame queue, the replay history and the decode batch).
 
 /// How `buffer.max-megabytes` is shared by everything that holds decoded frames. The replay
 /// history and the decode batch get at most an eighth of it each; the buffer gets the rest.

@@ -83,7 +83,7 @@ fn format_problems(origin: &str, problems: &[ConfigProblem], gave_up: bool) -> S
 }
 
 /// Collects problems while a raw config is checked.
-pub struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     origin: String,
     text: &'a str,
     document: Spanned<DeTable<'a>>,
@@ -152,7 +152,7 @@ fn describe_value(value: &Spanned<DeValue<'_>>) -> Option<&'static str> {
 impl<'a> Checker<'a> {
     /// Deserialises `text`, collecting every entry serde rejects. Fails outright only when the
     /// text is not TOML at all (nothing after a syntax error can be trusted).
-    pub fn parse<T: DeserializeOwned>(
+    pub(crate) fn parse<T: DeserializeOwned>(
         text: &'a str,
         origin: &str,
     ) -> Result<(T, Checker<'a>), ConfigError> {
@@ -247,7 +247,7 @@ impl<'a> Checker<'a> {
         Err(checker.finish().expect_err("problems were recorded"))
     }
 
-    pub fn finish(mut self) -> Result<(), ConfigError> {
+    pub(crate) fn finish(mut self) -> Result<(), ConfigError> {
         // Recovery and validation find problems out of order; people read files top-down.
         self.problems.sort_by_key(|p| (p.line, p.column));
         if self.problems.is_empty() {
@@ -258,7 +258,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The problems recorded so far, in file order, as they are (for warnings).
-    pub fn into_problems(mut self) -> Vec<ConfigProblem> {
+    pub(crate) fn into_problems(mut self) -> Vec<ConfigProblem> {
         self.problems.sort_by_key(|p| (p.line, p.column));
         self.problems
     }
@@ -350,12 +350,12 @@ impl<'a> Checker<'a> {
         self.push(at, key, format!("{default_value} (default)"), message);
     }
 
-    pub fn range_f64(&mut self, key: &str, value: Number, low: f64, high: f64) -> f64 {
+    pub(crate) fn range_f64(&mut self, key: &str, value: Number, low: f64, high: f64) -> f64 {
         self.checked_f64(key, value, low, high, None)
     }
 
     /// Like `range_f64`, where the upper bound is another key's value.
-    pub fn range_f64_named(
+    pub(crate) fn range_f64_named(
         &mut self,
         key: &str,
         value: Number,
@@ -396,7 +396,7 @@ impl<'a> Checker<'a> {
     }
 
     /// A whole number within `low..=high`.
-    pub fn whole(&mut self, key: &str, value: Number, low: u64, high: u64) -> u64 {
+    pub(crate) fn whole(&mut self, key: &str, value: Number, low: u64, high: u64) -> u64 {
         match value {
             Number::Whole(n) if (low as i128..=high as i128).contains(&n) => n as u64,
             Number::Whole(n) => {
@@ -420,12 +420,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub fn range_u32(&mut self, key: &str, value: Number, low: u32, high: u32) -> u32 {
+    pub(crate) fn range_u32(&mut self, key: &str, value: Number, low: u32, high: u32) -> u32 {
         self.whole(key, value, low.into(), high.into()) as u32
     }
 
     /// A range where 0 means "automatic".
-    pub fn range_u32_or_zero(&mut self, key: &str, value: Number, low: u32, high: u32) -> u32 {
+    pub(crate) fn range_u32_or_zero(
+        &mut self,
+        key: &str,
+        value: Number,
+        low: u32,
+        high: u32,
+    ) -> u32 {
         if value.is_zero() {
             return 0;
         }
@@ -443,7 +449,7 @@ impl<'a> Checker<'a> {
         0
     }
 
-    pub fn choice<T: Copy>(
+    pub(crate) fn choice<T: Copy>(
         &mut self,
         key: &str,
         value: &str,
@@ -467,11 +473,11 @@ impl<'a> Checker<'a> {
     }
 
     /// A problem at `key` that no range check covers.
-    pub fn report_key(&mut self, key: &str, default_value: &str, message: &str) {
+    pub(crate) fn report_key(&mut self, key: &str, default_value: &str, message: &str) {
         self.report(key, None, shortened(default_value), message.to_string());
     }
 
-    pub fn multiple_of(&mut self, key: &str, value: u32, step: u32, what: &str) {
+    pub(crate) fn multiple_of(&mut self, key: &str, value: u32, step: u32, what: &str) {
         if value % step != 0 {
             self.report(
                 key,
@@ -483,7 +489,7 @@ impl<'a> Checker<'a> {
     }
 
     /// "cpu", "cuda" or "cuda:N".
-    pub fn device(&mut self, key: &str, value: &str) -> crate::config::ComputeDevice {
+    pub(crate) fn device(&mut self, key: &str, value: &str) -> crate::config::ComputeDevice {
         use crate::config::ComputeDevice;
         match value {
             "cpu" => return ComputeDevice::Cpu,
@@ -508,7 +514,7 @@ impl<'a> Checker<'a> {
     }
 
     /// A path; empty means `None` when `may_be_empty`. A NUL byte can't be in a Unix path.
-    pub fn path(&mut self, key: &str, value: &str, may_be_empty: bool) -> Option<PathBuf> {
+    pub(crate) fn path(&mut self, key: &str, value: &str, may_be_empty: bool) -> Option<PathBuf> {
         if value.contains('\0') {
             self.report(
                 key,
@@ -533,13 +539,13 @@ impl<'a> Checker<'a> {
     }
 
     /// A path that must be given.
-    pub fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
+    pub(crate) fn non_empty_path(&mut self, key: &str, value: &str) -> PathBuf {
         self.path(key, value, false).unwrap_or_default()
     }
 }
 
 /// The problem for a file that is not UTF-8, at the first bad byte.
-pub fn not_utf8(origin: &str, bytes: &[u8], error: std::str::Utf8Error) -> ConfigError {
+pub(crate) fn not_utf8(origin: &str, bytes: &[u8], error: std::str::Utf8Error) -> ConfigError {
     let valid = &bytes[..error.valid_up_to()];
     let text = std::str::from_utf8(valid).expect("valid up to this byte");
     let (line, column) = line_column(text, text.len());

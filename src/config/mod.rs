@@ -35,7 +35,7 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 impl Config {
     /// Reads and checks a config file: a regular file of at most `MAX_CONFIG_BYTES` in UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|source| {
+        let bytes = crate::checked_fs::read_regular(path, MAX_CONFIG_BYTES).map_err(|source| {
             ConfigError::Unreadable {
                 path: path.to_path_buf(),
                 source,

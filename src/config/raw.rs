@@ -9,13 +9,13 @@ use serde::{Deserialize, Deserializer};
 
 /// A number as written in the file; range and wholeness are checked by validation.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Number {
+pub(crate) enum Number {
     Whole(i128),
     Real(f64),
 }
 
 impl Number {
-    pub fn is_zero(self) -> bool {
+    pub(crate) fn is_zero(self) -> bool {
         match self {
             Number::Whole(n) => n == 0,
             Number::Real(x) => x == 0.0,
@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for Number {
 
 /// Top-level sections that are tables: `[[display]]` (an array of them) is a mistake worth
 /// naming, which serde's own message ("expected f64, found map") does not.
-pub const TABLE_SECTIONS: &[&str] = &[
+pub(crate) const TABLE_SECTIONS: &[&str] = &[
     "display",
     "model",
     "cppn",
@@ -81,7 +81,7 @@ fn whole(value: i128) -> Number {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub seed: Option<Number>,
     pub display: RawDisplay,
     pub model: RawModel,
@@ -100,7 +100,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawSchedule {
+pub(crate) struct RawSchedule {
     pub periods: Vec<RawPeriod>,
 }
 
@@ -108,7 +108,7 @@ pub struct RawSchedule {
 /// others, not as serde's lone "missing field".
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawPeriod {
+pub(crate) struct RawPeriod {
     pub from: String,
     pub to: String,
     pub action: String,
@@ -128,7 +128,7 @@ impl Default for RawPeriod {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawDisplay {
+pub(crate) struct RawDisplay {
     pub sink: String,
     pub fps: Number,
     pub fit: String,
@@ -164,7 +164,7 @@ impl Default for RawDisplay {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawModel {
+pub(crate) struct RawModel {
     pub kind: String,
     pub width: Number,
     pub height: Number,
@@ -196,14 +196,14 @@ impl Default for RawModel {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawPrompts {
+pub(crate) struct RawPrompts {
     pub rotation_interval: Number,
     pub themes: Vec<RawTheme>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawTheme {
+pub(crate) struct RawTheme {
     pub positive: String,
     pub negative: String,
 }
@@ -227,7 +227,7 @@ impl Default for RawPrompts {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawCppn {
+pub(crate) struct RawCppn {
     pub latent_size: Number,
     pub hidden_units: Number,
     pub layers: Number,
@@ -247,7 +247,7 @@ impl Default for RawCppn {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawKeyframe {
+pub(crate) struct RawKeyframe {
     pub drift: Number,
     pub denoise: Number,
 }
@@ -263,7 +263,7 @@ impl Default for RawKeyframe {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawReanchor {
+pub(crate) struct RawReanchor {
     pub enabled: bool,
     pub history: Number,
     pub patience: Number,
@@ -293,7 +293,7 @@ impl Default for RawReanchor {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawInterpolation {
+pub(crate) struct RawInterpolation {
     pub frames_per_transition: Number,
     pub easing: String,
     pub resolution_divisor: Number,
@@ -311,7 +311,7 @@ impl Default for RawInterpolation {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawDecode {
+pub(crate) struct RawDecode {
     pub batch_size: Number,
     pub tiny_decoder: bool,
 }
@@ -327,7 +327,7 @@ impl Default for RawDecode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawBuffer {
+pub(crate) struct RawBuffer {
     pub seconds: Number,
     pub start_seconds: Number,
     pub resume_seconds: Number,
@@ -349,7 +349,7 @@ impl Default for RawBuffer {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawAdapt {
+pub(crate) struct RawAdapt {
     pub enabled: bool,
     pub min_frames_per_transition: Number,
     pub min_resolution_scale: Number,
@@ -373,7 +373,7 @@ impl Default for RawAdapt {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawOutput {
+pub(crate) struct RawOutput {
     pub dir: String,
     pub status_seconds: Number,
     pub snapshot_seconds: Number,
@@ -393,7 +393,7 @@ impl Default for RawOutput {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RawLog {
+pub(crate) struct RawLog {
     pub level: String,
     pub file: String,
     pub max_kilobytes: Number,

@@ -21,7 +21,7 @@ use rand_distr::StandardNormal;
 
 use super::{Generator, KeyframeRequest};
 use crate::config::CppnConfig;
-use crate::pipeline::interpolation::slerp;
+use crate::generator::interpolation::slerp;
 
 #[derive(Debug, Clone, Copy)]
 enum Activation {

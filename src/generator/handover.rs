@@ -20,11 +20,11 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 
 use super::cppn::CppnGenerator;
-use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs, LoadWatch};
+use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs, LoadWatch, StandIn};
 use crate::events;
 
 /// A loaded model, or why it couldn't be.
-pub type Loaded = anyhow::Result<Box<dyn Generator>>;
+pub(crate) type Loaded = anyhow::Result<Box<dyn Generator>>;
 
 /// What decodes the model's latents once it is ready: its split-off decoders, or the model
 /// itself (shared with the keyframe side) when it keeps them.
@@ -41,7 +41,7 @@ fn from_interim(latent: &Tensor, stacked: bool) -> bool {
     latent.rank() == if stacked { 2 } else { 1 }
 }
 
-pub struct Handover {
+pub(crate) struct Handover {
     interim: CppnGenerator,
     /// The model's decoded frame size: interim frames are resized to it.
     frame_size: (u32, u32),
@@ -68,7 +68,7 @@ pub struct Handover {
 impl Handover {
     /// Starts `load` on its own thread; `interim` (and `interim_decoder`, the same generator
     /// again for the decoder thread) stands in meanwhile.
-    pub fn start(
+    pub(crate) fn start(
         interim: CppnGenerator,
         interim_decoder: CppnGenerator,
         frame_size: (u32, u32),
@@ -149,7 +149,8 @@ impl Handover {
                 }
                 self.name = model.name().to_string();
                 self.device = model.device().clone();
-                self.note = model.note().map(str::to_string);
+                // The model's own note, if it stands in for another (none does today).
+                self.note = model.stand_in().and_then(|stand_in| stand_in.note);
                 let model = Arc::new(Mutex::new(model));
                 let decoders = match split {
                     Some(decoder) => ModelDecoders::Split(decoder),
@@ -174,7 +175,7 @@ impl Handover {
 }
 
 /// status.json's note once a model has failed to load.
-pub fn fallback_note(reason: &str) -> String {
+pub(crate) fn fallback_note(reason: &str) -> String {
     format!("fallback to cppn: {reason}")
 }
 
@@ -249,24 +250,17 @@ impl Generator for Handover {
         }
     }
 
-    fn note(&self) -> Option<&str> {
-        self.note.as_deref()
-    }
-
     fn prepare(&mut self) {
         self.poll();
     }
 
-    fn warming_up(&self) -> bool {
-        self.loading.is_some()
-    }
-
-    fn load_watch(&self) -> Option<LoadWatch> {
-        Some(self.watch.clone())
-    }
-
-    fn settled_name(&self) -> &str {
-        &self.settled_name
+    fn stand_in(&self) -> Option<StandIn> {
+        Some(StandIn {
+            settled_name: self.settled_name.clone(),
+            warming_up: self.loading.is_some(),
+            load: self.watch.clone(),
+            note: self.note.clone(),
+        })
     }
 
     /// The model's, once it has taken over; the interim's frames come at one size.
@@ -294,7 +288,7 @@ impl Generator for Handover {
 
 /// Decodes interim latents (resized to the model's frame size) and, once it is ready, the
 /// model's.
-pub struct HandoverDecoder {
+pub(crate) struct HandoverDecoder {
     interim: CppnGenerator,
     frame_size: (u32, u32),
     decoders: Slot,
@@ -437,9 +431,10 @@ mod tests {
             .unwrap()
         };
         let mut decoder = handover.split_decoder().expect("always split");
-        assert!(handover.warming_up());
+        let stand_in = handover.stand_in().expect("stands in");
+        assert!(stand_in.warming_up);
         assert_eq!(
-            (handover.name(), handover.settled_name()),
+            (handover.name(), stand_in.settled_name.as_str()),
             ("cppn", "image-model")
         );
         let interim = handover.keyframes(&[request(0, None)]).unwrap().remove(0);
@@ -454,7 +449,7 @@ mod tests {
 
         release.store(true, Ordering::Relaxed);
         let mut latest = interim.clone();
-        while handover.warming_up() {
+        while handover.stand_in().is_some_and(|s| s.warming_up) {
             std::thread::sleep(std::time::Duration::from_millis(5));
             latest = handover
                 .keyframes(&[request(1, Some(latest))])

@@ -11,13 +11,14 @@
 //! threads, never on the display path. A failing generator returns an error to its caller, which
 //! logs it and retries later; the display keeps playing what is buffered.
 
-pub mod cppn;
+pub(crate) mod cppn;
 /// Test double: flat colours, steerable (slow, stalled, failing). Not in the shipped binary.
 #[cfg(any(test, feature = "test-doubles"))]
-pub mod fake;
-pub mod handover;
-pub mod stable_diffusion;
-pub mod test_pattern;
+pub(crate) mod fake;
+pub(crate) mod handover;
+pub(crate) mod interpolation;
+pub(crate) mod stable_diffusion;
+pub(crate) mod test_pattern;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -110,19 +111,9 @@ pub trait Generator: Send {
     /// Called before each keyframe, under the model lock: a generator standing in for a
     /// loading model takes it over here (`handover`).
     fn prepare(&mut self) {}
-    /// Whether a model is still loading behind this generator (`handover`): the walk is
-    /// neither saved nor resumed until it is ready.
-    fn warming_up(&self) -> bool {
-        false
-    }
-    /// The name the walk is saved and resumed under: the model being loaded, for a generator
-    /// standing in while it loads.
-    fn settled_name(&self) -> &str {
-        self.name()
-    }
-    /// How the model loading behind this generator fared, known the moment the load ends
-    /// (`warming_up` changes only at the next keyframe, which may be minutes away).
-    fn load_watch(&self) -> Option<LoadWatch> {
+    /// For a generator standing in while a model loads (`handover::Handover`), that model's
+    /// side of it; `None` for every other generator.
+    fn stand_in(&self) -> Option<StandIn> {
         None
     }
     /// Moves on to the next theme now (a re-anchor); generators without prompts ignore it.
@@ -134,10 +125,6 @@ pub trait Generator: Send {
     }
     /// New themes from a reload; generators without prompts ignore them.
     fn reconfigure(&mut self, _prompts: &crate::config::PromptsConfig) {}
-    /// Something the people running the display should know (shown in status.json).
-    fn note(&self) -> Option<&str> {
-        None
-    }
     /// Hands over the decoders when they have weights of their own, so the pipeline can hold
     /// them under their own lock and decode while a keyframe is being made; afterwards `decode`
     /// and `decode_keyframe` on the generator fail. `None`: decoding stays with the generator.
@@ -237,6 +224,22 @@ pub fn keyframe_seed(run_seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What a generator standing in for a loading model (the hand-over) tells the pipeline about it.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    /// The name the walk is saved and resumed under: the model being loaded (or, once its load
+    /// has failed, the generator that stays).
+    pub settled_name: String,
+    /// A model is still loading: the walk is neither saved nor resumed until it is ready.
+    pub warming_up: bool,
+    /// How the load fared, known the moment it ends (`warming_up` changes only at the next
+    /// keyframe, which may be minutes away).
+    pub load: LoadWatch,
+    /// Something the people running the display should know (shown in status.json): why the
+    /// built-in generator stays.
+    pub note: Option<String>,
+}
+
 /// The outcome of a model load, shared by the loader thread (which sets it when the load
 /// fails) and the status writer (which reads it at every tick).
 #[derive(Debug, Clone, Default)]
@@ -326,12 +329,15 @@ struct Identity {
 
 impl Identity {
     fn of(model: &dyn Generator) -> Self {
+        let stand_in = model.stand_in();
         Self {
             name: model.name().to_string(),
-            note: model.note().map(str::to_string),
-            settled_name: model.settled_name().to_string(),
-            warming_up: model.warming_up(),
-            load: model.load_watch(),
+            note: stand_in.as_ref().and_then(|s| s.note.clone()),
+            settled_name: stand_in
+                .as_ref()
+                .map_or_else(|| model.name().to_string(), |s| s.settled_name.clone()),
+            warming_up: stand_in.as_ref().is_some_and(|s| s.warming_up),
+            load: stand_in.map(|s| s.load),
             device: model.device().clone(),
             knobs: model.knobs(),
         }
@@ -418,12 +424,12 @@ impl ModelLock {
         self.identity().name.clone()
     }
 
-    /// The name the walk is saved and resumed under (`Generator::settled_name`).
+    /// The name the walk is saved and resumed under (`StandIn::settled_name`).
     pub fn settled_name(&self) -> String {
         self.identity().settled_name.clone()
     }
 
-    /// Whether a model is still loading behind the generator (`Generator::warming_up`).
+    /// Whether a model is still loading behind the generator (`StandIn::warming_up`).
     pub fn warming_up(&self) -> bool {
         self.identity().warming_up
     }

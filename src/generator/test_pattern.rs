@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use super::{Generator, KeyframeRequest};
 
 /// The bars, left to right.
-pub const BARS: [[u8; 3]; 8] = [
+pub(crate) const BARS: [[u8; 3]; 8] = [
     [255, 255, 255],
     [255, 255, 0],
     [0, 255, 255],

@@ -98,7 +98,11 @@ impl Rung {
 /// `bounds`, richest first. The ladder alternates a step in frames per transition with a step of
 /// the generator's (first the tiny decoder, then resolution and keyframe steps in turn), since
 /// fewer frames at the same pace cost the least to the eye.
-pub fn rungs(frames_per_transition: usize, knobs: &Knobs, bounds: &AdaptConfig) -> Vec<Rung> {
+pub(crate) fn rungs(
+    frames_per_transition: usize,
+    knobs: &Knobs,
+    bounds: &AdaptConfig,
+) -> Vec<Rung> {
     let top_steps = knobs.steps.first().copied();
     let top = Rung {
         frames_per_transition: frames_per_transition.max(1),
@@ -408,10 +412,6 @@ impl Ladder {
         self.rungs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rungs.is_empty()
-    }
-
     pub fn label(&self, index: usize) -> String {
         self.rungs[index].label(&self.knobs)
     }
@@ -539,7 +539,7 @@ impl Ladder {
 /// Seconds of playback a thin buffer is spread over at least (more when batches take longer:
 /// `Adapt::reserve_s`): the capacity floor gives way below it, so the screen slows down as it
 /// nears the newest frame instead of running into it between two batches.
-pub const RESERVE_S: f64 = 1.0;
+pub(crate) const RESERVE_S: f64 = 1.0;
 
 /// The share of the configured pace the art plays at now (0 to 1).
 ///
@@ -548,7 +548,13 @@ pub const RESERVE_S: f64 = 1.0;
 /// is spread over; `headroom`: the measured capacity over the pace's need (0: not measured
 /// yet); `full`: the buffer can take no more (the decoder waits), so there is nothing to save
 /// up for.
-pub fn art_speed(ahead_s: f64, cushion_s: f64, reserve_s: f64, headroom: f64, full: bool) -> f64 {
+pub(crate) fn art_speed(
+    ahead_s: f64,
+    cushion_s: f64,
+    reserve_s: f64,
+    headroom: f64,
+    full: bool,
+) -> f64 {
     if ahead_s <= 0.0 {
         return 0.0;
     }

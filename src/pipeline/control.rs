@@ -19,11 +19,11 @@ use crate::config::{
 };
 
 /// How often a paused or backing-off stage looks whether it must stop.
-pub const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// How often a stage paused by the blank schedule looks whether the screen is back.
-pub const PAUSE_POLL: Duration = Duration::from_millis(200);
+pub(crate) const PAUSE_POLL: Duration = Duration::from_millis(200);
 /// Fewer recent frames than this make ping-pong a two-frame flicker: playback holds instead.
-pub const MIN_PING_PONG_FRAMES: usize = 8;
+pub(crate) const MIN_PING_PONG_FRAMES: usize = 8;
 
 /// Declares the reloadable settings once: each field and the config field it comes from.
 macro_rules! live_settings {
@@ -128,7 +128,7 @@ impl Settings {
 
 /// Config keys that differ between `old` and `new` outside the live settings: what a reload
 /// can't apply until a restart (dotted, e.g. "display.upscale-filter").
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut merged = new.clone();
     LiveSettings::from_config(old).apply_to(&mut merged);
     let (Ok(old), Ok(merged)) = (serde_json::to_value(old), serde_json::to_value(&merged)) else {
@@ -291,19 +291,19 @@ impl Control {
 }
 
 /// A reader's view of the settings: `changed` returns them once per update.
-pub struct Watcher {
+pub(crate) struct Watcher {
     seen: u64,
 }
 
 impl Watcher {
-    pub fn new(control: &Control) -> Self {
+    pub(crate) fn new(control: &Control) -> Self {
         Self {
             seen: control.generation.load(Ordering::Acquire),
         }
     }
 
     /// The new settings if they changed since the last call.
-    pub fn changed(&mut self, control: &Control) -> Option<Arc<Settings>> {
+    pub(crate) fn changed(&mut self, control: &Control) -> Option<Arc<Settings>> {
         let now = control.generation.load(Ordering::Acquire);
         (now != self.seen).then(|| {
             self.seen = now;

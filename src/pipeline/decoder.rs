@@ -3,7 +3,7 @@
 //! decoded. Then, for each next keyframe, the in-between latents are slerped a batch at a time
 //! (`decode.batch-size`, fewer when frames are large; see `config::FrameBudget`), each batch is
 //! decoded under one acquisition of the decoders' own lock (the model lock where the generator
-//! keeps its decoders; each wait goes into `decode_lock_wait`) and pushed into the frame buffer
+//! keeps its decoders; each wait goes into `decode_lock_wait`) and pushed into the frame queue
 //! before the next is made; the transition ends with the new keyframe itself, through the
 //! generator's best decoder. So nothing holds more than one batch of frames outside the buffer.
 //! Each decoded keyframe is shown to the walk's guard (`guard`), whose re-anchor is logged,
@@ -18,7 +18,7 @@
 //! machine's second frame comes one frame's decode after the first.
 //!
 //! Inputs: `Keyframe`s from the keyframe stage; transition length and easing from the settings
-//! (read once per transition). Outputs: `Frame`s into the frame buffer, which blocks this thread
+//! (read once per transition). Outputs: `Frame`s into the frame queue, which blocks this thread
 //! while full (never while a lock is held). Runs on the "decoder" thread and pauses
 //! while the schedule blanks the screen. A decode error is logged and the same batch retried
 //! with backoff, so the picture never jumps; playback meanwhile follows the underrun policy.
@@ -34,15 +34,15 @@ use candle_core::Tensor;
 
 use super::adapt::{Adapt, Ladder, Rung};
 use super::control::{Control, Settings, Watcher};
-use super::frame_buffer::FrameBuffer;
 use super::guard::WalkGuard;
-use super::interpolation::{ease, Transition};
 use super::keyframes::Keyframe;
+use super::queue::FrameQueue;
 use super::stage::Retry;
 use super::stats::{PipelineStats, TimingSnapshot};
 use crate::config::AdaptConfig;
 use crate::events;
 use crate::frame::{blend_into, resized, weight_of, Frame};
+use crate::generator::interpolation::{ease, Transition};
 use crate::generator::{DecodeQuality, ModelLock};
 
 /// With adaptation, a decode batch takes at most about this long (at least one frame), so
@@ -51,10 +51,10 @@ const BATCH_SECONDS: f64 = 0.25;
 /// The art plays at least this share of its pace for the ladder to climb.
 const FULL_SPEED: f64 = 0.95;
 
-pub struct DecodeStage {
+pub(crate) struct DecodeStage {
     pub model: Arc<ModelLock>,
     pub input: Receiver<Keyframe>,
-    pub buffer: Arc<FrameBuffer>,
+    pub buffer: Arc<FrameQueue>,
     /// Frames decoded at once (the budget's `decode_batch`); halved on out-of-memory.
     pub batch_size: usize,
     pub stats: Arc<PipelineStats>,
@@ -520,7 +520,7 @@ impl DecodeStage {
         self.upscale_mark = upscale;
     }
 
-    pub fn run(mut self) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self) -> anyhow::Result<()> {
         super::stage::yield_to_display();
         match self.decode_all() {
             Ok(()) | Err(Ended::Stopped) => Ok(()),

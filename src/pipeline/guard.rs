@@ -22,7 +22,7 @@ use crate::config::ReanchorConfig;
 use crate::events;
 
 /// Pixels examined per keyframe at most (a grid over the frame).
-pub const MAX_SAMPLES: usize = 16_384;
+pub(crate) const MAX_SAMPLES: usize = 16_384;
 /// Signature cells per side.
 const CELLS: usize = 8;
 /// A channel value this close to 0 or 255 counts as clipped.
@@ -86,7 +86,7 @@ impl Reanchor {
 }
 
 /// Measures one packed RGB8 frame; `None` when its size doesn't match.
-pub fn judge(rgb: &[u8], width: usize, height: usize) -> Option<Judgement> {
+pub(crate) fn judge(rgb: &[u8], width: usize, height: usize) -> Option<Judgement> {
     if width < 2 || height < 2 || rgb.len() != width * height * 3 {
         return None;
     }
@@ -155,7 +155,7 @@ pub fn judge(rgb: &[u8], width: usize, height: usize) -> Option<Judgement> {
 }
 
 /// Mean absolute difference of two signatures.
-pub fn distance(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len().max(1) as f32
 }
 
@@ -169,7 +169,7 @@ struct Check {
 }
 
 /// The guard's memory of the walk.
-pub struct WalkGuard {
+pub(crate) struct WalkGuard {
     settings: ReanchorConfig,
     history: VecDeque<Vec<f32>>,
     /// Keyframes running that failed each check, by reason.
@@ -179,7 +179,7 @@ pub struct WalkGuard {
 }
 
 impl WalkGuard {
-    pub fn new(settings: ReanchorConfig) -> Self {
+    pub(crate) fn new(settings: ReanchorConfig) -> Self {
         Self {
             settings,
             history: VecDeque::new(),
@@ -189,7 +189,7 @@ impl WalkGuard {
     }
 
     /// New thresholds from a reload; the walk's memory stays.
-    pub fn reconfigure(&mut self, settings: &ReanchorConfig) {
+    pub(crate) fn reconfigure(&mut self, settings: &ReanchorConfig) {
         self.settings = settings.clone();
         while self.history.len() > self.settings.history {
             self.history.pop_front();
@@ -198,7 +198,7 @@ impl WalkGuard {
 
     /// Judges keyframe `index` (`fresh`: the re-anchor asked for, or a first keyframe). Returns
     /// the re-anchor to ask for, if any.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         index: u64,
         fresh: bool,
@@ -229,7 +229,7 @@ impl WalkGuard {
     }
 
     /// Distance of `signature` to the nearest remembered keyframe (`None`: none remembered).
-    pub fn novelty(&self, signature: &[f32]) -> Option<f32> {
+    pub(crate) fn novelty(&self, signature: &[f32]) -> Option<f32> {
         self.history
             .iter()
             .map(|old| distance(old, signature))
@@ -310,6 +310,7 @@ impl WalkGuard {
 
 /// A walk of `keyframes` keyframes made and judged in turn, as the keyframe stage and the
 /// decoder do but without the pipeline's lead: what `walk` found.
+#[cfg(any(test, feature = "test-doubles"))]
 #[derive(Debug, Default)]
 pub struct WalkReport {
     pub keyframes: u64,
@@ -321,8 +322,9 @@ pub struct WalkReport {
 }
 
 /// Walks `generator` from a fresh keyframe for `keyframes` keyframes seeded by `run_seed`,
-/// judging each decoded keyframe and re-anchoring when the guard asks (for tests and
-/// `dreamframe bench-guard`).
+/// judging each decoded keyframe and re-anchoring when the guard asks (for the tests and
+/// `cargo bench --bench guard`).
+#[cfg(any(test, feature = "test-doubles"))]
 pub fn walk(
     generator: &mut dyn crate::generator::Generator,
     keyframes: u64,

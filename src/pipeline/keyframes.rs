@@ -3,7 +3,7 @@
 //!
 //! Inputs: the run seed, a saved place to resume from, themes from reloads. Outputs:
 //! `Keyframe`s on a bounded channel (it blocks when the decoder is behind, which is the
-//! backpressure from the frame buffer) and resume.json every `resume::SAVE_EVERY` keyframes.
+//! backpressure from the frame queue) and resume.json every `resume::SAVE_EVERY` keyframes.
 //! Runs on the "keyframes" thread and takes the model lock once per keyframe; pauses while the
 //! schedule blanks the screen. When the walk's guard asks (`Control::take_reanchor`), the next
 //! keyframe is made fresh, with the generator's next theme. While a model loads behind the
@@ -29,9 +29,8 @@ use crate::generator::{keyframe_seed, KeyframeRequest, ModelLock};
 use crate::resume::ResumeState;
 
 #[derive(Debug, Clone)]
-pub struct Keyframe {
+pub(crate) struct Keyframe {
     pub index: u64,
-    pub seed: u64,
     pub latent: Tensor,
     /// Made from nothing (the first keyframe, or a re-anchor), not drifted from the previous.
     pub fresh: bool,
@@ -39,7 +38,7 @@ pub struct Keyframe {
     pub generator: String,
 }
 
-pub struct KeyframeStage {
+pub(crate) struct KeyframeStage {
     pub model: Arc<ModelLock>,
     pub run_seed: u64,
     pub output: SyncSender<Keyframe>,
@@ -190,7 +189,7 @@ impl KeyframeStage {
         }
     }
 
-    pub fn run(mut self) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self) -> anyhow::Result<()> {
         super::stage::yield_to_display();
         let mut walk = Walk {
             index: 0,
@@ -222,7 +221,6 @@ impl KeyframeStage {
                     };
                     let keyframe = Keyframe {
                         index: request.index,
-                        seed: request.seed,
                         latent,
                         fresh: request.previous.is_none(),
                         generator: event.generator.clone(),

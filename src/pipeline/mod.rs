@@ -2,7 +2,7 @@
 //! screen, started, reconfigured and stopped as one.
 //!
 //! ```text
-//! keyframes -> decoder -> frame_buffer -> playback (render) -> pacer -> sink
+//! keyframes -> decoder -> queue -> playback (render) -> pacer -> sink
 //! ```
 //!
 //! `Pipeline::spawn` sizes everything from the config and the generator's frame size
@@ -14,17 +14,16 @@
 //! dropping the sink restores the screen. Runs on the caller's (tokio) thread; the stages run on
 //! their own named threads.
 
-pub mod adapt;
-pub mod control;
-pub mod decoder;
-pub mod frame_buffer;
-pub mod guard;
-pub mod interpolation;
-pub mod keyframes;
-pub mod pacer;
-pub mod playback;
-pub mod stage;
-pub mod stats;
+pub(crate) mod adapt;
+pub(crate) mod control;
+pub(crate) mod decoder;
+pub(crate) mod guard;
+pub(crate) mod keyframes;
+pub(crate) mod pacer;
+pub(crate) mod playback;
+pub(crate) mod queue;
+pub(crate) mod stage;
+pub(crate) mod stats;
 
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
@@ -42,10 +41,10 @@ use crate::sink::Sink;
 use adapt::Adapt;
 use control::{Control, LiveSettings, Settings, Watcher};
 use decoder::DecodeStage;
-use frame_buffer::FrameBuffer;
 use keyframes::KeyframeStage;
 use pacer::Pacer;
 use playback::{Playback, RecentFrames};
+use queue::FrameQueue;
 use stage::StageExit;
 use stats::{PipelineStats, PlaybackState};
 
@@ -57,7 +56,7 @@ const KEYFRAMES_AHEAD: usize = 2;
 pub struct Pipeline {
     pub control: Arc<Control>,
     pub stats: Arc<PipelineStats>,
-    pub buffer: Arc<FrameBuffer>,
+    pub buffer: Arc<FrameQueue>,
     pub model: Arc<ModelLock>,
     /// Recently played frames (the snapshot comes from here).
     pub recent: Arc<RecentFrames>,
@@ -104,7 +103,7 @@ impl Pipeline {
         .context("cannot render onto this screen")?;
         let (exit_tx, exits) = unbounded_channel();
         let pipeline = Self {
-            buffer: Arc::new(FrameBuffer::new(
+            buffer: Arc::new(FrameQueue::new(
                 settings.buffer_frames,
                 budget.buffer_bytes,
                 frame_bytes,

@@ -13,7 +13,7 @@
 //! error from the sink ends the thread with that error; dropping the sink restores the console.
 //!
 //! A sink that flips on the vertical blank (drm, `Sink::refresh`) changes three things. The
-//! period becomes a whole number of refreshes (`choice::cadence`: the nearest to refresh/fps, at
+//! period becomes a whole number of refreshes (`cadence`: the nearest to refresh/fps, at
 //! least 1), so every frame stays up equally long. Each deadline is the vertical blank the frame
 //! is meant for, and the flip is requested `lead` before it (enough for the copy: twice the
 //! slowest recent present, 2 ms at least, at most 3/4 of a refresh). The flip completions the
@@ -30,15 +30,14 @@ use std::time::{Duration, Instant};
 use super::control::{Control, Watcher};
 use super::stats::{PipelineStats, PlaybackState, LATE_THRESHOLD};
 use crate::events;
-use crate::sink::drm::choice::cadence;
 use crate::sink::Sink;
 
 /// The last stretch before a deadline is spun, not slept (measured: sleep alone p99 0.3-0.8 ms
 /// late on these machines, sleep + 1 ms spin p99 ~0.1 ms).
-pub const SPIN: Duration = Duration::from_millis(1);
+pub(crate) const SPIN: Duration = Duration::from_millis(1);
 
 /// A frame ready for the screen.
-pub struct ScreenFrame {
+pub(crate) struct ScreenFrame {
     /// In the sink's format, size and stride.
     pub pixels: Vec<u8>,
     pub seq: u64,
@@ -49,7 +48,7 @@ pub struct ScreenFrame {
     pub moves: bool,
 }
 
-pub struct Pacer {
+pub(crate) struct Pacer {
     pub period: Duration,
     pub ready: Receiver<ScreenFrame>,
     /// Where used screen buffers go back; sized to hold them all, so `try_send` never fails
@@ -169,7 +168,7 @@ impl Flips {
 }
 
 impl Pacer {
-    pub fn run(mut self) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self) -> anyhow::Result<()> {
         let realtime = self.realtime && crate::sys::set_realtime_priority(REALTIME_PRIORITY);
         let mut flips = self.sink.refresh().map(Flips::new);
         let period = self.period_for(self.period, flips.as_ref());
@@ -363,5 +362,33 @@ impl Pacer {
                 }
             ),
         }
+    }
+}
+
+/// How many refreshes each frame stays on screen at `fps`: the whole number nearest to
+/// refresh/fps, at least 1. The frame rate shown is then refresh/cadence (60 Hz at 24 fps: 2.5
+/// rounds to 3 refreshes a frame, 20 fps: even steps rather than 3:2 judder, and never faster
+/// than asked).
+pub(crate) fn cadence(refresh_hz: f64, fps: f64) -> u32 {
+    if !(refresh_hz > 0.0 && fps > 0.0) {
+        return 1;
+    }
+    ((refresh_hz / fps).round() as u32).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cadence;
+
+    #[test]
+    fn each_frame_stays_a_whole_number_of_refreshes() {
+        assert_eq!(cadence(60.0, 60.0), 1);
+        assert_eq!(cadence(60.0, 30.0), 2);
+        assert_eq!(cadence(59.94, 30.0), 2);
+        assert_eq!(cadence(60.0, 24.0), 3); // 2.5 rounds up: 20 fps, never faster than asked
+        assert_eq!(cadence(60.0, 25.0), 2);
+        assert_eq!(cadence(60.0, 120.0), 1); // faster than the screen: every refresh
+        assert_eq!(cadence(144.0, 30.0), 5);
+        assert_eq!(cadence(0.0, 30.0), 1);
     }
 }

@@ -1,6 +1,6 @@
 //! Playback: decides what goes on screen each display period and renders it (upscale + convert).
 //!
-//! Inputs: frames from the frame buffer. Outputs: `ScreenFrame`s for the pacer through a
+//! Inputs: frames from the frame queue. Outputs: `ScreenFrame`s for the pacer through a
 //! one-slot channel; screen buffers come back from the pacer through a pool, so rendering
 //! allocates nothing. Runs on its own thread ("playback"), ahead of the pacer by at most two
 //! frames, so the pacer itself never waits for rendering.
@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use super::adapt::{art_speed, Adapt};
 use super::control::{Control, Settings, Watcher, MIN_PING_PONG_FRAMES};
-use super::frame_buffer::{FrameBuffer, Level};
 use super::pacer::ScreenFrame;
+use super::queue::{FrameQueue, Level};
 use super::stats::{PipelineStats, PlaybackState};
 use crate::config::UnderrunPolicy;
 use crate::events;
@@ -88,10 +88,6 @@ impl RecentFrames {
         self.lock().0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn get(&self, index: usize) -> Option<Arc<Frame>> {
         self.lock().0.get(index).cloned()
     }
@@ -102,8 +98,8 @@ impl RecentFrames {
     }
 }
 
-pub struct Playback {
-    pub buffer: Arc<FrameBuffer>,
+pub(crate) struct Playback {
+    pub buffer: Arc<FrameQueue>,
     pub renderer: Renderer,
     pub pool: Receiver<Vec<u8>>,
     pub ready: SyncSender<ScreenFrame>,
@@ -157,7 +153,7 @@ const MOST_PERIODS: u64 = 4;
 /// many periods, so that on a machine that renders slowly (QEMU's emulated CPU takes a third of
 /// a second for a 1280x800 picture) the generator keeps most of the CPU and the art keeps
 /// moving, in coarser steps.
-pub struct RenderBudget {
+pub(crate) struct RenderBudget {
     /// Seconds a picture takes to render (running average), and when the last one was done.
     seconds: f64,
     last: Option<std::time::Instant>,
@@ -304,7 +300,7 @@ impl Playback {
         self.settings = settings;
     }
 
-    pub fn run(mut self) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self) -> anyhow::Result<()> {
         if self.adapt.enabled {
             return self.run_adaptive();
         }

@@ -21,17 +21,17 @@ const LONGEST: Duration = Duration::from_secs(30);
 /// workers they start): on a machine too slow for both, playback and the pacer come first, so
 /// the screen keeps changing every period while generation takes what is left (the quality
 /// ladder sees the smaller capacity and adapts).
-pub const GENERATION_NICE: i32 = 5;
+pub(crate) const GENERATION_NICE: i32 = 5;
 
 /// Makes the calling (generating) thread yield to the display's threads.
-pub fn yield_to_display() {
+pub(crate) fn yield_to_display() {
     if !crate::sys::lower_thread_priority(GENERATION_NICE) {
         log::debug!("could not lower the generating thread's priority");
     }
 }
 
 /// A stage's end: its name and result.
-pub type StageExit = (&'static str, anyhow::Result<()>);
+pub(crate) type StageExit = (&'static str, anyhow::Result<()>);
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -42,7 +42,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `body` on a thread named `name`; its result (a panic becomes an error) goes to `exits`.
-pub fn spawn(
+pub(crate) fn spawn(
     name: &'static str,
     exits: &UnboundedSender<StageExit>,
     body: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
@@ -65,7 +65,7 @@ pub fn spawn(
 
 /// Retry pacing for a failing generator.
 #[derive(Debug)]
-pub struct Retry {
+pub(crate) struct Retry {
     next: Duration,
 }
 
@@ -76,19 +76,20 @@ impl Default for Retry {
 }
 
 impl Retry {
+    #[cfg(test)]
     /// The wait the next failure will take.
-    pub fn next_delay(&self) -> Duration {
+    pub(crate) fn next_delay(&self) -> Duration {
         self.next
     }
 
     /// A success: the next failure waits the shortest time again.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.next = FIRST;
     }
 
     /// A generator failure: counts it, logs `event` (its `retry_in_s` filled in) and waits
     /// before the next try, doubling the wait; false when told to stop meanwhile.
-    pub fn failed(
+    pub(crate) fn failed(
         &mut self,
         control: &Control,
         stats: &PipelineStats,

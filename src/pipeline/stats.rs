@@ -35,6 +35,7 @@ impl Histogram {
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -115,6 +116,7 @@ impl Timing {
         self.snapshot().mean_ms_since(TimingSnapshot::default())
     }
 
+    #[cfg(test)]
     pub fn max_ms(&self) -> f64 {
         self.max_ns.load(Ordering::Relaxed) as f64 / 1e6
     }
@@ -212,7 +214,7 @@ pub struct PipelineStats {
 }
 
 /// A frame presented later than this after its deadline counts as late.
-pub const LATE_THRESHOLD: Duration = Duration::from_millis(2);
+pub(crate) const LATE_THRESHOLD: Duration = Duration::from_millis(2);
 
 impl Default for PipelineStats {
     fn default() -> Self {

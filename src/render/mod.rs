@@ -12,8 +12,6 @@
 //! source and the resizer writes screen pixels directly into the (strided) screen buffer. Other
 //! formats (RGB565, odd strides) resize to RGBX and pack each pixel through lookup tables.
 
-pub mod pixel_format;
-
 use anyhow::{ensure, Context};
 use fast_image_resize as fr;
 use fr::images::{TypedCroppedImageMut, TypedImage, TypedImageRef};
@@ -21,13 +19,13 @@ use fr::pixels::{U8x3, U8x4};
 use fr::{FilterType, PixelTrait, ResizeAlg, ResizeOptions};
 
 use crate::config::{Fit, Rotation, UpscaleFilter};
+use crate::frame::pixel_format::ByteLayout;
 use crate::frame::Frame;
-use crate::render::pixel_format::ByteLayout;
-use crate::sink::Geometry;
+use crate::frame::Geometry;
 
 /// A rectangle on screen, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
+pub(crate) struct Rect {
     pub x: u32,
     pub y: u32,
     pub width: u32,
@@ -36,7 +34,7 @@ pub struct Rect {
 
 /// Where a `source`-sized image goes on a `screen`-sized display, and which part of the source
 /// is used (`crop`: left, top, width, height), for each fit mode.
-pub fn placement(
+pub(crate) fn placement(
     fit: Fit,
     source: (u32, u32),
     screen: (u32, u32),
@@ -87,7 +85,7 @@ enum Path {
     },
 }
 
-fn channel_lookup(format: &crate::render::pixel_format::PixelFormat) -> Box<[[u32; 256]; 3]> {
+fn channel_lookup(format: &crate::frame::pixel_format::PixelFormat) -> Box<[[u32; 256]; 3]> {
     let mut lookup = Box::new([[0u32; 256]; 3]);
     let alpha = format.pack(0, 0, 0);
     for value in 0..=255u8 {
@@ -427,7 +425,7 @@ fn pack_rows(
 #[allow(clippy::unusual_byte_groupings)] // 16-bit literals are grouped by colour channel
 mod tests {
     use super::*;
-    use crate::render::pixel_format::PixelFormat;
+    use crate::frame::pixel_format::PixelFormat;
 
     fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Frame {
         Frame {

@@ -5,11 +5,11 @@
 //! error returned (the service manager restarts us). Runs on the tokio thread; blocking writes
 //! go to tokio's blocking pool, never the display path.
 
-pub mod reload;
-pub mod schedule;
-pub mod snapshot;
-pub mod status;
-pub mod watchdog;
+pub(crate) mod reload;
+pub(crate) mod schedule;
+pub(crate) mod snapshot;
+pub(crate) mod status_file;
+pub(crate) mod watchdog;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,13 +20,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
 
+use crate::checked_fs::write_atomic;
 use crate::config::{resolve_output_dir, Config, Period, ScheduleAction};
 use crate::events;
-use crate::files::write_atomic;
 use crate::generator::Generator;
 use crate::pipeline::Pipeline;
 use crate::sink::Sink;
-use status::{RateWindow, Status, StatusSource};
+use status_file::{RateWindow, Status, StatusSource};
 use watchdog::Notifier;
 
 /// How long stages get to end after shutdown before we leave without them.
@@ -40,7 +40,7 @@ const NEVER: Duration = Duration::from_secs(365 * 86_400);
 
 /// Where the run writes status.json, snapshot.png and resume.json.
 #[derive(Debug, Clone)]
-pub struct OutputPaths {
+pub(crate) struct OutputPaths {
     pub dir: PathBuf,
     pub status: PathBuf,
     pub snapshot: PathBuf,
@@ -51,7 +51,7 @@ pub struct OutputPaths {
 }
 
 impl OutputPaths {
-    pub fn for_config(config: &Config) -> Self {
+    pub(crate) fn for_config(config: &Config) -> Self {
         let dir = resolve_output_dir(config.output.dir.as_deref());
         Self {
             status: dir.join("status.json"),
@@ -103,10 +103,10 @@ pub async fn run_with_reloads(
             }
         );
     }
-    let sink_info = status::SinkInfo::of(&*sink);
+    let sink_info = status_file::SinkInfo::of(&*sink);
     let mut pipeline = Pipeline::spawn(&config, sink, generator, seed, paths.resume.clone())?;
     let mut status = StatusSource::new(&pipeline, sink_info, seed);
-    status.files = status::FilesInfo {
+    status.files = status_file::FilesInfo {
         log: paths.log.clone(),
         snapshot: config
             .output
@@ -188,7 +188,7 @@ fn after_a_pause_once(mut interval: Interval) -> Interval {
 /// The duties of the tokio side while the pipeline runs, each with its timer and state.
 struct Service {
     status: StatusSource,
-    /// status.json's rate window and the stats line's (see `status::RateWindow`).
+    /// status.json's rate window and the stats line's (see `status_file::RateWindow`).
     status_window: RateWindow,
     stats_window: RateWindow,
     status_timer: Interval,
@@ -216,7 +216,7 @@ impl Service {
         let status_write = PeriodicWrite::new(&paths.status, status_write_failed);
         let snapshot_write = PeriodicWrite::new(&paths.snapshot, snapshot_write_failed);
         Self {
-            status_window: status.window(status::STATUS_RATE_WINDOW),
+            status_window: status.window(status_file::STATUS_RATE_WINDOW),
             stats_window: status.window(STATS_LOG_INTERVAL),
             status,
             status_timer: timer_now(config.output.status_interval),

@@ -8,7 +8,7 @@ use crate::events;
 use crate::pipeline::control::{needs_restart, LiveSettings};
 use crate::pipeline::Pipeline;
 
-pub fn apply(pipeline: &Pipeline, new: &Config) {
+pub(crate) fn apply(pipeline: &Pipeline, new: &Config) {
     let restart = needs_restart(&pipeline.started_with, new);
     if !restart.is_empty() {
         log::warn!(

@@ -5,10 +5,10 @@
 //! orchestrator (tokio) puts into the pipeline's control (brightness, blank) for the playback
 //! and pacer threads. Pure functions apart from reading the clock; nothing here fails.
 
-pub use crate::config::{format_clock, parse_clock, Period, ScheduleAction, MINUTES_PER_DAY};
+pub(crate) use crate::config::{Period, MINUTES_PER_DAY};
 
 /// The first period that contains `minute`, if any.
-pub fn active(periods: &[Period], minute: u32) -> Option<&Period> {
+pub(crate) fn active(periods: &[Period], minute: u32) -> Option<&Period> {
     periods.iter().find(|period| period.contains(minute))
 }
 
@@ -26,6 +26,7 @@ pub fn local_minute_of_day() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{format_clock, parse_clock, ScheduleAction};
 
     #[test]
     fn clocks_parse_and_print() {

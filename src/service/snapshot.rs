@@ -9,7 +9,7 @@ use image::{ExtendedColorType, ImageFormat};
 
 use crate::frame::Frame;
 
-pub fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
     let mut png = Vec::new();
     image::write_buffer_with_format(
         &mut std::io::Cursor::new(&mut png),
@@ -20,7 +20,7 @@ pub fn write_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
         ImageFormat::Png,
     )
     .context("encoding snapshot PNG")?;
-    crate::files::write_atomic(path, &png)
+    crate::checked_fs::write_atomic(path, &png)
         .with_context(|| format!("writing snapshot {}", path.display()))
 }
 

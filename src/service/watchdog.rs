@@ -6,7 +6,7 @@
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     warned: bool,
 }
@@ -22,7 +22,7 @@ fn socket_address(path: &str) -> std::io::Result<SocketAddr> {
 }
 
 impl Notifier {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let target = std::env::var("NOTIFY_SOCKET")
             .ok()
             .filter(|p| !p.is_empty())
@@ -49,11 +49,11 @@ impl Notifier {
         }
     }
 
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.target.is_some()
     }
 
-    pub fn send(&mut self, message: &str) {
+    pub(crate) fn send(&mut self, message: &str) {
         if let Some((socket, address)) = &self.target {
             if let Err(error) = socket.send_to_addr(message.as_bytes(), address) {
                 if !self.warned {
@@ -71,7 +71,7 @@ impl Notifier {
     }
 
     /// How often to ping the watchdog: half of systemd's WatchdogSec, if it set one for us.
-    pub fn watchdog_interval() -> Option<Duration> {
+    pub(crate) fn watchdog_interval() -> Option<Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
         if let Ok(pid) = std::env::var("WATCHDOG_PID") {
             if pid.parse::<u32>().ok()? != std::process::id() {

@@ -29,9 +29,10 @@ use anyhow::{bail, Context};
 use framebuffer::{FixScreeninfo, Framebuffer, VarScreeninfo};
 use memmap2::MmapMut;
 
-use super::{Geometry, Sink};
+use super::Sink;
 use crate::console::ConsoleGuard;
-use crate::render::pixel_format::{Channel, PixelFormat};
+use crate::frame::pixel_format::{Channel, PixelFormat};
+use crate::frame::Geometry;
 
 /// FB_VISUAL_TRUECOLOR from <linux/fb.h>.
 const FB_VISUAL_TRUECOLOR: u32 = 2;
@@ -44,7 +45,7 @@ const VSYNC_MISSES_TO_DISABLE: u32 = 3;
 
 /// What the device is and how frames reach it; logged at start and put in status.json.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct FramebufferReport {
+pub(crate) struct FramebufferReport {
     pub path: String,
     /// The driver's id (fix.id): "bochsdrmfb", "VESA VGA", "EFI VGA", "i915drmfb", ...
     pub driver: String,
@@ -73,7 +74,7 @@ pub struct FramebufferReport {
 
 impl FramebufferReport {
     /// The `framebuffer` log event (also what `dreamframe probe` prints).
-    pub fn event(&self) -> crate::events::Framebuffer {
+    pub(crate) fn event(&self) -> crate::events::Framebuffer {
         crate::events::Framebuffer {
             path: self.path.clone(),
             driver: self.driver.clone(),
@@ -100,9 +101,9 @@ impl FramebufferReport {
 fn open_hint(path: &Path, error: &std::io::Error) -> String {
     let path = path.display();
     match error.kind() {
-        ErrorKind::PermissionDenied if crate::files::refused_by_device_policy(error) => format!(
+        ErrorKind::PermissionDenied if crate::checked_fs::refused_by_device_policy(error) => format!(
             "cannot open framebuffer {path}: {error}: {}",
-            crate::files::DEVICE_POLICY_HINT
+            crate::checked_fs::DEVICE_POLICY_HINT
         ),
         ErrorKind::PermissionDenied => format!(
             "cannot open framebuffer {path}: permission denied. Add this user to the `video` group \
@@ -313,7 +314,7 @@ fn checked_geometry(
     Ok(geometry)
 }
 
-pub struct FbdevSink {
+pub(crate) struct FbdevSink {
     mapping: MmapMut,
     file: File,
     geometry: Geometry,
@@ -332,7 +333,7 @@ pub struct FbdevSink {
 
 impl FbdevSink {
     /// Opens, locks, probes and maps the device, and takes the console (when one is given).
-    pub fn open(path: &Path, console: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path, console: Option<&Path>) -> anyhow::Result<Self> {
         let mut sink = Self::open_device(path)?;
         log::info!("{}", sink.report.event());
         // A console blanked before we started stays dark otherwise.
@@ -349,7 +350,7 @@ impl FbdevSink {
     }
 
     /// Everything but the console: for `open` and the `probe` subcommand.
-    pub fn open_device(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open_device(path: &Path) -> anyhow::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -409,7 +410,7 @@ impl FbdevSink {
 
     /// A framebuffer backed by an ordinary file (tmpfs) with the given layout: the same locking
     /// and drawing path without a device, for benchmarks and tests. No pan, no vsync.
-    pub fn over_file(
+    pub(crate) fn over_file(
         path: &Path,
         var: &VarScreeninfo,
         fix: &FixScreeninfo,
@@ -444,12 +445,13 @@ impl FbdevSink {
         })
     }
 
-    pub fn report(&self) -> &FramebufferReport {
+    pub(crate) fn report(&self) -> &FramebufferReport {
         &self.report
     }
 
+    #[cfg(test)]
     /// The visible page's bytes, as last presented (tests read the screen back).
-    pub fn visible(&self) -> &[u8] {
+    pub(crate) fn visible(&self) -> &[u8] {
         let offset = self.pages[self.shown];
         &self.mapping[offset..offset + self.geometry.frame_bytes()]
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::{Flip, Geometry, Sink};
+use super::{Flip, Sink};
+use crate::frame::Geometry;
 
 #[derive(Debug, Clone)]
 pub struct Presented {

@@ -10,44 +10,18 @@
 //! `present` then only queues the frame, and `take_flip` reports when each one really went on
 //! screen.
 
-pub mod drm;
-pub mod fbdev;
+pub(crate) mod drm;
+pub(crate) mod fbdev;
 /// Test double: records what was presented. Not in the shipped binary.
 #[cfg(any(test, feature = "test-doubles"))]
-pub mod memory;
-pub mod null;
-pub mod terminal;
+pub(crate) mod memory;
+pub(crate) mod null;
+pub(crate) mod terminal;
 
 use std::time::{Duration, Instant};
 
 use crate::config::{DisplayConfig, SinkKind};
-use crate::render::pixel_format::PixelFormat;
-
-/// The screen as the renderer must fill it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Geometry {
-    pub width: u32,
-    pub height: u32,
-    /// Bytes from one row's start to the next's (the framebuffer's line_length).
-    pub stride: usize,
-    pub format: PixelFormat,
-}
-
-impl Geometry {
-    /// A geometry whose rows have no padding.
-    pub fn packed(width: u32, height: u32, format: PixelFormat) -> Self {
-        Self {
-            width,
-            height,
-            stride: width as usize * format.bytes_per_pixel(),
-            format,
-        }
-    }
-
-    pub fn frame_bytes(&self) -> usize {
-        self.stride * self.height as usize
-    }
-}
+use crate::frame::{Geometry, PixelFormat};
 
 /// A queued frame that went on screen (a completed page flip).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +68,7 @@ pub trait Sink: Send {
 }
 
 /// Opens the configured sink. The null sink shows nothing at `null_size` (a benchmark's screen).
-pub fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box<dyn Sink>> {
+pub(crate) fn open(config: &DisplayConfig, null_size: (u32, u32)) -> anyhow::Result<Box<dyn Sink>> {
     let drm = || -> anyhow::Result<Box<dyn Sink>> { Ok(Box::new(drm::DrmSink::open(config)?)) };
     let fbdev = || -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(fbdev::FbdevSink::open(

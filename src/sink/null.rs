@@ -1,15 +1,16 @@
 //! The null sink: shows nothing, at a chosen screen size. For benchmarks and headless runs; it
 //! reads one byte per row so the frame's memory is really touched.
 
-use super::{Geometry, Sink};
+use super::Sink;
+use crate::frame::Geometry;
 
-pub struct NullSink {
+pub(crate) struct NullSink {
     geometry: Geometry,
     checksum: u64,
 }
 
 impl NullSink {
-    pub fn new(geometry: Geometry) -> Self {
+    pub(crate) fn new(geometry: Geometry) -> Self {
         Self {
             geometry,
             checksum: 0,

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Geometry, Sink};
-use crate::render::pixel_format::PixelFormat;
+use super::Sink;
+use crate::frame::pixel_format::PixelFormat;
+use crate::frame::Geometry;
 
 pub const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[2J";
 pub const RESTORE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";
@@ -35,7 +36,7 @@ use crate::config::{TERMINAL_MAX_COLUMNS as MAX_COLUMNS, TERMINAL_MAX_ROWS as MA
 /// first write to succeed or fail.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
-pub struct TerminalSink {
+pub(crate) struct TerminalSink {
     geometry: Geometry,
     to_writer: Option<SyncSender<Vec<u8>>>,
     spares: Receiver<Vec<u8>>,
@@ -53,7 +54,7 @@ fn terminal_size() -> Option<(u32, u32)> {
 
 impl TerminalSink {
     /// `size` in character cells; `None` asks the terminal (80x24 when stdout is not one).
-    pub fn open(size: Option<(u32, u32)>) -> anyhow::Result<Self> {
+    pub(crate) fn open(size: Option<(u32, u32)>) -> anyhow::Result<Self> {
         let follow = size.is_none();
         let (columns, rows) = size.or_else(terminal_size).unwrap_or((80, 24));
         let (columns, rows) = (columns.clamp(1, MAX_COLUMNS), rows.clamp(2, MAX_ROWS));
@@ -185,12 +186,12 @@ fn resample(from: &Geometry, frame: &[u8], to: &Geometry, out: &mut Vec<u8>) {
 
 /// Two pixel rows per text row: the upper pixel as the foreground of '▀', the lower as
 /// background; each row placed at its screen line (for the alternate screen).
-pub fn encode_half_blocks(geometry: &Geometry, frame: &[u8], text: &mut String) {
+pub(crate) fn encode_half_blocks(geometry: &Geometry, frame: &[u8], text: &mut String) {
     encode_rows(geometry, frame, text, true)
 }
 
 /// The same picture as lines of text, one after another (to print into a terminal's scrollback).
-pub fn encode_half_block_lines(geometry: &Geometry, frame: &[u8], text: &mut String) {
+pub(crate) fn encode_half_block_lines(geometry: &Geometry, frame: &[u8], text: &mut String) {
     encode_rows(geometry, frame, text, false)
 }
 

@@ -11,7 +11,7 @@ use memmap2::MmapMut;
 
 /// A shared, writable mapping of `length` bytes of a dumb buffer, at the fake offset
 /// DRM_IOCTL_MODE_MAP_DUMB returned for it on `card`.
-pub fn map_dumb(card: &File, offset: u64, length: usize) -> io::Result<MmapMut> {
+pub(crate) fn map_dumb(card: &File, offset: u64, length: usize) -> io::Result<MmapMut> {
     // SAFETY: the kernel owns the pages behind this offset for as long as the dumb buffer
     // exists; the sink unmaps (drops the mapping) before destroying the buffer, only this
     // process writes it, and the display engine only reads it.
@@ -24,7 +24,7 @@ pub fn map_dumb(card: &File, offset: u64, length: usize) -> io::Result<MmapMut> 
 }
 
 /// Waits up to `timeout` for `file` to have something to read; `Ok(false)` on timeout.
-pub fn wait_readable(file: &File, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn wait_readable(file: &File, timeout: Duration) -> io::Result<bool> {
     let mut poll = libc::pollfd {
         fd: file.as_raw_fd(),
         events: libc::POLLIN,
@@ -49,7 +49,7 @@ pub fn wait_readable(file: &File, timeout: Duration) -> io::Result<bool> {
 
 /// The `Instant` of a DRM event timestamp (CLOCK_MONOTONIC since boot). Rust's `Instant` reads
 /// the same clock on Linux, so the conversion is exact up to the two readings' distance.
-pub fn instant_of_monotonic(timestamp: Duration) -> Instant {
+pub(crate) fn instant_of_monotonic(timestamp: Duration) -> Instant {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -77,10 +77,8 @@ mod tests {
             tv_nsec: 0,
         };
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
-            0
-        );
+        let status = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        assert_eq!(status, 0);
         let stamp = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
         let second_ago = instant_of_monotonic(stamp - Duration::from_secs(1));
         let age = second_ago.elapsed();

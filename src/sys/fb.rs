@@ -16,7 +16,7 @@ const FB_BLANK_UNBLANK: libc::c_int = 0;
 const FB_BLANK_POWERDOWN: libc::c_int = 4;
 
 /// Powers the display down (`true`) or up.
-pub fn blank(file: &File, blank: bool) -> io::Result<()> {
+pub(crate) fn blank(file: &File, blank: bool) -> io::Result<()> {
     let level = if blank {
         FB_BLANK_POWERDOWN
     } else {
@@ -29,7 +29,7 @@ pub fn blank(file: &File, blank: bool) -> io::Result<()> {
 }
 
 /// Blocks until the next vertical blank of the first CRTC.
-pub fn wait_for_vsync(fd: libc::c_int) -> io::Result<()> {
+pub(crate) fn wait_for_vsync(fd: libc::c_int) -> io::Result<()> {
     let crtc: u32 = 0;
     // SAFETY: FBIO_WAITFORVSYNC reads one u32 through the pointer, which outlives the call.
     unsafe { fbio_wait_for_vsync(fd, &crtc) }
@@ -39,7 +39,7 @@ pub fn wait_for_vsync(fd: libc::c_int) -> io::Result<()> {
 
 /// A shared, writable mapping of the first `length` bytes of `file` (a framebuffer device, or
 /// an ordinary file standing in for one).
-pub fn map_shared(file: &File, length: usize) -> io::Result<MmapMut> {
+pub(crate) fn map_shared(file: &File, length: usize) -> io::Result<MmapMut> {
     // SAFETY: a shared mapping that only this process writes: callers hold an exclusive flock
     // on the file, which keeps other cooperating players out, and nothing else in this process
     // maps it. Its contents changing underneath (the kernel scanning it out) is harmless: we

@@ -7,9 +7,12 @@
 //! ioctls and the shared mapping. `tty`: the virtual terminal's mode and the
 //! terminal size. Here: signals, scheduling, the local clock, advisory locks, mapped files.
 
-pub mod drm;
-pub mod fb;
-pub mod tty;
+// The one module where `unsafe` is allowed (the crate denies it everywhere else).
+#![allow(unsafe_code)]
+
+pub(crate) mod drm;
+pub(crate) mod fb;
+pub(crate) mod tty;
 
 use std::fs::File;
 use std::io;
@@ -20,7 +23,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 /// Unblocks `signals` for this thread and the threads it starts later (a blocked signal stays
 /// pending and never reaches its handler; the mask is inherited across exec from a parent).
-pub fn unblock_signals(signals: &[Signal]) -> io::Result<()> {
+pub(crate) fn unblock_signals(signals: &[Signal]) -> io::Result<()> {
     let mut set = SigSet::empty();
     for &signal in signals {
         set.add(signal);
@@ -31,7 +34,7 @@ pub fn unblock_signals(signals: &[Signal]) -> io::Result<()> {
 
 /// Asks for real-time (SCHED_FIFO) scheduling of the calling thread at `priority`. Needs
 /// CAP_SYS_NICE or an RLIMIT_RTPRIO; returns false without them.
-pub fn set_realtime_priority(priority: i32) -> bool {
+pub(crate) fn set_realtime_priority(priority: i32) -> bool {
     let param = libc::sched_param {
         sched_priority: priority,
     };
@@ -42,7 +45,7 @@ pub fn set_realtime_priority(priority: i32) -> bool {
 
 /// Lowers the calling thread's scheduling priority to `nice` (0 to 19; raising it back needs
 /// privileges, lowering never does). Returns false where the kernel refused.
-pub fn lower_thread_priority(nice: i32) -> bool {
+pub(crate) fn lower_thread_priority(nice: i32) -> bool {
     // SAFETY: gettid takes no arguments and only returns the calling thread's id.
     let thread = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
     // SAFETY: plain syscall on one thread of this process (on Linux a thread id names just that
@@ -52,7 +55,7 @@ pub fn lower_thread_priority(nice: i32) -> bool {
 
 /// Minutes after local midnight now (the system time zone: /etc/localtime or TZ); `None` if
 /// the C library can't tell.
-pub fn local_minute_of_day() -> Option<u32> {
+pub(crate) fn local_minute_of_day() -> Option<u32> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as libc::time_t;
@@ -68,7 +71,7 @@ pub fn local_minute_of_day() -> Option<u32> {
 
 /// What an advisory lock attempt found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lock {
+pub(crate) enum Lock {
     Taken,
     /// Another open file (in this or another process) holds it.
     Held,
@@ -88,17 +91,17 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<Lock> {
 }
 
 /// An exclusive `flock` on `file`, without waiting; released when the file is closed.
-pub fn lock_exclusive(file: &File) -> io::Result<Lock> {
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<Lock> {
     flock(file, libc::LOCK_EX)
 }
 
 /// A shared `flock` on `file`, without waiting: `Held` means someone holds it exclusively.
-pub fn lock_shared(file: &File) -> io::Result<Lock> {
+pub(crate) fn lock_shared(file: &File) -> io::Result<Lock> {
     flock(file, libc::LOCK_SH)
 }
 
 /// The safetensors file at `path`, memory-mapped read-only.
-pub fn map_safetensors(
+pub(crate) fn map_safetensors(
     path: &Path,
 ) -> candle_core::Result<candle_core::safetensors::MmapedSafetensors> {
     // SAFETY: a read-only mapping; the weights folder must not be rewritten while the display
@@ -115,7 +118,7 @@ const KEEP_FREED_BYTES: libc::c_int = 64 * 1024 * 1024;
 /// frame's tensors are faulted in page by page (measured on the built-in generator: 2.4 times
 /// the page faults and a quarter slower decode). Kept up to `KEEP_FREED_BYTES`, they are reused.
 /// Call first thing, before any thread starts; elsewhere than glibc it does nothing.
-pub fn tune_allocator() {
+pub(crate) fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
     // exists, as glibc asks.

@@ -13,17 +13,17 @@ nix::ioctl_read_bad!(
 );
 nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
 
-pub const KD_TEXT: libc::c_int = 0x00;
-pub const KD_GRAPHICS: libc::c_int = 0x01;
+pub(crate) const KD_TEXT: libc::c_int = 0x00;
+pub(crate) const KD_GRAPHICS: libc::c_int = 0x01;
 
-pub fn set_mode(fd: libc::c_int, mode: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_mode(fd: libc::c_int, mode: libc::c_int) -> io::Result<()> {
     // SAFETY: KDSETMODE takes its argument by value; fd is open for the call.
     unsafe { kd_set_mode(fd, mode) }
         .map(drop)
         .map_err(io::Error::from)
 }
 
-pub fn get_mode(fd: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn get_mode(fd: libc::c_int) -> io::Result<libc::c_int> {
     let mut mode: libc::c_int = KD_TEXT;
     // SAFETY: KDGETMODE writes one int through the pointer, which lives across the call.
     unsafe { kd_get_mode(fd, &mut mode) }.map_err(io::Error::from)?;
@@ -31,7 +31,7 @@ pub fn get_mode(fd: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// (columns, rows) of the terminal on `fd`, if it is one.
-pub fn size(fd: libc::c_int) -> Option<(u32, u32)> {
+pub(crate) fn size(fd: libc::c_int) -> Option<(u32, u32)> {
     // SAFETY: an all-zero winsize is a valid value of this plain C struct.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ fills the winsize struct, which lives across the call.
@@ -41,7 +41,7 @@ pub fn size(fd: libc::c_int) -> Option<(u32, u32)> {
 
 /// Writes all of `bytes` to `fd`, which the caller keeps open (used where only the raw
 /// descriptor of a still-open file is at hand).
-pub fn write_all(fd: libc::c_int, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: libc::c_int, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     // SAFETY: the caller guarantees `fd` is open for the call; ManuallyDrop keeps this borrowed

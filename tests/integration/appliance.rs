@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dreamframe::analyze::parse_fields;
 use dreamframe::config::Rotation;
+use dreamframe::events::parse::parse_fields;
 
 use crate::qemu::{self, Cpio, Toolchain, Vm, MINUTE};
 

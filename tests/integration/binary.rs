@@ -3,23 +3,21 @@
 
 use std::io::Read;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::binary;
+use nix::sys::signal::Signal;
+
+use crate::util::{binary, poll};
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait on child") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("dreamframe did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(timeout, || child.try_wait().expect("wait on child")).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("dreamframe did not exit within {timeout:?}");
+    })
 }
+
+/// However slow this machine is, waits end on a condition; this only bounds them.
+const LONG: Duration = Duration::from_secs(120);
 
 const STATUS_FIELDS: &[&str] = &[
     "target_fps",
@@ -83,14 +81,21 @@ fn wait_for_status(
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = crate::util::status_json(path).filter(|s| check(s)) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll(timeout, || {
+        crate::util::status_json(path).filter(|s| check(s))
+    })
+    .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Starts `command` (a display whose `--duration` is a bound only), waits until `done` holds,
+/// then stops it with SIGTERM as systemd would; it must exit 0.
+fn run_until(mut command: std::process::Command, what: &str, mut done: impl FnMut() -> bool) {
+    let mut child = command.spawn().expect("binary starts");
+    let reached = poll(LONG, || done().then_some(())).is_some();
+    crate::util::signal(child.id(), Signal::SIGTERM);
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(reached, "timed out waiting for {what}");
+    assert!(exit.success(), "{exit:?}");
 }
 
 fn read_status(path: &std::path::Path) -> serde_json::Value {
@@ -124,14 +129,11 @@ fn small_display(dir: &std::path::Path) -> (Child, std::path::PathBuf) {
 fn the_first_snapshot_is_written_with_the_first_frame() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut child, out) = small_display(dir.path());
-    // However slow this machine is: bounded, so a snapshot that never comes fails.
-    let started = Instant::now();
+    // However slow this machine is: bounded, so a snapshot that never comes fails (below, once
+    // the display is stopped).
     let snapshot = out.join("snapshot.png");
-    while !snapshot.exists() && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = poll(LONG, || snapshot.exists().then_some(()));
+    crate::util::signal(child.id(), Signal::SIGTERM);
     let exit = wait_with_timeout(&mut child, Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}");
     let png = std::fs::read(&snapshot).expect("snapshot.png with the first frame");
@@ -158,8 +160,9 @@ fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
         .args([
             "--sink",
             "null",
+            // A bound only: stopped below once everything checked has happened.
             "--duration",
-            "7",
+            "300",
             "--seed",
             "3",
             "--output-dir",
@@ -168,26 +171,33 @@ fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
-    std::thread::sleep(Duration::from_millis(3000));
-    let first_snapshot = std::fs::read(out.join("snapshot.png")).expect("a snapshot after 3 s");
-    std::thread::sleep(Duration::from_millis(2500));
-    let second_snapshot = std::fs::read(out.join("snapshot.png")).expect("snapshot still there");
-    let running = read_status(&out.join("status.json"));
-    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    // A snapshot, then (snapshot-seconds = 1) one of another picture; status.json after three
+    // seconds of playback, enough to judge the pacing by.
+    let snapshot = out.join("snapshot.png");
+    let first_snapshot = poll(LONG, || std::fs::read(&snapshot).ok()).expect("a snapshot");
+    poll(LONG, || {
+        std::fs::read(&snapshot)
+            .ok()
+            .filter(|later| *later != first_snapshot)
+    })
+    .expect("the picture must change between snapshots");
+    let running = wait_for_status(&out.join("status.json"), LONG, "3 s of playback", |s| {
+        let playing_since = s["playing_since_s"].as_f64();
+        s["uptime_s"]
+            .as_f64()
+            .zip(playing_since)
+            .is_some_and(|(up, since)| up - since >= 3.0)
+    });
+    crate::util::signal(child.id(), Signal::SIGTERM);
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}");
-
-    assert_ne!(
-        first_snapshot, second_snapshot,
-        "the picture must change between snapshots"
-    );
     for field in STATUS_FIELDS {
         assert!(
             running.get(field).is_some(),
             "status.json lacks {field}: {running}"
         );
     }
-    // Playing (or, on a machine too busy to keep up, playing through an underrun): never
-    // still buffering after 5 s.
+    // Playing (or, on a machine too busy to keep up, playing through an underrun).
     assert!(
         running["state"] == "playing" || running["state"] == "underrun",
         "{running}"
@@ -225,7 +235,7 @@ fn runs_into_the_null_sink_paced_with_status_snapshots_and_logs() {
     }
 }
 
-fn stop_terminal_run_with(signal: libc::c_int) {
+fn stop_terminal_run_with(signal: Signal) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = binary()
         .args(["--sink", "terminal", "--duration", "60", "--output-dir"])
@@ -247,30 +257,29 @@ fn stop_terminal_run_with(signal: libc::c_int) {
         "3 frames shown",
         |s| s["frames_shown"].as_u64().unwrap_or(0) >= 3,
     );
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    crate::util::signal(child.id(), signal);
     let exit = wait_with_timeout(&mut child, Duration::from_secs(10));
     assert!(exit.success(), "signal {signal}: {exit:?}");
     let output = String::from_utf8(reader.join().expect("reader")).expect("utf-8 output");
     assert!(
-        output.starts_with(dreamframe::sink::terminal::ENTER),
+        output.starts_with(dreamframe::testing::TERMINAL_ENTER),
         "terminal not taken over"
     );
     assert!(output.contains('▀'), "no frame was drawn");
     assert!(
-        output.ends_with(dreamframe::sink::terminal::RESTORE),
+        output.ends_with(dreamframe::testing::TERMINAL_RESTORE),
         "terminal not restored after signal {signal}"
     );
 }
 
 #[test]
 fn sigterm_restores_the_terminal() {
-    stop_terminal_run_with(libc::SIGTERM);
+    stop_terminal_run_with(Signal::SIGTERM);
 }
 
 #[test]
 fn sigint_restores_the_terminal() {
-    stop_terminal_run_with(libc::SIGINT);
+    stop_terminal_run_with(Signal::SIGINT);
 }
 
 #[test]
@@ -321,11 +330,7 @@ fn tells_systemd_ready_after_the_first_frame_then_pings_the_watchdog_and_stops()
         // Once ready and pinged since, stop it as systemd would.
         let ready = messages.iter().position(|m| m == "READY=1");
         if !stop_sent && ready.is_some_and(|r| messages[r..].iter().any(|m| m == "WATCHDOG=1")) {
-            // SAFETY: plain kill(2) on our own child.
-            assert_eq!(
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-                0
-            );
+            crate::util::signal(child.id(), Signal::SIGTERM);
             stop_sent = true;
         }
     }
@@ -353,11 +358,20 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
     // One keyframe and one [TIMING] line per frame at 100 fps: plenty of log.
     let (mut run, config) = null_run_with_config(
         dir.path(),
-        "4",
+        "300",
         "[display]\nfps = 100.0\nrealtime = false\n[buffer]\nstart-seconds = 0.1\n[interpolation]\nframes-per-transition = 1\n[log]\nmax-kilobytes = 4\nfiles = 2\n",
     );
-    let status = run.stderr(Stdio::null()).status().expect("binary runs");
-    assert!(status.success());
+    run.stderr(Stdio::null());
+    // Until a rotation after the one that made dreamframe.log.2: the oldest must go then.
+    let old = |n: u32| std::fs::read(dir.path().join(format!("dreamframe.log.{n}"))).ok();
+    let mut second = None;
+    run_until(run, "three rotations", || match &second {
+        None => {
+            second = old(2);
+            false
+        }
+        Some(before) => old(2).as_ref() != Some(before),
+    });
     let logs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -386,16 +400,14 @@ fn the_log_rotates_by_size_and_an_unwritable_log_folder_does_not_stop_the_displa
 fn a_restart_continues_the_walk_where_it_was() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = "[display]\nrealtime = false\n[buffer]\nstart-seconds = 0.2\n[interpolation]\nframes-per-transition = 5\n";
-    let run = || {
-        let status = null_run_with_config(dir.path(), "3", config)
-            .0
-            .stderr(Stdio::null())
-            .status()
-            .expect("binary runs");
-        assert!(status.success());
+    let run = |what: &str, done: &dyn Fn() -> bool| {
+        let mut command = null_run_with_config(dir.path(), "300", config).0;
+        command.stderr(Stdio::null());
+        run_until(command, what, done);
         read_status(&dir.path().join("status.json"))
     };
-    let first = run();
+    let resume = dir.path().join("resume.json");
+    let first = run("resume.json saved", &|| resume.exists());
     let saved: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("resume.json")).expect("resume.json saved"),
     )
@@ -404,9 +416,19 @@ fn a_restart_continues_the_walk_where_it_was() {
     assert!(next_index >= 4, "{saved}");
     assert_eq!(saved["seed"], first["seed"], "the saved walk is this run's");
 
-    let second = run();
+    // Until the second run's log has the keyframe the saved walk goes on with.
+    let log_path = dir.path().join("dreamframe.log");
+    let resumed = format!("keyframe index={next_index} ");
+    let second = run("the resumed keyframe", &|| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.matches("start version=").count() >= 2
+            && log
+                .rsplit("start version=")
+                .next()
+                .is_some_and(|run| run.contains(&resumed))
+    });
     assert_eq!(second["seed"], first["seed"], "the seed carries over");
-    let log = std::fs::read_to_string(dir.path().join("dreamframe.log")).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
     let second_run = &log[log.rfind("start version=").unwrap()..];
     assert!(
         second_run.contains(&format!("resume next_index={next_index} ")),
@@ -426,24 +448,30 @@ fn a_restart_continues_the_walk_where_it_was() {
 fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n";
-    let (mut run, config) = null_run_with_config(dir.path(), "12", first);
+    // A bound only: stopped below once the second reload has applied.
+    let (mut run, config) = null_run_with_config(dir.path(), "300", first);
     let mut child = run.spawn().expect("binary starts");
     let status_path = dir.path().join("status.json");
     let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
-        wait_for_status(&status_path, Duration::from_secs(8), what, check)
+        wait_for_status(&status_path, LONG, what, check)
     };
-    wait_for("frames", &|s| s["frames_shown"].as_u64().unwrap_or(0) > 0);
+    let shown = |s: &serde_json::Value| s["frames_shown"].as_u64().unwrap_or(0);
+    wait_for("frames", &|s| shown(s) > 0);
     let hangup = || {
-        // SAFETY: signalling our own child by pid.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+        crate::util::signal(child.id(), Signal::SIGHUP);
     };
 
     // A bad file: every problem logged with file and line; the display runs on at 20 fps.
     std::fs::write(&config, "[display]\nfps = 500.0\nfit = \"zoom\"\n").expect("config");
     hangup();
-    std::thread::sleep(Duration::from_millis(800));
-    let status = wait_for("still running", &|s| s["target_fps"] == 20.0);
-    assert!(status["frames_shown"].as_u64().unwrap_or(0) > 0);
+    let log = dir.path().join("dreamframe.log");
+    crate::util::poll_until("reload_rejected in the log", LONG, || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("reload_rejected"))
+    });
+    // Frames shown since the rejection, still at 20 fps.
+    let rejected_at = shown(&read_status(&status_path));
+    let status = wait_for("frames after the rejection", &|s| shown(s) > rejected_at);
+    assert_eq!(status["target_fps"], 20.0, "{status}");
 
     // A good one: fps and schedule apply at once.
     std::fs::write(
@@ -454,7 +482,8 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
     .expect("config");
     hangup();
     let status = wait_for("the reload", &|s| s["target_fps"] == 10.0);
-    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    crate::util::signal(child.id(), Signal::SIGTERM);
+    let exit = wait_with_timeout(&mut child, Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}");
     let log = std::fs::read_to_string(dir.path().join("dreamframe.log")).expect("log");
     let rejected = log
@@ -462,7 +491,7 @@ fn sighup_reloads_a_valid_file_and_keeps_the_running_config_on_a_bad_one() {
         .find(|l| l.contains("reload_rejected"))
         .unwrap_or_else(|| panic!("no reload_rejected line:\n{log}"));
     // The problems, read back as the analyzer reads the line (quotes inside are escaped).
-    let error = dreamframe::analyze::parse_line(rejected)
+    let error = dreamframe::events::parse::parse_line(rejected)
         .and_then(|line| dreamframe::events::ReloadRejected::read(&line.fields))
         .unwrap_or_else(|| panic!("not a reload_rejected event: {rejected}"))
         .error;
@@ -487,23 +516,29 @@ fn a_full_disk_under_the_log_does_not_stop_the_display() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every write to /dev/full fails with ENOSPC, as on a full disk.
     std::os::unix::fs::symlink("/dev/full", dir.path().join("dreamframe.log")).expect("symlink");
-    // Long enough for the first transition even while the other tests load both cores.
-    let output = null_run_with_config(
+    let (mut command, _) = null_run_with_config(
         dir.path(),
-        "8",
+        "300",
         "[display]\nfps = 20.0\nrealtime = false\n[buffer]\nstart-seconds = 0.3\n[output]\nstatus-seconds = 0.25\n",
-    )
-    .0
-    .output()
-        .expect("binary runs");
-    assert!(output.status.success(), "{output:?}");
-    let status = read_status(&dir.path().join("status.json"));
+    );
+    let stderr_path = dir.path().join("stderr");
+    command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+    // Until 20 frames have been shown while playing, however long the first transition takes.
+    let status_path = dir.path().join("status.json");
+    run_until(command, "20 frames shown while playing", || {
+        crate::util::status_json(&status_path)
+            .is_some_and(|s| s["frames_shown_playing"].as_u64() >= Some(20))
+    });
+    let status = read_status(&status_path);
     assert!(
         status["frames_shown_playing"].as_u64().unwrap_or(0) >= 20,
         "the display kept going: {status}"
     );
     // The log still reaches stderr (journald under systemd).
-    assert!(String::from_utf8_lossy(&output.stderr).contains("stopped frames_shown="));
+    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    assert!(stderr.contains("stopped frames_shown="), "{stderr}");
 }
 
 /// `dreamframe status` on a real run: the summary, --json, --picture and --watch while it runs,
@@ -518,9 +553,7 @@ fn status_reports_a_running_display_and_says_when_it_is_not() {
         "a frame on screen",
         |s| s["frames_shown"].as_u64() > Some(0),
     );
-    while !out.join("snapshot.png").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::util::poll_until("snapshot.png", LONG, || out.join("snapshot.png").exists());
     let status = |args: &[&str]| {
         let output = binary()
             .arg("status")
@@ -576,24 +609,38 @@ fn status_reports_a_running_display_and_says_when_it_is_not() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("status --watch starts");
-    // Redraws every 0.2 s: two in 4 s even on a loaded machine.
-    std::thread::sleep(Duration::from_secs(4));
+    // Redraws every 0.2 s: read until two have come, however loaded the machine.
+    let mut stdout = watch.stdout.take().expect("piped stdout");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let output = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                output
+                    .lock()
+                    .expect("output")
+                    .extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let redraws = || {
+        let output = output.lock().expect("output");
+        String::from_utf8_lossy(&output)
+            .matches("dreamframe: running")
+            .count()
+    };
+    let _ = poll(LONG, || (redraws() >= 2).then_some(()));
     watch.kill().expect("stop --watch");
-    let mut watched = String::new();
-    watch
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut watched)
-        .expect("read --watch output");
     let _ = watch.wait();
+    reader.join().expect("reader");
+    let watched = String::from_utf8_lossy(&output.lock().expect("output")).into_owned();
     assert!(
         watched.matches("dreamframe: running").count() >= 2,
         "{watched}"
     );
 
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    crate::util::signal(pid, Signal::SIGTERM);
     assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).success());
     let (code, text) = status(&[]);
     assert_eq!(code, Some(3), "{text}");

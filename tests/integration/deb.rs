@@ -76,11 +76,11 @@ pub(crate) fn build(dir: &Path) -> PathBuf {
     let release = dir.join("target/release");
     std::fs::create_dir_all(&release).unwrap();
     for (name, binary) in [
-        ("dreamframe", env!("CARGO_BIN_EXE_dreamframe")),
         (
-            "dreamframe-analyze",
-            env!("CARGO_BIN_EXE_dreamframe-analyze"),
+            "dreamframe",
+            PathBuf::from(env!("CARGO_BIN_EXE_dreamframe")),
         ),
+        ("dreamframe-analyze", crate::util::analyzer_binary()),
     ] {
         std::os::unix::fs::symlink(binary, release.join(name)).unwrap();
     }
@@ -107,8 +107,8 @@ pub(crate) fn build(dir: &Path) -> PathBuf {
     deb
 }
 
-/// The man pages and completions tools/debian holds (src/cli.rs makes them), where the package
-/// puts them: path to mode.
+/// The man pages and completions tools/debian holds (src/commands/cli.rs and the analyzer make
+/// them), where the package puts them: path to mode.
 fn generated_docs() -> Vec<(String, String)> {
     let mut docs = Vec::new();
     for (folder, target, suffix) in [

@@ -8,27 +8,25 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::binary;
+use nix::sys::signal::Signal;
+
+use crate::util::{before_exec, binary, mkfifo, poll, poll_until, BeforeExec};
 
 /// Waits for `child` at most `timeout` (then kills it and fails).
 fn finish(mut child: Child, timeout: Duration, what: &str) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait on child").is_some() {
-            return child.wait_with_output().expect("collect output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
-            panic!(
-                "{what}: no exit within {timeout:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = poll(timeout, || child.try_wait().expect("wait on child")).is_some();
+    if !exited {
+        let _ = child.kill();
     }
+    let output = child.wait_with_output().expect("collect output");
+    assert!(
+        exited,
+        "{what}: no exit within {timeout:?}; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 fn run(command: &mut Command, timeout: Duration, what: &str) -> Output {
@@ -45,15 +43,8 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn mkfifo(path: &Path) {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+fn signal(child: &Child, signal: Signal) {
+    crate::util::signal(child.id(), signal);
 }
 
 /// A null-sink run writing into `dir`, with `config` (if any) as dir/dreamframe.toml.
@@ -77,18 +68,10 @@ fn log_of(dir: &Path) -> String {
 
 /// Polls `dir`'s log until it contains `needle`; fails after `timeout`.
 fn wait_for_log(dir: &Path, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = log_of(dir);
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(timeout, || {
+        Some(log_of(dir)).filter(|log| log.contains(needle))
+    })
+    .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", log_of(dir)))
 }
 
 fn status_of(dir: &Path) -> Option<serde_json::Value> {
@@ -209,20 +192,20 @@ fn a_reload_from_a_fifo_or_dev_zero_is_refused_and_later_files_still_apply() {
 
     std::fs::remove_file(&path).unwrap();
     mkfifo(&path);
-    signal(&child, libc::SIGHUP);
+    signal(&child, Signal::SIGHUP);
     wait_for_log(dir.path(), "is a FIFO, expected a regular file", QUICK);
 
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
-    signal(&child, libc::SIGHUP);
+    signal(&child, Signal::SIGHUP);
     wait_for_log(dir.path(), "is a character device", QUICK);
 
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, config.replace("fps = 20.0", "fps = 10.0")).unwrap();
-    signal(&child, libc::SIGHUP);
+    signal(&child, Signal::SIGHUP);
     wait_for_log(dir.path(), "reload applied=true fps=10", QUICK);
 
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::SIGTERM);
     let output = finish(child, QUICK, "SIGTERM after the reloads");
     assert!(output.status.success(), "{:?}", output.status);
     assert_eq!(
@@ -264,14 +247,9 @@ fn a_second_display_on_the_same_folder_is_refused_naming_the_first() {
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
-    let deadline = Instant::now() + QUICK;
-    while status_of(dir.path()).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the first display wrote no status.json"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_until("the first display's status.json", QUICK, || {
+        status_of(dir.path()).is_some()
+    });
     let output = run(&mut display(dir.path(), "5", None), QUICK, "second");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
@@ -280,7 +258,7 @@ fn a_second_display_on_the_same_folder_is_refused_naming_the_first() {
         "{text}"
     );
     let seed_before = status_of(dir.path()).map(|s| s["seed"].clone());
-    signal(&first, libc::SIGTERM);
+    signal(&first, Signal::SIGTERM);
     assert!(finish(first, QUICK, "first display").status.success());
     assert_eq!(
         status_of(dir.path()).map(|s| s["seed"].clone()),
@@ -296,22 +274,13 @@ fn sigterm_the_moment_the_display_starts_is_a_clean_logged_stop() {
     // The child starts with SIGTERM blocked (inherited across exec), so the signal sent below
     // waits until the display has installed its handlers and unblocked it: the earliest moment
     // it can act on, however fast or slow this machine is.
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    before_exec(&mut command, BeforeExec::BlockSigterm);
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::SIGTERM);
     let output = finish(child, QUICK, "SIGTERM at start");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
@@ -413,9 +382,8 @@ fn with_backtraces_on_every_log_record_is_one_line() {
 
 /// Peak resident memory of `child` in KiB, sampled until it exits.
 fn peak_rss_kib(child: &mut Child, timeout: Duration) -> u64 {
-    let deadline = Instant::now() + timeout;
     let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
+    poll_until("its exit", timeout, || {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
             if let Some(kib) = text
                 .lines()
@@ -425,9 +393,8 @@ fn peak_rss_kib(child: &mut Child, timeout: Duration) -> u64 {
                 peak = kib;
             }
         }
-        assert!(Instant::now() < deadline, "no exit within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        child.try_wait().expect("wait").is_some()
+    });
     peak
 }
 
@@ -475,7 +442,7 @@ fn a_very_long_transition_shows_its_first_keyframe_at_once_in_bounded_memory() {
     // frames keep their size; a ladder that lowered the resolution (a loaded machine) fits more
     // of the smaller frames into the same megabytes, once they arrive.
     let start = log.lines().find(|l| l.contains("start version=")).unwrap();
-    let capacity = dreamframe::analyze::parse_fields(start)["buffer_capacity_frames"].clone();
+    let capacity = dreamframe::events::parse::parse_fields(start)["buffer_capacity_frames"].clone();
     let now = status["buffer_capacity_frames"].to_string();
     let adapt = &status["adapt"];
     if adapt.is_null() || (adapt["width"] == 64 && adapt["height"] == 64) {
@@ -516,7 +483,7 @@ fn output_to_a_full_device_or_a_closed_pipe_is_one_error_line_never_a_panic() {
         probe.args(["probe", "--framebuffer", "/nonexistent/fb0"]);
         let mut bench = binary();
         bench.args(["bench", "--seconds", "1", "--width", "64", "--height", "36"]);
-        let mut analyze = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"));
+        let mut analyze = Command::new(crate::util::analyzer_binary());
         analyze
             .arg("--chart")
             .arg(&chart)
@@ -632,41 +599,24 @@ fn a_display_that_cannot_write_its_pid_keeps_the_lock_and_a_second_is_refused() 
     // log's and status.json's alike; flock needs no space.
     let config = "[display]\nrealtime = false\n[output]\nstatus-seconds = 0.2\n";
     let mut command = display(dir.path(), "120", Some(config));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // Ignored, so a write past the limit fails with EFBIG instead of killing.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &none) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    before_exec(&mut command, BeforeExec::NoRoomForFiles);
     let mut first = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
-    let deadline = Instant::now() + SLOW;
-    while dreamframe::files::OutputLock::holder(dir.path())
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    poll_until("the first display's lock", SLOW, || {
         assert!(
             first.try_wait().unwrap().is_none(),
             "the first display ended"
         );
-        assert!(Instant::now() < deadline, "the first display took no lock");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        dreamframe::testing::OutputLock::holder(dir.path())
+            .ok()
+            .flatten()
+            .is_some()
+    });
     assert_eq!(
-        dreamframe::files::OutputLock::holder(dir.path()).unwrap(),
+        dreamframe::testing::OutputLock::holder(dir.path()).unwrap(),
         Some("unknown".to_string()),
         "the PID could not have been written"
     );
@@ -693,7 +643,7 @@ fn a_display_that_cannot_write_its_pid_keeps_the_lock_and_a_second_is_refused() 
         "{}",
         String::from_utf8_lossy(&status.stdout)
     );
-    signal(&first, libc::SIGTERM);
+    signal(&first, Signal::SIGTERM);
     let output = finish(first, QUICK, "the first display");
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
@@ -758,7 +708,7 @@ fn status_of_a_folder_it_may_not_read_says_it_cant_tell_with_exit_4_not_not_runn
     let dir = tempfile::tempdir().expect("temp dir");
     let service = dir.path().join("service");
     std::fs::create_dir(&service).unwrap();
-    let _lock = dreamframe::files::OutputLock::acquire(&service).unwrap();
+    let _lock = dreamframe::testing::OutputLock::acquire(&service).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -789,7 +739,7 @@ fn status_of_a_folder_it_may_not_read_says_it_cant_tell_with_exit_4_not_not_runn
 fn status_never_prints_escapes_absurd_numbers_or_negative_ages_from_its_files() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Held, with contents as a hostile writer left them (same file, so the lock stays).
-    let _lock = dreamframe::files::OutputLock::acquire(dir.path()).unwrap();
+    let _lock = dreamframe::testing::OutputLock::acquire(dir.path()).unwrap();
     std::fs::write(dir.path().join("dreamframe.lock"), "\x1b[2J\x1b[31mowned").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

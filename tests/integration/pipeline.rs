@@ -5,14 +5,16 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dreamframe::config::{Config, UnderrunPolicy};
-use dreamframe::generator::fake::{FakeControls, FakeGenerator};
-use dreamframe::render::pixel_format::PixelFormat;
-use dreamframe::service::status::Status;
-use dreamframe::sink::memory::{MemorySink, Recording};
-use dreamframe::sink::Geometry;
+use dreamframe::testing::{FakeControls, FakeGenerator};
+use dreamframe::testing::{MemorySink, Recording};
+use dreamframe::Geometry;
+use dreamframe::PixelFormat;
+use dreamframe::Status;
+
+use crate::util::poll_until_async;
 
 const FPS: f64 = 50.0;
 
@@ -69,29 +71,81 @@ fn fake() -> (FakeGenerator, Arc<FakeControls>) {
     (generator, controls)
 }
 
-/// Runs 1 s normally, stalls the generator for `stall`, then runs 2 s more; with adaptation or
-/// as before it existed.
+/// However slow this machine is, waits end on a condition; this only bounds them, so that a
+/// stuck pipeline fails instead of hanging.
+const LONG: Duration = Duration::from_secs(120);
+/// status.json this often, for the scripts that wait on it.
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Frames presented after `from` (all of them with `None`).
+fn shown_after(recording: &Mutex<Recording>, from: Option<Instant>) -> usize {
+    let recording = recording.lock().expect("recording lock");
+    recording
+        .frames
+        .iter()
+        .filter(|frame| from.is_none_or(|from| frame.at > from))
+        .count()
+}
+
+/// Whether status.json at `path` is there and `check` holds for it.
+fn status_holds(path: &std::path::Path, check: impl Fn(&serde_json::Value) -> bool) -> bool {
+    crate::util::status_json(path).is_some_and(|status| check(&status))
+}
+
+/// Whether status.json at `path` says "playing" in a status collected once `decoded` frames
+/// were (so after whatever came before them).
+fn playing_after(path: &std::path::Path, decoded: u64) -> bool {
+    status_holds(path, |s| {
+        s["state"] == "playing" && s["decoded_frames"].as_u64() >= Some(decoded)
+    })
+}
+
+/// Plays a second's worth of frames, stalls the generator for `stall`, then plays until normal
+/// playback is back with a second's worth of frames shown since; with adaptation or as before it
+/// existed. Returns when the stall ended too.
 fn run_with_stall(
     policy: UnderrunPolicy,
     stall: Duration,
     adapt: bool,
-) -> (Status, Recording, Duration) {
+) -> (Status, Recording, Duration, Instant) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (generator, controls) = fake();
     let (sink, recording) = memory_sink();
     let mut config = config(policy, dir.path());
     config.adapt.enabled = adapt;
-    let script = async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        controls.stalled.store(true, Ordering::Relaxed);
-        tokio::time::sleep(stall).await;
-        controls.stalled.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    config.output.status_interval = STATUS_INTERVAL;
+    let status_path = dir.path().join("status.json");
+    let watched = Arc::clone(&recording);
+    let stall_ended = Arc::new(Mutex::new(None));
+    let script = {
+        let stall_ended = Arc::clone(&stall_ended);
+        async move {
+            poll_until_async("a second of playback", LONG, || {
+                shown_after(&watched, None) >= 50
+            })
+            .await;
+            controls.stalled.store(true, Ordering::Relaxed);
+            // The stall's length is what is tested: longer than the 1 s buffer.
+            tokio::time::sleep(stall).await;
+            controls.stalled.store(false, Ordering::Relaxed);
+            let ended = Instant::now();
+            *stall_ended.lock().expect("stall end") = Some(ended);
+            let decoded = controls.decoded_frames.load(Ordering::Relaxed);
+            poll_until_async("playback to resume after the stall", LONG, || {
+                shown_after(&watched, Some(ended)) >= 50
+                    && playing_after(&status_path, decoded + 50)
+            })
+            .await;
+        }
     };
     let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run succeeds");
     let recording = std::mem::take(&mut *outcome.recording.lock().expect("recording lock"));
-    (status, recording, stall)
+    let stall_ended = stall_ended
+        .lock()
+        .expect("stall end")
+        .expect("the script got to the stall");
+    (status, recording, stall, stall_ended)
 }
 
 fn max_gap(recording: &Recording) -> Duration {
@@ -113,7 +167,7 @@ fn assert_never_black(recording: &Recording) {
 
 #[test]
 fn without_adaptation_ping_pong_keeps_frames_moving_through_a_stalled_generator() {
-    let (status, recording, stall) =
+    let (status, recording, stall, _) =
         run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(2), false);
     assert_ping_pong_carried_the_stall(&status, &recording, stall);
 }
@@ -137,7 +191,7 @@ fn assert_ping_pong_carried_the_stall(status: &Status, recording: &Recording, st
 
 #[test]
 fn without_adaptation_hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadlines() {
-    let (status, recording, _) =
+    let (status, recording, _, stall_ended) =
         run_with_stall(UnderrunPolicy::Hold, Duration::from_secs(2), false);
     assert!(status.underruns >= 1, "{status:?}");
     assert!(
@@ -156,17 +210,21 @@ fn without_adaptation_hold_keeps_the_last_frame_and_the_pacer_keeps_its_deadline
         "{rate:.2} deadlines a second over {playing_for:.1} s, wanted 50: {status:?}"
     );
     assert_never_black(&recording);
-    let last = recording.frames.last().expect("frames").at;
-    let first = recording.frames.first().expect("frames").at;
+    // Hold presents nothing while the buffer is dry: frames after the stall are new ones.
+    let resumed = recording
+        .frames
+        .iter()
+        .filter(|frame| frame.at > stall_ended)
+        .count();
     assert!(
-        last - first > Duration::from_millis(3500),
-        "playback must resume after the stall"
+        resumed >= 50,
+        "playback must resume after the stall: {resumed} frames since"
     );
 }
 
 #[test]
 fn without_adaptation_slow_down_stretches_frames_before_the_buffer_runs_dry() {
-    let (status, recording, _) =
+    let (status, recording, _, _) =
         run_with_stall(UnderrunPolicy::SlowDown, Duration::from_secs(2), false);
     assert!(status.underrun_frames > 0, "{status:?}");
     assert_never_black(&recording);
@@ -178,11 +236,22 @@ fn a_fast_generator_is_held_back_by_the_full_buffer() {
     let (generator, controls) = fake();
     controls.decode_delay_us.store(0, Ordering::Relaxed);
     let (sink, recording) = memory_sink();
-    let config = config(UnderrunPolicy::Hold, dir.path());
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.output.status_interval = STATUS_INTERVAL;
     let capacity = (config.buffer.seconds * FPS) as u64;
-    let outcome = run_with(config, sink, recording, generator, async {
-        tokio::time::sleep(Duration::from_secs(2)).await
-    });
+    let status_path = dir.path().join("status.json");
+    // Until the buffer is (nearly) full after a second of frames shown, the decoder free to run
+    // ahead all the while.
+    let script = async move {
+        poll_until_async("a full buffer after a second of playback", LONG, || {
+            status_holds(&status_path, |s| {
+                s["frames_shown"].as_u64() >= Some(50)
+                    && s["buffer_frames"].as_u64() >= Some(capacity - 10)
+            })
+        })
+        .await
+    };
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run succeeds");
     assert_eq!(status.buffer_capacity_frames as u64, capacity);
     assert!(
@@ -203,30 +272,49 @@ fn generator_failures_are_retried_and_the_display_carries_on() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (generator, controls) = fake();
     let (sink, recording) = memory_sink();
-    let script = async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        controls.failing.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        controls.failing.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut config = config(UnderrunPolicy::PingPong, dir.path());
+    config.output.status_interval = STATUS_INTERVAL;
+    let status_path = dir.path().join("status.json");
+    let watched = Arc::clone(&recording);
+    let recovered = Arc::new(Mutex::new(None));
+    let script = {
+        let recovered = Arc::clone(&recovered);
+        async move {
+            poll_until_async("playback", LONG, || shown_after(&watched, None) >= 25).await;
+            controls.failing.store(true, Ordering::Relaxed);
+            // The outage's length is part of what is tested: longer than the 1 s buffer.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            poll_until_async("a generator error counted", LONG, || {
+                status_holds(&status_path, |s| s["generator_errors"].as_u64() >= Some(1))
+            })
+            .await;
+            controls.failing.store(false, Ordering::Relaxed);
+            let at = Instant::now();
+            *recovered.lock().expect("recovery") = Some(at);
+            // 150 frames shown since (as many as 3 s at 50 fps), and playing again.
+            let decoded = controls.decoded_frames.load(Ordering::Relaxed);
+            poll_until_async("playback after recovery", LONG, || {
+                shown_after(&watched, Some(at)) >= 150 && playing_after(&status_path, decoded + 50)
+            })
+            .await;
+        }
     };
-    let outcome = run_with(
-        config(UnderrunPolicy::PingPong, dir.path()),
-        sink,
-        recording,
-        generator,
-        script,
-    );
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome
         .result
         .expect("generator errors must not end the run");
     assert!(status.generator_errors >= 1, "{status:?}");
+    assert_eq!(status.state, "playing", "{status:?}");
     let recording = outcome.recording.lock().expect("recording lock");
     assert_never_black(&recording);
-    let span = recording.frames.last().expect("frames").at - recording.frames[0].at;
+    let recovered = recovered
+        .lock()
+        .expect("recovery")
+        .expect("the script got to the recovery");
+    let since = recording.frames.iter().filter(|f| f.at > recovered).count();
     assert!(
-        span > Duration::from_secs(4),
-        "frames must keep coming after recovery, span {span:?}"
+        since >= 150,
+        "frames must keep coming after recovery: {since} since"
     );
 }
 
@@ -238,9 +326,17 @@ fn decode_out_of_memory_halves_the_batch_and_carries_on() {
     let (sink, recording) = memory_sink();
     let mut config = config(UnderrunPolicy::Hold, dir.path());
     config.decode.batch_size = 8;
-    let outcome = run_with(config, sink, recording, generator, async {
-        tokio::time::sleep(Duration::from_millis(1500)).await
-    });
+    config.output.status_interval = STATUS_INTERVAL;
+    let status_path = dir.path().join("status.json");
+    let script = async move {
+        poll_until_async("20 frames decoded and 10 shown", LONG, || {
+            status_holds(&status_path, |s| {
+                s["decoded_frames"].as_u64() >= Some(20) && s["frames_shown"].as_u64() > Some(10)
+            })
+        })
+        .await
+    };
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run succeeds");
     assert_eq!(
         status.generator_errors, 0,
@@ -279,12 +375,11 @@ fn a_failing_or_panicking_sink_ends_the_run_and_releases_the_display() {
 }
 
 /// A schedule period that covers now (local time) for `action`.
-fn period_now(
-    action: dreamframe::service::schedule::ScheduleAction,
-) -> dreamframe::service::schedule::Period {
-    use dreamframe::service::schedule::{local_minute_of_day, MINUTES_PER_DAY};
+fn period_now(action: dreamframe::config::ScheduleAction) -> dreamframe::config::Period {
+    use dreamframe::config::MINUTES_PER_DAY;
+    use dreamframe::testing::local_minute_of_day;
     let now = local_minute_of_day();
-    dreamframe::service::schedule::Period {
+    dreamframe::config::Period {
         from: (now + MINUTES_PER_DAY - 60) % MINUTES_PER_DAY,
         to: (now + 60) % MINUTES_PER_DAY,
         action,
@@ -295,7 +390,7 @@ fn period_now(
 fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_pauses() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Fixed colour bars: white on the left, black on the right, so a turn shows.
-    let generator = dreamframe::generator::test_pattern::TestPattern::new(16, 9);
+    let generator = dreamframe::testing::TestPattern::new(16, 9);
     let (sink, recording) = memory_sink();
     let mut config = config(UnderrunPolicy::Hold, dir.path());
     config.display.fps = 25.0;
@@ -306,29 +401,48 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
     slower.display.rotation = dreamframe::config::Rotation::Half;
     slower.decode.batch_size = 2; // needs a restart: logged, not applied
     let mut night = slower.clone();
-    night.schedule = vec![period_now(
-        dreamframe::service::schedule::ScheduleAction::Blank,
-    )];
+    night.schedule = vec![period_now(dreamframe::config::ScheduleAction::Blank)];
     let morning = slower.clone();
     let marks = Arc::new(Mutex::new(Vec::new()));
     let script_marks = Arc::clone(&marks);
+    let watched = Arc::clone(&recording);
     let script = async move {
         let mark = |name: &'static str| {
-            script_marks
-                .lock()
-                .expect("marks")
-                .push((name, std::time::Instant::now()))
+            let now = Instant::now();
+            script_marks.lock().expect("marks").push((name, now));
+            now
         };
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        mark("slower");
+        // A second of 25 fps to take the median before the reload over.
+        poll_until_async("a second of playback at 25 fps", LONG, || {
+            let recording = watched.lock().expect("recording lock");
+            recording.frames.len() >= 20
+                && recording.frames[0].at.elapsed() >= Duration::from_secs(1)
+        })
+        .await;
+        let slower_at = mark("slower");
         reload_tx.send(slower).expect("reload");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        poll_until_async("10 frames at 10 fps", LONG, || {
+            shown_after(&watched, Some(slower_at + Duration::from_millis(300))) >= 10
+        })
+        .await;
         mark("night");
         reload_tx.send(night).expect("reload");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        poll_until_async("the night's blank", LONG, || {
+            !watched.lock().expect("recording lock").blanks.is_empty()
+        })
+        .await;
+        // How long the screen stays blank is what is tested: ten periods at 10 fps, long enough
+        // that a frame presented while blank would be caught.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         mark("morning");
         reload_tx.send(morning).expect("reload");
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        poll_until_async("5 frames after the unblank", LONG, || {
+            let recording = watched.lock().expect("recording lock");
+            recording.blanks.get(1).is_some_and(|&(unblanked, _)| {
+                recording.frames.iter().filter(|f| f.at > unblanked).count() >= 5
+            })
+        })
+        .await;
     };
     let _pacing = crate::util::pacing_test();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -336,7 +450,7 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
         .build()
         .expect("tokio runtime");
     let status = runtime
-        .block_on(dreamframe::service::run_with_reloads(
+        .block_on(dreamframe::testing::run_with_reloads(
             config,
             Box::new(sink),
             Box::new(generator),
@@ -432,8 +546,8 @@ fn a_reload_changes_fps_and_rotation_without_a_gap_and_the_schedule_blanks_and_p
 /// replay history and the pacer's period.
 #[test]
 fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead() {
-    use dreamframe::pipeline::control::LiveSettings;
-    use dreamframe::pipeline::Pipeline;
+    use dreamframe::testing::LiveSettings;
+    use dreamframe::testing::Pipeline;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(UnderrunPolicy::Hold, dir.path());
@@ -447,21 +561,12 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
     let pipeline = Pipeline::spawn(&config, Box::new(sink), Box::new(generator), 5, None)
         .expect("pipeline starts");
 
-    // Waits (at most 20 s, whatever this machine's speed) until the buffer's level satisfies
-    // `wanted`; never more frames than its capacity.
+    // Waits (bounded, whatever this machine's speed) until the buffer's level satisfies `wanted`.
     let wait_until = |pipeline: &Pipeline, what: &str, wanted: &dyn Fn(usize) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let level = pipeline.buffer.level();
-            if wanted(level.frames) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never {what}: {level:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::util::poll(LONG, || {
+            wanted(pipeline.buffer.level().frames).then_some(())
+        })
+        .unwrap_or_else(|| panic!("never {what}: {:?}", pipeline.buffer.level()));
     };
     let check = |pipeline: &Pipeline, fps: f64| {
         let settings = pipeline.control.settings();
@@ -491,11 +596,13 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
     wait_until(&pipeline, "drained to 10 fps' second", &|frames| {
         frames <= 10
     });
-    for _ in 0..50 {
+    // While the decoder makes 10 more (a second of 10 fps), however long that takes here.
+    let decoded = controls.decoded_frames.load(Ordering::Relaxed);
+    crate::util::poll_until("10 more frames decoded at 10 fps", LONG, || {
         let frames = pipeline.buffer.level().frames;
         assert!(frames <= 10, "{frames} frames ahead at 10 fps");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        controls.decoded_frames.load(Ordering::Relaxed) >= decoded + 10
+    });
 
     live.fps = 60.0;
     pipeline.reconfigure(&live);
@@ -506,7 +613,7 @@ fn a_reload_of_fps_resizes_the_buffer_thresholds_history_and_the_decoders_lead()
 
 #[test]
 fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
-    use dreamframe::generator::fake::{Decay, WalkingFake};
+    use dreamframe::testing::{Decay, WalkingFake};
     let dir = tempfile::tempdir().expect("temp dir");
     let (sink, recording) = memory_sink();
     let _pacing = crate::util::pacing_test();
@@ -516,15 +623,10 @@ fn a_walk_that_settles_is_reanchored_through_the_running_pipeline() {
     // Until status.json counts two re-anchors, however slow this machine is; bounded.
     let status_path = dir.path().join("status.json");
     let two_reanchors = async move {
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(120) {
-            let reanchors =
-                crate::util::status_json(&status_path).and_then(|s| s["reanchors"].as_u64());
-            if reanchors >= Some(2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until_async("two re-anchors", LONG, || {
+            status_holds(&status_path, |s| s["reanchors"].as_u64() >= Some(2))
+        })
+        .await
     };
     let walk = WalkingFake::new(48, 27, Decay::Converge);
     let status = crate::util::run_until(config, Box::new(sink), Box::new(walk), two_reanchors)
@@ -548,13 +650,16 @@ fn on_a_page_flipping_screen_each_frame_is_one_flip_of_a_whole_number_of_refresh
     let (generator, _controls) = fake();
     let (sink, recording) = memory_sink();
     let sink = sink.with_vblank(Duration::from_millis(10));
-    let outcome = run_with(
-        config(UnderrunPolicy::Hold, dir.path()),
-        sink,
-        recording,
-        generator,
-        async { tokio::time::sleep(Duration::from_millis(2500)).await },
-    );
+    let mut config = config(UnderrunPolicy::Hold, dir.path());
+    config.output.status_interval = STATUS_INTERVAL;
+    let status_path = dir.path().join("status.json");
+    let script = async move {
+        poll_until_async("50 flips", LONG, || {
+            status_holds(&status_path, |s| s["flips"].as_u64() >= Some(50))
+        })
+        .await
+    };
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run");
     let recording = outcome.recording.lock().expect("recording");
     assert_eq!(status.refreshes_per_frame, Some(2), "100 Hz at 50 fps");
@@ -586,7 +691,7 @@ fn on_a_page_flipping_screen_each_frame_is_one_flip_of_a_whole_number_of_refresh
 /// ping-pong policy keeps the picture moving until the generator is back, then the art moves on.
 #[test]
 fn with_adaptation_a_stalled_generator_slows_the_art_then_ping_pong_takes_over() {
-    let (status, recording, stall) =
+    let (status, recording, stall, _) =
         run_with_stall(UnderrunPolicy::PingPong, Duration::from_secs(4), true);
     assert_ping_pong_carried_the_stall(&status, &recording, stall);
     assert!(status.animation_speed > 0.0, "{status:?}");
@@ -603,10 +708,22 @@ fn with_adaptation_every_picture_differs_from_the_last_at_a_fifth_of_the_display
     // 10 frames a second decoded for a 50 fps display.
     controls.decode_delay_us.store(100_000, Ordering::Relaxed);
     let (sink, recording) = memory_sink();
-    let config = config(UnderrunPolicy::PingPong, dir.path());
-    let outcome = run_with(config, sink, recording, generator, async {
-        tokio::time::sleep(Duration::from_secs(4)).await
-    });
+    let mut config = config(UnderrunPolicy::PingPong, dir.path());
+    config.output.status_interval = STATUS_INTERVAL;
+    let status_path = dir.path().join("status.json");
+    let watched = Arc::clone(&recording);
+    // Until 150 pictures (3 s of 50 fps) are up, the art has moved and is half a keyframe
+    // interval on.
+    let script = async move {
+        poll_until_async("150 pictures and half a keyframe interval", LONG, || {
+            shown_after(&watched, None) >= 150
+                && status_holds(&status_path, |s| {
+                    s["first_motion_s"].is_number() && s["walk_position"].as_f64() > Some(0.5)
+                })
+        })
+        .await
+    };
+    let outcome = run_with(config, sink, recording, generator, script);
     let status = outcome.result.expect("run succeeds");
     let recording = outcome.recording.lock().expect("recording");
     assert_eq!(status.underruns, 0, "{status:?}");
@@ -639,7 +756,7 @@ fn with_adaptation_every_picture_differs_from_the_last_at_a_fifth_of_the_display
 fn ladder_pipeline(
     dir: &std::path::Path,
     bounds: impl FnOnce(&mut Config),
-) -> (dreamframe::pipeline::Pipeline, Arc<FakeControls>) {
+) -> (dreamframe::testing::Pipeline, Arc<FakeControls>) {
     let generator = FakeGenerator::new(16, 9).with_sizes(&[0.5]);
     let controls = Arc::clone(&generator.controls);
     controls.decode_delay_us.store(1000, Ordering::Relaxed);
@@ -651,45 +768,40 @@ fn ladder_pipeline(
     config.adapt.settle = Duration::from_secs(1);
     bounds(&mut config);
     let (sink, _recording) = memory_sink();
-    let pipeline = dreamframe::pipeline::Pipeline::spawn(
-        &config,
-        Box::new(sink),
-        Box::new(generator),
-        5,
-        None,
-    )
-    .expect("pipeline starts");
+    let pipeline =
+        dreamframe::testing::Pipeline::spawn(&config, Box::new(sink), Box::new(generator), 5, None)
+            .expect("pipeline starts");
     (pipeline, controls)
 }
 
 /// Polls the ladder (at most `limit`, whatever this machine's speed) until `wanted` holds;
 /// returns every rung seen meanwhile and the status then.
 fn wait_for_rung(
-    pipeline: &dreamframe::pipeline::Pipeline,
+    pipeline: &dreamframe::testing::Pipeline,
     what: &str,
     limit: Duration,
-    wanted: impl Fn(&dreamframe::pipeline::adapt::AdaptStatus) -> bool,
-) -> (Vec<usize>, dreamframe::pipeline::adapt::AdaptStatus) {
-    let deadline = std::time::Instant::now() + limit;
+    wanted: impl Fn(&dreamframe::testing::AdaptStatus) -> bool,
+) -> (Vec<usize>, dreamframe::testing::AdaptStatus) {
     let mut seen = Vec::new();
-    loop {
-        if let Some(status) = pipeline.adapt.status() {
-            if seen.last() != Some(&status.rung) {
-                seen.push(status.rung);
-            }
-            if wanted(&status) {
-                return (seen, status);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never {what}: {status:?} (rungs seen {seen:?})"
-            );
+    let mut last = None;
+    let found = crate::util::poll(limit, || {
+        let status = pipeline.adapt.status()?;
+        if seen.last() != Some(&status.rung) {
+            seen.push(status.rung);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if wanted(&status) {
+            return Some(status);
+        }
+        last = Some(status);
+        None
+    });
+    match found {
+        Some(status) => (seen, status),
+        None => panic!("never {what}: {last:?} (rungs seen {seen:?})"),
     }
 }
 
-fn shut_down(mut pipeline: dreamframe::pipeline::Pipeline) {
+fn shut_down(mut pipeline: dreamframe::testing::Pipeline) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -744,7 +856,8 @@ fn with_adaptation_the_ladder_settles_at_steady_capacity() {
         s.rung >= 2
     });
     let moves = settled.changes;
-    // Six settle periods later it is where it was, with no moves meanwhile.
+    // Six settle periods later it is where it was, with no moves meanwhile. The wait is what is
+    // tested: staying put can't be polled for.
     std::thread::sleep(Duration::from_secs(6));
     let later = pipeline.adapt.status().expect("a ladder");
     assert_eq!(
@@ -777,8 +890,8 @@ fn with_adaptation_the_ladder_keeps_to_the_owners_bounds() {
         "{seen:?}"
     );
     // Too slow even there: the art moves slower than its pace rather than break the bounds.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(pipeline.adapt.speed() < 0.95, "{}", pipeline.adapt.speed());
+    crate::util::poll(LONG, || (pipeline.adapt.speed() < 0.95).then_some(()))
+        .unwrap_or_else(|| panic!("never slower than its pace: {}", pipeline.adapt.speed()));
     assert!(pipeline.adapt.status().expect("a ladder").rung <= 1);
     shut_down(pipeline);
 }

@@ -29,25 +29,19 @@ pub fn data(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// status.json as it is now, if it is there and whole.
-pub fn status_json(path: &std::path::Path) -> Option<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-}
+pub use dreamframe::testing::{poll_until_async, run_until, status_json};
 
-/// The real `run` on a fresh single-threaded runtime until `script` ends.
-pub fn run_until<F: std::future::Future<Output = ()>>(
-    config: dreamframe::config::Config,
-    sink: Box<dyn dreamframe::sink::Sink>,
-    generator: Box<dyn dreamframe::generator::Generator>,
-    script: F,
-) -> anyhow::Result<dreamframe::service::status::Status> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(dreamframe::run(config, sink, generator, 9, script))
+/// The analyzer's binary: another package's (tools/dreamframe-analyze), so cargo gives no
+/// CARGO_BIN_EXE for it; `cargo test` at the top builds both default members into one folder.
+pub fn analyzer_binary() -> PathBuf {
+    let path =
+        std::path::Path::new(env!("CARGO_BIN_EXE_dreamframe")).with_file_name("dreamframe-analyze");
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo test` at the top of the workspace, which builds both binaries",
+        path.display()
+    );
+    path
 }
 
 pub fn binary() -> std::process::Command {
@@ -69,4 +63,84 @@ pub fn cpu_hog() -> std::sync::RwLockWriteGuard<'static, ()> {
     CPU_HOGS
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends `signal` to the process `pid` (our own child), failing the test if it can't.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, signal)
+        .unwrap_or_else(|error| panic!("kill {pid} {signal}: {error}"));
+}
+
+/// Makes a FIFO at `path` (mode 0600).
+pub fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|error| panic!("mkfifo {}: {error}", path.display()));
+}
+
+/// What a child does between fork and exec, before the display starts.
+#[derive(Debug, Clone, Copy)]
+pub enum BeforeExec {
+    /// Starts with SIGTERM blocked (the mask is inherited across exec), so a SIGTERM sent at
+    /// once waits until the display has its handlers and unblocks it.
+    BlockSigterm,
+    /// As on a full disk: no write into a file may grow it (RLIMIT_FSIZE 0, SIGXFSZ ignored so
+    /// the write fails with EFBIG instead of killing).
+    NoRoomForFiles,
+}
+
+/// Has `command`'s child do `what` before exec. The suite's only `unsafe`: `pre_exec` runs its
+/// closure between fork and exec, where only async-signal-safe calls may be made.
+#[allow(unsafe_code)]
+pub fn before_exec(command: &mut std::process::Command, what: BeforeExec) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure makes only async-signal-safe calls (sigprocmask, setrlimit, signal),
+    // allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            match what {
+                BeforeExec::BlockSigterm => {
+                    let mut set = SigSet::empty();
+                    set.add(Signal::SIGTERM);
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+                }
+                BeforeExec::NoRoomForFiles => {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_FSIZE,
+                        0,
+                        libc::RLIM_INFINITY,
+                    )?;
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How often the `poll` helpers look again.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Calls `probe` every 20 ms until it gives a value, and returns that; `None` once `within` has
+/// passed. Every wait on another thread or process goes through here (or the two below): a
+/// condition with a generous deadline, never a fixed sleep, so a loaded machine only takes longer.
+pub fn poll<T>(within: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Waits until `done` holds; panics naming `what` if it does not within `within`.
+pub fn poll_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    if poll(within, || done().then_some(())).is_none() {
+        panic!("timed out after {within:?} waiting for {what}");
+    }
 }

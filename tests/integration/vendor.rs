@@ -1,20 +1,28 @@
-//! The vendored candle-core (tools/candle-core) is upstream's 0.11.1 plus only the files its
-//! PATCH.md names: every other file must hash (`git hash-object`, no history needed) to the blob
-//! id UPSTREAM.blobs records for it, and no file may be there that neither names. Where the
-//! history is there (not a shallow clone) the diff from the pristine vendor commit is checked
-//! against the list too, and every `unsafe` the patch adds must have a SAFETY comment.
+//! The vendored candle-core (tools/vendor/candle-core) is upstream's 0.11.1 plus exactly the two
+//! patch files beside it, checked without the history: every file the patches don't touch must
+//! hash (`git hash-object`) to the blob id the upstream list records for it, no other file may be
+//! there, and undoing the patches (`git apply -R`, on a copy) must give back upstream's blobs for
+//! the files they touch. Every `unsafe` the patches add must come with a SAFETY comment.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The commit with candle-core 0.11.1 vendored unchanged.
-const PRISTINE: &str = "5cb52bf";
-const VENDOR: &str = "tools/candle-core";
+const VENDOR: &str = "tools/vendor";
+const CRATE: &str = "candle-core";
+const PATCHES: [&str; 2] = [
+    "candle-core-0.11.1-cudnn.patch",
+    "candle-core-0.11.1-marker.patch",
+];
+const UPSTREAM_BLOBS: &str = "candle-core-0.11.1.upstream-blobs";
 
-fn git(args: &[&str]) -> Result<String, String> {
+fn vendor_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(VENDOR)
+}
+
+fn git(args: &[&str], dir: &Path) -> Result<String, String> {
     let output = Command::new("git")
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(dir)
         .output()
         .map_err(|error| format!("git can't run: {error}"))?;
     if !output.status.success() {
@@ -23,30 +31,31 @@ fn git(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The files PATCH.md's list names (paths in the vendor folder).
-fn named_in_patch_md() -> Vec<String> {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(VENDOR)
-            .join("PATCH.md"),
-    )
-    .expect("PATCH.md");
-    let section = text
-        .split("## Upstream and the files changed")
-        .nth(1)
-        .expect("PATCH.md lists the files changed")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    section
+/// Upstream's files: (path in the crate, blob id).
+fn upstream_blobs() -> Vec<(String, String)> {
+    let manifest = std::fs::read_to_string(vendor_dir().join(UPSTREAM_BLOBS)).expect("blob list");
+    manifest
         .lines()
-        .filter_map(|line| line.strip_prefix("- `")?.split('`').next())
-        .map(str::to_string)
+        .map(|line| {
+            let (meta, path) = line.split_once('\t').expect("MODE blob ID\tPATH");
+            let id = meta.split_whitespace().nth(2).expect("a blob id");
+            (path.to_string(), id.to_string())
+        })
         .collect()
 }
 
-fn vendor_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(VENDOR)
+/// The files a patch touches, as paths in the crate (its paths start with `candle-core/`).
+fn touched_by(patch: &str) -> Vec<String> {
+    patch
+        .lines()
+        .filter_map(|line| line.strip_prefix("diff --git a/"))
+        .map(|rest| {
+            let path = rest.split(" b/").next().unwrap();
+            path.strip_prefix(&format!("{CRATE}/"))
+                .unwrap_or_else(|| panic!("{path}: a patch path outside {CRATE}/"))
+                .to_string()
+        })
+        .collect()
 }
 
 /// Every file under `dir`, as paths relative to `root`.
@@ -56,115 +65,103 @@ fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
         if path.is_dir() {
             files_under(root, &path, out);
         } else {
-            out.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into());
         }
     }
 }
 
+fn hash(file: &Path) -> Result<String, String> {
+    git(&["hash-object", &file.to_string_lossy()], &vendor_dir()).map(|h| h.trim().to_string())
+}
+
 #[test]
-fn every_vendored_file_is_upstreams_byte_for_byte_but_those_patch_md_names() {
-    let named = named_in_patch_md();
-    assert!(named.len() >= 3, "PATCH.md names too few files: {named:?}");
-    let manifest =
-        std::fs::read_to_string(vendor_dir().join("UPSTREAM.blobs")).expect("UPSTREAM.blobs");
-    let mut upstream = Vec::new();
-    for line in manifest.lines() {
-        let (meta, path) = line.split_once('\t').expect("MODE blob ID\tPATH");
-        let id = meta.split_whitespace().nth(2).expect("a blob id");
-        upstream.push(path.to_string());
-        if named.iter().any(|n| n == path) {
+fn the_vendored_crate_is_upstreams_plus_exactly_the_patches() {
+    let crate_dir = vendor_dir().join(CRATE);
+    let patches: Vec<String> = PATCHES
+        .iter()
+        .map(|name| std::fs::read_to_string(vendor_dir().join(name)).expect("patch file"))
+        .collect();
+    let touched: Vec<String> = patches.iter().flat_map(|p| touched_by(p)).collect();
+    assert!(
+        touched.len() >= 3,
+        "the patches touch too few files: {touched:?}"
+    );
+    let upstream = upstream_blobs();
+    assert!(upstream.len() > 50, "{} upstream files", upstream.len());
+
+    // Untouched files: upstream's, byte for byte.
+    for (path, id) in &upstream {
+        if touched.contains(path) {
             continue;
         }
-        let file = vendor_dir().join(path);
-        let hashed = match git(&["hash-object", &file.to_string_lossy()]) {
+        let hashed = match hash(&crate_dir.join(path)) {
             Ok(hashed) => hashed,
             Err(reason) => return crate::util::skip("vendored candle-core check", &reason),
         };
         assert_eq!(
-            hashed.trim(),
-            id,
-            "{path} differs from upstream's, and PATCH.md does not name it"
+            &hashed, id,
+            "{path} differs from upstream's, and no patch touches it"
         );
     }
-    assert!(
-        upstream.len() > 50,
-        "UPSTREAM.blobs lists {} files",
-        upstream.len()
-    );
     let mut present = Vec::new();
-    files_under(&vendor_dir(), &vendor_dir(), &mut present);
-    for path in present {
+    files_under(&crate_dir, &crate_dir, &mut present);
+    for path in &present {
         assert!(
-            upstream.contains(&path) || named.contains(&path),
-            "{path} is in {VENDOR} but neither upstream's nor named in PATCH.md"
+            upstream.iter().any(|(p, _)| p == path) || touched.contains(path),
+            "{path} is in {VENDOR}/{CRATE} but neither upstream's nor made by a patch"
         );
     }
-    let patch_md = std::fs::read_to_string(vendor_dir().join("PATCH.md")).unwrap();
-    for needle in ["../", "shared/", "issue "] {
-        assert!(
-            !patch_md.contains(needle),
-            "PATCH.md points outside the repository: {needle:?}"
-        );
+
+    // Touched files: undoing the patches on a copy gives upstream's blobs back (and removes the
+    // files the patches add).
+    let scratch = tempfile::tempdir().unwrap();
+    for path in &touched {
+        let to = scratch.path().join(CRATE).join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(crate_dir.join(path), &to).expect("a touched file is there");
+    }
+    let mut args = vec!["apply".to_string(), "-R".to_string()];
+    args.extend(
+        PATCHES
+            .iter()
+            .map(|name| vendor_dir().join(name).to_string_lossy().into_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    git(&args, scratch.path()).expect("the patches undo cleanly on the vendored files");
+    for path in &touched {
+        let undone = scratch.path().join(CRATE).join(path);
+        match upstream.iter().find(|(p, _)| p == path) {
+            Some((_, id)) => assert_eq!(&hash(&undone).unwrap(), id, "{path} once undone"),
+            None => assert!(!undone.exists(), "{path} is new, yet remains once undone"),
+        }
     }
 }
 
 #[test]
-fn the_patch_in_git_history_is_the_files_named_and_its_unsafe_is_explained() {
-    if let Err(reason) = git(&["cat-file", "-e", &format!("{PRISTINE}^{{commit}}")]) {
-        // A shallow clone: the byte-for-byte check above stands in.
-        eprintln!("no history to diff against ({reason})");
-        return;
-    }
-    let changed = git(&["diff", "--name-only", PRISTINE, "--", VENDOR]).expect("git diff");
-    let mut changed: Vec<String> = changed
-        .lines()
-        .map(|path| {
-            path.strip_prefix(&format!("{VENDOR}/"))
-                .unwrap_or(path)
-                .to_string()
-        })
-        .collect();
-    let mut named = named_in_patch_md();
-    changed.sort();
-    named.sort();
-    assert!(!named.is_empty(), "PATCH.md names no file");
-    assert_eq!(
-        changed, named,
-        "the files changed since the pristine vendor commit {PRISTINE} must be exactly those PATCH.md names"
-    );
-    // Every unsafe the patch adds comes with its reason.
-    let diff = git(&["diff", "-U0", PRISTINE, "--", &format!("{VENDOR}/src")]).expect("git diff");
-    let added: Vec<&str> = diff
-        .lines()
-        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
-        .map(|l| &l[1..])
-        .collect();
-    for (i, line) in added.iter().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        if code.contains("unsafe ") || code.contains("unsafe{") {
-            let above = added[i.saturating_sub(12)..i].join("\n");
-            assert!(
-                above.contains("SAFETY:"),
-                "an unsafe block the patch adds has no SAFETY comment above it: {line}"
-            );
+fn every_unsafe_the_patches_add_is_explained_and_the_docs_stay_inside() {
+    for name in PATCHES {
+        let patch = std::fs::read_to_string(vendor_dir().join(name)).unwrap();
+        let added: Vec<&str> = patch
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .map(|l| &l[1..])
+            .collect();
+        for (i, line) in added.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("unsafe ") || code.contains("unsafe{") {
+                let above = added[i.saturating_sub(12)..i].join("\n");
+                assert!(
+                    above.contains("SAFETY:"),
+                    "{name}: an unsafe block without a SAFETY comment above it: {line}"
+                );
+            }
         }
     }
-    let outside = ["../", "shared/", "issue "];
-    let patch_md = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(VENDOR)
-            .join("PATCH.md"),
-    )
-    .unwrap();
-    for needle in outside {
+    let readme = std::fs::read_to_string(vendor_dir().join("README.md")).unwrap();
+    for needle in ["../", "shared/", "issue "] {
         assert!(
-            !patch_md.contains(needle),
-            "PATCH.md points outside the repository: {needle:?}"
+            !readme.contains(needle),
+            "tools/vendor/README.md points outside the repository: {needle:?}"
         );
     }
 }

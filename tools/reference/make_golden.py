@@ -189,7 +189,7 @@ def named_weights(model, prefix=""):
     """Weights that are a function of each tensor's name and shape, so the Rust test makes the
     same ones without a weights file (the UNet's would be most of the golden files' size):
     splitmix64 of (FNV-1a of the name + index), uniform in [-1, 1), scaled like `randomize`,
-    rounded to f16. tests/integration/sd_reference.rs `NamedWeights` is the other half."""
+    rounded to f16. src/generator/stable_diffusion/tests/reference.rs `NamedWeights` is the other half."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(torch.from_numpy(named_values(prefix + name, tuple(p.shape))).half().float())

@@ -8,7 +8,7 @@ penultimate layer) this writes, under OUT/<name>/:
   tokenizer/vocab.json, merges.txt the real CLIP vocabulary (open-clip-torch's BPE file)
   golden.safetensors               token ids and the hidden states for 5 prompts that the
                                    pipelines' encode_prompt takes
-Then `cargo test --release --test integration text_encoders_at_real_size -- --ignored` with
+Then `cargo test --release --lib text_encoders_at_real_size -- --ignored` with
 DREAMFRAME_TEXT_REFERENCE=OUT compares ours. tools/reference/text_encoders.sh does both.
 """
 

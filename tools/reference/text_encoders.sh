@@ -11,4 +11,4 @@ venv="$("$here/setup.sh")"
 out="${1:-$(mktemp -d)}"
 "$venv/bin/python" "$here/text_encoders.py" "$out"
 cd "$here/../.."
-DREAMFRAME_TEXT_REFERENCE="$out" cargo test --release --test integration text_encoders_at_real_size -- --ignored --nocapture
+DREAMFRAME_TEXT_REFERENCE="$out" cargo test --release --lib text_encoders_at_real_size -- --ignored --nocapture

@@ -1,11 +1,12 @@
 //! How CUDA convolutions are set up: the switch and host-work counters of the patched candle-core
-//! (tools/candle-core/PATCH.md), so `bench-sd` can run upstream candle's per-call path (and its
-//! broadcast kernels) and our cached paths side by side. Builds without cuDNN have only the build's own path: switching is refused
-//! and there are no counters. Process-wide; called from the bench thread only.
+//! (tools/vendor/README.md), so `bench-sd` can run upstream candle's per-call path (and its
+//! broadcast kernels) and our cached paths side by side. Builds without cuDNN have only the build's
+//! own path: switching is refused and there are no counters. Process-wide; called from the bench
+//! thread only.
 
 /// One way of setting up cuDNN forward convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConvSetup {
+pub(crate) enum ConvSetup {
     /// Upstream candle 0.11.1: descriptors, algorithm query and zero-filled workspace per call,
     /// and upstream's kernels for broadcast binary ops (bias, GroupNorm) too: the "before".
     PerCall,
@@ -16,13 +17,13 @@ pub enum ConvSetup {
 }
 
 impl ConvSetup {
-    pub const ALL: [ConvSetup; 3] = [
+    pub(crate) const ALL: [ConvSetup; 3] = [
         ConvSetup::PerCall,
         ConvSetup::CachedHeuristic,
         ConvSetup::CachedBenchmark,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ConvSetup::PerCall => "per-call",
             ConvSetup::CachedHeuristic => "cached-heuristic",
@@ -33,7 +34,7 @@ impl ConvSetup {
 
 /// Host work done by cuDNN conv2d calls since the process started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConvCounters {
+pub(crate) struct ConvCounters {
     pub calls: u64,
     pub descriptor_sets: u64,
     pub algorithm_searches: u64,
@@ -86,35 +87,35 @@ mod imp {
 mod imp {
     use super::{ConvCounters, ConvSetup};
 
-    pub fn set(setup: ConvSetup) -> anyhow::Result<()> {
+    pub(crate) fn set(setup: ConvSetup) -> anyhow::Result<()> {
         anyhow::bail!(
             "conv setup {:?} needs a build with cuDNN (`--features cuda,cudnn`); this one has none",
             setup.name()
         )
     }
 
-    pub fn counters() -> Option<ConvCounters> {
+    pub(crate) fn counters() -> Option<ConvCounters> {
         None
     }
 
-    pub fn broadcast_error() -> Option<String> {
+    pub(crate) fn broadcast_error() -> Option<String> {
         None
     }
 }
 
 /// Chooses how later CUDA conv2d calls are set up; an error on builds without cuDNN.
-pub fn set(setup: ConvSetup) -> anyhow::Result<()> {
+pub(crate) fn set(setup: ConvSetup) -> anyhow::Result<()> {
     imp::set(setup)
 }
 
 /// `None` on builds without cuDNN.
-pub fn counters() -> Option<ConvCounters> {
+pub(crate) fn counters() -> Option<ConvCounters> {
     imp::counters()
 }
 
 /// Why the patched candle's fast broadcast kernels are not in use (they failed to compile with
 /// NVRTC; upstream's serve instead), once a binary op has tried them.
-pub fn broadcast_error() -> Option<String> {
+pub(crate) fn broadcast_error() -> Option<String> {
     imp::broadcast_error()
 }
 

@@ -18,27 +18,27 @@ use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use super::taesd::TinyDecoder;
 use crate::generator::FrameDecoder;
 
-pub struct Decoders {
-    pub(super) vae: AutoEncoderKL,
-    pub(super) tiny: Option<TinyDecoder>,
+pub(crate) struct Decoders {
+    pub(crate) vae: AutoEncoderKL,
+    pub(crate) tiny: Option<TinyDecoder>,
     /// In-betweens go through the tiny decoder (`decode.tiny-decoder`, or the adapt ladder's
     /// choice when it was loaded for the ladder only).
-    pub(super) use_tiny: bool,
+    pub(crate) use_tiny: bool,
     /// `decode.tiny-decoder` as configured: the ladder never takes the tiny decoder away.
-    pub(super) tiny_configured: bool,
-    pub(super) device: Device,
-    pub(super) dtype: DType,
+    pub(crate) tiny_configured: bool,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
     /// The preset's VAE scaling factor (latents are divided by it before the full VAE).
-    pub(super) vae_scale: f64,
+    pub(crate) vae_scale: f64,
     /// The divisor in use, and the configured one (the ladder's size 0).
-    pub(super) resolution_divisor: u32,
-    pub(super) configured_divisor: u32,
+    pub(crate) resolution_divisor: u32,
+    pub(crate) configured_divisor: u32,
 }
 
 /// The divisors the adapt ladder may decode at for latents of `latent` (height, width): the
 /// configured one doubled and doubled again while the latent divides evenly, at most 8 (as
 /// `interpolation.resolution-divisor` allows) and at least 8 latent pixels a side.
-pub fn ladder_divisors(configured: u32, latent: (usize, usize)) -> Vec<u32> {
+pub(crate) fn ladder_divisors(configured: u32, latent: (usize, usize)) -> Vec<u32> {
     let mut divisors = vec![configured.max(1)];
     for factor in [2, 4] {
         let divisor = configured.max(1) * factor;
@@ -52,7 +52,7 @@ pub fn ladder_divisors(configured: u32, latent: (usize, usize)) -> Vec<u32> {
 }
 
 /// The decoders' device for a model on `device`: on CUDA the same GPU with a stream of its own.
-pub fn decoder_device(device: &Device) -> anyhow::Result<Device> {
+pub(crate) fn decoder_device(device: &Device) -> anyhow::Result<Device> {
     match device.location() {
         DeviceLocation::Cuda { gpu_id } => Ok(Device::new_cuda_with_stream(gpu_id)?),
         _ => Ok(device.clone()),
@@ -96,8 +96,8 @@ impl Decoders {
     ///
     /// One latent at a time: candle-transformers 0.11.1's VAE attention block mixes the images
     /// of a batch (every image after the first comes out wrong; 0.34 max abs difference on the
-    /// golden test's tiny VAE, tests/integration/sd_reference.rs, which checks a batch of two).
-    pub fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// golden test's tiny VAE, tests/reference.rs, which checks a batch of two).
+    pub(crate) fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let latents = (self.prepare(latents)? / self.vae_scale)?;
         let mut pictures = Vec::with_capacity(latents.dim(0)?);
         for i in 0..latents.dim(0)? {
@@ -108,7 +108,7 @@ impl Decoders {
 
     /// The full VAE's or the tiny decoder's pictures before the conversion to u8 ([n, 3, H, W]
     /// f32, on this device): what GPU op checks compare.
-    pub fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
+    pub(crate) fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
         let latents = self.prepare(latents)?;
         match (&self.tiny, tiny) {
             (Some(decoder), true) => Ok(decoder.forward(&latents)?.to_dtype(DType::F32)?),

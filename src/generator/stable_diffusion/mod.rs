@@ -1,6 +1,6 @@
 //! Stable Diffusion behind the `Generator` seam: candle-transformers' UNet and VAE, our own
 //! schedulers (scheduler.rs), tokenizer (tokenizer.rs), text encoder (text_encoder.rs) and
-//! TAESD (taesd.rs), each held to diffusers / transformers by tests/integration/sd_reference.rs.
+//! TAESD (taesd.rs), each held to diffusers / transformers by tests/reference.rs.
 //!
 //! Keyframes: the first by txt2img, each later one by img2img from the previous keyframe
 //! (`keyframe.denoise` of the way back into noise), as diffusers' two pipelines make them, so
@@ -19,14 +19,17 @@
 //! name the file, tensor and shape; the caller decides whether to fall back to the built-in
 //! generator. `conv` switches the patched candle's cuDNN conv setup for `bench-sd`.
 
-pub mod conv;
-pub mod decoders;
-pub mod preset;
-pub mod scheduler;
-pub mod taesd;
-pub mod text_encoder;
-pub mod tokenizer;
-pub mod weights;
+pub(crate) mod conv;
+pub(crate) mod decoders;
+pub(crate) mod preset;
+pub(crate) mod scheduler;
+pub(crate) mod taesd;
+pub(crate) mod text_encoder;
+pub(crate) mod tokenizer;
+pub(crate) mod weights;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,7 +44,7 @@ use rand_distr::{Distribution, StandardNormal};
 use tokenizers::Tokenizer;
 
 use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs};
-pub use crate::config::{SchedulerKind, Theme};
+pub(crate) use crate::config::{SchedulerKind, Theme};
 use decoders::{decoder_device, ladder_divisors, Decoders};
 use preset::Spec;
 use scheduler::Schedule;
@@ -68,7 +71,7 @@ impl Component {
 }
 
 #[derive(Debug, Clone)]
-pub struct SdOptions {
+pub(crate) struct SdOptions {
     pub spec: Spec,
     /// Generation size in pixels (a multiple of the VAE factor).
     pub size: (u32, u32),
@@ -85,7 +88,7 @@ pub struct SdOptions {
 }
 
 /// Where text embeddings come from.
-pub enum TextConditioning {
+pub(crate) enum TextConditioning {
     /// Tokenizer and CLIP text encoder per encoder (SDXL has two).
     Clip(Vec<(Tokenizer, TextEncoder, TextConfig)>),
     /// The same embeddings for every theme, each [1, tokens, cross-attention dim]: for tests and
@@ -115,7 +118,7 @@ fn step_options(steps: usize) -> Vec<usize> {
     options
 }
 
-pub struct StableDiffusionGenerator {
+pub(crate) struct StableDiffusionGenerator {
     options: SdOptions,
     /// What the adapt ladder may change (`Generator::knobs`), fixed at load.
     knobs: Knobs,
@@ -141,7 +144,7 @@ fn device_name(device: &Device) -> String {
 impl StableDiffusionGenerator {
     /// Loads every component from the weights folder; the tiny decoder for in-betweens when
     /// `tiny_decoder`, else (when `ladder_tiny`, and its file is there) for the adapt ladder.
-    pub fn load(
+    pub(crate) fn load(
         dir: &Path,
         options: SdOptions,
         tiny_decoder: bool,
@@ -195,8 +198,9 @@ impl StableDiffusionGenerator {
         )
     }
 
+    #[cfg(test)]
     /// Builds the generator from explicit UNet, VAE and tiny-decoder files (tests use tiny models).
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         options: SdOptions,
         text: TextConditioning,
         unet_file: &Path,
@@ -222,9 +226,10 @@ impl StableDiffusionGenerator {
         })
     }
 
+    #[cfg(test)]
     /// Builds the generator from weights already at hand, one `VarBuilder` per component (the
     /// golden tests make their UNet's weights in memory).
-    pub fn from_var_builders(
+    pub(crate) fn from_var_builders(
         options: SdOptions,
         text: TextConditioning,
         unet: candle_nn::VarBuilder<'static>,
@@ -253,7 +258,7 @@ impl StableDiffusionGenerator {
 
     /// Builds the generator with random weights of the real layout: for benchmarks of real-size
     /// models where no weights exist. Its pictures are noise.
-    pub fn with_random_weights(
+    pub(crate) fn with_random_weights(
         options: SdOptions,
         text: TextConditioning,
         tiny_decoder: bool,
@@ -449,7 +454,7 @@ impl StableDiffusionGenerator {
     /// (img2img) makes it, every random draw taken from `noise` in the order diffusers draws:
     /// the starting noise, then one per step for Euler ancestral. Latents stay in f32 between
     /// steps (as diffusers upcasts in its schedulers); only the UNet runs in the model's dtype.
-    pub fn keyframe_with_noise(
+    pub(crate) fn keyframe_with_noise(
         &mut self,
         request: &KeyframeRequest,
         noise: &mut dyn NoiseSource,
@@ -499,7 +504,11 @@ impl StableDiffusionGenerator {
     }
 
     /// One UNet evaluation on `latents` with the first theme's embeddings (for benchmarks).
-    pub fn unet_step(&mut self, latents: &Tensor, timestep: usize) -> anyhow::Result<Tensor> {
+    pub(crate) fn unet_step(
+        &mut self,
+        latents: &Tensor,
+        timestep: usize,
+    ) -> anyhow::Result<Tensor> {
         let embeddings = self.embeddings_for(0)?;
         let input = if self.use_guidance() {
             Tensor::cat(&[latents, latents], 0)?
@@ -517,31 +526,31 @@ impl StableDiffusionGenerator {
     }
 
     /// Decodes through the full VAE whatever the tiny-decoder setting (`Decoders::decode_full`).
-    pub fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
+    pub(crate) fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         self.decoders()?.decode_full(latents)
     }
 
     /// Pictures before the conversion to u8 (`Decoders::decoded_images`).
-    pub fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
+    pub(crate) fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
         self.decoders()?.decoded_images(latents, tiny)
     }
 }
 
 /// Where a keyframe's random draws come from.
-pub trait NoiseSource {
+pub(crate) trait NoiseSource {
     /// Unit normal noise of `shape`.
     fn next(&mut self, shape: (usize, usize, usize, usize)) -> anyhow::Result<Tensor>;
 }
 
 /// Noise from a keyframe's seed (ChaCha8, so the same seed gives the same keyframe on any
 /// machine and device): the starting noise first, then Euler ancestral's per-step draws.
-pub struct SeededNoise {
+pub(crate) struct SeededNoise {
     rng: ChaCha8Rng,
     device: Device,
 }
 
 impl SeededNoise {
-    pub fn new(seed: u64, device: &Device) -> Self {
+    pub(crate) fn new(seed: u64, device: &Device) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
             device: device.clone(),
@@ -644,7 +653,9 @@ impl Generator for StableDiffusionGenerator {
 }
 
 /// The candle device and dtype for a configured device: f16 on CUDA, f32 on the CPU.
-pub fn compute_device(device: crate::config::ComputeDevice) -> anyhow::Result<(Device, DType)> {
+pub(crate) fn compute_device(
+    device: crate::config::ComputeDevice,
+) -> anyhow::Result<(Device, DType)> {
     match device {
         crate::config::ComputeDevice::Cpu => Ok((Device::Cpu, DType::F32)),
         crate::config::ComputeDevice::Cuda(index) => {
@@ -662,7 +673,7 @@ pub fn compute_device(device: crate::config::ComputeDevice) -> anyhow::Result<(D
 }
 
 /// The name the configured model will have once loaded (what its walk is saved under).
-pub fn configured_name(config: &crate::config::Config) -> String {
+pub(crate) fn configured_name(config: &crate::config::Config) -> String {
     let sd = &config.model.stable_diffusion;
     let device = match sd.device {
         crate::config::ComputeDevice::Cpu => "cpu",
@@ -672,7 +683,9 @@ pub fn configured_name(config: &crate::config::Config) -> String {
 }
 
 /// Loads the Stable Diffusion model the config describes.
-pub fn load_configured(config: &crate::config::Config) -> anyhow::Result<StableDiffusionGenerator> {
+pub(crate) fn load_configured(
+    config: &crate::config::Config,
+) -> anyhow::Result<StableDiffusionGenerator> {
     let sd = &config.model.stable_diffusion;
     let spec = preset::spec(sd.preset);
     let (device, dtype) = compute_device(sd.device)?;

@@ -7,11 +7,11 @@ use candle_transformers::models::stable_diffusion::{unet_2d, vae};
 use super::scheduler::{Prediction, ScheduleConfig, Spacing};
 use super::text_encoder::TextConfig;
 
-pub use crate::config::Preset;
+pub(crate) use crate::config::Preset;
 
 /// Everything needed to build and drive one preset.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub name: String,
     pub unet: unet_2d::UNet2DConditionModelConfig,
     pub vae: vae::AutoEncoderKLConfig,
@@ -33,11 +33,11 @@ pub struct Spec {
 
 impl Spec {
     /// Image pixels per latent pixel: the VAE halves the size once per block after the first.
-    pub fn vae_factor(&self) -> u32 {
+    pub(crate) fn vae_factor(&self) -> u32 {
         1 << (self.vae.block_out_channels.len().saturating_sub(1))
     }
 
-    pub fn latent_channels(&self) -> usize {
+    pub(crate) fn latent_channels(&self) -> usize {
         self.vae.latent_channels
     }
 }
@@ -86,7 +86,7 @@ fn sd_vae() -> vae::AutoEncoderKLConfig {
     }
 }
 
-pub fn spec(preset: Preset) -> Spec {
+pub(crate) fn spec(preset: Preset) -> Spec {
     let sd2_unet = || {
         unet(
             vec![

@@ -11,23 +11,23 @@
 //! the noise cannot be fed from outside to compare against diffusers; its trailing timesteps
 //! count down from 1000 where diffusers counts down from 999. Here every value follows diffusers'
 //! `DDIMScheduler` / `EulerAncestralDiscreteScheduler` and the golden tests
-//! (tests/integration/sd_reference.rs) hold us to them.
+//! (tests/reference.rs) hold us to them.
 
 use anyhow::ensure;
 use candle_core::Tensor;
 
-pub use crate::config::SchedulerKind;
+pub(crate) use crate::config::SchedulerKind;
 
 /// What the UNet predicts (scheduler_config.json `prediction_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prediction {
+pub(crate) enum Prediction {
     Epsilon,
     VPrediction,
 }
 
 /// How inference timesteps are spread over the training timesteps (`timestep_spacing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spacing {
+pub(crate) enum Spacing {
     Leading,
     Trailing,
     /// Evenly from the last training timestep to 0; Euler's are fractional.
@@ -37,7 +37,7 @@ pub enum Spacing {
 /// The fields of a model repo's scheduler_config.json that change the arithmetic. Every preset
 /// uses `beta_schedule = "scaled_linear"`, `clip_sample = false`, `set_alpha_to_one = false`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleConfig {
+pub(crate) struct ScheduleConfig {
     pub train_timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -50,7 +50,7 @@ pub struct ScheduleConfig {
 
 impl ScheduleConfig {
     /// sd-1.5, sd-2.1 (with v-prediction), sd-turbo and sdxl-turbo (trailing) all share these.
-    pub fn stable_diffusion(spacing: Option<Spacing>, prediction: Prediction) -> Self {
+    pub(crate) fn stable_diffusion(spacing: Option<Spacing>, prediction: Prediction) -> Self {
         Self {
             train_timesteps: 1000,
             beta_start: 0.00085,
@@ -64,7 +64,7 @@ impl ScheduleConfig {
 
 /// One run's schedule: `steps` timesteps, from noisiest to cleanest.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     kind: SchedulerKind,
     config: ScheduleConfig,
     spacing: Spacing,
@@ -77,7 +77,11 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(kind: SchedulerKind, config: &ScheduleConfig, steps: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        kind: SchedulerKind,
+        config: &ScheduleConfig,
+        steps: usize,
+    ) -> anyhow::Result<Self> {
         let n = config.train_timesteps;
         ensure!(
             (1..=n).contains(&steps),
@@ -159,20 +163,22 @@ impl Schedule {
         })
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    pub(crate) fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
+    #[cfg(test)]
     /// Euler: the noise level of each timestep, then 0 (empty for DDIM).
-    pub fn sigmas(&self) -> &[f64] {
+    pub(crate) fn sigmas(&self) -> &[f64] {
         match self.kind {
             SchedulerKind::Ddim => &[],
             SchedulerKind::EulerAncestral => &self.sigmas,
         }
     }
 
+    #[cfg(test)]
     /// DDIM: the cumulative alpha at each timestep (empty for Euler ancestral).
-    pub fn alphas_cumprod(&self) -> Vec<f64> {
+    pub(crate) fn alphas_cumprod(&self) -> Vec<f64> {
         match self.kind {
             SchedulerKind::Ddim => self
                 .timesteps
@@ -184,12 +190,12 @@ impl Schedule {
     }
 
     /// Whether `step` wants a fresh noise tensor (Euler ancestral draws one every step).
-    pub fn step_takes_noise(&self) -> bool {
+    pub(crate) fn step_takes_noise(&self) -> bool {
         self.kind == SchedulerKind::EulerAncestral
     }
 
     /// What txt2img multiplies its initial unit noise by.
-    pub fn init_noise_sigma(&self) -> f64 {
+    pub(crate) fn init_noise_sigma(&self) -> f64 {
         match self.kind {
             SchedulerKind::Ddim => 1.0,
             SchedulerKind::EulerAncestral => {
@@ -206,13 +212,13 @@ impl Schedule {
     /// as `StableDiffusionImg2ImgPipeline.get_timesteps` picks it (`int(steps * strength)` steps,
     /// truncated), except that we always run at least one step where diffusers would run none
     /// and refuse: a keyframe equal to the previous one would freeze the walk.
-    pub fn img2img_start(&self, strength: f64) -> usize {
+    pub(crate) fn img2img_start(&self, strength: f64) -> usize {
         let run = ((self.steps as f64 * strength) as usize).clamp(1, self.steps);
         self.steps - run
     }
 
     /// img2img's starting latents: `original` noised to the level of timestep `index`.
-    pub fn add_noise(
+    pub(crate) fn add_noise(
         &self,
         original: &Tensor,
         noise: &Tensor,
@@ -228,7 +234,11 @@ impl Schedule {
     }
 
     /// The UNet's input at step `index` (Euler scales it to unit variance; DDIM does not).
-    pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> anyhow::Result<Tensor> {
+    pub(crate) fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        index: usize,
+    ) -> anyhow::Result<Tensor> {
         Ok(match self.kind {
             SchedulerKind::Ddim => sample.clone(),
             SchedulerKind::EulerAncestral => {
@@ -240,7 +250,7 @@ impl Schedule {
 
     /// The latents after step `index`, from the model's prediction. `noise` (same shape) is
     /// used by Euler ancestral only; DDIM runs with eta = 0 and needs none.
-    pub fn step(
+    pub(crate) fn step(
         &self,
         prediction: &Tensor,
         index: usize,

@@ -4,7 +4,7 @@
 //! frames; keyframes keep the full VAE.
 //!
 //! Weights, in either of the two forms it is published in (both checked by the golden test in
-//! tests/integration/sd_reference.rs against diffusers' `AutoencoderTiny`):
+//! tests/reference.rs against diffusers' `AutoencoderTiny`):
 //! - the GitHub repo's `taesd_decoder.safetensors` (`taesdxl_...` for SDXL): the PyTorch
 //!   `nn.Sequential` names (`1.weight`, `3.conv.0.bias`, ...), index 0 being the input clamp;
 //! - the diffusers folder (`madebyollin/taesd`): `decoder.layers.N...`, where the clamp is not a
@@ -20,7 +20,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
 /// Channels of every hidden layer in the published decoder.
-pub const CHANNELS: usize = 64;
+pub(crate) const CHANNELS: usize = 64;
 
 /// The tensor names of one published form: the `VarBuilder` prefix and the name of the
 /// published `nn.Sequential` index `i`.
@@ -99,13 +99,13 @@ enum Layer {
     Upsample,
 }
 
-pub struct TinyDecoder {
+pub(crate) struct TinyDecoder {
     layers: Vec<Layer>,
 }
 
 impl TinyDecoder {
     /// Builds the decoder from `vb`, the root of either published file.
-    pub fn new(vb: VarBuilder, latent_channels: usize) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, latent_channels: usize) -> Result<Self> {
         let layout = Layout::detect(&vb);
         let vb = if layout.root.is_empty() {
             vb
@@ -142,7 +142,7 @@ impl TinyDecoder {
         Ok(Self { layers })
     }
 
-    pub fn forward(&self, latents: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, latents: &Tensor) -> Result<Tensor> {
         let mut x = latents.clone();
         for layer in &self.layers {
             x = match layer {

@@ -10,7 +10,7 @@
 //! where transformers' (OpenCLIP ViT-H, sd-2.x and sd-turbo) is the exact erf one, which moved
 //! every hidden state by up to 1e-3 at real size (tools/reference/text_encoders.sh), and it only
 //! takes its fixed real-size configs, so it cannot be checked on a tiny model in CI. This is the
-//! same arithmetic with the activation as configured; tests/integration/sd_reference.rs compares
+//! same arithmetic with the activation as configured; tests/reference.rs compares
 //! it with transformers on tiny models of both activations.
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -18,7 +18,7 @@ use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Var
 
 /// The MLP's activation (`hidden_act` in text_encoder/config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
+pub(crate) enum Activation {
     /// "quick_gelu": x * sigmoid(1.702 x) (OpenAI CLIP, sd-1.5).
     QuickGelu,
     /// "gelu": the exact, erf-based GELU (OpenCLIP ViT-H, sd-2.x).
@@ -27,7 +27,7 @@ pub enum Activation {
 
 /// Which hidden state the pipeline hands the UNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextOutput {
+pub(crate) enum TextOutput {
     /// `last_hidden_state` (after the final layer norm): sd-1.x, sd-2.x.
     Last,
     /// `hidden_states[-2]`, the second-to-last layer's output, not normalized: SDXL.
@@ -36,7 +36,7 @@ pub enum TextOutput {
 
 /// text_encoder/config.json, as far as the arithmetic goes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TextConfig {
+pub(crate) struct TextConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -51,7 +51,7 @@ pub struct TextConfig {
 
 impl TextConfig {
     /// openai/clip-vit-large-patch14's text model (sd-1.5; sdxl's first encoder).
-    pub fn clip_l() -> Self {
+    pub(crate) fn clip_l() -> Self {
         Self {
             vocab_size: 49408,
             hidden_size: 768,
@@ -66,7 +66,7 @@ impl TextConfig {
     }
 
     /// As SDXL's pipeline uses an encoder: the penultimate layer's hidden states.
-    pub fn penultimate(self) -> Self {
+    pub(crate) fn penultimate(self) -> Self {
         Self {
             output: TextOutput::Penultimate,
             ..self
@@ -74,7 +74,7 @@ impl TextConfig {
     }
 
     /// OpenCLIP ViT-H/14's text model cut to 23 layers, as the sd-2.x repos ship it.
-    pub fn open_clip_h() -> Self {
+    pub(crate) fn open_clip_h() -> Self {
         Self {
             vocab_size: 49408,
             hidden_size: 1024,
@@ -89,7 +89,7 @@ impl TextConfig {
     }
 
     /// OpenCLIP ViT-bigG/14's text model (sdxl's second encoder).
-    pub fn open_clip_big_g() -> Self {
+    pub(crate) fn open_clip_big_g() -> Self {
         Self {
             vocab_size: 49408,
             hidden_size: 1280,
@@ -155,7 +155,7 @@ impl Layer {
     }
 }
 
-pub struct TextEncoder {
+pub(crate) struct TextEncoder {
     tokens: Embedding,
     positions: Embedding,
     layers: Vec<Layer>,
@@ -165,7 +165,7 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// Builds the encoder from `vb`, the root of text_encoder/model.safetensors.
-    pub fn new(vb: VarBuilder, config: &TextConfig) -> candle_core::Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, config: &TextConfig) -> candle_core::Result<Self> {
         // The repos name every tensor under "text_model."; transformers 5 saves without it.
         let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight")
             || !vb.contains_tensor("embeddings.token_embedding.weight")
@@ -211,7 +211,7 @@ impl TextEncoder {
     }
 
     /// The configured hidden state (`TextOutput`) for token ids [batch, tokens].
-    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (_, count) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, count as u32, device)?.unsqueeze(0)?;

@@ -6,7 +6,7 @@
 //! length, a prompt. Output: exactly the ids transformers' `CLIPTokenizer` gives when
 //! `StableDiffusionPipeline.encode_prompt` calls it (`padding="max_length"`, `truncation=True`):
 //! start token, the prompt's tokens cut to fit, end token, padding. Checked against it on 32
-//! prompts with the real CLIP vocabulary (tests/integration/sd_reference.rs). Runs on the
+//! prompts with the real CLIP vocabulary (tests/reference.rs). Runs on the
 //! keyframe thread when a theme is first used. Errors name the folder and the file.
 //!
 //! The pipeline below is the one transformers builds for CLIP (tokenization_clip.py); its
@@ -24,8 +24,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizers;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-pub const START: &str = "<|startoftext|>";
-pub const END: &str = "<|endoftext|>";
+pub(crate) const START: &str = "<|startoftext|>";
+pub(crate) const END: &str = "<|endoftext|>";
 
 /// CLIP's word pattern (with its two special tokens first, as transformers has it).
 const WORDS: &str =
@@ -34,20 +34,20 @@ const WORDS: &str =
 /// The largest tokenizer file read. CLIP's are 1.0 MiB (vocab.json), 0.5 MiB (merges.txt) and
 /// 2.1 MiB (tokenizer.json); parsing takes some 30 times a file's size in memory, so a
 /// runaway file must be refused, not loaded.
-pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The file names a tokenizer folder may hold, for error messages.
-pub const FILES: &str = "vocab.json and merges.txt (or tokenizer.json)";
+pub(crate) const FILES: &str = "vocab.json and merges.txt (or tokenizer.json)";
 
 /// Whether `folder` holds a tokenizer this module can load.
-pub fn present(folder: &Path) -> bool {
+pub(crate) fn present(folder: &Path) -> bool {
     (folder.join("vocab.json").is_file() && folder.join("merges.txt").is_file())
         || folder.join("tokenizer.json").is_file()
 }
 
 /// Loads the tokenizer in `folder`; `pad` becomes a special token as it is for transformers
 /// (so sd-2.x's pad token "!" typed in a prompt is that token, id 0, as there).
-pub fn load(folder: &Path, pad: &str) -> anyhow::Result<Tokenizer> {
+pub(crate) fn load(folder: &Path, pad: &str) -> anyhow::Result<Tokenizer> {
     let (vocab, merges) = (folder.join("vocab.json"), folder.join("merges.txt"));
     let mut tokenizer = if vocab.is_file() && merges.is_file() {
         from_vocab_and_merges(&vocab, &merges).with_context(|| {
@@ -66,7 +66,7 @@ pub fn load(folder: &Path, pad: &str) -> anyhow::Result<Tokenizer> {
                 folder.display()
             );
         }
-        crate::files::read_regular(&file, MAX_FILE_BYTES)
+        crate::checked_fs::read_regular(&file, MAX_FILE_BYTES)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Tokenizer::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}")))
             .with_context(|| format!("cannot read tokenizer {}", file.display()))?
@@ -95,7 +95,7 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> anyhow::Result<Tokenize
     let error = |e| anyhow::anyhow!("{e}");
     // Looked at first: bounded, and never a FIFO the parser would wait on for ever.
     for file in [vocab, merges] {
-        crate::files::open_regular(file, MAX_FILE_BYTES)
+        crate::checked_fs::open_regular(file, MAX_FILE_BYTES)
             .with_context(|| format!("cannot read {}", file.display()))?;
     }
     let bpe = BPE::from_file(&path(vocab)?, &path(merges)?)
@@ -130,7 +130,7 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> anyhow::Result<Tokenize
 }
 
 /// The ids for `prompt`: start, tokens (cut to `length - 2`), end, then `pad` up to `length`.
-pub fn token_ids(
+pub(crate) fn token_ids(
     tokenizer: &Tokenizer,
     pad: &str,
     length: usize,

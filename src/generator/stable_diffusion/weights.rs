@@ -14,7 +14,7 @@ use super::preset::Spec;
 
 /// The files one preset needs, found in the weights folder.
 #[derive(Debug, Clone)]
-pub struct WeightFiles {
+pub(crate) struct WeightFiles {
     pub unet: PathBuf,
     pub vae: PathBuf,
     /// (tokenizer folder, text encoder) per text encoder, in order.
@@ -47,7 +47,7 @@ fn find(dir: &Path, folder: &str, names: &[&str], what: &str) -> anyhow::Result<
 
 impl WeightFiles {
     /// Finds every file of `spec` under `dir`; half-precision files first when `prefer_fp16`.
-    pub fn locate(
+    pub(crate) fn locate(
         dir: &Path,
         spec: &Spec,
         prefer_fp16: bool,
@@ -68,7 +68,7 @@ impl WeightFiles {
                 "weights folder {} is {}, not a folder: set model.weights-dir to the model's \
                  diffusers folder (see the README, \"Model weights\")",
                 dir.display(),
-                crate::files::kind_of(metadata.file_type())
+                crate::checked_fs::kind_of(metadata.file_type())
             ),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
                 "weights folder {} does not exist (see the README, \"Model weights\")",
@@ -157,7 +157,7 @@ fn single_file_checkpoint(dir: &Path) -> Option<PathBuf> {
 
 /// The tiny decoder's file when it is in the weights folder (for the adapt ladder, which may
 /// switch in-betweens to it); `None` when it is not.
-pub fn optional_tiny_decoder(dir: &Path, spec: &Spec) -> Option<PathBuf> {
+pub(crate) fn optional_tiny_decoder(dir: &Path, spec: &Spec) -> Option<PathBuf> {
     find_tiny_decoder(dir, spec).ok()
 }
 
@@ -222,7 +222,7 @@ impl SimpleBackend for CheckedFile {
 }
 
 /// A VarBuilder over the safetensors file at `path` (memory-mapped), every tensor checked.
-pub fn checked_var_builder(
+pub(crate) fn checked_var_builder(
     path: &Path,
     dtype: DType,
     device: &Device,
@@ -242,7 +242,7 @@ pub fn checked_var_builder(
 }
 
 /// Memory-maps `path` and builds a model from it with `build`, every tensor checked.
-pub fn build_from<T>(
+pub(crate) fn build_from<T>(
     path: &Path,
     dtype: DType,
     device: &Device,
@@ -282,6 +282,6 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
-pub fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
+pub(crate) fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone())
 }

@@ -14,10 +14,10 @@ use drm::Device;
 use super::choice::{fourcc_name, mode_list, ModeInfo};
 
 /// Where the kernel puts the cards.
-pub const CARDS_DIR: &str = "/dev/dri";
+pub(crate) const CARDS_DIR: &str = "/dev/dri";
 
 /// An open DRM card (the primary node, /dev/dri/cardN).
-pub struct Card {
+pub(crate) struct Card {
     pub file: File,
     pub path: PathBuf,
 }
@@ -34,7 +34,7 @@ impl ControlDevice for Card {}
 impl Card {
     /// Opens the card for modesetting; its event queue is read without blocking. Anything but
     /// a character device (a FIFO, a plain file, a folder) is refused before it is opened.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
         use std::os::unix::fs::FileTypeExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if !meta.file_type().is_char_device() {
@@ -57,19 +57,19 @@ impl Card {
         })
     }
 
-    pub fn driver_name(&self) -> String {
+    pub(crate) fn driver_name(&self) -> String {
         self.get_driver()
             .map(|d| d.name().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into())
     }
 
     /// "HDMI-A-1", "Virtual-1": the kernel's own connector names.
-    pub fn connector_name(info: &connector::Info) -> String {
+    pub(crate) fn connector_name(info: &connector::Info) -> String {
         format!("{}-{}", info.interface().as_str(), info.interface_id())
     }
 
     /// The plane's type ("primary", "overlay", "cursor") from its `type` property.
-    pub fn plane_kind(&self, plane: plane::Handle) -> &'static str {
+    pub(crate) fn plane_kind(&self, plane: plane::Handle) -> &'static str {
         let Ok(properties) = self.get_properties(plane) else {
             return "unknown";
         };
@@ -92,7 +92,7 @@ impl Card {
     }
 
     /// The formats of the primary plane that can show `crtc` (empty: the driver lists none).
-    pub fn primary_formats(&self, crtc: crtc::Handle) -> Vec<u32> {
+    pub(crate) fn primary_formats(&self, crtc: crtc::Handle) -> Vec<u32> {
         let Ok(resources) = self.resource_handles() else {
             return Vec::new();
         };
@@ -117,10 +117,12 @@ impl Card {
 fn open_hint(path: &Path, error: &std::io::Error) -> String {
     let path = path.display();
     match error.kind() {
-        ErrorKind::PermissionDenied if crate::files::refused_by_device_policy(error) => format!(
-            "cannot open DRM card {path}: {error}: {}",
-            crate::files::DEVICE_POLICY_HINT
-        ),
+        ErrorKind::PermissionDenied if crate::checked_fs::refused_by_device_policy(error) => {
+            format!(
+                "cannot open DRM card {path}: {error}: {}",
+                crate::checked_fs::DEVICE_POLICY_HINT
+            )
+        }
         ErrorKind::PermissionDenied => format!(
             "cannot open DRM card {path}: permission denied. Add this user to the `video` and \
              `render` groups (`sudo usermod -aG video,render $USER`, then log in again) or run as \
@@ -136,7 +138,7 @@ fn open_hint(path: &Path, error: &std::io::Error) -> String {
 }
 
 /// The cards under `dir` (card0, card1, ... in number order; render nodes left out).
-pub fn card_paths(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn card_paths(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -154,7 +156,7 @@ pub fn card_paths(dir: &Path) -> Vec<PathBuf> {
 
 /// A connector as probed.
 #[derive(Debug, Clone)]
-pub struct ConnectorReport {
+pub(crate) struct ConnectorReport {
     pub handle: connector::Handle,
     pub name: String,
     pub connected: bool,
@@ -165,7 +167,7 @@ pub struct ConnectorReport {
 
 impl ConnectorReport {
     /// The modes as the choices read them.
-    pub fn mode_infos(&self) -> Vec<ModeInfo> {
+    pub(crate) fn mode_infos(&self) -> Vec<ModeInfo> {
         self.modes.iter().map(ModeInfo::of).collect()
     }
 }
@@ -173,7 +175,7 @@ impl ConnectorReport {
 /// Connectors of `card`, in the kernel's order. `force` re-reads the screens (EDID), which
 /// only the master may and which can take tens of milliseconds; otherwise the kernel's last
 /// known state.
-pub fn connectors(card: &Card, force: bool) -> anyhow::Result<Vec<ConnectorReport>> {
+pub(crate) fn connectors(card: &Card, force: bool) -> anyhow::Result<Vec<ConnectorReport>> {
     let resources = card.resource_handles().map_err(|error| {
         if error.raw_os_error() == Some(libc::ENOTTY) {
             anyhow::anyhow!(
@@ -212,7 +214,7 @@ pub fn connectors(card: &Card, force: bool) -> anyhow::Result<Vec<ConnectorRepor
 
 /// What `dreamframe probe` prints for one card: the card line, then a line per connector and
 /// per plane.
-pub fn probe_lines(path: &Path) -> Vec<String> {
+pub(crate) fn probe_lines(path: &Path) -> Vec<String> {
     let unavailable = |error: String| {
         vec![crate::events::DrmCard {
             path: path.display().to_string(),

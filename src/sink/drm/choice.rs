@@ -4,11 +4,11 @@
 //! size lands on a screen of another. No I/O; the sink and `dreamframe probe` call these.
 
 use crate::config::ModeRequest;
-use crate::render::pixel_format::PixelFormat;
+use crate::frame::pixel_format::PixelFormat;
 
 /// A mode as the choices need it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModeInfo {
+pub(crate) struct ModeInfo {
     pub width: u32,
     pub height: u32,
     /// Exact, from the pixel clock and the totals (59.94 is not 60).
@@ -17,7 +17,7 @@ pub struct ModeInfo {
 }
 
 impl ModeInfo {
-    pub fn of(mode: &drm::control::Mode) -> Self {
+    pub(crate) fn of(mode: &drm::control::Mode) -> Self {
         let (width, height) = mode.size();
         let (_, _, htotal) = mode.hsync();
         let (_, _, vtotal) = mode.vsync();
@@ -50,7 +50,7 @@ impl ModeInfo {
     }
 
     /// "1920x1080@60" (two decimals when the rate is not whole: "1920x1080@59.94").
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let rounded = self.refresh_hz.round();
         if (self.refresh_hz - rounded).abs() < 0.005 {
             format!("{}x{}@{}", self.width, self.height, rounded as u32)
@@ -61,7 +61,7 @@ impl ModeInfo {
 }
 
 /// The labels of `modes`, the preferred one marked: for errors and `probe`.
-pub fn mode_list(modes: &[ModeInfo]) -> String {
+pub(crate) fn mode_list(modes: &[ModeInfo]) -> String {
     let mut labels: Vec<String> = Vec::new();
     for mode in modes {
         let label = if mode.preferred {
@@ -79,7 +79,7 @@ pub fn mode_list(modes: &[ModeInfo]) -> String {
 /// The index of the mode to use: the one asked for (at that size, the refresh closest to the
 /// one asked for within 1 Hz, or the highest when none was given), else the preferred one, else
 /// the first (the kernel lists the best first). `Err` names what was asked for and what there is.
-pub fn pick_mode(modes: &[ModeInfo], wanted: Option<&ModeRequest>) -> Result<usize, String> {
+pub(crate) fn pick_mode(modes: &[ModeInfo], wanted: Option<&ModeRequest>) -> Result<usize, String> {
     if modes.is_empty() {
         return Err("the screen reports no modes".into());
     }
@@ -109,12 +109,12 @@ pub fn pick_mode(modes: &[ModeInfo], wanted: Option<&ModeRequest>) -> Result<usi
 }
 
 /// DRM fourcc codes (drm_fourcc.h), little-endian.
-pub const FOURCC_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
-pub const FOURCC_RGB565: u32 = u32::from_le_bytes(*b"RG16");
+pub(crate) const FOURCC_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
+pub(crate) const FOURCC_RGB565: u32 = u32::from_le_bytes(*b"RG16");
 
 /// The buffer format: XRGB8888 where the primary plane takes it (or lists nothing: drivers
 /// without universal planes all take it), else RGB565; `None` when neither is offered.
-pub fn pick_format(formats: &[u32]) -> Option<(u32, PixelFormat)> {
+pub(crate) fn pick_format(formats: &[u32]) -> Option<(u32, PixelFormat)> {
     if formats.is_empty() || formats.contains(&FOURCC_XRGB8888) {
         Some((FOURCC_XRGB8888, PixelFormat::XRGB8888))
     } else if formats.contains(&FOURCC_RGB565) {
@@ -125,7 +125,7 @@ pub fn pick_format(formats: &[u32]) -> Option<(u32, PixelFormat)> {
 }
 
 /// A fourcc as its four letters ("XR24"), or hex when they are not printable.
-pub fn fourcc_name(code: u32) -> String {
+pub(crate) fn fourcc_name(code: u32) -> String {
     let bytes = code.to_le_bytes();
     if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         String::from_utf8_lossy(&bytes).trim_end().to_string()
@@ -134,19 +134,9 @@ pub fn fourcc_name(code: u32) -> String {
     }
 }
 
-/// How many refreshes each frame stays on screen at `fps`: the whole number nearest to
-/// refresh/fps, at least 1. The frame rate shown is then refresh/cadence (60 Hz at 24 fps:
-/// every frame 2 refreshes, 30 fps; even steps rather than 3:2 judder).
-pub fn cadence(refresh_hz: f64, fps: f64) -> u32 {
-    if !(refresh_hz > 0.0 && fps > 0.0) {
-        return 1;
-    }
-    ((refresh_hz / fps).round() as u32).max(1)
-}
-
 /// Where a frame of `frame` size goes on a `screen`: centred, cropped where it is larger.
 /// Returns (source x, source y, screen x, screen y, width, height) of the copied rectangle.
-pub fn placement(frame: (u32, u32), screen: (u32, u32)) -> (u32, u32, u32, u32, u32, u32) {
+pub(crate) fn placement(frame: (u32, u32), screen: (u32, u32)) -> (u32, u32, u32, u32, u32, u32) {
     let axis = |f: u32, s: u32| {
         if f >= s {
             ((f - s) / 2, 0, s)
@@ -261,18 +251,6 @@ mod tests {
         assert_eq!(pick_format(&[]).map(|f| f.0), Some(FOURCC_XRGB8888));
         assert_eq!(fourcc_name(FOURCC_XRGB8888), "XR24");
         assert_eq!(fourcc_name(0x0102_0304), "0x01020304");
-    }
-
-    #[test]
-    fn each_frame_stays_a_whole_number_of_refreshes() {
-        assert_eq!(cadence(60.0, 60.0), 1);
-        assert_eq!(cadence(60.0, 30.0), 2);
-        assert_eq!(cadence(59.94, 30.0), 2);
-        assert_eq!(cadence(60.0, 24.0), 3); // 2.5 rounds up: 20 fps, never faster than asked
-        assert_eq!(cadence(60.0, 25.0), 2);
-        assert_eq!(cadence(60.0, 120.0), 1); // faster than the screen: every refresh
-        assert_eq!(cadence(144.0, 30.0), 5);
-        assert_eq!(cadence(0.0, 30.0), 1);
     }
 
     #[test]

@@ -21,8 +21,8 @@
 //! exclusive `flock` on the card refuses a second player; another DRM master (a desktop) is
 //! named as such.
 
-pub mod card;
-pub mod choice;
+pub(crate) mod card;
+pub(crate) mod choice;
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -36,9 +36,10 @@ use drm::control::{connector, crtc, framebuffer, property, Device as ControlDevi
 use drm::Device as _;
 use memmap2::MmapMut;
 
-use super::{Flip, Geometry, Sink};
+use super::{Flip, Sink};
 use crate::config::{DisplayConfig, ModeRequest};
 use crate::console::ConsoleGuard;
+use crate::frame::Geometry;
 use card::{Card, ConnectorReport};
 use choice::{fourcc_name, ModeInfo};
 
@@ -52,7 +53,7 @@ const DPMS_OFF: u64 = 3;
 
 /// What the screen is and how frames reach it; logged at start and put in status.json.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DrmReport {
+pub(crate) struct DrmReport {
     pub card: String,
     pub driver: String,
     pub connector: String,
@@ -66,7 +67,7 @@ pub struct DrmReport {
 }
 
 impl DrmReport {
-    pub fn event(&self) -> crate::events::Drm {
+    pub(crate) fn event(&self) -> crate::events::Drm {
         crate::events::Drm {
             card: self.card.clone(),
             driver: self.driver.clone(),
@@ -89,7 +90,7 @@ struct ScanoutBuffer {
     pitch: usize,
 }
 
-pub struct DrmSink {
+pub(crate) struct DrmSink {
     card: Card,
     report: DrmReport,
     connector: connector::Handle,
@@ -302,7 +303,7 @@ fn free(card: &Card, buffers: Vec<ScanoutBuffer>) {
 
 impl DrmSink {
     /// Opens the card, takes the screen and the console.
-    pub fn open(config: &DisplayConfig) -> anyhow::Result<Self> {
+    pub(crate) fn open(config: &DisplayConfig) -> anyhow::Result<Self> {
         let (card, connectors) = choose_card(config.card.as_deref())?;
         lock_card(&card)?;
         become_master(&card)?;
@@ -392,7 +393,7 @@ impl DrmSink {
         })
     }
 
-    pub fn report(&self) -> &DrmReport {
+    pub(crate) fn report(&self) -> &DrmReport {
         &self.report
     }
 

@@ -1,13 +1,16 @@
-//! The log's events, typed: each is a struct whose `Display` is its log line
-//! (`event key=value ...`, text values quoted and escaped where needed) and whose `read` parses
-//! the fields back from such a line. Every writer logs these structs, and `analyze` reads them
-//! through the same definitions, so a renamed field can't silently break the analyzer.
+//! The log's events, typed: each is a struct whose `Display` is its log line (`event key=value
+//! ...`, text values quoted and escaped where needed) and whose `read` parses the fields back from
+//! such a line (`parse` splits a line into its fields). Every writer logs these structs, and the
+//! analyzer (tools/dreamframe-analyze) reads them through the same definitions, so a renamed field
+//! can't silently break it.
 //!
 //! Pure formatting and parsing; used on whichever thread logs (never the pacer's per-frame
 //! path). `read` returns `None` for a line whose fields don't fit.
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+pub mod parse;
 
 /// A value of a field: how it is written into a line and read back from one.
 pub trait FieldValue: Sized {
@@ -450,7 +453,7 @@ mod tests {
     fn every_event_reads_back_as_written() {
         let results = round_trips(|line| {
             let full = format!("2026-11-28T10:00:00.123456789Z [INFO] {line}");
-            crate::analyze::parse_line(&full).map(|parsed| (parsed.event, parsed.fields))
+            parse::parse_line(&full).map(|parsed| (parsed.event, parsed.fields))
         });
         assert_eq!(results.len(), NAMES.len());
         for (line, ok) in &results {

@@ -6,10 +6,18 @@
 //! adapting-cppn-1024x576.toml --seed 11 --duration 75`: a 1024x576 built-in generator, so the
 //! quality ladder steps down at once and climbs a rung 30 s later).
 
+#![deny(unsafe_code)]
+
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::data;
+/// A file of the display's test data (tests/data at the workspace's top): the logs are real
+/// runs of the display binary.
+fn data(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(path)
+}
 
 fn analyze(logs: &[&str], chart: &Path) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_dreamframe-analyze"))

@@ -1,4 +1,4 @@
-//! The frame buffer between decoding and display: decoded frames at internal resolution, bounded
+//! The frame queue between decoding and display: decoded frames at internal resolution, bounded
 //! both by a frame count (seconds x fps) and by bytes.
 //!
 //! Inputs: frames pushed by the decoder thread, which blocks while the buffer is full
@@ -53,13 +53,13 @@ impl State {
     }
 }
 
-pub struct FrameBuffer {
+pub struct FrameQueue {
     state: Mutex<State>,
     /// Signalled on every push, pop and close; waiters recheck their own condition.
     changed: Condvar,
 }
 
-impl FrameBuffer {
+impl FrameQueue {
     /// A buffer of at most `max_frames` frames and `max_bytes` bytes, for frames of about
     /// `frame_bytes` each (so its capacity is known before the first frame).
     pub fn new(max_frames: usize, max_bytes: usize, frame_bytes: usize) -> Self {
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn producer_blocks_when_full_and_resumes_when_drained() {
-        let buffer = Arc::new(FrameBuffer::new(3, usize::MAX, 3));
+        let buffer = Arc::new(FrameQueue::new(3, usize::MAX, 3));
         let pushed = Arc::new(AtomicUsize::new(0));
         let producer = {
             let (buffer, pushed) = (Arc::clone(&buffer), Arc::clone(&pushed));
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn byte_bound_limits_the_frames_held() {
-        let buffer = FrameBuffer::new(100, 10, 4);
+        let buffer = FrameQueue::new(100, 10, 4);
         buffer.push(frame(0, 4)).unwrap();
         buffer.push(frame(1, 4)).unwrap();
         let level = buffer.level();
@@ -217,27 +217,27 @@ mod tests {
             (2, 8, 2)
         );
         // A frame larger than the whole bound still goes into an empty buffer.
-        let big = FrameBuffer::new(100, 10, 4);
+        let big = FrameQueue::new(100, 10, 4);
         big.push(frame(0, 50)).unwrap();
         assert_eq!(big.level().frames, 1);
     }
 
     #[test]
     fn the_capacity_is_known_before_the_first_frame() {
-        let buffer = FrameBuffer::new(900, 10 * 1024, 1024);
+        let buffer = FrameQueue::new(900, 10 * 1024, 1024);
         assert_eq!(buffer.level().capacity_frames, 10);
     }
 
     #[test]
     fn close_releases_a_blocked_producer_and_a_waiting_consumer() {
-        let buffer = Arc::new(FrameBuffer::new(1, usize::MAX, 1));
+        let buffer = Arc::new(FrameQueue::new(1, usize::MAX, 1));
         buffer.push(frame(0, 1)).unwrap();
         let blocked = {
             let buffer = Arc::clone(&buffer);
             std::thread::spawn(move || buffer.push(frame(1, 1)))
         };
         let waiting = {
-            let buffer = Arc::new(FrameBuffer::new(4, usize::MAX, 1));
+            let buffer = Arc::new(FrameQueue::new(4, usize::MAX, 1));
             let waiter = Arc::clone(&buffer);
             let handle =
                 std::thread::spawn(move || waiter.wait_for_level(4, Duration::from_secs(30)));
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn wait_for_level_returns_when_reached_or_full() {
-        let buffer = FrameBuffer::new(2, usize::MAX, 1);
+        let buffer = FrameQueue::new(2, usize::MAX, 1);
         assert_eq!(
             buffer.wait_for_level(1, Duration::from_millis(10)).frames,
             0

@@ -1,11 +1,12 @@
-//! `dreamframe status`: how the display is doing, for a person on SSH. Reads status.json from
-//! the output folder the display uses (the same config lookup: `--config`, `--output-dir`;
-//! where neither names a folder, the default one or the systemd service's, preferring a live
-//! display's, and says which it read) and prints state, fps against target, a buffer gauge, generator, keyframes, counts, errors,
-//! uptime and where the log and snapshot are. `--watch` redraws it, `--json` prints the file,
-//! `--picture` draws the snapshot with the terminal sink's half blocks, sized to the terminal.
+//! `dreamframe status`: how the display is doing, for a person on SSH. Reads status.json from the
+//! output folder the display uses (the same config lookup: `--config`, `--output-dir`; where
+//! neither names a folder, the default one or the systemd service's, preferring a live display's,
+//! and says which it read) and prints state, fps against target, a buffer gauge, generator,
+//! keyframes, counts, errors, uptime and where the log and snapshot are. `--watch` redraws it,
+//! `--json` prints the file, `--picture` draws the snapshot with the terminal sink's half blocks,
+//! sized to the terminal.
 //!
-//! Whether the display runs: a live process holds the folder's lock (`files::OutputLock`), and
+//! Whether the display runs: a live process holds the folder's lock (`output_lock`), and
 //! status.json is younger than a few of its rewrite intervals. Inputs: the command line and
 //! files; outputs: text on stdout. Runs on the main thread. Exit: 0 running, 3 not running
 //! (LSB's "program is not running"), 1 running but status.json stale (stuck) or unreadable, 78
@@ -20,16 +21,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::cli::{Cli, StatusArgs};
+use crate::commands::cli::{Cli, StatusArgs};
 use crate::config::{Fit, Rotation, UpscaleFilter};
-use crate::files::OutputLock;
+use crate::frame::pixel_format::PixelFormat;
+use crate::frame::Geometry;
 use crate::launch::ConfigSource;
-use crate::render::pixel_format::PixelFormat;
+use crate::output_lock::OutputLock;
 use crate::render::Renderer;
-use crate::sink::Geometry;
 
 /// The systemd unit's `StateDirectory=dreamframe`: where the service writes status.json.
-pub const SERVICE_STATE_DIR: &str = "/var/lib/dreamframe";
+pub(crate) const SERVICE_STATE_DIR: &str = "/var/lib/dreamframe";
 /// status.json is stale once older than this many of its rewrite intervals (and 10 s).
 const STALE_INTERVALS: f64 = 3.0;
 /// The largest status.json read (a real one is a few KiB).
@@ -40,14 +41,14 @@ const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_SNAPSHOT_PIXELS: u64 = 7680 * 4320;
 
 /// Exit statuses of `dreamframe status`.
-pub const EXIT_RUNNING: u8 = 0;
-pub const EXIT_STUCK: u8 = 1;
-pub const EXIT_NOT_RUNNING: u8 = 3;
+pub(crate) const EXIT_RUNNING: u8 = 0;
+pub(crate) const EXIT_STUCK: u8 = 1;
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 /// LSB's "status unknown": the report could not be made or given (stdout closed or full).
-pub const EXIT_UNKNOWN: u8 = 4;
+pub(crate) const EXIT_UNKNOWN: u8 = 4;
 
 /// What the command found: the text to print and the exit status.
-pub struct Report {
+pub(crate) struct Report {
     pub text: String,
     pub exit: u8,
 }
@@ -105,7 +106,7 @@ fn choose_folder(candidates: [PathBuf; 2]) -> (PathBuf, Option<String>) {
 }
 
 /// Runs `dreamframe status` and returns its exit status.
-pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<u8> {
     use std::io::IsTerminal;
     let (dir, choice) = output_dir(cli)?;
     let clear = args.watch && std::io::stdout().is_terminal();
@@ -155,7 +156,7 @@ fn terminal_size() -> (u32, u32) {
 /// status.json as it is, or why there is none.
 fn json(dir: &Path) -> Report {
     let path = dir.join("status.json");
-    match crate::files::read_regular(&path, MAX_STATUS_BYTES) {
+    match crate::checked_fs::read_regular(&path, MAX_STATUS_BYTES) {
         Ok(bytes) => Report {
             text: String::from_utf8_lossy(&bytes).trim_end().to_string() + "\n",
             exit: liveness(
@@ -179,7 +180,7 @@ fn can_t_tell(path: &Path) -> Report {
         text: format!(
             "dreamframe: can't tell: permission denied reading {}; {}\n",
             path.display(),
-            crate::files::PERMISSION_HINT
+            crate::checked_fs::PERMISSION_HINT
         ),
         exit: EXIT_UNKNOWN,
     }
@@ -202,7 +203,7 @@ const FUTURE_SLACK_S: f64 = 60.0;
 
 /// One line on whether the display runs, and the exit status that goes with it.
 fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8) {
-    let lock = dir.join(crate::files::LOCK_FILE_NAME);
+    let lock = dir.join(crate::output_lock::LOCK_FILE_NAME);
     let holder = OutputLock::holder(dir);
     let now_s = now
         .duration_since(UNIX_EPOCH)
@@ -252,7 +253,7 @@ fn liveness(dir: &Path, status: Option<&Value>, now: SystemTime) -> (String, u8)
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => (
             format!(
                 "can't tell: permission denied reading {lock}, and status.json was last written {written}; {}",
-                crate::files::PERMISSION_HINT
+                crate::checked_fs::PERMISSION_HINT
             ),
             EXIT_UNKNOWN,
         ),
@@ -286,9 +287,9 @@ fn gauge(percent: f64) -> String {
 }
 
 /// The person's view of `dir`'s status.json at `now`.
-pub fn report(dir: &Path, now: SystemTime) -> Report {
+pub(crate) fn report(dir: &Path, now: SystemTime) -> Report {
     let path = dir.join("status.json");
-    let bytes = crate::files::read_regular(&path, MAX_STATUS_BYTES);
+    let bytes = crate::checked_fs::read_regular(&path, MAX_STATUS_BYTES);
     if let Err(error) = &bytes {
         if error.kind() == std::io::ErrorKind::PermissionDenied {
             return can_t_tell(&path);
@@ -299,139 +300,193 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()));
     let status = match status {
         Ok(status) => status,
-        Err(error) => {
-            let (line, exit) = liveness(dir, None, now);
-            let exit = if exit == EXIT_RUNNING {
-                EXIT_STUCK
-            } else {
-                exit
-            };
-            return Report {
-                text: format!(
-                    "dreamframe: {line}\n  cannot read {}: {error}\n  (a display writes it there once started; another folder: --config or --output-dir)\n",
-                    path.display()
-                ),
-                exit,
-            };
-        }
+        Err(error) => return unreadable(dir, &path, &error, now),
     };
     let (line, exit) = liveness(dir, Some(&status), now);
-    let number = |key: &str| sane(status.get(key));
-    // Text from the file is escaped: an error naming a hostile file name must not reach the
-    // terminal as escape sequences.
-    let text_of = |key: &str| {
-        status
-            .get(key)
-            .and_then(Value::as_str)
-            .map(crate::logging::one_line)
-    };
-    let count = |key: &str| status.get(key).and_then(Value::as_u64).unwrap_or(0);
-    let mut out = String::new();
-    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<10} {value}\n"));
-    let state = text_of("state").unwrap_or_else(|| "unknown".into());
+    let fields = Fields(&status);
+    let mut rows = Rows::default();
+    let state = fields.text("state").unwrap_or_else(|| "unknown".into());
     // The state is news only from a running display; otherwise it is one of the old figures.
     let mut text = if exit == EXIT_RUNNING {
         format!("dreamframe: {line}; {state}\n")
     } else {
-        row("last state", state);
+        rows.add("last state", state);
         format!("dreamframe: {line}\n")
     };
-    row(
+    picture_rows(&fields, &mut rows);
+    work_rows(&fields, &mut rows);
+    setup_rows(&fields, &path, &mut rows);
+    text.push_str(&rows.0);
+    Report { text, exit }
+}
+
+/// The report on a status.json that is missing or can't be parsed: whether a display runs, and
+/// why there are no figures.
+fn unreadable(dir: &Path, path: &Path, error: &str, now: SystemTime) -> Report {
+    let (line, exit) = liveness(dir, None, now);
+    // Running but with no readable status: stuck.
+    let exit = if exit == EXIT_RUNNING {
+        EXIT_STUCK
+    } else {
+        exit
+    };
+    Report {
+        text: format!(
+            "dreamframe: {line}\n  cannot read {}: {error}\n  (a display writes it there once started; another folder: --config or --output-dir)\n",
+            path.display()
+        ),
+        exit,
+    }
+}
+
+/// status.json's fields, read defensively: figures only when sane, text escaped (an error
+/// naming a hostile file name must not reach the terminal as escape sequences).
+struct Fields<'a>(&'a Value);
+
+impl Fields<'_> {
+    fn number(&self, key: &str) -> Option<f64> {
+        sane(self.0.get(key))
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.0
+            .get(key)
+            .and_then(Value::as_str)
+            .map(crate::logging::one_line)
+    }
+
+    fn count(&self, key: &str) -> u64 {
+        self.0.get(key).and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    fn count_at(&self, pointer: &str) -> Option<u64> {
+        self.0.pointer(pointer).and_then(Value::as_u64)
+    }
+}
+
+/// The report's rows, `label value` aligned.
+#[derive(Default)]
+struct Rows(String);
+
+impl Rows {
+    fn add(&mut self, label: &str, value: String) {
+        self.0.push_str(&format!("  {label:<10} {value}\n"));
+    }
+}
+
+/// What the screen shows: frame rate, buffer, the art's speed, the quality rung.
+fn picture_rows(fields: &Fields, rows: &mut Rows) {
+    rows.add(
         "fps",
         format!(
             "{} of {} target{}",
-            figure(number("achieved_fps"), 1),
-            figure(number("target_fps"), 0),
-            text_of("schedule").map_or(String::new(), |s| format!(" (schedule: {s})"))
+            figure(fields.number("achieved_fps"), 1),
+            figure(fields.number("target_fps"), 0),
+            fields
+                .text("schedule")
+                .map_or(String::new(), |s| format!(" (schedule: {s})"))
         ),
     );
-    let percentage = number("buffer_percentage");
-    row(
+    let percentage = fields.number("buffer_percentage");
+    rows.add(
         "buffer",
         format!(
             "{} {:>3}%  {} s ({} of {} frames)",
             gauge(percentage.unwrap_or(0.0)),
             figure(percentage, 0),
-            figure(number("buffer_seconds"), 1),
-            count("buffer_frames"),
-            count("buffer_capacity_frames")
+            figure(fields.number("buffer_seconds"), 1),
+            fields.count("buffer_frames"),
+            fields.count("buffer_capacity_frames")
         ),
     );
-    row(
+    rows.add(
         "motion",
         format!(
             "{}% of the configured pace{}",
-            figure(number("animation_speed").map(|speed| 100.0 * speed), 0),
-            number("first_motion_s").map_or(" (not moving yet)".to_string(), |s| format!(
-                ", moving since {s:.1} s after start"
-            ))
+            figure(
+                fields.number("animation_speed").map(|speed| 100.0 * speed),
+                0
+            ),
+            fields
+                .number("first_motion_s")
+                .map_or(" (not moving yet)".to_string(), |s| format!(
+                    ", moving since {s:.1} s after start"
+                ))
         ),
     );
-    row("quality", quality(&status));
-    let generator = text_of("generator").unwrap_or_else(|| "unknown".into());
-    row(
+    rows.add("quality", quality(fields.0));
+}
+
+/// What the display has done: the generator, keyframes, frames, errors.
+fn work_rows(fields: &Fields, rows: &mut Rows) {
+    let generator = fields.text("generator").unwrap_or_else(|| "unknown".into());
+    rows.add(
         "generator",
-        match text_of("generator_note") {
+        match fields.text("generator_note") {
             Some(note) => format!("{generator} ({note})"),
             None => generator,
         },
     );
-    let last = match status.get("last_keyframe_age_s") {
+    let last = match fields.0.get("last_keyframe_age_s") {
         None | Some(Value::Null) => "none yet".to_string(),
         Some(age) => format!("the last {} ago", duration(sane(Some(age)).unwrap_or(-1.0))),
     };
-    row(
+    rows.add(
         "keyframes",
         format!(
             "{}, {last} ({} a minute, {} ms each)",
-            count("keyframes"),
-            figure(number("keyframes_per_minute"), 1),
-            figure(number("keyframe_ms"), 0)
+            fields.count("keyframes"),
+            figure(fields.number("keyframes_per_minute"), 1),
+            figure(fields.number("keyframe_ms"), 0)
         ),
     );
-    row(
+    rows.add(
         "frames",
         format!(
             "{} shown; late {}, held {}, skipped {}, underruns {} ({} frames)",
-            count("frames_shown"),
-            count("late_frames"),
-            count("held_deadlines"),
-            count("skipped_deadlines"),
-            count("underruns"),
-            count("underrun_frames")
+            fields.count("frames_shown"),
+            fields.count("late_frames"),
+            fields.count("held_deadlines"),
+            fields.count("skipped_deadlines"),
+            fields.count("underruns"),
+            fields.count("underrun_frames")
         ),
     );
-    row(
+    rows.add(
         "errors",
         format!(
             "generator {}; re-anchors {}",
-            count("generator_errors"),
-            count("reanchors")
+            fields.count("generator_errors"),
+            fields.count("reanchors")
         ),
     );
-    if let Some(error) = text_of("last_error") {
-        let age = number("last_error_age_s").unwrap_or(-1.0);
-        row("last error", format!("{} ago: {error}", duration(age)));
+    if let Some(error) = fields.text("last_error") {
+        let age = fields.number("last_error_age_s").unwrap_or(-1.0);
+        rows.add("last error", format!("{} ago: {error}", duration(age)));
     }
-    row("uptime", duration(number("uptime_s").unwrap_or(-1.0)));
-    let internal = (count("internal_width"), count("internal_height"));
-    let decoded = (
-        status.pointer("/adapt/width").and_then(Value::as_u64),
-        status.pointer("/adapt/height").and_then(Value::as_u64),
+}
+
+/// How it is set up: uptime, screen and sizes, where its files are.
+fn setup_rows(fields: &Fields, path: &Path, rows: &mut Rows) {
+    rows.add(
+        "uptime",
+        duration(fields.number("uptime_s").unwrap_or(-1.0)),
     );
-    row(
+    let internal = (
+        fields.count("internal_width"),
+        fields.count("internal_height"),
+    );
+    let decoded = (
+        fields.count_at("/adapt/width"),
+        fields.count_at("/adapt/height"),
+    );
+    rows.add(
         "screen",
         format!(
             "{} {}x{} from {}x{}{}",
-            text_of("sink").unwrap_or_default(),
-            status
-                .pointer("/screen/width")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            status
-                .pointer("/screen/height")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+            fields.text("sink").unwrap_or_default(),
+            fields.count_at("/screen/width").unwrap_or(0),
+            fields.count_at("/screen/height").unwrap_or(0),
             internal.0,
             internal.1,
             match decoded {
@@ -440,17 +495,19 @@ pub fn report(dir: &Path, now: SystemTime) -> Report {
             }
         ),
     );
-    row(
+    rows.add(
         "log",
-        text_of("log_file").unwrap_or_else(|| "off (log.file)".into()),
+        fields
+            .text("log_file")
+            .unwrap_or_else(|| "off (log.file)".into()),
     );
-    row(
+    rows.add(
         "snapshot",
-        text_of("snapshot_file").unwrap_or_else(|| "off (output.snapshot-seconds)".into()),
+        fields
+            .text("snapshot_file")
+            .unwrap_or_else(|| "off (output.snapshot-seconds)".into()),
     );
-    row("status", path.display().to_string());
-    text.push_str(&out);
-    Report { text, exit }
+    rows.add("status", path.display().to_string());
 }
 
 /// The adapt ladder's rung, for the "quality" row.
@@ -479,7 +536,7 @@ fn quality(status: &Value) -> String {
 }
 
 /// The snapshot drawn in half blocks, fitted into `size` cells (one row kept for the prompt).
-pub fn picture(dir: &Path, size: (u32, u32)) -> String {
+pub(crate) fn picture(dir: &Path, size: (u32, u32)) -> String {
     match draw_snapshot(&dir.join("snapshot.png"), size) {
         Ok(text) => text,
         Err(error) => format!("(no picture: {error:#})\n"),
@@ -488,7 +545,7 @@ pub fn picture(dir: &Path, size: (u32, u32)) -> String {
 
 fn draw_snapshot(path: &Path, (columns, rows): (u32, u32)) -> anyhow::Result<String> {
     use crate::config::{TERMINAL_MAX_COLUMNS, TERMINAL_MAX_ROWS};
-    let bytes = crate::files::read_regular(path, MAX_SNAPSHOT_BYTES)
+    let bytes = crate::checked_fs::read_regular(path, MAX_SNAPSHOT_BYTES)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let reader = || {
         image::ImageReader::new(std::io::Cursor::new(&bytes))

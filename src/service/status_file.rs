@@ -1,7 +1,8 @@
-//! status.json: a snapshot of the running display for people and scripts on the device,
-//! rewritten atomically (temp file + rename) every `output.status-seconds`, so a reader never
-//! sees half a file. Built on the tokio thread from the shared counters; written on tokio's
-//! blocking pool, never on the display path. A failed write is logged and retried next time.
+//! Writes status.json (which the `status` command reads): a snapshot of the running display for
+//! people and scripts on the device, rewritten atomically (temp file + rename) every
+//! `output.status-seconds`, so a reader never sees half a file. Built on the tokio thread from
+//! the shared counters; written on tokio's blocking pool, never on the display path. A failed
+//! write is logged and retried next time.
 //!
 //! Rates (frames shown and decoded per second) are over a window that belongs to each reader
 //! (`RateWindow`): status.json's slides over the last `STATUS_RATE_WINDOW`, the `stats` log
@@ -14,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::frame::Geometry;
 use crate::generator::ModelLock;
 use crate::pipeline::adapt::{Adapt, AdaptStatus};
 use crate::pipeline::control::Control;
-use crate::pipeline::frame_buffer::FrameBuffer;
+use crate::pipeline::queue::FrameQueue;
 use crate::pipeline::stats::PipelineStats;
-use crate::sink::Geometry;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
@@ -123,14 +124,14 @@ pub struct Status {
 }
 
 /// What status.json needs of the sink, taken before it moves to the pacer thread.
-pub struct SinkInfo {
+pub(crate) struct SinkInfo {
     pub name: String,
     pub screen: Geometry,
     pub device: Option<serde_json::Value>,
 }
 
 impl SinkInfo {
-    pub fn of(sink: &dyn crate::sink::Sink) -> Self {
+    pub(crate) fn of(sink: &dyn crate::sink::Sink) -> Self {
         Self {
             name: sink.name().into(),
             screen: sink.geometry(),
@@ -141,17 +142,17 @@ impl SinkInfo {
 
 /// Where the display's files are, for status.json (`dreamframe status` prints them).
 #[derive(Debug, Clone, Default)]
-pub struct FilesInfo {
+pub(crate) struct FilesInfo {
     pub log: Option<std::path::PathBuf>,
     pub snapshot: Option<std::path::PathBuf>,
     pub status_interval_s: f64,
 }
 
 /// What status.json is made from.
-pub struct StatusSource {
+pub(crate) struct StatusSource {
     pub files: FilesInfo,
     pub stats: Arc<PipelineStats>,
-    pub buffer: Arc<FrameBuffer>,
+    pub buffer: Arc<FrameQueue>,
     pub model: Arc<ModelLock>,
     /// The target fps, from the settings in force.
     pub control: Arc<Control>,
@@ -165,18 +166,18 @@ pub struct StatusSource {
 }
 
 /// How far back status.json's rates look.
-pub const STATUS_RATE_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const STATUS_RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// One reader's window for rates: counts sampled at each read, rates over the samples up to
 /// `span` old (or since the start, for a young run).
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     span: Duration,
     /// (when, frames shown, frames decoded), oldest first.
     samples: VecDeque<(Instant, u64, u64)>,
 }
 
 impl RateWindow {
-    pub fn new(span: Duration, started: Instant) -> Self {
+    pub(crate) fn new(span: Duration, started: Instant) -> Self {
         Self {
             span,
             samples: VecDeque::from([(started, 0, 0)]),
@@ -201,7 +202,7 @@ impl RateWindow {
 }
 
 impl StatusSource {
-    pub fn new(pipeline: &crate::pipeline::Pipeline, sink: SinkInfo, seed: u64) -> Self {
+    pub(crate) fn new(pipeline: &crate::pipeline::Pipeline, sink: SinkInfo, seed: u64) -> Self {
         Self {
             stats: Arc::clone(&pipeline.stats),
             buffer: Arc::clone(&pipeline.buffer),
@@ -218,12 +219,12 @@ impl StatusSource {
     }
 
     /// A rate window of `span` starting at the run's start.
-    pub fn window(&self, span: Duration) -> RateWindow {
+    pub(crate) fn window(&self, span: Duration) -> RateWindow {
         RateWindow::new(span, self.stats.started)
     }
 
     /// The status now; rates are over `window`.
-    pub fn collect(&self, window: &mut RateWindow) -> Status {
+    pub(crate) fn collect(&self, window: &mut RateWindow) -> Status {
         let s = &self.stats;
         let now = Instant::now();
         let shown = s.frames_shown.load(Ordering::Relaxed);

@@ -6,20 +6,21 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{Config, ModelKind};
+use crate::generator::stable_diffusion::preset::Spec;
+use crate::generator::stable_diffusion::scheduler::{Prediction, ScheduleConfig};
+use crate::generator::stable_diffusion::taesd::TinyDecoder;
+use crate::generator::stable_diffusion::{
+    SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning, Theme,
+};
+use crate::generator::{Generator, KeyframeRequest};
+use crate::testing::poll_until_async;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
 };
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
-use dreamframe::config::{Config, ModelKind};
-use dreamframe::generator::stable_diffusion::preset::Spec;
-use dreamframe::generator::stable_diffusion::scheduler::{Prediction, ScheduleConfig};
-use dreamframe::generator::stable_diffusion::taesd::TinyDecoder;
-use dreamframe::generator::stable_diffusion::{
-    SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning, Theme,
-};
-use dreamframe::generator::{Generator, KeyframeRequest};
 
 const CROSS_ATTENTION: usize = 16;
 
@@ -194,6 +195,9 @@ fn request(index: u64, seed: u64, previous: Option<Tensor>) -> KeyframeRequest {
     }
 }
 
+/// How long a run of the tiny model on this machine's CPUs may take: a bound only.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all()
         .and_then(|t| t.to_vec1::<f32>())
@@ -272,11 +276,11 @@ fn keyframes_decode_through_the_vae_and_batches_through_the_tiny_decoder() {
         .expect("vae decode");
     assert_eq!(key_image.len(), 1);
     assert_eq!(key_image[0].len(), 64 * 48 * 3);
-    let batch = dreamframe::pipeline::interpolation::transition(
+    let batch = crate::generator::interpolation::transition(
         &keys[0],
         &keys[1],
         4,
-        dreamframe::config::Easing::Linear,
+        crate::config::Easing::Linear,
     )
     .unwrap();
     let frames = sd
@@ -392,13 +396,18 @@ fn an_unloadable_model_falls_back_to_the_built_in_generator_and_says_so() {
     );
     let config = Config::from_str(&text, "fallback.toml").expect("valid config");
     assert_eq!(config.model.kind, ModelKind::StableDiffusion);
-    let mut generator = dreamframe::generator::build(&config, 1).expect("falls back");
+    let mut generator = crate::generator::build(&config, 1).expect("falls back");
     // The built-in generator shows at once while the model loads; the load fails (no such
     // folder) and the built-in one stays, saying why, from the keyframe after.
     assert_eq!(generator.name(), "cppn");
-    assert_eq!(generator.settled_name(), "stable-diffusion/sd-turbo/cpu");
+    let stand_in = || {
+        generator
+            .stand_in()
+            .expect("the built-in generator stands in")
+    };
+    assert_eq!(stand_in().settled_name, "stable-diffusion/sd-turbo/cpu");
     let started = std::time::Instant::now();
-    while generator.warming_up() {
+    while generator.stand_in().expect("stands in").warming_up {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
             "load never ended"
@@ -409,18 +418,19 @@ fn an_unloadable_model_falls_back_to_the_built_in_generator_and_says_so() {
             .expect("built-in keyframe");
     }
     assert_eq!(generator.name(), "cppn");
-    assert_eq!(generator.settled_name(), "cppn");
-    let note = generator.note().expect("the fallback is noted");
+    let stand_in = generator.stand_in().expect("stands in");
+    assert_eq!(stand_in.settled_name, "cppn");
+    let note = stand_in.note.expect("the fallback is noted");
     assert!(
         note.contains("fallback to cppn") && note.contains("no-such-model"),
         "{note}"
     );
 
     let strict = Config::from_str(&format!("{text}\n"), "strict.toml").map(|mut c| {
-        c.model.fallback = dreamframe::config::Fallback::None;
+        c.model.fallback = crate::config::Fallback::None;
         c
     });
-    let error = dreamframe::generator::build(&strict.unwrap(), 1)
+    let error = crate::generator::build(&strict.unwrap(), 1)
         .err()
         .expect("no fallback");
     assert!(format!("{error:#}").contains("model.fallback = \"none\""));
@@ -431,10 +441,9 @@ fn cuda_without_a_cuda_build_is_an_error_not_a_silent_cpu_run() {
     if cfg!(feature = "cuda") {
         return; // a CUDA build may really open the device
     }
-    let error = dreamframe::generator::stable_diffusion::compute_device(
-        dreamframe::config::ComputeDevice::Cuda(0),
-    )
-    .expect_err("no CUDA in this build");
+    let error =
+        crate::generator::stable_diffusion::compute_device(crate::config::ComputeDevice::Cuda(0))
+            .expect_err("no CUDA in this build");
     assert!(
         format!("{error:#}").contains("--features cuda"),
         "{error:#}"
@@ -443,8 +452,9 @@ fn cuda_without_a_cuda_build_is_an_error_not_a_silent_cpu_run() {
 
 #[test]
 fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
-    use dreamframe::render::pixel_format::PixelFormat;
-    use dreamframe::sink::{memory::MemorySink, Geometry};
+    use crate::frame::pixel_format::PixelFormat;
+    use crate::frame::Geometry;
+    use crate::sink::memory::MemorySink;
     let dir = tempfile::tempdir().expect("temp dir");
     let sd = generator(dir.path(), 0.0, true);
     let config = pipeline_config(dir.path());
@@ -456,8 +466,7 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
     let watched = std::sync::Arc::clone(&recording);
     let status_path = dir.path().join("out").join("status.json");
     let enough_shown = async move {
-        let started = std::time::Instant::now();
-        loop {
+        poll_until_async("the run to have done its part", RUN_LIMIT, || {
             let changes = {
                 let recording = watched.lock().expect("recording lock");
                 recording
@@ -466,18 +475,14 @@ fn the_pipeline_runs_on_a_tiny_stable_diffusion_model() {
                     .filter(|w| w[0].pixels != w[1].pixels)
                     .count()
             };
-            let decoded_a_transition = crate::util::status_json(&status_path).is_some_and(|s| {
-                s["keyframes"].as_u64() >= Some(2) && s["decoded_frames"].as_u64() >= Some(6)
-            });
-            if (changes >= 7 && decoded_a_transition)
-                || started.elapsed() > std::time::Duration::from_secs(300)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            changes >= 7
+                && crate::testing::status_json(&status_path).is_some_and(|s| {
+                    s["keyframes"].as_u64() >= Some(2) && s["decoded_frames"].as_u64() >= Some(6)
+                })
+        })
+        .await
     };
-    let status = crate::util::run_until(config, Box::new(sink), Box::new(sd), enough_shown)
+    let status = crate::testing::run_until(config, Box::new(sink), Box::new(sd), enough_shown)
         .expect("run succeeds");
     assert!(
         status.generator.starts_with("stable-diffusion/tiny/cpu"),
@@ -527,7 +532,7 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
     sd.next_theme();
 
     // A reload's themes take over without reloading the model.
-    sd.reconfigure(&dreamframe::config::PromptsConfig {
+    sd.reconfigure(&crate::config::PromptsConfig {
         rotation_interval: 2,
         themes: vec![
             Theme {
@@ -547,9 +552,9 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
 /// are made (empty) in a temporary folder and every preset's files are then found there.
 #[test]
 fn the_readme_download_commands_give_the_layout_the_loader_expects() {
-    use dreamframe::config::Preset;
-    use dreamframe::generator::stable_diffusion::preset;
-    use dreamframe::generator::stable_diffusion::weights::WeightFiles;
+    use crate::config::Preset;
+    use crate::generator::stable_diffusion::preset;
+    use crate::generator::stable_diffusion::weights::WeightFiles;
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("read README.md");
     let root = tempfile::tempdir().expect("temp dir");
@@ -607,19 +612,20 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
 /// built-in generator stands in, and the model's first keyframe continues the saved walk.
 #[test]
 fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile() {
-    use dreamframe::generator::cppn::CppnGenerator;
-    use dreamframe::generator::handover::Handover;
-    use dreamframe::render::pixel_format::PixelFormat;
-    use dreamframe::resume::ResumeState;
-    use dreamframe::sink::{memory::MemorySink, Geometry};
+    use crate::frame::pixel_format::PixelFormat;
+    use crate::frame::Geometry;
+    use crate::generator::cppn::CppnGenerator;
+    use crate::generator::handover::Handover;
+    use crate::resume::ResumeState;
+    use crate::sink::memory::MemorySink;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     const SAVED_AT: u64 = 1000;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sd = generator(dir.path(), 0.0, true);
     let config = pipeline_config(dir.path());
-    let saved = dir.path().join("out").join(dreamframe::resume::FILE_NAME);
+    let saved = dir.path().join("out").join(crate::resume::FILE_NAME);
     std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
     let latent = sd.keyframes(&[request(0, 1, None)]).unwrap().remove(0);
     ResumeState::capture(sd.name(), 9, SAVED_AT, &latent)
@@ -659,27 +665,23 @@ fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile()
     let script = {
         let saved = saved.clone();
         async move {
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(300) {
-                if let Some(status) = crate::util::status_json(&status_path) {
-                    if status["keyframes"].as_u64() > Some(2 * dreamframe::resume::SAVE_EVERY) {
+            poll_until_async("the run to have done its part", RUN_LIMIT, || {
+                if let Some(status) = crate::testing::status_json(&status_path) {
+                    if status["keyframes"].as_u64() > Some(2 * crate::resume::SAVE_EVERY) {
                         interim_ran.store(true, Ordering::Relaxed);
                     }
                 }
-                let resumed = ResumeState::load(&saved)
+                ResumeState::load(&saved)
                     .ok()
                     .flatten()
-                    .is_some_and(|state| state.next_index > SAVED_AT);
-                if resumed {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                    .is_some_and(|state| state.next_index > SAVED_AT)
+            })
+            .await
         }
     };
     let mut config = config;
     config.output.status_interval = Duration::from_millis(100);
-    crate::util::run_until(config, Box::new(sink), Box::new(handover), script)
+    crate::testing::run_until(config, Box::new(sink), Box::new(handover), script)
         .expect("run succeeds");
     assert!(
         untouched.load(Ordering::Relaxed),
@@ -702,10 +704,11 @@ fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile()
 /// then the model takes over through a cross-fade; status.json says which is on screen.
 #[test]
 fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
-    use dreamframe::generator::cppn::CppnGenerator;
-    use dreamframe::generator::handover::Handover;
-    use dreamframe::render::pixel_format::PixelFormat;
-    use dreamframe::sink::{memory::MemorySink, Geometry};
+    use crate::frame::pixel_format::PixelFormat;
+    use crate::frame::Geometry;
+    use crate::generator::cppn::CppnGenerator;
+    use crate::generator::handover::Handover;
+    use crate::sink::memory::MemorySink;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().expect("temp dir");
@@ -715,7 +718,8 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
     let cppn = || {
         CppnGenerator::new(&config.cppn, 16, 16, 3, 0.45, Device::Cpu).expect("built-in generator")
     };
-    // The model "loads" until the test has seen the built-in art on screen.
+    // The model "loads" until the test has seen the built-in art on screen and status.json
+    // saying so.
     let built_in_shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ready_at = Arc::new(Mutex::new(None::<Instant>));
     let handover = {
@@ -731,7 +735,6 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
                 while !built_in_shown.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(300));
                 *ready_at.lock().unwrap() = Some(Instant::now());
                 Ok(Box::new(sd) as Box<dyn Generator>)
             },
@@ -745,27 +748,25 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
     let script = {
         let seen = Arc::clone(&seen);
         async move {
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(300) {
-                if !watched.lock().unwrap().frames.is_empty() {
+            poll_until_async("the run to have done its part", RUN_LIMIT, || {
+                let Some(status) = crate::testing::status_json(&status_path) else {
+                    return false;
+                };
+                let on_screen = status["generator"].as_str().unwrap_or_default().to_string();
+                let mut seen = seen.lock().unwrap();
+                if seen.last() != Some(&on_screen) {
+                    seen.push(on_screen.clone());
+                }
+                if on_screen == "cppn" && !watched.lock().unwrap().frames.is_empty() {
                     built_in_shown.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                if let Some(status) = crate::util::status_json(&status_path) {
-                    let on_screen = status["generator"].as_str().unwrap_or_default().to_string();
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&on_screen) {
-                        seen.push(on_screen.clone());
-                    }
-                    if on_screen.starts_with("stable-diffusion") {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                on_screen.starts_with("stable-diffusion")
+            })
+            .await
         }
     };
     config.output.status_interval = Duration::from_millis(100);
-    let status = crate::util::run_until(config, Box::new(sink), Box::new(handover), script)
+    let status = crate::testing::run_until(config, Box::new(sink), Box::new(handover), script)
         .expect("run succeeds");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.first().map(String::as_str), Some("cppn"), "{seen:?}");

@@ -1,9 +1,11 @@
-//! Interpolation: the in-between latents of one transition, by spherical linear interpolation
+//! Interpolation: the walk through latent space from one keyframe to the next, here with the
+//! generators whose latents it walks (the built-in generator blends its own keyframes with
+//! `slerp` too): the in-between latents of one transition, by spherical linear interpolation
 //! (slerp) between two keyframe latents, with optional easing.
 //!
 //! Inputs: two keyframe latents of the same shape. Output: a range of the transition's latents
-//! stacked on a new first dimension, on the latents' device. Runs on the decoder thread, outside the model
-//! lock (it needs no model). Errors are candle's (shape mismatch).
+//! stacked on a new first dimension, on the latents' device. Runs on the decoder thread, outside
+//! the model lock (it needs no model). Errors are candle's (shape mismatch).
 
 use candle_core::{DType, Tensor};
 
@@ -11,7 +13,7 @@ use crate::config::Easing;
 
 /// Above this |cos(angle)| the vectors are treated as parallel and lerp is used: slerp divides
 /// by sin(angle), which is then too close to zero to be stable.
-pub const PARALLEL_DOT_THRESHOLD: f64 = 0.9995;
+pub(crate) const PARALLEL_DOT_THRESHOLD: f64 = 0.9995;
 
 /// Coefficients (for `a`, for `b`) of the point `t` of the way from `a` to `b`.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +51,7 @@ fn combine(a: &Tensor, b: &Tensor, (ca, cb): (f64, f64)) -> candle_core::Result<
 
 /// The point `t` (0..=1) of the way from `a` to `b` along the great circle; lerp when the two
 /// are nearly parallel. `t = 0` gives `a` and `t = 1` gives `b` exactly.
-pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> candle_core::Result<Tensor> {
+pub(crate) fn slerp(a: &Tensor, b: &Tensor, t: f64) -> candle_core::Result<Tensor> {
     if t == 0.0 {
         return Ok(a.clone());
     }
@@ -59,7 +61,7 @@ pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> candle_core::Result<Tensor> {
     combine(a, b, SlerpBasis::new(a, b)?.coefficients(t))
 }
 
-pub fn ease(t: f64, easing: Easing) -> f64 {
+pub(crate) fn ease(t: f64, easing: Easing) -> f64 {
     match easing {
         Easing::Linear => t,
         Easing::Smoothstep => t * t * (3.0 - 2.0 * t),
@@ -69,7 +71,7 @@ pub fn ease(t: f64, easing: Easing) -> f64 {
 /// The walk from one keyframe latent to the next, `frames` steps long: step 0 is `a`, step
 /// `frames` is `b`. Latents are made a range at a time, so a long transition never holds more
 /// than one decode batch of them.
-pub struct Transition {
+pub(crate) struct Transition {
     a: Tensor,
     b: Tensor,
     basis: SlerpBasis,
@@ -78,7 +80,12 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn new(a: &Tensor, b: &Tensor, frames: usize, easing: Easing) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        a: &Tensor,
+        b: &Tensor,
+        frames: usize,
+        easing: Easing,
+    ) -> candle_core::Result<Self> {
         Ok(Self {
             basis: SlerpBasis::new(a, b)?,
             a: a.clone(),
@@ -89,14 +96,14 @@ impl Transition {
     }
 
     /// The latents of steps `range` (within `0..=frames`), stacked on dimension 0.
-    pub fn latents(&self, range: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
+    pub(crate) fn latents(&self, range: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
         let fractions: Vec<f64> = range.map(|i| i as f64 / self.frames as f64).collect();
         self.latents_at(&fractions)
     }
 
     /// The latents at these fractions of the way (0 is `a`, 1 and beyond `b`; eased), stacked
     /// on dimension 0: the walk taken with any number of steps, even one that changes midway.
-    pub fn latents_at(&self, fractions: &[f64]) -> candle_core::Result<Tensor> {
+    pub(crate) fn latents_at(&self, fractions: &[f64]) -> candle_core::Result<Tensor> {
         let latents = fractions
             .iter()
             .map(|&u| {

@@ -13,7 +13,7 @@ use crate::config::SinkKind;
     version,
     about = "An always-on generative-art display for a Linux box with a screen"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Config file (TOML); without it the built-in defaults are used.
     #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
@@ -34,25 +34,6 @@ pub struct Cli {
     pub output_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
-}
-
-/// `dreamframe-analyze`'s arguments (tools/dreamframe-analyze.rs), here beside the display's so
-/// one place makes both man pages and completions.
-#[derive(Debug, Parser)]
-#[command(
-    name = "dreamframe-analyze",
-    version,
-    about = "Where a dreamframe display spends its time: per-stage timings, lock contention, buffer health, late frames and underruns, with recommendations and a chart"
-)]
-pub struct AnalyzeCli {
-    /// Log files (dreamframe.log and its rotated siblings, in any order); `-` reads standard
-    /// input.
-    #[arg(required = true, value_name = "LOG")]
-    pub logs: Vec<PathBuf>,
-    /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
-    /// (.svg, .png). Without it no chart is drawn.
-    #[arg(long, value_name = "PATH")]
-    pub chart: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,7 +58,7 @@ impl From<SinkArg> for SinkKind {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Probe the DRM cards (connectors and their modes, planes and their formats, whether we
     /// could be master), the framebuffer and the console and print what they support (driver,
     /// sizes, pixel layout, panning, vsync, VT mode), then exit; the display keeps what it showed.
@@ -97,7 +78,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchDisplayArgs {
+pub(crate) struct BenchDisplayArgs {
     /// Seconds for each paced run, 1 to 3600.
     #[arg(long, default_value_t = 10.0, value_parser = bench_seconds, allow_negative_numbers = true)]
     pub seconds: f64,
@@ -116,7 +97,7 @@ pub struct BenchDisplayArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Refresh every `--interval` seconds until interrupted.
     #[arg(long)]
     pub watch: bool,
@@ -132,7 +113,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchSdArgs {
+pub(crate) struct BenchSdArgs {
     /// Model layout: sd-turbo, sd-1.5, sd-2.1 or sdxl-turbo.
     #[arg(long, default_value = "sd-1.5", value_parser = sd_preset)]
     pub preset: String,
@@ -191,7 +172,7 @@ impl Default for BenchArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ProbeArgs {
+pub(crate) struct ProbeArgs {
     /// DRM card (default: the config's display.card, else every card under /dev/dri).
     #[arg(long, value_name = "PATH")]
     pub card: Option<PathBuf>,
@@ -205,7 +186,7 @@ pub struct ProbeArgs {
 
 /// The longest `--duration`: ten years, far past any real run, and well inside what a `Duration`
 /// holds.
-pub const MAX_RUN_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+pub(crate) const MAX_RUN_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
 
 /// A finite number within `low..=high` (what = the allowed range in words).
 fn number_in(text: &str, low: f64, high: f64, what: &str) -> Result<f64, String> {
@@ -242,7 +223,7 @@ fn bench_fps(text: &str) -> Result<f64, String> {
 }
 
 /// The presets `bench-sd` knows: a usage error (exit 2) for anything else.
-pub const SD_PRESETS: [&str; 4] = ["sd-turbo", "sd-1.5", "sd-2.1", "sdxl-turbo"];
+pub(crate) const SD_PRESETS: [&str; 4] = ["sd-turbo", "sd-1.5", "sd-2.1", "sdxl-turbo"];
 
 fn sd_preset(text: &str) -> Result<String, String> {
     if SD_PRESETS.contains(&text) {
@@ -328,91 +309,41 @@ mod tests {
 }
 
 /// The man pages and shell completions the package ships (tools/debian/man, .../completions),
-/// made by clap_mangen and clap_complete from the definitions above. They are committed, so
-/// `cargo deb` needs nothing but cargo, and this test keeps them equal to what the definitions
-/// make now: after changing a flag, `DREAMFRAME_REGENERATE=1 cargo test --lib generated` writes
-/// them again.
+/// made by clap_mangen and clap_complete from the definitions above (`dreamframe-analyze` checks
+/// its own). After changing a flag, `DREAMFRAME_REGENERATE=1 cargo test generated` writes them
+/// again.
 #[cfg(test)]
 mod generated {
     use clap::CommandFactory;
     use std::path::PathBuf;
 
-    /// (path under tools/debian, contents) for every generated file.
-    fn files() -> Vec<(String, Vec<u8>)> {
-        let mut files = Vec::new();
-        for command in [super::Cli::command(), super::AnalyzeCli::command()] {
-            let name = command.get_name().to_string();
-            files.push((format!("man/{name}.1"), man_page(command.clone())));
-            for subcommand in command.get_subcommands() {
-                // clap names are &'static str (no "string" feature): a few bytes per test run.
-                let page_name: &'static str =
-                    Box::leak(format!("{name}-{}", subcommand.get_name()).into_boxed_str());
-                let page = subcommand.clone().name(page_name);
-                files.push((
-                    format!("man/{name}-{}.1", subcommand.get_name()),
-                    man_page(page),
-                ));
-            }
-            for (shell, file) in [
-                (clap_complete::Shell::Bash, name.clone()),
-                (clap_complete::Shell::Zsh, format!("_{name}")),
-                (clap_complete::Shell::Fish, format!("{name}.fish")),
-            ] {
-                let mut script = Vec::new();
-                clap_complete::generate(shell, &mut command.clone(), &name, &mut script);
-                files.push((format!("completions/{shell}/{file}"), script));
-            }
-        }
-        files
-    }
-
-    fn man_page(command: clap::Command) -> Vec<u8> {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(command)
-            .render(&mut page)
-            .expect("render to memory");
-        page
-    }
+    use crate::testing::{check_generated_docs, generated_docs};
 
     #[test]
     fn generated_man_pages_and_completions_match_the_definitions() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/debian");
-        let regenerate = std::env::var_os("DREAMFRAME_REGENERATE").is_some();
-        let mut stale = Vec::new();
-        for (path, contents) in files() {
-            let path = root.join(path);
-            if regenerate {
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, &contents).unwrap();
-            } else if std::fs::read(&path).ok().as_deref() != Some(&contents[..]) {
-                stale.push(path.display().to_string());
-            }
-        }
-        assert!(
-            stale.is_empty(),
-            "out of date with the clap definitions (DREAMFRAME_REGENERATE=1 cargo test --lib generated writes them): {stale:?}"
-        );
+        check_generated_docs(super::Cli::command(), &root);
     }
 
     #[test]
     fn every_command_has_a_page_and_each_shell_its_script() {
-        let names: Vec<String> = files().into_iter().map(|(path, _)| path).collect();
+        let files = generated_docs(super::Cli::command());
+        let names: Vec<&str> = files.iter().map(|(path, _)| path.as_str()).collect();
         for wanted in [
             "man/dreamframe.1",
             "man/dreamframe-status.1",
             "man/dreamframe-probe.1",
-            "man/dreamframe-analyze.1",
             "completions/bash/dreamframe",
             "completions/zsh/_dreamframe",
-            "completions/fish/dreamframe-analyze.fish",
+            "completions/fish/dreamframe.fish",
         ] {
-            assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+            assert!(names.contains(&wanted), "{wanted} in {names:?}");
         }
-        let (_, page) = files()
-            .into_iter()
+        let (_, page) = files
+            .iter()
             .find(|(path, _)| path == "man/dreamframe-status.1")
             .unwrap();
-        let page = String::from_utf8(page).unwrap();
+        let page = String::from_utf8(page.clone()).unwrap();
         assert!(page.contains("dreamframe\\-status"), "{page}");
         assert!(page.contains("\\-\\-json"), "{page}");
     }

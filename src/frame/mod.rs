@@ -1,10 +1,19 @@
-//! A decoded frame (packed RGB8 at internal resolution, with its place in the walk) and the two
-//! things done to frames at internal resolution, before any upscale: blending two of them and
-//! resizing one to another's size.
+//! What a frame is, for every stage that touches one: a decoded `Frame` (packed RGB8 at internal
+//! resolution, with its place in the walk), the screen's `Geometry` (size, stride) and its
+//! `PixelFormat` (pixel_format.rs). Generators, the pipeline, the renderer and the sinks all
+//! import these from here and not from each other. Two things are done here to frames at
+//! internal resolution, before any upscale: blending two of them and resizing one to another's
+//! size.
 //!
 //! Pure data and arithmetic: used by the decoder thread (the hand-over's cross-fade) and the
 //! playback thread (display-time blending). Nothing here fails except a resize asked of a frame
 //! whose bytes don't match its size (a bug upstream).
+
+pub(crate) mod geometry;
+pub(crate) mod pixel_format;
+
+pub use geometry::Geometry;
+pub use pixel_format::PixelFormat;
 
 use anyhow::Context;
 use fast_image_resize as fr;
@@ -33,15 +42,15 @@ impl Frame {
 
 /// Blend weights are in 65536ths of the way from one frame to the next: fine enough that a
 /// blend moving very slowly still moves every display period.
-pub const WEIGHT_ONE: u32 = 1 << 16;
+pub(crate) const WEIGHT_ONE: u32 = 1 << 16;
 
 /// The weight of `fraction` (0: all of the first frame, `WEIGHT_ONE`: all of the second).
-pub fn weight_of(fraction: f64) -> u32 {
+pub(crate) fn weight_of(fraction: f64) -> u32 {
     (fraction.clamp(0.0, 1.0) * WEIGHT_ONE as f64).round() as u32
 }
 
 /// `out = a * (1 - w) + b * w` for `weight` w in 65536ths, rounded; the three of equal length.
-pub fn blend_into(a: &[u8], b: &[u8], weight: u32, out: &mut [u8]) {
+pub(crate) fn blend_into(a: &[u8], b: &[u8], weight: u32, out: &mut [u8]) {
     blend_with(a, b, weight, out, |_| WEIGHT_ONE / 2);
 }
 
@@ -50,7 +59,7 @@ pub fn blend_into(a: &[u8], b: &[u8], weight: u32, out: &mut [u8]) {
 /// moves by less than one level a period still changes the picture, and over a few periods
 /// averages to the exact blend (as video players' temporal dithering does). Two equal frames
 /// blend to themselves whatever the threshold.
-pub fn blend_dithered_into(a: &[u8], b: &[u8], weight: u32, salt: u32, out: &mut [u8]) {
+pub(crate) fn blend_dithered_into(a: &[u8], b: &[u8], weight: u32, salt: u32, out: &mut [u8]) {
     let salt = salt.wrapping_mul(0x85EB_CA6B);
     blend_with(a, b, weight, out, |i| {
         ((i as u32).wrapping_mul(0x9E37_79B1).wrapping_add(salt) ^ salt.rotate_left(13)) >> 16
@@ -66,7 +75,7 @@ fn blend_with(a: &[u8], b: &[u8], weight: u32, out: &mut [u8], threshold: impl F
 }
 
 /// Packed RGB8 `rgb` of `from` pixels resized (bilinear) to `to`, into `out` (made to fit).
-pub fn resize_into(
+pub(crate) fn resize_into(
     rgb: &[u8],
     from: (u32, u32),
     to: (u32, u32),
@@ -93,7 +102,7 @@ pub fn resize_into(
 }
 
 /// `rgb` of `from` pixels at `to` pixels (a copy when the sizes agree).
-pub fn resized(rgb: &[u8], from: (u32, u32), to: (u32, u32)) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn resized(rgb: &[u8], from: (u32, u32), to: (u32, u32)) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     resize_into(rgb, from, to, &mut out)?;
     Ok(out)

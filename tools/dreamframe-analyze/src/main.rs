@@ -1,12 +1,23 @@
-//! `dreamframe-analyze LOG...`: the bottleneck report and chart for dreamframe's logs (see
-//! `dreamframe::analyze`). Reads rotated files too (dreamframe.log.1, ...), in time order of
-//! their first lines, and `-` for standard input; streams them, so memory does not grow with a
-//! log's size; a file named twice (by any path) is read once. Prints the report on stdout and,
-//! with `--chart PATH`, writes the chart (SVG or PNG, by the extension; through a temporary file
-//! and a rename). Exit 1 when a file can't be read (or is not a regular file), none has a log
-//! line, or the chart's path does not end in .svg or .png or is not a regular file; 4 when
-//! permission to read a log is denied (the service's log is for root and the `dreamframe`
-//! group: "can't tell").
+//! `dreamframe-analyze LOG...`: the bottleneck report and chart for dreamframe's logs. Reads
+//! rotated files too (dreamframe.log.1, ...), in time order of their first lines, and `-` for
+//! standard input; streams them, so memory does not grow with a log's size; a file named twice
+//! (by any path) is read once. Prints the report on stdout and, with `--chart PATH`, writes the
+//! chart (SVG or PNG, by the extension; through a temporary file and a rename). Exit 1 when a file
+//! can't be read (or is not a regular file), none has a log line, or the chart's path does not
+//! end in .svg or .png or is not a regular file; 4 when permission to read a log is denied (the
+//! service's log is for root and the `dreamframe` group: "can't tell").
+//!
+//! Its own crate in the workspace, split along its four jobs: `parse` (reading lines),
+//! `analysis` (gathering figures), `report` (the text) and `chart` (plotters and the embedded
+//! font, which only the analyzer needs). The log format comes from the display's library
+//! (`dreamframe::events`), so a renamed field can't silently break it.
+
+#![deny(unsafe_code)]
+
+mod analysis;
+mod chart;
+mod parse;
+mod report;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,10 +25,30 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use dreamframe::analyze::{
-    chart_to_file, check_chart_path, feed_reader, parse_line, read_line, report, Analyzer, LineRead,
-};
-use dreamframe::cli::AnalyzeCli as Args;
+use dreamframe::events::parse::parse_line;
+
+use crate::analysis::Analyzer;
+use crate::chart::{chart_to_file, check_chart_path};
+use crate::parse::{feed_reader, read_line, LineRead};
+use crate::report::report;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dreamframe-analyze",
+    version,
+    about = "Where a dreamframe display spends its time: per-stage timings, lock contention, buffer health, late frames and underruns, with recommendations and a chart"
+)]
+struct Args {
+    /// Log files (dreamframe.log and its rotated siblings, in any order); `-` reads standard
+    /// input.
+    #[arg(required = true, value_name = "LOG")]
+    logs: Vec<PathBuf>,
+    /// Where the chart of fps, buffer fill and stage times goes: SVG or PNG, by the extension
+    /// (.svg, .png). Without it no chart is drawn.
+    #[arg(long, value_name = "PATH")]
+    chart: Option<PathBuf>,
+}
 
 /// An opened log and the time of its first line of ours (for ordering rotated files).
 struct Source {
@@ -33,7 +64,7 @@ const HEAD_LINES: usize = 100;
 
 /// Why a log could not be read: permission (exit 4, "can't tell") or anything else (exit 1).
 #[derive(Debug, thiserror::Error)]
-#[error("can't tell: permission denied reading {0}; {hint}", hint = dreamframe::files::PERMISSION_HINT)]
+#[error("can't tell: permission denied reading {0}; {hint}", hint = dreamframe::checked_fs::PERMISSION_HINT)]
 struct PermissionDenied(String);
 
 fn open(path: &Path) -> anyhow::Result<Source> {
@@ -47,7 +78,7 @@ fn open(path: &Path) -> anyhow::Result<Source> {
     let mut reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let file = dreamframe::files::open_regular(path, u64::MAX).map_err(cannot_read)?;
+        let file = dreamframe::checked_fs::open_regular(path, u64::MAX).map_err(cannot_read)?;
         Box::new(BufReader::new(file))
     };
     let mut head = Vec::new();
@@ -147,5 +178,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The man page and completions the package ships for this command (tools/debian), kept
+    /// equal to the definitions above; `DREAMFRAME_REGENERATE=1 cargo test -p dreamframe-analyze
+    /// generated` writes them again.
+    #[test]
+    fn generated_man_page_and_completions_match_the_definitions() {
+        use clap::CommandFactory;
+        dreamframe::testing::check_generated_docs(
+            super::Args::command(),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../debian"),
+        );
     }
 }

@@ -8,29 +8,28 @@
 //! what differs is the order of floating-point operations. Schedules are computed here in f64
 //! and by diffusers in f32: 1e-5 relative. One scheduler step: 1e-5. Whole models (a UNet
 //! loop, a VAE decode, TAESD) accumulate f32 rounding through every layer: 2e-4 absolute on
-//! values of order 1 (the maxima actually measured are printed; see the closing note of
-//! issue 10). Pictures as u8: at most 1 level apart (a value at x.5 may round either way), and
-//! at most 0.5% of the values.
+//! values of order 1 (the maxima actually measured are printed). Pictures as u8: at most 1 level
+//! apart (a value at x.5 may round either way), and at most 0.5% of the values.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::config::Preset;
+use crate::generator::stable_diffusion::preset::{self, Spec};
+use crate::generator::stable_diffusion::scheduler::Schedule;
+use crate::generator::stable_diffusion::taesd::TinyDecoder;
+use crate::generator::stable_diffusion::weights::checked_var_builder;
+use crate::generator::stable_diffusion::{
+    tokenizer, NoiseSource, SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning,
+    Theme,
+};
+use crate::generator::{Generator, KeyframeRequest};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
 };
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
-use dreamframe::config::Preset;
-use dreamframe::generator::stable_diffusion::preset::{self, Spec};
-use dreamframe::generator::stable_diffusion::scheduler::Schedule;
-use dreamframe::generator::stable_diffusion::taesd::TinyDecoder;
-use dreamframe::generator::stable_diffusion::weights::checked_var_builder;
-use dreamframe::generator::stable_diffusion::{
-    tokenizer, NoiseSource, SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning,
-    Theme,
-};
-use dreamframe::generator::{Generator, KeyframeRequest};
 use serde_json::Value;
 
 fn folder() -> PathBuf {
@@ -659,7 +658,7 @@ fn manifest(value: &Value) -> HashMap<String, Vec<usize>> {
 
 #[test]
 fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() {
-    use dreamframe::generator::stable_diffusion::text_encoder::{
+    use crate::generator::stable_diffusion::text_encoder::{
         Activation, TextConfig, TextEncoder, TextOutput,
     };
     let golden = golden();
@@ -705,8 +704,8 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
 #[test]
 #[ignore = "needs tools/reference/text_encoders.sh's real-size files"]
 fn text_encoders_at_real_size() {
-    use dreamframe::generator::stable_diffusion::text_encoder::TextEncoder;
-    use dreamframe::generator::stable_diffusion::weights::build_from;
+    use crate::generator::stable_diffusion::text_encoder::TextEncoder;
+    use crate::generator::stable_diffusion::weights::build_from;
     let root = PathBuf::from(
         std::env::var("DREAMFRAME_TEXT_REFERENCE").expect("DREAMFRAME_TEXT_REFERENCE: a folder"),
     );

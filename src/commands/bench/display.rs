@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::BenchDisplayArgs;
+use crate::commands::cli::BenchDisplayArgs;
 use crate::config::{Config, SinkKind};
 use crate::sink::drm::DrmSink;
 use crate::sink::fbdev::FbdevSink;
@@ -55,7 +55,7 @@ fn present_cost(sink: &mut dyn Sink, count: usize) -> anyhow::Result<(f64, f64)>
     ))
 }
 
-pub fn run(args: &BenchDisplayArgs, base: &Config) -> anyhow::Result<String> {
+pub(crate) fn run(args: &BenchDisplayArgs, base: &Config) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut display = base.display.clone();
     display.sink = SinkKind::Drm;

@@ -49,7 +49,7 @@
 
 #[cfg(feature = "accelerate")]
 mod accelerate;
-/// dreamframe's patch (tools/candle-core/PATCH.md) is the candle-core in use: dreamframe names
+/// dreamframe's patch (tools/vendor/README.md) is the candle-core in use: dreamframe names
 /// this constant, so a build that resolved to upstream's crate (an unused `[patch]`) fails to
 /// compile instead of silently running other code.
 pub const DREAMFRAME_PATCH: &str = "dreamframe: cached cuDNN conv2d, fast broadcast kernels";
