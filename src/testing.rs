@@ -19,10 +19,7 @@ pub use crate::generator::interpolation::transition;
 pub use crate::generator::test_pattern::{bars, TestPattern};
 pub use crate::generator::{build as build_generator, keyframe_seed};
 pub use crate::output_lock::OutputLock;
-pub use crate::pipeline::adapt::AdaptStatus;
-pub use crate::pipeline::control::LiveSettings;
 pub use crate::pipeline::guard::{walk, WalkReport};
-pub use crate::pipeline::Pipeline;
 pub use crate::render::Renderer;
 pub use crate::service::run_with_reloads;
 pub use crate::service::schedule::local_minute_of_day;
@@ -42,6 +39,32 @@ pub fn run_until<F: std::future::Future<Output = ()>>(
         .block_on(crate::run(config, sink, generator, 9, script))
 }
 
+/// How often the `poll` helpers look again.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Calls `probe` every 20 ms until it gives a value, and returns that; `None` once `within` has
+/// passed. Every wait on another thread or process goes through here (or the two below): a
+/// condition with a generous deadline, never a fixed sleep, so a loaded machine only takes longer.
+pub fn poll<T>(within: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Waits until `done` holds; panics naming `what` if it does not within `within`.
+pub fn poll_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    if poll(within, || done().then_some(())).is_none() {
+        panic!("timed out after {within:?} waiting for {what}");
+    }
+}
+
 /// Waits in a `run` script (the future whose end ends the run) until `done` holds, without
 /// blocking the runtime: a condition with a generous deadline, never a fixed sleep, so a loaded
 /// machine only takes longer. On timeout it says so on stderr and returns instead of panicking
@@ -58,7 +81,7 @@ pub async fn poll_until_async(
             eprintln!("gave up after {within:?} waiting for {what}; ending the run");
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

@@ -259,7 +259,7 @@ impl LoadWatch {
 
 /// Wait statistics of the model lock.
 #[derive(Debug, Default)]
-pub struct LockStats {
+pub(crate) struct LockStats {
     acquisitions: AtomicU64,
     contended: AtomicU64,
     wait_ns_total: AtomicU64,
@@ -267,7 +267,7 @@ pub struct LockStats {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct LockSummary {
+pub(crate) struct LockSummary {
     pub acquisitions: u64,
     pub contended: u64,
     pub avg_wait_ms: f64,
@@ -284,7 +284,7 @@ impl LockStats {
         self.wait_ns_max.fetch_max(waited_ns, Ordering::Relaxed);
     }
 
-    pub fn summary(&self) -> LockSummary {
+    pub(crate) fn summary(&self) -> LockSummary {
         let acquisitions = self.acquisitions.load(Ordering::Relaxed);
         let total = self.wait_ns_total.load(Ordering::Relaxed) as f64;
         LockSummary {
@@ -302,7 +302,7 @@ impl LockStats {
 
 /// One generator shared by the keyframe and decode stages; its decoders under a lock of their
 /// own when it splits them off, so decoding never waits for a keyframe.
-pub struct ModelLock {
+pub(crate) struct ModelLock {
     model: Mutex<Box<dyn Generator>>,
     decoder: Option<Mutex<Box<dyn FrameDecoder>>>,
     /// Who makes keyframes: changes when a model loaded behind a `handover` takes over.
@@ -372,7 +372,7 @@ fn acquire<'a, T: ?Sized>(
 }
 
 impl ModelLock {
-    pub fn new(mut model: Box<dyn Generator>) -> Self {
+    pub(crate) fn new(mut model: Box<dyn Generator>) -> Self {
         let decoder = model.split_decoder().map(Mutex::new);
         Self {
             identity: Mutex::new(Identity::of(model.as_ref())),
@@ -386,13 +386,17 @@ impl ModelLock {
     }
 
     /// Whether decoding has a lock of its own.
-    pub fn decoder_split(&self) -> bool {
+    pub(crate) fn decoder_split(&self) -> bool {
         self.decoder.is_some()
     }
 
     /// Decodes `latents` (with the best decoder when `keyframe`) under the decoders' lock, or the
     /// generator's when they are not split. Returns the result and the lock wait in seconds.
-    pub fn decode(&self, latents: &Tensor, keyframe: bool) -> (anyhow::Result<Vec<Vec<u8>>>, f64) {
+    pub(crate) fn decode(
+        &self,
+        latents: &Tensor,
+        keyframe: bool,
+    ) -> (anyhow::Result<Vec<Vec<u8>>>, f64) {
         match &self.decoder {
             Some(decoder) => {
                 let (mut decoder, waited) = acquire(decoder, &self.decoder_stats);
@@ -420,23 +424,23 @@ impl ModelLock {
     }
 
     /// The generator making keyframes now.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.identity().name.clone()
     }
 
     /// The name the walk is saved and resumed under (`StandIn::settled_name`).
-    pub fn settled_name(&self) -> String {
+    pub(crate) fn settled_name(&self) -> String {
         self.identity().settled_name.clone()
     }
 
     /// Whether a model is still loading behind the generator (`StandIn::warming_up`).
-    pub fn warming_up(&self) -> bool {
+    pub(crate) fn warming_up(&self) -> bool {
         self.identity().warming_up
     }
 
     /// The model still loading behind the generator, if one is: not one whose load has failed,
     /// though the generator hears of that only at its next keyframe (`LoadWatch`).
-    pub fn loading(&self) -> Option<String> {
+    pub(crate) fn loading(&self) -> Option<String> {
         let identity = self.identity();
         let failed = identity
             .load
@@ -447,16 +451,16 @@ impl ModelLock {
     }
 
     /// Takes note of who `model` is now (after a keyframe: a hand-over may have happened).
-    pub fn refresh(&self, model: &dyn Generator) {
+    pub(crate) fn refresh(&self, model: &dyn Generator) {
         *self.identity() = Identity::of(model);
     }
 
-    pub fn resolution(&self) -> (u32, u32) {
+    pub(crate) fn resolution(&self) -> (u32, u32) {
         self.resolution
     }
 
     /// The generator's note; a failed model load's reason as soon as it fails.
-    pub fn note(&self) -> Option<String> {
+    pub(crate) fn note(&self) -> Option<String> {
         let identity = self.identity();
         match identity.load.as_ref().and_then(LoadWatch::failure) {
             Some(reason) if identity.warming_up => Some(handover::fallback_note(&reason)),
@@ -465,23 +469,23 @@ impl ModelLock {
     }
 
     /// Whether the walk's guard judges this generator's keyframes (`Generator::guarded`).
-    pub fn guarded(&self) -> bool {
+    pub(crate) fn guarded(&self) -> bool {
         self.guarded
     }
 
     /// Where keyframes are made now.
-    pub fn device(&self) -> Device {
+    pub(crate) fn device(&self) -> Device {
         self.identity().device.clone()
     }
 
     /// What the generator making keyframes now can trade for speed (`Generator::knobs`).
-    pub fn knobs(&self) -> Knobs {
+    pub(crate) fn knobs(&self) -> Knobs {
         self.identity().knobs.clone()
     }
 
     /// Decodes at `quality` from now on, under the decoders' lock (or the generator's, where
     /// it keeps its decoders).
-    pub fn set_decode_quality(&self, quality: DecodeQuality) {
+    pub(crate) fn set_decode_quality(&self, quality: DecodeQuality) {
         match &self.decoder {
             Some(decoder) => acquire(decoder, &self.decoder_stats)
                 .0
@@ -491,7 +495,7 @@ impl ModelLock {
     }
 
     /// Takes the generator, recording the wait. Returns the guard and the wait in seconds.
-    pub fn lock(&self) -> (MutexGuard<'_, Box<dyn Generator>>, f64) {
+    pub(crate) fn lock(&self) -> (MutexGuard<'_, Box<dyn Generator>>, f64) {
         acquire(&self.model, &self.stats)
     }
 }

@@ -72,7 +72,7 @@ const TINY_PRIOR: f64 = 0.25;
 
 /// One rung: how the walk is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rung {
+pub(crate) struct Rung {
     pub frames_per_transition: usize,
     pub quality: DecodeQuality,
     /// Keyframe steps, where the generator has them.
@@ -81,7 +81,7 @@ pub struct Rung {
 
 impl Rung {
     /// For logs and status: "45 frames, 192x108", ", tiny decoder", ", 2 steps".
-    pub fn label(&self, knobs: &Knobs) -> String {
+    pub(crate) fn label(&self, knobs: &Knobs) -> String {
         let (width, height) = knobs.sizes[self.quality.size.min(knobs.sizes.len() - 1)];
         let mut label = format!("{} frames, {width}x{height}", self.frames_per_transition);
         if self.quality.tiny {
@@ -319,7 +319,7 @@ impl Costs {
 
 /// A move on the ladder.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub(crate) struct Change {
     pub from: usize,
     pub to: usize,
     /// "capacity" (stepped down: the rung couldn't keep the pace) or "headroom" (climbed).
@@ -332,7 +332,7 @@ pub struct Change {
 
 /// The quality ladder: its rungs, where it stands, and what it has measured.
 #[derive(Debug)]
-pub struct Ladder {
+pub(crate) struct Ladder {
     rungs: Vec<Rung>,
     knobs: Knobs,
     /// Frames per transition as configured, and the display rate: the configured pace.
@@ -352,7 +352,7 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    pub fn new(
+    pub(crate) fn new(
         frames_per_transition: usize,
         fps: f64,
         knobs: Knobs,
@@ -379,7 +379,7 @@ impl Ladder {
 
     /// The same ladder for another walk (a reload changed the frames per transition or the
     /// fps): what was measured carries over when the generator is the same.
-    pub fn remade(
+    pub(crate) fn remade(
         self,
         frames_per_transition: usize,
         fps: f64,
@@ -396,23 +396,23 @@ impl Ladder {
     }
 
     /// Whether this ladder was made for this walk and generator.
-    pub fn fits(&self, frames_per_transition: usize, fps: f64, knobs: &Knobs) -> bool {
+    pub(crate) fn fits(&self, frames_per_transition: usize, fps: f64, knobs: &Knobs) -> bool {
         self.configured == (frames_per_transition.max(1), fps) && &self.knobs == knobs
     }
 
-    pub fn rung(&self) -> Rung {
+    pub(crate) fn rung(&self) -> Rung {
         self.rungs[self.current]
     }
 
-    pub fn index(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.current
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rungs.len()
     }
 
-    pub fn label(&self, index: usize) -> String {
+    pub(crate) fn label(&self, index: usize) -> String {
         self.rungs[index].label(&self.knobs)
     }
 
@@ -422,12 +422,12 @@ impl Ladder {
     }
 
     /// Seconds an in-between frame takes at `quality`, as measured or predicted.
-    pub fn seconds_per_frame(&self, quality: DecodeQuality) -> Option<f64> {
+    pub(crate) fn seconds_per_frame(&self, quality: DecodeQuality) -> Option<f64> {
         self.costs.per_frame(&self.knobs, quality)
     }
 
     /// Capacity over need at `index`: 1 keeps the configured pace exactly.
-    pub fn headroom(&self, index: usize) -> Option<f64> {
+    pub(crate) fn headroom(&self, index: usize) -> Option<f64> {
         let seconds = self
             .costs
             .transition(&self.knobs, &self.rungs[index], self.overlap)?;
@@ -435,7 +435,7 @@ impl Ladder {
     }
 
     /// Decoded frames a second rung `index` sustains, and those it needs for the pace.
-    pub fn capacity_fps(&self, index: usize) -> (Option<f64>, f64) {
+    pub(crate) fn capacity_fps(&self, index: usize) -> (Option<f64>, f64) {
         let rung = &self.rungs[index];
         let frames = rung.frames_per_transition as f64;
         let capacity = self
@@ -446,7 +446,7 @@ impl Ladder {
     }
 
     /// `frames` in-betweens took `seconds` at `quality`; `now` on the `decide` clock.
-    pub fn observe_frames(
+    pub(crate) fn observe_frames(
         &mut self,
         quality: DecodeQuality,
         frames: usize,
@@ -462,7 +462,7 @@ impl Ladder {
 
     /// A keyframe at size `size` took `seconds` to decode (with the full decoder: before any
     /// in-between is decoded, the first estimate of what a frame costs at that size).
-    pub fn observe_keyframe_decode(&mut self, size: usize, seconds: f64, now: f64) {
+    pub(crate) fn observe_keyframe_decode(&mut self, size: usize, seconds: f64, now: f64) {
         self.costs.clock = self.costs.clock.max(now);
         self.costs
             .keyframe_decode
@@ -476,7 +476,7 @@ impl Ladder {
     }
 
     /// A keyframe of `steps` steps (0: a generator without steps) took `seconds` to make.
-    pub fn observe_keyframe(&mut self, steps: usize, seconds: f64, now: f64) {
+    pub(crate) fn observe_keyframe(&mut self, steps: usize, seconds: f64, now: f64) {
         self.costs.clock = self.costs.clock.max(now);
         self.costs
             .keyframe
@@ -487,7 +487,7 @@ impl Ladder {
 
     /// The move to make now, if any (and makes it). `now` in seconds on any steady clock;
     /// `full_speed`: the art plays at its configured pace (the buffer holds enough).
-    pub fn decide(&mut self, now: f64, full_speed: bool) -> Option<Change> {
+    pub(crate) fn decide(&mut self, now: f64, full_speed: bool) -> Option<Change> {
         let measured = self.frames_here >= ENOUGH_FRAMES
             || (self.frames_here >= MIN_FRAMES && self.seconds_here >= MIN_SECONDS)
             || (self.frames_here >= 1 && self.seconds_here >= SLOW_SECONDS);
@@ -566,7 +566,7 @@ pub(crate) fn art_speed(
 }
 
 /// The ladder and the figures the stages share, for status.json and the log.
-pub struct Adapt {
+pub(crate) struct Adapt {
     pub enabled: bool,
     ladder: Mutex<Option<Ladder>>,
     /// The art's speed now, a share of the configured pace (f64 bits; playback writes it).
@@ -604,7 +604,7 @@ fn store(cell: &AtomicU64, value: f64) {
 }
 
 impl Adapt {
-    pub fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         Self {
             enabled,
             ladder: Mutex::new(None),
@@ -616,59 +616,59 @@ impl Adapt {
     }
 
     /// The ladder, under its lock (a panic while it was held leaves consistent figures).
-    pub fn ladder(&self) -> MutexGuard<'_, Option<Ladder>> {
+    pub(crate) fn ladder(&self) -> MutexGuard<'_, Option<Ladder>> {
         self.ladder.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn speed(&self) -> f64 {
+    pub(crate) fn speed(&self) -> f64 {
         load(&self.speed)
     }
 
-    pub fn set_speed(&self, speed: f64) {
+    pub(crate) fn set_speed(&self, speed: f64) {
         store(&self.speed, speed);
     }
 
-    pub fn position(&self) -> f64 {
+    pub(crate) fn position(&self) -> f64 {
         load(&self.position)
     }
 
-    pub fn set_position(&self, at: f64) {
+    pub(crate) fn set_position(&self, at: f64) {
         store(&self.position, at);
     }
 
-    pub fn headroom(&self) -> f64 {
+    pub(crate) fn headroom(&self) -> f64 {
         load(&self.headroom)
     }
 
-    pub fn set_headroom(&self, headroom: f64) {
+    pub(crate) fn set_headroom(&self, headroom: f64) {
         store(&self.headroom, headroom);
     }
 
-    pub fn set_batch_seconds(&self, seconds: f64) {
+    pub(crate) fn set_batch_seconds(&self, seconds: f64) {
         store(&self.batch_seconds, seconds);
     }
 
     /// The playback a thin buffer is spread over: `RESERVE_S`, or two batches' decoding when
     /// that is longer, so the next batch lands before the screen reaches the newest frame.
-    pub fn reserve_s(&self) -> f64 {
+    pub(crate) fn reserve_s(&self) -> f64 {
         RESERVE_S.max(2.0 * load(&self.batch_seconds))
     }
 
     /// Keyframe steps of the current rung, if the generator has steps.
-    pub fn steps(&self) -> Option<usize> {
+    pub(crate) fn steps(&self) -> Option<usize> {
         self.ladder()
             .as_ref()
             .and_then(|ladder| ladder.rung().steps)
     }
 
     /// A keyframe of `steps` steps took `seconds`, at `now` on the ladder's clock.
-    pub fn observe_keyframe(&self, steps: Option<usize>, seconds: f64, now: f64) {
+    pub(crate) fn observe_keyframe(&self, steps: Option<usize>, seconds: f64, now: f64) {
         if let Some(ladder) = self.ladder().as_mut() {
             ladder.observe_keyframe(steps.unwrap_or(0), seconds, now);
         }
     }
 
-    pub fn status(&self) -> Option<AdaptStatus> {
+    pub(crate) fn status(&self) -> Option<AdaptStatus> {
         let guard = self.ladder();
         let ladder = guard.as_ref()?;
         let rung = ladder.rung();

@@ -30,23 +30,23 @@ macro_rules! live_settings {
     ($( $(#[$doc:meta])* $name:ident : $ty:ty = $($path:ident).+ ),* $(,)?) => {
         /// The part of the config a reload applies while the display runs.
         #[derive(Debug, Clone, PartialEq)]
-        pub struct LiveSettings {
-            $( $(#[$doc])* pub $name: $ty, )*
+        pub(crate) struct LiveSettings {
+            $( $(#[$doc])* pub(crate) $name: $ty, )*
         }
 
         impl LiveSettings {
-            pub fn from_config(config: &Config) -> Self {
+            pub(crate) fn from_config(config: &Config) -> Self {
                 Self { $( $name: config.$($path).+.clone(), )* }
             }
 
             /// Writes these values into `config`.
-            pub fn apply_to(&self, config: &mut Config) {
+            pub(crate) fn apply_to(&self, config: &mut Config) {
                 $( config.$($path).+ = self.$name.clone(); )*
             }
 
             /// What `new` changes, as the config file's keys with old -> new (long values,
             /// such as the themes, only named).
-            pub fn changes(&self, new: &Self) -> Vec<String> {
+            pub(crate) fn changes(&self, new: &Self) -> Vec<String> {
                 let mut out = Vec::new();
                 $(
                     if self.$name != new.$name {
@@ -83,7 +83,7 @@ live_settings! {
 
 /// What the stages run by: the live settings and every count derived from them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub live: LiveSettings,
     /// One display period, 1/fps.
     pub period: Duration,
@@ -107,7 +107,7 @@ pub struct Settings {
 impl Settings {
     /// The settings for `config` (its live part and its restart-only buffer seconds) within
     /// `budget`.
-    pub fn derive(config: &Config, budget: &FrameBudget) -> Self {
+    pub(crate) fn derive(config: &Config, budget: &FrameBudget) -> Self {
         let live = LiveSettings::from_config(config);
         let fps = live.fps;
         let frames = |seconds: f64| (seconds * fps).ceil() as usize;
@@ -188,7 +188,7 @@ fn differing_keys(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &
 }
 
 /// Stop, blank, brightness and the settings, shared by the stages.
-pub struct Control {
+pub(crate) struct Control {
     stop: AtomicBool,
     blanked: AtomicBool,
     /// The walk's guard asked for a fresh keyframe (taken by the keyframe stage).
@@ -200,7 +200,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
             stop: AtomicBool::new(false),
             blanked: AtomicBool::new(false),
@@ -211,7 +211,7 @@ impl Control {
         }
     }
 
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         Arc::clone(
             &self
                 .settings
@@ -221,7 +221,7 @@ impl Control {
     }
 
     /// Publishes new settings; every reader picks them up at its next check.
-    pub fn update(&self, settings: Settings) {
+    pub(crate) fn update(&self, settings: Settings) {
         *self
             .settings
             .lock()
@@ -229,43 +229,43 @@ impl Control {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
     /// Asks the keyframe stage to make its next keyframe a fresh one (the guard's re-anchor).
-    pub fn request_reanchor(&self) {
+    pub(crate) fn request_reanchor(&self) {
         self.reanchor.store(true, Ordering::Release);
     }
 
     /// Whether a re-anchor was asked for since the last call (clears the request).
-    pub fn take_reanchor(&self) -> bool {
+    pub(crate) fn take_reanchor(&self) -> bool {
         self.reanchor.swap(false, Ordering::AcqRel)
     }
 
-    pub fn blanked(&self) -> bool {
+    pub(crate) fn blanked(&self) -> bool {
         self.blanked.load(Ordering::Relaxed)
     }
 
-    pub fn set_blanked(&self, blanked: bool) {
+    pub(crate) fn set_blanked(&self, blanked: bool) {
         self.blanked.store(blanked, Ordering::Relaxed);
     }
 
-    pub fn brightness(&self) -> f32 {
+    pub(crate) fn brightness(&self) -> f32 {
         self.brightness_permille.load(Ordering::Relaxed) as f32 / 1000.0
     }
 
-    pub fn set_brightness(&self, factor: f64) {
+    pub(crate) fn set_brightness(&self, factor: f64) {
         let permille = (factor.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.brightness_permille.store(permille, Ordering::Relaxed);
     }
 
     /// Sleeps `duration` in short slices; false when told to stop meanwhile.
-    pub fn sleep(&self, duration: Duration) -> bool {
+    pub(crate) fn sleep(&self, duration: Duration) -> bool {
         let mut left = duration;
         while !left.is_zero() {
             if self.stopping() {
@@ -280,7 +280,7 @@ impl Control {
 
     /// Waits while the schedule has the screen blanked (generation pauses then); false when
     /// told to stop.
-    pub fn wait_while_blanked(&self) -> bool {
+    pub(crate) fn wait_while_blanked(&self) -> bool {
         while self.blanked() {
             if !self.sleep(PAUSE_POLL) {
                 return false;

@@ -24,6 +24,8 @@ pub(crate) mod playback;
 pub(crate) mod queue;
 pub(crate) mod stage;
 pub(crate) mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
@@ -53,7 +55,7 @@ const SCREEN_BUFFERS: usize = 3;
 /// Keyframes made ahead of the decoder.
 const KEYFRAMES_AHEAD: usize = 2;
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub control: Arc<Control>,
     pub stats: Arc<PipelineStats>,
     pub buffer: Arc<FrameQueue>,
@@ -71,7 +73,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the stages; `resume` is where the walk's place is saved (and read from).
-    pub fn spawn(
+    pub(crate) fn spawn(
         config: &Config,
         sink: Box<dyn Sink>,
         generator: Box<dyn Generator>,
@@ -251,7 +253,7 @@ impl Pipeline {
     /// Applies a reload's live settings: the counts that follow from them are derived again
     /// (with the budget and buffer seconds the pipeline started with) and every stage takes
     /// them up at its next natural point. Returns the settings now in force.
-    pub fn reconfigure(&self, live: &LiveSettings) -> Arc<Settings> {
+    pub(crate) fn reconfigure(&self, live: &LiveSettings) -> Arc<Settings> {
         let mut config = self.started_with.clone();
         live.apply_to(&mut config);
         let settings = Settings::derive(&config, &self.budget);
@@ -262,7 +264,7 @@ impl Pipeline {
     }
 
     /// The next stage to end (name and result). Before `shutdown`, any end is a failure.
-    pub async fn next_exit(&mut self) -> StageExit {
+    pub(crate) async fn next_exit(&mut self) -> StageExit {
         match self.exits.recv().await {
             Some(exit) => {
                 self.running -= 1;
@@ -274,7 +276,10 @@ impl Pipeline {
 
     /// Stops the stages and waits up to `grace` for them; returns the first error among those
     /// that ended meanwhile.
-    pub async fn shutdown(&mut self, grace: Duration) -> Option<(&'static str, anyhow::Error)> {
+    pub(crate) async fn shutdown(
+        &mut self,
+        grace: Duration,
+    ) -> Option<(&'static str, anyhow::Error)> {
         self.control.stop();
         self.buffer.close();
         let mut first_error = None;

@@ -48,12 +48,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// The last frames played forward, for ping-pong and for the snapshot writer (which reads them
 /// from the tokio thread). A panic while the lock was held leaves the queue consistent, so a
 /// poisoned lock is used as it is rather than ending the process.
-pub struct RecentFrames {
+pub(crate) struct RecentFrames {
     frames: Mutex<(VecDeque<Arc<Frame>>, usize)>,
 }
 
 impl RecentFrames {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             frames: Mutex::new((VecDeque::with_capacity(capacity.max(1)), capacity.max(1))),
         }
@@ -66,7 +66,7 @@ impl RecentFrames {
     }
 
     /// Keeps at most `capacity` frames from now on (the fps changed).
-    pub fn set_capacity(&self, capacity: usize) {
+    pub(crate) fn set_capacity(&self, capacity: usize) {
         let mut guard = self.lock();
         let (frames, kept) = &mut *guard;
         *kept = capacity.max(1);
@@ -84,7 +84,7 @@ impl RecentFrames {
         frames.push_back(frame);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().0.len()
     }
 
@@ -93,7 +93,7 @@ impl RecentFrames {
     }
 
     /// The frame with sequence number `seq`, if it is still among the recent ones.
-    pub fn find(&self, seq: u64) -> Option<Arc<Frame>> {
+    pub(crate) fn find(&self, seq: u64) -> Option<Arc<Frame>> {
         self.lock().0.iter().rev().find(|f| f.seq == seq).cloned()
     }
 }

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// How full the buffer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Level {
+pub(crate) struct Level {
     pub frames: usize,
     pub bytes: usize,
     /// Frames it holds at most (from the seconds bound and, once a frame size is known, bytes).
@@ -53,7 +53,7 @@ impl State {
     }
 }
 
-pub struct FrameQueue {
+pub(crate) struct FrameQueue {
     state: Mutex<State>,
     /// Signalled on every push, pop and close; waiters recheck their own condition.
     changed: Condvar,
@@ -62,7 +62,7 @@ pub struct FrameQueue {
 impl FrameQueue {
     /// A buffer of at most `max_frames` frames and `max_bytes` bytes, for frames of about
     /// `frame_bytes` each (so its capacity is known before the first frame).
-    pub fn new(max_frames: usize, max_bytes: usize, frame_bytes: usize) -> Self {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize, frame_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 frames: VecDeque::with_capacity(max_frames.min(4096)),
@@ -84,7 +84,7 @@ impl FrameQueue {
     }
 
     /// Adds a frame, waiting while the buffer is full. Fails once the buffer is closed.
-    pub fn push(&self, frame: Arc<Frame>) -> Result<(), Closed> {
+    pub(crate) fn push(&self, frame: Arc<Frame>) -> Result<(), Closed> {
         let frame_bytes = frame.rgb.len();
         let mut state = self.lock();
         while !state.closed && !state.accepts(frame_bytes) {
@@ -105,7 +105,7 @@ impl FrameQueue {
     }
 
     /// Takes the oldest frame, if any, without waiting.
-    pub fn pop(&self) -> Option<Arc<Frame>> {
+    pub(crate) fn pop(&self) -> Option<Arc<Frame>> {
         let mut state = self.lock();
         let frame = state.frames.pop_front()?;
         state.bytes -= frame.rgb.len();
@@ -115,18 +115,18 @@ impl FrameQueue {
     }
 
     /// The oldest frame, left in the buffer.
-    pub fn front(&self) -> Option<Arc<Frame>> {
+    pub(crate) fn front(&self) -> Option<Arc<Frame>> {
         self.lock().frames.front().cloned()
     }
 
     /// The newest frame, left in the buffer.
-    pub fn back(&self) -> Option<Arc<Frame>> {
+    pub(crate) fn back(&self) -> Option<Arc<Frame>> {
         self.lock().frames.back().cloned()
     }
 
     /// Waits until at least `frames` frames are buffered (or the buffer is full, or closed), at
     /// most `timeout`; returns the level then.
-    pub fn wait_for_level(&self, frames: usize, timeout: Duration) -> Level {
+    pub(crate) fn wait_for_level(&self, frames: usize, timeout: Duration) -> Level {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
@@ -147,18 +147,18 @@ impl FrameQueue {
         }
     }
 
-    pub fn level(&self) -> Level {
+    pub(crate) fn level(&self) -> Level {
         self.lock().level()
     }
 
     /// Changes the frame bound (the fps or seconds changed); frames already in stay.
-    pub fn set_max_frames(&self, max_frames: usize) {
+    pub(crate) fn set_max_frames(&self, max_frames: usize) {
         self.lock().max_frames = max_frames.max(1);
         self.changed.notify_all();
     }
 
     /// Makes pushes fail and wakes every waiter; frames already in can still be taken.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
     }

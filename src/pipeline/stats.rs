@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// A fixed-bucket latency histogram: 1 us buckets up to 20 ms, one overflow bucket. Recording is
 /// one atomic add, so the pacer thread can record every deadline.
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     max_ns: AtomicU64,
@@ -27,7 +27,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    pub fn record(&self, value: Duration) {
+    pub(crate) fn record(&self, value: Duration) {
         let ns = value.as_nanos().min(u64::MAX as u128) as u64;
         let index = ((ns / BUCKET_NS) as usize).min(BUCKETS);
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
@@ -36,13 +36,13 @@ impl Histogram {
     }
 
     #[cfg(test)]
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// The value below which `quantile` (0..=1) of the records lie, in milliseconds (upper bucket
     /// edge, so it never understates).
-    pub fn quantile_ms(&self, quantile: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, quantile: f64) -> f64 {
         let total: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         if total == 0 {
             return 0.0;
@@ -61,28 +61,28 @@ impl Histogram {
         self.max_ms()
     }
 
-    pub fn max_ms(&self) -> f64 {
+    pub(crate) fn max_ms(&self) -> f64 {
         self.max_ns.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
 /// Count, total and maximum of a repeated duration.
 #[derive(Default)]
-pub struct Timing {
+pub(crate) struct Timing {
     count: AtomicU64,
     total_ns: AtomicU64,
     max_ns: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TimingSnapshot {
+pub(crate) struct TimingSnapshot {
     pub count: u64,
     pub total_ns: u64,
 }
 
 impl TimingSnapshot {
     /// Mean in milliseconds of the records between `earlier` and `self`.
-    pub fn mean_ms_since(&self, earlier: TimingSnapshot) -> f64 {
+    pub(crate) fn mean_ms_since(&self, earlier: TimingSnapshot) -> f64 {
         let count = self.count.saturating_sub(earlier.count);
         if count == 0 {
             0.0
@@ -93,31 +93,31 @@ impl TimingSnapshot {
 }
 
 impl Timing {
-    pub fn record(&self, value: Duration) {
+    pub(crate) fn record(&self, value: Duration) {
         self.record_many(value, 1);
     }
 
     /// Records `count` events that took `value` together.
-    pub fn record_many(&self, value: Duration, count: u64) {
+    pub(crate) fn record_many(&self, value: Duration, count: u64) {
         let ns = value.as_nanos() as u64;
         self.count.fetch_add(count, Ordering::Relaxed);
         self.total_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_ns.fetch_max(ns / count.max(1), Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> TimingSnapshot {
+    pub(crate) fn snapshot(&self) -> TimingSnapshot {
         TimingSnapshot {
             count: self.count.load(Ordering::Relaxed),
             total_ns: self.total_ns.load(Ordering::Relaxed),
         }
     }
 
-    pub fn mean_ms(&self) -> f64 {
+    pub(crate) fn mean_ms(&self) -> f64 {
         self.snapshot().mean_ms_since(TimingSnapshot::default())
     }
 
     #[cfg(test)]
-    pub fn max_ms(&self) -> f64 {
+    pub(crate) fn max_ms(&self) -> f64 {
         self.max_ns.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
@@ -125,7 +125,7 @@ impl Timing {
 /// What playback is doing, for status.json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum PlaybackState {
+pub(crate) enum PlaybackState {
     /// Filling the buffer before playback starts (the first frame is shown as a still).
     Buffering = 0,
     Playing = 1,
@@ -134,7 +134,7 @@ pub enum PlaybackState {
 }
 
 impl PlaybackState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PlaybackState::Buffering => "buffering",
             PlaybackState::Playing => "playing",
@@ -147,7 +147,7 @@ impl PlaybackState {
 /// changes at most can be between the decoder and the screen).
 const GENERATOR_CHANGES_KEPT: usize = 8;
 
-pub struct PipelineStats {
+pub(crate) struct PipelineStats {
     pub started: Instant,
     // Pacer.
     /// Deadlines the pacer has reached.
@@ -258,7 +258,7 @@ impl Default for PipelineStats {
 }
 
 impl PipelineStats {
-    pub fn state(&self) -> PlaybackState {
+    pub(crate) fn state(&self) -> PlaybackState {
         match self.state.load(Ordering::Relaxed) {
             1 => PlaybackState::Playing,
             2 => PlaybackState::Underrun,
@@ -266,7 +266,7 @@ impl PipelineStats {
         }
     }
 
-    pub fn set_state(&self, state: PlaybackState) {
+    pub(crate) fn set_state(&self, state: PlaybackState) {
         if state == PlaybackState::Playing && self.playing_since_ns.load(Ordering::Relaxed) == 0 {
             self.frames_shown_at_play
                 .store(self.frames_shown.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -279,7 +279,7 @@ impl PipelineStats {
     }
 
     /// Notes that a frame reached the screen; the first one sets time-to-first-picture.
-    pub fn record_presented(&self) {
+    pub(crate) fn record_presented(&self) {
         if self.frames_shown.fetch_add(1, Ordering::Relaxed) == 0 {
             let since_start = crate::process_start().elapsed().as_nanos().max(1) as u64;
             self.first_picture_ns.store(since_start, Ordering::Relaxed);
@@ -287,14 +287,14 @@ impl PipelineStats {
     }
 
     /// Seconds from the process start to the first frame on screen, once there was one.
-    pub fn first_picture_s(&self) -> Option<f64> {
+    pub(crate) fn first_picture_s(&self) -> Option<f64> {
         let ns = self.first_picture_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| ns as f64 / 1e9)
     }
 
     /// Notes that a picture moving on from the first one reached the screen (the first call
     /// sets time-to-first-motion).
-    pub fn record_motion(&self) {
+    pub(crate) fn record_motion(&self) {
         if self.first_motion_ns.load(Ordering::Relaxed) == 0 {
             let since_start = crate::process_start().elapsed().as_nanos().max(1) as u64;
             self.first_motion_ns.store(since_start, Ordering::Relaxed);
@@ -302,13 +302,13 @@ impl PipelineStats {
     }
 
     /// Seconds from the process start to the first frame that moved on, once there was one.
-    pub fn first_motion_s(&self) -> Option<f64> {
+    pub(crate) fn first_motion_s(&self) -> Option<f64> {
         let ns = self.first_motion_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| ns as f64 / 1e9)
     }
 
     /// A keyframe was made just now.
-    pub fn keyframe_made(&self, took: Duration) {
+    pub(crate) fn keyframe_made(&self, took: Duration) {
         self.keyframes.fetch_add(1, Ordering::Relaxed);
         self.keyframe_time.record(took);
         let since_start = self.started.elapsed().as_nanos().max(1) as u64;
@@ -316,13 +316,13 @@ impl PipelineStats {
     }
 
     /// Seconds since the last keyframe was made, once there was one.
-    pub fn last_keyframe_age_s(&self) -> Option<f64> {
+    pub(crate) fn last_keyframe_age_s(&self) -> Option<f64> {
         let ns = self.last_keyframe_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| (self.started.elapsed().as_nanos() as u64).saturating_sub(ns) as f64 / 1e9)
     }
 
     /// Frames from `first_seq` on are `generator`'s (the decoder says so at each keyframe).
-    pub fn frames_from(&self, first_seq: u64, generator: &str) {
+    pub(crate) fn frames_from(&self, first_seq: u64, generator: &str) {
         let mut changes = self
             .generator_changes
             .lock()
@@ -337,7 +337,7 @@ impl PipelineStats {
     }
 
     /// The generator whose frame is on screen now, once one is.
-    pub fn generator_on_screen(&self) -> Option<String> {
+    pub(crate) fn generator_on_screen(&self) -> Option<String> {
         let shown = self.shown_seq.load(Ordering::Relaxed);
         let changes = self
             .generator_changes
@@ -351,26 +351,26 @@ impl PipelineStats {
     }
 
     /// Counts a generator error and keeps its text as the last one.
-    pub fn generator_failed(&self, error: String) {
+    pub(crate) fn generator_failed(&self, error: String) {
         self.generator_errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), error));
     }
 
     /// The last generator error and its age in seconds.
-    pub fn last_error(&self) -> Option<(String, f64)> {
+    pub(crate) fn last_error(&self) -> Option<(String, f64)> {
         let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         last.as_ref()
             .map(|(at, error)| (error.clone(), at.elapsed().as_secs_f64()))
     }
 
     /// Seconds from start to the start of playback, once it has started.
-    pub fn playing_since_s(&self) -> Option<f64> {
+    pub(crate) fn playing_since_s(&self) -> Option<f64> {
         let ns = self.playing_since_ns.load(Ordering::Relaxed);
         (ns > 0).then(|| ns as f64 / 1e9)
     }
 
     /// New frames shown since playback started.
-    pub fn frames_shown_playing(&self) -> u64 {
+    pub(crate) fn frames_shown_playing(&self) -> u64 {
         if self.playing_since_ns.load(Ordering::Relaxed) == 0 {
             return 0;
         }

@@ -29,7 +29,7 @@ pub fn data(path: &str) -> PathBuf {
         .join(path)
 }
 
-pub use dreamframe::testing::{poll_until_async, run_until, status_json};
+pub use dreamframe::testing::{poll, poll_until, poll_until_async, run_until, status_json};
 
 /// The analyzer's binary: another package's (tools/dreamframe-analyze), so cargo gives no
 /// CARGO_BIN_EXE for it; `cargo test` at the top builds both default members into one folder.
@@ -116,31 +116,5 @@ pub fn before_exec(command: &mut std::process::Command, what: BeforeExec) {
             }
             Ok(())
         });
-    }
-}
-
-/// How often the `poll` helpers look again.
-const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Calls `probe` every 20 ms until it gives a value, and returns that; `None` once `within` has
-/// passed. Every wait on another thread or process goes through here (or the two below): a
-/// condition with a generous deadline, never a fixed sleep, so a loaded machine only takes longer.
-pub fn poll<T>(within: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL_EVERY);
-    }
-}
-
-/// Waits until `done` holds; panics naming `what` if it does not within `within`.
-pub fn poll_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
-    if poll(within, || done().then_some(())).is_none() {
-        panic!("timed out after {within:?} waiting for {what}");
     }
 }
