@@ -75,6 +75,32 @@ pub(crate) enum Command {
     /// fbdev copy, and flip-to-deadline lateness and missed flips at each `--fps` (needs the
     /// screen to itself: stop the display first).
     BenchDisplay(BenchDisplayArgs),
+    /// Render the built-in styles' keyframes to PNG files, plus a contact sheet, to see the art
+    /// without a screen (uses the config's [model] size and style sections).
+    Gallery(GalleryArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct GalleryArgs {
+    /// Folder for the PNG files (made if missing; files of the same names are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Styles, comma-separated (default: every built-in style).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub styles: Vec<crate::generator::builtin::Style>,
+    /// Seeds per style, 1 to 64: this many, counting up from --seed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keyframes written per style and seed, 1 to 64.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub keyframes: u64,
+    /// Keyframes of the walk between two written ones, 1 to 10000 (at the shipped transition
+    /// of 90 frames at 30 fps, 20 is a minute).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub every: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -158,6 +184,9 @@ pub struct BenchArgs {
     /// Display rate for the jitter and sustained runs, 1 to 240.
     #[arg(long, default_value_t = 30.0, value_parser = bench_fps, allow_negative_numbers = true)]
     pub fps: f64,
+    /// The built-in style to decode and play, at its shipped settings.
+    #[arg(long, value_enum, default_value = "cppn")]
+    pub style: crate::generator::builtin::Style,
 }
 
 impl Default for BenchArgs {
@@ -167,6 +196,7 @@ impl Default for BenchArgs {
             width: 1920,
             height: 1080,
             fps: 30.0,
+            style: crate::generator::builtin::Style::Cppn,
         }
     }
 }

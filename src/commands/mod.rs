@@ -1,5 +1,5 @@
 //! The command line: `main` parses the arguments (`cli`), dispatches (the display, `status`,
-//! probe, check-config, `bench`, `bench-display`, `bench-sd`) and maps the result to an exit
+//! probe, check-config, `bench`, `bench-display`, `bench-sd`, `gallery`) and maps the result to an exit
 //! status: 2 for bad arguments (clap), 78 for config errors, 1 for anything else (`status` has its
 //! own, see `status`). The binary's main.rs only calls it, so the commands (`bench` drives the
 //! renderer, the sinks and the models directly) stay inside the library and out of its API.
@@ -9,6 +9,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod cli;
+pub(crate) mod gallery;
 pub(crate) mod status;
 
 use std::process::ExitCode;
@@ -87,15 +88,20 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Bench(args)) => stdout::line(bench::run(args)?),
         Some(Command::BenchDisplay(args)) => {
-            let config = match &cli.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            stdout::line(bench::display::run(args, &config)?)
+            stdout::line(bench::display::run(args, &given_config(&cli)?)?)
         }
         Some(Command::BenchSd(args)) => stdout::line(bench::sd::run(args)?),
+        Some(Command::Gallery(args)) => stdout::line(gallery::run(args, &given_config(&cli)?)?),
         Some(Command::Probe(args)) => launch::probe(&cli, args),
         Some(Command::Status(_)) => unreachable!("handled before logging starts"),
         None => launch::display(cli, logging_started),
+    }
+}
+
+/// The config `--config` names, or the defaults.
+fn given_config(cli: &Cli) -> anyhow::Result<Config> {
+    match &cli.config {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
     }
 }

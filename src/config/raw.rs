@@ -59,6 +59,7 @@ pub(crate) const TABLE_SECTIONS: &[&str] = &[
     "display",
     "model",
     "cppn",
+    "warp",
     "prompts",
     "keyframe",
     "reanchor",
@@ -86,6 +87,7 @@ pub(crate) struct RawConfig {
     pub display: RawDisplay,
     pub model: RawModel,
     pub cppn: RawCppn,
+    pub warp: RawWarp,
     pub prompts: RawPrompts,
     pub keyframe: RawKeyframe,
     pub reanchor: RawReanchor,
@@ -241,6 +243,24 @@ impl Default for RawCppn {
             hidden_units: whole(16),
             layers: whole(3),
             zoom: real(1.6),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub(crate) struct RawWarp {
+    pub octaves: Number,
+    pub warp: Number,
+    pub scale: Number,
+}
+
+impl Default for RawWarp {
+    fn default() -> Self {
+        Self {
+            octaves: whole(5),
+            warp: real(2.0),
+            scale: real(1.5),
         }
     }
 }

@@ -162,6 +162,8 @@ pub enum UpscaleFilter {
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     Cppn,
+    /// Domain-warped noise (`generator::builtin::warp`).
+    Warp,
     StableDiffusion,
     /// Fixed colour bars, to check a screen's colours and orientation.
     TestPattern,
@@ -212,6 +214,7 @@ pub struct Config {
     pub display: DisplayConfig,
     pub model: ModelConfig,
     pub cppn: CppnConfig,
+    pub warp: WarpConfig,
     pub prompts: PromptsConfig,
     pub keyframe: KeyframeConfig,
     pub reanchor: ReanchorConfig,
@@ -271,7 +274,9 @@ impl ModelConfig {
                 let divisor = resolution_divisor.max(1);
                 (width / divisor, height / divisor)
             }
-            ModelKind::Cppn | ModelKind::TestPattern => self.size.unwrap_or(CPPN_DEFAULT_SIZE),
+            ModelKind::Cppn | ModelKind::Warp | ModelKind::TestPattern => {
+                self.size.unwrap_or(CPPN_DEFAULT_SIZE)
+            }
         }
     }
 }
@@ -311,6 +316,18 @@ pub struct CppnConfig {
     pub hidden_units: usize,
     pub layers: usize,
     pub zoom: f64,
+}
+
+/// The `warp` style: domain-warped noise.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct WarpConfig {
+    /// Layers of noise, each twice as fine as the last.
+    pub octaves: usize,
+    /// How far the fields push each other.
+    pub warp: f64,
+    /// How much of the noise plane the screen shows.
+    pub scale: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

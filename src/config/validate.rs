@@ -91,6 +91,11 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             layers: c.range_u32("cppn.layers", raw.cppn.layers, 1, 12) as usize,
             zoom: c.range_f64("cppn.zoom", raw.cppn.zoom, 0.1, 20.0),
         },
+        warp: WarpConfig {
+            octaves: c.range_u32("warp.octaves", raw.warp.octaves, 1, 8) as usize,
+            warp: c.range_f64("warp.warp", raw.warp.warp, 0.0, 10.0),
+            scale: c.range_f64("warp.scale", raw.warp.scale, 0.1, 20.0),
+        },
         prompts,
         keyframe: KeyframeConfig {
             drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),
@@ -261,6 +266,7 @@ fn validate_model(raw: &RawConfig, divisor: u32, c: &mut Checker) -> ModelConfig
         &m.kind,
         &[
             ("cppn", ModelKind::Cppn),
+            ("warp", ModelKind::Warp),
             ("stable-diffusion", ModelKind::StableDiffusion),
             ("test-pattern", ModelKind::TestPattern),
         ],

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 
-use super::cppn::CppnGenerator;
+use super::builtin::cppn::CppnGenerator;
 use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs, LoadWatch, StandIn};
 use crate::events;
 

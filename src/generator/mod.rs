@@ -11,7 +11,7 @@
 //! threads, never on the display path. A failing generator returns an error to its caller, which
 //! logs it and retries later; the display keeps playing what is buffered.
 
-pub(crate) mod cppn;
+pub(crate) mod builtin;
 /// Test double: flat colours, steerable (slow, stalled, failing). Not in the shipped binary.
 #[cfg(any(test, feature = "test-doubles"))]
 pub(crate) mod fake;
@@ -155,8 +155,8 @@ pub trait FrameDecoder: Send {
 /// model that can't be loaded falls back to the built-in generator when `model.fallback` says so.
 pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dyn Generator>> {
     use crate::config::{Fallback, ModelKind, CPPN_DEFAULT_SIZE};
-    let cppn = |size: (u32, u32)| -> anyhow::Result<cppn::CppnGenerator> {
-        cppn::CppnGenerator::new(
+    let cppn = |size: (u32, u32)| -> anyhow::Result<builtin::cppn::CppnGenerator> {
+        builtin::cppn::CppnGenerator::new(
             &config.cppn,
             size.0,
             size.1,
@@ -166,9 +166,8 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
         )
     };
     match config.model.kind {
-        ModelKind::Cppn => Ok(Box::new(cppn(
-            config.model.size.unwrap_or(CPPN_DEFAULT_SIZE),
-        )?)),
+        ModelKind::Cppn => builtin::build(builtin::Style::Cppn, config, seed),
+        ModelKind::Warp => builtin::build(builtin::Style::Warp, config, seed),
         ModelKind::TestPattern => {
             let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);
             Ok(Box::new(test_pattern::TestPattern::new(width, height)))

@@ -380,7 +380,7 @@ pub fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, ModelKind};
     use crate::generator::fake::{Decay, WalkingFake};
 
     fn defaults() -> ReanchorConfig {
@@ -502,11 +502,18 @@ mod tests {
 
     #[test]
     fn a_healthy_builtin_walk_of_1000_keyframes_reanchors_at_most_one_percent() {
-        let mut config = Config::default();
-        config.model.size = Some((128, 72));
-        let mut generator = crate::generator::build(&config, 11).unwrap();
-        let report = walk(generator.as_mut(), 1000, 11, &config.reanchor).unwrap();
-        assert_eq!(report.figures.len(), 1000);
-        assert!(report.reanchors.len() <= 10, "{:?}", report.reanchors);
+        for kind in [ModelKind::Cppn, ModelKind::Warp] {
+            let mut config = Config::default();
+            config.model.kind = kind;
+            config.model.size = Some((128, 72));
+            let mut generator = crate::generator::build(&config, 11).unwrap();
+            let report = walk(generator.as_mut(), 1000, 11, &config.reanchor).unwrap();
+            assert_eq!(report.figures.len(), 1000);
+            assert!(
+                report.reanchors.len() <= 10,
+                "{kind:?}: {:?}",
+                report.reanchors
+            );
+        }
     }
 }

@@ -71,7 +71,7 @@ fn unfitting_resume(generator: &str, shape: Option<Vec<usize>>, error: &anyhow::
         "cppn.latent-size"
     };
     format!(
-        "the saved walk's latent (shape {shape:?}) does not fit {generator}: {keys} changed since it was saved; starting a fresh walk ({error:#})"
+        "the saved walk's latent (shape {shape:?}) does not fit {generator}: {keys} changed since it was saved, or another version of dreamframe saved it; starting a fresh walk ({error:#})"
     )
 }
 

@@ -648,3 +648,65 @@ fn status_reports_a_running_display_and_says_when_it_is_not() {
     let (code, _) = status(&["--watch", "--interval", "0"]);
     assert_eq!(code, Some(2), "--interval out of range is refused");
 }
+
+#[test]
+fn the_gallery_writes_each_keyframe_and_a_contact_sheet_replacing_a_fifo() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("gallery");
+    std::fs::create_dir(&out).unwrap();
+    // A FIFO where a picture goes would block a writer that opened it: it is replaced instead.
+    crate::util::mkfifo(&out.join("warp-5-2.png"));
+    let output = binary()
+        .args(["gallery", "--out"])
+        .arg(&out)
+        .args([
+            "--seed",
+            "5",
+            "--seeds",
+            "2",
+            "--keyframes",
+            "2",
+            "--every",
+            "2",
+        ])
+        .output()
+        .expect("run the gallery");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("wrote 8 keyframes"), "{stdout}");
+    for style in ["cppn", "warp"] {
+        for seed in [5, 6] {
+            for index in [0, 2] {
+                let path = out.join(format!("{style}-{seed}-{index}.png"));
+                let picture = image::open(&path)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                assert_eq!((picture.width(), picture.height()), (256, 144));
+            }
+        }
+    }
+    // Four rows (two styles, two seeds) of two pictures, 4 pixels apart.
+    let sheet = image::open(out.join("contact-sheet.png")).unwrap();
+    assert_eq!(
+        (sheet.width(), sheet.height()),
+        (4 + 2 * (256 + 4), 4 + 4 * (144 + 4))
+    );
+
+    // A file where the folder should be is named.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let output = binary()
+        .args(["gallery", "--out"])
+        .arg(&blocked)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("gallery folder") && stderr.contains(&*blocked.to_string_lossy()),
+        "{stderr}"
+    );
+}

@@ -368,7 +368,7 @@ fn with_backtraces_on_every_log_record_is_one_line() {
     assert!(log.contains("resume_unusable"), "{log}");
     assert!(
         log.contains(
-            "does not fit cppn: cppn.latent-size changed since it was saved; starting a fresh walk"
+            "does not fit cppn: cppn.latent-size changed since it was saved, or another version of dreamframe saved it; starting a fresh walk"
         ),
         "{log}"
     );

@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::commands::cli::BenchArgs;
-use crate::config::{Config, Fit, Rotation, SinkKind, UpscaleFilter};
+use crate::config::{Config, Fit, ModelKind, Rotation, SinkKind, UpscaleFilter};
 use crate::frame::pixel_format::PixelFormat;
 use crate::frame::Frame;
 use crate::frame::Geometry;
-use crate::generator::cppn::CppnGenerator;
+use crate::generator::builtin::{self, Style};
 use crate::generator::interpolation::transition;
-use crate::generator::{keyframe_seed, Generator, KeyframeRequest};
+use crate::generator::{keyframe_seed, KeyframeRequest};
 use crate::render::Renderer;
 use crate::service::status_file::Status;
 use crate::sink::fbdev::FbdevSink;
@@ -214,11 +214,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let mut config = Config::default();
     config.display.fps = args.fps;
     config.display.sink = SinkKind::Null;
-    let (width, height) = config
-        .model
-        .size
-        .unwrap_or(crate::config::CPPN_DEFAULT_SIZE);
-    let (decode, frame) = measure_decode(&config, width, height)?;
+    config.model.kind = match args.style {
+        Style::Cppn => ModelKind::Cppn,
+        Style::Warp => ModelKind::Warp,
+    };
+    let (width, height) = config.model.frame_size(1);
+    let (decode, frame) = measure_decode(&config, args.style, width, height)?;
     let render = measure_render(args, &frame)?;
 
     // The whole pipeline into a null sink: alone, then with every core loaded as well.
@@ -269,21 +270,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     })
 }
 
-/// Decode: one batch of `decode.batch-size` in-between frames of the default CPPN; returns the
-/// measurement and one decoded frame.
+/// Decode: one batch of `decode.batch-size` in-between frames of the built-in `style` at the
+/// shipped settings; returns the measurement and one decoded frame.
 fn measure_decode(
     config: &Config,
+    style: Style,
     width: u32,
     height: u32,
 ) -> anyhow::Result<(Measurement, Frame)> {
-    let mut generator = CppnGenerator::new(
-        &config.cppn,
-        width,
-        height,
-        1,
-        config.keyframe.drift,
-        Device::Cpu,
-    )?;
+    let mut generator = builtin::build(style, config, 1)?;
     let requests: Vec<KeyframeRequest> = (0..2)
         .map(|index| KeyframeRequest {
             index,
@@ -296,7 +291,10 @@ fn measure_decode(
     let latents: Tensor = transition(&keys[0], &keys[1], batch, config.interpolation.easing)?;
     let mut frames = Vec::new();
     let decode = measure(
-        format!("decode cppn {width}x{height}, batch {batch}"),
+        format!(
+            "decode {} {width}x{height}, batch {batch}",
+            generator.name()
+        ),
         15,
         batch,
         || {

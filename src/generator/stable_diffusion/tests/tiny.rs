@@ -614,7 +614,7 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
 fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile() {
     use crate::frame::pixel_format::PixelFormat;
     use crate::frame::Geometry;
-    use crate::generator::cppn::CppnGenerator;
+    use crate::generator::builtin::cppn::CppnGenerator;
     use crate::generator::handover::Handover;
     use crate::resume::ResumeState;
     use crate::sink::memory::MemorySink;
@@ -706,7 +706,7 @@ fn a_saved_walk_continues_after_the_hand_over_and_is_not_overwritten_meanwhile()
 fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
     use crate::frame::pixel_format::PixelFormat;
     use crate::frame::Geometry;
-    use crate::generator::cppn::CppnGenerator;
+    use crate::generator::builtin::cppn::CppnGenerator;
     use crate::generator::handover::Handover;
     use crate::sink::memory::MemorySink;
     use std::sync::{Arc, Mutex};
