@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::config::{
-    place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind,
+    place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind, Style,
 };
 use crate::generator::stable_diffusion::{preset, weights::WeightFiles};
 
@@ -41,6 +41,7 @@ fn devices_are_this_machines() -> bool {
 
 /// The warnings for `config`, read from `path` (whose text gives the positions).
 pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
+    let unread = without_effect(config);
     let mut found: Vec<(&str, String, String)> = Vec::new();
     let sd = &config.model.stable_diffusion;
     if config.model.kind == ModelKind::StableDiffusion {
@@ -165,6 +166,11 @@ pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
             ));
         }
     }
+    found.extend(
+        unread
+            .iter()
+            .map(|(key, value, why)| (key.as_str(), value.clone(), why.clone())),
+    );
     if found.is_empty() {
         return Vec::new();
     }
@@ -174,6 +180,76 @@ pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .unwrap_or_default();
     place_warnings(&text, &origin, &found)
+}
+
+/// Keys set to other than their defaults that the chosen generator never reads: a theme's
+/// `style` without model.kind = "mix", one style's section while it never runs, themes with the
+/// test pattern.
+fn without_effect(config: &Config) -> Vec<(String, String, String)> {
+    let defaults = Config::default();
+    let kind = config.model.kind;
+    let named = |kind: ModelKind| match kind {
+        ModelKind::Cppn => "cppn",
+        ModelKind::Warp => "warp",
+        ModelKind::Mix => "mix",
+        ModelKind::StableDiffusion => "stable-diffusion",
+        ModelKind::TestPattern => "test-pattern",
+    };
+    let cppn_runs = match kind {
+        ModelKind::Cppn | ModelKind::Mix => true,
+        ModelKind::StableDiffusion => config.model.fallback == Fallback::Cppn,
+        ModelKind::Warp | ModelKind::TestPattern => false,
+    };
+    let warp_runs = matches!(kind, ModelKind::Warp | ModelKind::Mix);
+    let mut found = Vec::new();
+    let mut unread = |key: String, value: String, why: &str| {
+        found.push((
+            key,
+            value,
+            format!("has no effect with model.kind = \"{}\": {why}", named(kind)),
+        ))
+    };
+    if kind == ModelKind::TestPattern && config.prompts != defaults.prompts {
+        let count = config.prompts.themes.len();
+        unread(
+            "prompts.themes".into(),
+            format!("{count} themes"),
+            "the test pattern shows fixed bars",
+        );
+    }
+    if kind != ModelKind::Mix {
+        for (index, theme) in config.prompts.themes.iter().enumerate() {
+            if let Some(style) = theme.style {
+                unread(
+                    format!("prompts.themes[{index}].style"),
+                    format!("\"{}\"", style_name(style)),
+                    "themes pick styles with model.kind = \"mix\"",
+                );
+            }
+        }
+    }
+    if !cppn_runs && config.cppn != defaults.cppn {
+        unread(
+            "cppn".into(),
+            "(a table)".into(),
+            "it sets the cppn style, which never runs",
+        );
+    }
+    if !warp_runs && config.warp != defaults.warp {
+        unread(
+            "warp".into(),
+            "(a table)".into(),
+            "it sets the warp style, which never runs",
+        );
+    }
+    found
+}
+
+fn style_name(style: Style) -> &'static str {
+    match style {
+        Style::Cppn => "cppn",
+        Style::Warp => "warp",
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ pub use crate::sink::memory::{MemorySink, Recording};
 // Real parts that tests and benchmarks drive or compare against directly.
 pub use crate::commands::bench::run as bench;
 pub use crate::commands::cli::BenchArgs;
+pub use crate::config::Style;
 pub use crate::frame::pixel_format::Channel;
 pub use crate::generator::builtin::cppn::CppnGenerator;
-pub use crate::generator::builtin::Style;
 pub use crate::generator::interpolation::transition;
 pub use crate::generator::test_pattern::{bars, TestPattern};
 pub use crate::generator::{build as build_generator, keyframe_seed};

@@ -208,6 +208,10 @@ pub(crate) struct RawPrompts {
 pub(crate) struct RawTheme {
     pub positive: String,
     pub negative: String,
+    /// "" (none), "cppn" or "warp".
+    pub style: String,
+    /// "" (none) or a `ThemePalette` name.
+    pub palette: String,
 }
 
 impl Default for RawPrompts {
@@ -215,6 +219,7 @@ impl Default for RawPrompts {
         let theme = |positive: &str| RawTheme {
             positive: positive.into(),
             negative: "text, watermark, signature, frame, blurry, low quality".into(),
+            ..RawTheme::default()
         };
         Self {
             rotation_interval: whole(8),

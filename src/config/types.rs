@@ -164,6 +164,8 @@ pub enum ModelKind {
     Cppn,
     /// Domain-warped noise (`generator::builtin::warp`).
     Warp,
+    /// The built-in styles in turn, one per theme, cross-faded (`generator::builtin::mix`).
+    Mix,
     StableDiffusion,
     /// Fixed colour bars, to check a screen's colours and orientation.
     TestPattern,
@@ -254,7 +256,8 @@ pub struct DisplayConfig {
 pub struct ModelConfig {
     pub kind: ModelKind,
     /// Internal resolution (cppn frames, or the Stable Diffusion generation size); `None` picks
-    /// the model's own: 256x144 for cppn, the preset's native size for Stable Diffusion.
+    /// the model's own: 256x144 for cppn, 384x216 for warp and mix, the preset's native size for
+    /// Stable Diffusion.
     pub size: Option<(u32, u32)>,
     /// The Stable Diffusion keys (in the file they sit in [model] too).
     #[serde(flatten)]
@@ -274,9 +277,8 @@ impl ModelConfig {
                 let divisor = resolution_divisor.max(1);
                 (width / divisor, height / divisor)
             }
-            ModelKind::Cppn | ModelKind::Warp | ModelKind::TestPattern => {
-                self.size.unwrap_or(CPPN_DEFAULT_SIZE)
-            }
+            ModelKind::Warp | ModelKind::Mix => self.size.unwrap_or(WARP_DEFAULT_SIZE),
+            ModelKind::Cppn | ModelKind::TestPattern => self.size.unwrap_or(CPPN_DEFAULT_SIZE),
         }
     }
 }
@@ -302,6 +304,10 @@ pub struct PromptsConfig {
 
 /// The built-in generator's internal resolution when none is configured.
 pub const CPPN_DEFAULT_SIZE: (u32, u32) = (256, 144);
+/// The warp style's internal resolution when none is configured: it costs half what the CPPN
+/// does per pixel, so it spends the same time on 2.25 times the pixels, and its fine detail
+/// holds up better at screen size.
+pub const WARP_DEFAULT_SIZE: (u32, u32) = (384, 216);
 /// The largest Stable Diffusion generation size (either side).
 pub const SD_MAX_SIZE: u32 = 2048;
 /// The largest terminal the terminal sink draws, in character cells: a terminal reporting more
@@ -434,6 +440,49 @@ pub struct LogConfig {
 pub struct Theme {
     pub positive: String,
     pub negative: String,
+    /// The built-in style this theme shows with model.kind = "mix"; `None`: the styles in turn.
+    pub style: Option<Style>,
+    /// The built-in styles' palette for this theme; `None`: one named by a word of `positive`,
+    /// if any, leans the palette (`generator::builtin::themes`).
+    pub palette: Option<ThemePalette>,
+}
+
+/// The built-in styles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Style {
+    Cppn,
+    Warp,
+}
+
+/// The palettes a theme can give the built-in styles (`generator::builtin::themes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThemePalette {
+    Ember,
+    Ocean,
+    Forest,
+    Dusk,
+    Ice,
+    Desert,
+    Night,
+    Ink,
+    Aurora,
+}
+
+impl ThemePalette {
+    /// Every palette with its name in the config file.
+    pub const NAMED: [(&'static str, ThemePalette); 9] = [
+        ("ember", ThemePalette::Ember),
+        ("ocean", ThemePalette::Ocean),
+        ("forest", ThemePalette::Forest),
+        ("dusk", ThemePalette::Dusk),
+        ("ice", ThemePalette::Ice),
+        ("desert", ThemePalette::Desert),
+        ("night", ThemePalette::Night),
+        ("ink", ThemePalette::Ink),
+        ("aurora", ThemePalette::Aurora),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

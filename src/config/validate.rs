@@ -267,6 +267,7 @@ fn validate_model(raw: &RawConfig, divisor: u32, c: &mut Checker) -> ModelConfig
         &[
             ("cppn", ModelKind::Cppn),
             ("warp", ModelKind::Warp),
+            ("mix", ModelKind::Mix),
             ("stable-diffusion", ModelKind::StableDiffusion),
             ("test-pattern", ModelKind::TestPattern),
         ],
@@ -363,9 +364,26 @@ fn validate_prompts(p: &raw::RawPrompts, c: &mut Checker) -> PromptsConfig {
         themes: p
             .themes
             .iter()
-            .map(|t| Theme {
+            .enumerate()
+            .map(|(index, t)| Theme {
                 positive: t.positive.clone(),
                 negative: t.negative.clone(),
+                style: (!t.style.is_empty()).then(|| {
+                    c.choice(
+                        &format!("prompts.themes[{index}].style"),
+                        &t.style,
+                        &[("cppn", Style::Cppn), ("warp", Style::Warp)],
+                        Style::Cppn,
+                    )
+                }),
+                palette: (!t.palette.is_empty()).then(|| {
+                    c.choice(
+                        &format!("prompts.themes[{index}].palette"),
+                        &t.palette,
+                        &ThemePalette::NAMED,
+                        ThemePalette::Ember,
+                    )
+                }),
             })
             .collect(),
     }

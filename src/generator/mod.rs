@@ -155,19 +155,11 @@ pub trait FrameDecoder: Send {
 /// model that can't be loaded falls back to the built-in generator when `model.fallback` says so.
 pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dyn Generator>> {
     use crate::config::{Fallback, ModelKind, CPPN_DEFAULT_SIZE};
-    let cppn = |size: (u32, u32)| -> anyhow::Result<builtin::cppn::CppnGenerator> {
-        builtin::cppn::CppnGenerator::new(
-            &config.cppn,
-            size.0,
-            size.1,
-            seed,
-            config.keyframe.drift,
-            Device::Cpu,
-        )
-    };
+    let cppn = |size: (u32, u32)| builtin::cppn(config, seed, Some(size));
     match config.model.kind {
         ModelKind::Cppn => builtin::build(builtin::Style::Cppn, config, seed),
         ModelKind::Warp => builtin::build(builtin::Style::Warp, config, seed),
+        ModelKind::Mix => Ok(Box::new(builtin::mix::MixGenerator::new(config, seed)?)),
         ModelKind::TestPattern => {
             let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);
             Ok(Box::new(test_pattern::TestPattern::new(width, height)))

@@ -678,21 +678,22 @@ fn the_gallery_writes_each_keyframe_and_a_contact_sheet_replacing_a_fifo() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("wrote 8 keyframes"), "{stdout}");
-    for style in ["cppn", "warp"] {
+    // Each style at its own size.
+    for (style, size) in [("cppn", (256, 144)), ("warp", (384, 216))] {
         for seed in [5, 6] {
             for index in [0, 2] {
                 let path = out.join(format!("{style}-{seed}-{index}.png"));
                 let picture = image::open(&path)
                     .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-                assert_eq!((picture.width(), picture.height()), (256, 144));
+                assert_eq!((picture.width(), picture.height()), size);
             }
         }
     }
-    // Four rows (two styles, two seeds) of two pictures, 4 pixels apart.
+    // Four rows (two styles, two seeds) of two pictures in cells of the largest, 4 pixels apart.
     let sheet = image::open(out.join("contact-sheet.png")).unwrap();
     assert_eq!(
         (sheet.width(), sheet.height()),
-        (4 + 2 * (256 + 4), 4 + 4 * (144 + 4))
+        (4 + 2 * (384 + 4), 4 + 4 * (216 + 4))
     );
 
     // A file where the folder should be is named.

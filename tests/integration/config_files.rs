@@ -216,3 +216,45 @@ fn check_config_warns_of_a_card_that_is_a_device_but_not_drm() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_config_warns_of_keys_the_chosen_generator_never_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dreamframe.toml");
+    let config = "[model]\nkind = \"warp\"\n\n[cppn]\nzoom = 2.0\n\n[[prompts.themes]]\npositive = \"a storm at sea\"\nnegative = \"\"\nstyle = \"cppn\"\npalette = \"ocean\"\n";
+    std::fs::write(&path, config).expect("config written");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    let origin = path.display().to_string();
+    assert!(
+        stdout.contains(&format!("warning: {origin}:4:"))
+            && stdout.contains("cppn = [cppn]: has no effect with model.kind = \"warp\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("warning: {origin}:10:"))
+            && stdout.contains("prompts.themes[0].style = \"cppn\": has no effect with model.kind = \"warp\": themes pick styles with model.kind = \"mix\""),
+        "{stdout}"
+    );
+    // The palette and the themes themselves do colour the warp style.
+    assert!(!stdout.contains("palette"), "{stdout}");
+    assert!(!stdout.contains("warp = [warp]"), "{stdout}");
+
+    // The cppn section matters to Stable Diffusion too: the built-in generator stands in for it.
+    let config = "[model]\nkind = \"stable-diffusion\"\nweights-dir = \"/nonexistent\"\n\n[cppn]\nzoom = 2.0\n\n[warp]\nscale = 3.0\n";
+    std::fs::write(&path, config).expect("config written");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("cppn = [cppn]"), "{stdout}");
+    assert!(
+        stdout.contains("warp = [warp]: has no effect with model.kind = \"stable-diffusion\""),
+        "{stdout}"
+    );
+
+    // With the mix, both sections and the themes' styles count.
+    let config = "[model]\nkind = \"mix\"\n\n[cppn]\nzoom = 2.0\n\n[warp]\nscale = 3.0\n\n[[prompts.themes]]\npositive = \"x\"\nnegative = \"\"\nstyle = \"warp\"\n";
+    std::fs::write(&path, config).expect("config written");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("no effect"), "{stdout}");
+}

@@ -319,6 +319,8 @@ fn random_model(args: &BenchSdArgs) -> anyhow::Result<RandomModel> {
         themes: vec![Theme {
             positive: String::new(),
             negative: String::new(),
+            style: None,
+            palette: None,
         }],
         rotation_interval: 8,
         resolution_divisor: 1,

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::look::{Look, LOOK_SIZE};
+use super::themes::Themes;
 use crate::config::CppnConfig;
 use crate::generator::{DecodeQuality, Generator, KeyframeRequest, Knobs};
 
@@ -113,6 +114,8 @@ pub struct CppnGenerator {
     output_bias: Mixed,
     /// Threads a decode batch is split across.
     threads: usize,
+    /// The themes' palettes, rotating.
+    themes: Themes,
     /// `TILE_VALUES`, smaller in tests.
     tile_values: usize,
 }
@@ -194,6 +197,7 @@ impl CppnGenerator {
             output_weight,
             output_bias,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            themes: Themes::none(),
             tile_values: TILE_VALUES,
         })
     }
@@ -201,6 +205,11 @@ impl CppnGenerator {
     /// Values in one keyframe latent: the style's own, the weight mix, the look.
     pub(crate) fn latent_len(&self) -> usize {
         self.latent_size + MIX + LOOK_SIZE
+    }
+
+    /// The same style, its palettes steered by `themes`.
+    pub(crate) fn with_themes(self, themes: Themes) -> Self {
+        Self { themes, ..self }
     }
 
     /// The network and look one latent (`latent_len` values) describes.
@@ -262,8 +271,21 @@ impl Generator for CppnGenerator {
             self.latent_len(),
             self.latent_size,
             self.drift,
+            &self.themes,
             &self.device,
         )
+    }
+
+    fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
+        self.themes.label(index)
+    }
+
+    fn next_theme(&mut self) {
+        self.themes.advance();
+    }
+
+    fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
+        self.themes.reconfigure(prompts);
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {

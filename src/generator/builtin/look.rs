@@ -2,21 +2,34 @@
 //! (offset, rotation, scale, mirror symmetry) and the palette it is coloured with. Its values
 //! travel in the keyframe latent beside the style's own, so the walk changes palette and
 //! composition too, a resumed walk continues with the look it had, and a fresh keyframe (the
-//! first, a re-anchor) brings a new one. Every value is a smooth function of standard-normal
-//! latent entries, so a slerp between two latents moves the picture without a jump.
+//! first, a re-anchor) brings a new one. Every value is a smooth function of the latent's
+//! entries, so a slerp between two latents moves the picture without a jump.
 //!
-//! The look drifts `LOOK_PACE` times as fast as the style's own latent (`drift`): the shapes
-//! morph from one keyframe to the next, the palette and composition over minutes.
+//! The free look (standard-normal values) drifts `LOOK_PACE` times as fast as the style's own
+//! latent (`drift`): the shapes morph from one keyframe to the next, the palette and composition
+//! over minutes. After it comes the theme's palette (`themes`) as plain palette values and a
+//! weight, which move `MOOD_PACE` of the way to the current theme's each keyframe, so a new
+//! theme's colours take over in a few keyframes.
 //!
-//! Inputs: latent slices of `LOOK_SIZE` values. Outputs: pixel coordinates in the pattern's
-//! plane and RGB colours. Pure functions, called on the decoder thread; cannot fail.
+//! Inputs: latent slices of `LOOK_SIZE` values, the theme's palette. Outputs: pixel coordinates
+//! in the pattern's plane and RGB colours. Pure functions, called on the keyframe and decoder
+//! threads; cannot fail (tensor errors aside).
 
 use candle_core::Tensor;
 
 use crate::generator::interpolation::slerp;
 
-/// Latent values that make a look: 6 for the placement, 10 for the palette.
-pub(crate) const LOOK_SIZE: usize = 16;
+/// Standard-normal latent values of the free look: 6 for the placement, 10 for the palette.
+const FREE_SIZE: usize = 16;
+/// Latent values of the theme's palette: base, amplitude, frequency and phase (3 each), then
+/// the share of the keyframe's palette it sets (0..=1).
+const MOOD_SIZE: usize = 13;
+/// Latent values that make a look.
+pub(crate) const LOOK_SIZE: usize = FREE_SIZE + MOOD_SIZE;
+
+/// How far each keyframe moves its theme palette values towards the current theme's: most of
+/// a new theme's colours are there after three keyframes.
+const MOOD_PACE: f32 = 0.4;
 
 /// How fast the look drifts against the style's own latent: at the shipped drift (0.45) a
 /// keyframe turns the look about 10 degrees towards a new one, so half of it is new after
@@ -38,7 +51,7 @@ pub(crate) struct Placement {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Palette {
     base: [f32; 3],
-    amplitude: f32,
+    amplitude: [f32; 3],
     frequency: [f32; 3],
     phase: [f32; 3],
 }
@@ -59,9 +72,10 @@ fn switch(value: f32) -> f32 {
 }
 
 impl Look {
-    /// The look `values` (`LOOK_SIZE` standard-normal values) describe.
+    /// The look `values` (`LOOK_SIZE` of them) describe.
     pub(crate) fn from_latent(values: &[f32]) -> Self {
         debug_assert_eq!(values.len(), LOOK_SIZE);
+        let mood = values.get(FREE_SIZE..LOOK_SIZE).unwrap_or(&[]);
         let v = |i: usize| values.get(i).copied().unwrap_or(0.0);
         let angle = v(2) * 0.8;
         let scale = (v(3) * 0.3).exp();
@@ -76,13 +90,17 @@ impl Look {
                 0.5 + 0.12 * v(7).tanh(),
                 0.5 + 0.12 * v(8).tanh(),
             ],
-            amplitude: 0.42 + 0.08 * v(9).tanh(),
+            amplitude: [0.42 + 0.08 * v(9).tanh(); 3],
             frequency: [
                 1.0 + 0.3 * v(10).tanh(),
                 1.0 + 0.3 * v(11).tanh(),
                 1.0 + 0.3 * v(12).tanh(),
             ],
             phase: [v(13) * 0.35, v(14) * 0.35, v(15) * 0.35],
+        };
+        let palette = match (Palette::from_values(mood), mood.get(MOOD_SIZE - 1)) {
+            (Some(theme), Some(weight)) => palette.mix(&theme, weight.clamp(0.0, 1.0)),
+            _ => palette,
         };
         Self { placement, palette }
     }
@@ -103,39 +121,113 @@ impl Placement {
 }
 
 impl Palette {
+    pub(crate) const fn new(
+        base: [f32; 3],
+        amplitude: [f32; 3],
+        frequency: [f32; 3],
+        phase: [f32; 3],
+    ) -> Self {
+        Self {
+            base,
+            amplitude,
+            frequency,
+            phase,
+        }
+    }
+
+    /// The palette `values` hold (12: base, amplitude, frequency, phase), if that many.
+    fn from_values(values: &[f32]) -> Option<Self> {
+        let three = |at: usize| -> Option<[f32; 3]> { values.get(at..at + 3)?.try_into().ok() };
+        Some(Self::new(three(0)?, three(3)?, three(6)?, three(9)?))
+    }
+
+    fn values(&self) -> [f32; 12] {
+        let mut values = [0.0; 12];
+        for (at, part) in [self.base, self.amplitude, self.frequency, self.phase]
+            .iter()
+            .enumerate()
+        {
+            values[at * 3..at * 3 + 3].copy_from_slice(part);
+        }
+        values
+    }
+
+    /// `share` (0..=1) of the way from this palette to `other`, value by value.
+    fn mix(&self, other: &Palette, share: f32) -> Palette {
+        let (a, b) = (self.values(), other.values());
+        let mixed: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + (b - a) * share).collect();
+        Self::from_values(&mixed).unwrap_or(*self)
+    }
+
     /// The colour at `t` (any real; the palette repeats every unit for frequency 1), each
     /// channel 0..1 before `shade` (0..1) darkens it.
     #[inline]
     pub(crate) fn rgb(&self, t: f32, shade: f32) -> [u8; 3] {
         let channel = |c: usize| {
             let wave = (std::f32::consts::TAU * (self.frequency[c] * t + self.phase[c])).cos();
-            let value = (self.base[c] + self.amplitude * wave) * shade;
+            let value = (self.base[c] + self.amplitude[c] * wave) * shade;
             (value * 255.0 + 0.5).clamp(0.0, 255.0) as u8
         };
         [channel(0), channel(1), channel(2)]
     }
 }
 
+/// The theme palette values for `theme` (a palette and the share it sets), or, without one,
+/// for none: `MOOD_SIZE` values.
+fn mood_values(theme: Option<(Palette, f32)>) -> [f32; MOOD_SIZE] {
+    let mut values = [0.0; MOOD_SIZE];
+    if let Some((palette, weight)) = theme {
+        values[..MOOD_SIZE - 1].copy_from_slice(&palette.values());
+        values[MOOD_SIZE - 1] = weight;
+    }
+    values
+}
+
+/// `latent` (a fresh keyframe's, ending in the look) with its theme palette values set to
+/// `theme`'s at once.
+pub(crate) fn fresh(latent: &Tensor, theme: Option<(Palette, f32)>) -> candle_core::Result<Tensor> {
+    let head = latent.narrow(0, 0, latent.dim(0)? - MOOD_SIZE)?;
+    let mood = Tensor::from_slice(&mood_values(theme), MOOD_SIZE, latent.device())?;
+    Tensor::cat(&[head, mood], 0)
+}
+
 /// The next keyframe's latent: its first `style_size` values drift `drift` of the way from
-/// `previous` towards `fresh`, the look after them `drift * LOOK_PACE` of the way.
+/// `previous` towards `fresh`, the values after them up to the theme palette values (a style's
+/// slow values, then the free look) `drift * LOOK_PACE` of the way, and the theme palette values
+/// `MOOD_PACE` of the way to `theme`'s (without a theme, the weight goes to 0 and the palette
+/// values stay).
 pub(crate) fn drift(
     previous: &Tensor,
     fresh: &Tensor,
     style_size: usize,
     drift: f64,
+    theme: Option<(Palette, f32)>,
 ) -> candle_core::Result<Tensor> {
-    let total = previous.dim(0)?;
     let style = slerp(
         &previous.narrow(0, 0, style_size)?,
         &fresh.narrow(0, 0, style_size)?,
         drift,
     )?;
+    let slow = previous.dim(0)? - style_size - MOOD_SIZE;
     let look = slerp(
-        &previous.narrow(0, style_size, total - style_size)?,
-        &fresh.narrow(0, style_size, total - style_size)?,
+        &previous.narrow(0, style_size, slow)?,
+        &fresh.narrow(0, style_size, slow)?,
         drift * LOOK_PACE,
     )?;
-    Tensor::cat(&[style, look], 0)
+    let was: Vec<f32> = previous
+        .narrow(0, style_size + slow, MOOD_SIZE)?
+        .to_vec1()?;
+    let mut target = mood_values(theme);
+    if theme.is_none() {
+        target[..MOOD_SIZE - 1].copy_from_slice(&was[..MOOD_SIZE - 1]);
+    }
+    let mood: Vec<f32> = was
+        .iter()
+        .zip(target)
+        .map(|(was, target)| was + (target - was) * MOOD_PACE)
+        .collect();
+    let mood = Tensor::from_vec(mood, MOOD_SIZE, previous.device())?;
+    Tensor::cat(&[style, look, mood], 0)
 }
 
 #[cfg(test)]
@@ -145,9 +237,11 @@ mod tests {
     fn look(seed: u64) -> Vec<f32> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..LOOK_SIZE)
+        let mut values: Vec<f32> = (0..FREE_SIZE)
             .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
-            .collect()
+            .collect();
+        values.extend(mood_values(None));
+        values
     }
 
     #[test]
@@ -194,11 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn the_look_drifts_slower_than_the_style() {
+    fn the_look_drifts_slower_than_the_style_and_the_theme_palette_takes_over() {
         let device = candle_core::Device::Cpu;
-        let previous = Tensor::from_vec(vec![1f32, 0.0, 1.0, 0.0], 4, &device).unwrap();
-        let fresh = Tensor::from_vec(vec![0f32, 1.0, 0.0, 1.0], 4, &device).unwrap();
-        let next = drift(&previous, &fresh, 2, 0.4)
+        let unit = |at: usize| {
+            let mut values = vec![0f32; 2 + LOOK_SIZE];
+            values[at] = 1.0;
+            Tensor::from_vec(values, 2 + LOOK_SIZE, &device).unwrap()
+        };
+        let (previous, fresh) = ((unit(0) + unit(2)).unwrap(), (unit(1) + unit(3)).unwrap());
+        let theme = (Palette::new([0.9; 3], [0.1; 3], [2.0; 3], [0.5; 3]), 0.8);
+        let next = drift(&previous, &fresh, 2, 0.4, Some(theme))
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
@@ -206,5 +305,36 @@ mod tests {
         let (style, look) = (turned(next[0], next[1]), turned(next[2], next[3]));
         assert!((style - 0.4 * std::f32::consts::FRAC_PI_2).abs() < 1e-4);
         assert!((look - 0.4 * LOOK_PACE as f32 * std::f32::consts::FRAC_PI_2).abs() < 1e-4);
+        let mood = &next[2 + FREE_SIZE..];
+        assert!((mood[0] - 0.9 * MOOD_PACE).abs() < 1e-6, "{mood:?}");
+        assert!(
+            (mood[MOOD_SIZE - 1] - 0.8 * MOOD_PACE).abs() < 1e-6,
+            "{mood:?}"
+        );
+
+        // Keyframe after keyframe the theme's palette takes over; without a theme it lets go.
+        let mut latent = previous;
+        for _ in 0..12 {
+            latent = drift(&latent, &fresh, 2, 0.4, Some(theme)).unwrap();
+        }
+        let values = latent.to_vec1::<f32>().unwrap();
+        let palette = Look::from_latent(&values[2..]).palette;
+        let free = Look::from_latent(&unit(2).to_vec1::<f32>().unwrap()[2..]).palette;
+        let expected = free.mix(&theme.0, 0.8);
+        for (got, want) in palette.values().iter().zip(expected.values()) {
+            assert!((got - want).abs() < 0.02, "{palette:?} {expected:?}");
+        }
+        for _ in 0..12 {
+            latent = drift(&latent, &fresh, 2, 0.4, None).unwrap();
+        }
+        let weight = latent.to_vec1::<f32>().unwrap()[1 + LOOK_SIZE];
+        assert!(weight < 0.01, "{weight}");
+
+        // A fresh keyframe takes its theme's palette at once.
+        let fresh = super::fresh(&fresh, Some(theme))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(&fresh[2 + FREE_SIZE..], &mood_values(Some(theme)));
     }
 }

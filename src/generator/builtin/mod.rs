@@ -12,6 +12,8 @@
 
 pub(crate) mod cppn;
 pub(crate) mod look;
+pub(crate) mod mix;
+pub(crate) mod themes;
 pub(crate) mod warp;
 
 use anyhow::ensure;
@@ -21,42 +23,59 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::{Generator, KeyframeRequest, Knobs};
-use crate::config::{Config, CPPN_DEFAULT_SIZE};
+pub(crate) use crate::config::Style;
+use crate::config::{Config, CPPN_DEFAULT_SIZE, WARP_DEFAULT_SIZE};
+use themes::Themes;
 
-/// The built-in styles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Style {
-    Cppn,
-    Warp,
-}
-
-/// The built-in generator of `style`, with `config`'s settings for it and `model.width` x
-/// `model.height` (or 256 x 144), drawn from `seed`.
+/// The built-in generator of `style`, with `config`'s settings and themes for it, at
+/// `model.width` x `model.height` (or the style's own size: 256 x 144 for cppn, 384 x 216 for
+/// warp), drawn from `seed`.
 pub(crate) fn build(
     style: Style,
     config: &Config,
     seed: u64,
 ) -> anyhow::Result<Box<dyn Generator>> {
-    let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);
-    let drift = config.keyframe.drift;
     Ok(match style {
-        Style::Cppn => Box::new(cppn::CppnGenerator::new(
-            &config.cppn,
-            width,
-            height,
-            seed,
-            drift,
-            Device::Cpu,
-        )?),
-        Style::Warp => Box::new(warp::WarpGenerator::new(
-            &config.warp,
-            width,
-            height,
-            seed,
-            drift,
-            Device::Cpu,
-        )?),
+        Style::Cppn => Box::new(cppn(config, seed, None)?),
+        Style::Warp => Box::new(warp(config, seed, None)?),
     })
+}
+
+/// The cppn style as `config` sets it, at `size` (else `model.width` x `model.height`, else
+/// its own).
+pub(crate) fn cppn(
+    config: &Config,
+    seed: u64,
+    size: Option<(u32, u32)>,
+) -> anyhow::Result<cppn::CppnGenerator> {
+    let (width, height) = size.or(config.model.size).unwrap_or(CPPN_DEFAULT_SIZE);
+    cppn::CppnGenerator::new(
+        &config.cppn,
+        width,
+        height,
+        seed,
+        config.keyframe.drift,
+        Device::Cpu,
+    )
+    .map(|style| style.with_themes(Themes::new(&config.prompts)))
+}
+
+/// The warp style as `config` sets it, at `model.width` x `model.height`, else its own size.
+pub(crate) fn warp(
+    config: &Config,
+    seed: u64,
+    size: Option<(u32, u32)>,
+) -> anyhow::Result<warp::WarpGenerator> {
+    let (width, height) = size.or(config.model.size).unwrap_or(WARP_DEFAULT_SIZE);
+    warp::WarpGenerator::new(
+        &config.warp,
+        width,
+        height,
+        seed,
+        config.keyframe.drift,
+        Device::Cpu,
+    )
+    .map(|style| style.with_themes(Themes::new(&config.prompts)))
 }
 
 /// The smaller resolutions the adapt ladder may ask for, as shares of the configured one.
@@ -85,12 +104,14 @@ pub(crate) fn normal_values(seed: u64, count: usize) -> Vec<f32> {
 
 /// One keyframe latent (`style_len` values of the style's own, then the look) per request:
 /// fresh from the request's seed for the first, else drifted from the previous one (the
-/// request's, or the one made just before in this batch), the look slower (`look::drift`).
+/// request's, or the one made just before in this batch), the look slower, its palette steered
+/// to the keyframe's theme (`look::drift`).
 pub(crate) fn keyframes(
     requests: &[KeyframeRequest],
     latent_len: usize,
     style_len: usize,
     drift: f64,
+    themes: &Themes,
     device: &Device,
 ) -> anyhow::Result<Vec<Tensor>> {
     let mut previous: Option<Tensor> = None;
@@ -104,9 +125,15 @@ pub(crate) fn keyframes(
                     "the previous keyframe's latent has shape {:?}, expected [{latent_len}]",
                     previous.dims()
                 );
-                look::drift(previous, &fresh, style_len, drift)?
+                look::drift(
+                    previous,
+                    &fresh,
+                    style_len,
+                    drift,
+                    themes.palette(request.index),
+                )?
             }
-            None => fresh,
+            None => look::fresh(&fresh, themes.palette(request.index))?,
         };
         previous = Some(latent.clone());
         latents.push(latent);

@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::look::{Look, LOOK_SIZE};
+use super::themes::Themes;
 use crate::config::WarpConfig;
 use crate::generator::{DecodeQuality, Generator, KeyframeRequest, Knobs};
 
@@ -139,6 +140,8 @@ pub(crate) struct WarpGenerator {
     device: Device,
     noise: Noise,
     threads: usize,
+    /// The themes' palettes, rotating.
+    themes: Themes,
 }
 
 impl WarpGenerator {
@@ -167,11 +170,17 @@ impl WarpGenerator {
             device,
             noise: Noise::new(seed),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            themes: Themes::none(),
         })
     }
 
     pub(crate) fn latent_len(&self) -> usize {
         STYLE_LEN + LOOK_SIZE
+    }
+
+    /// The same style, its palettes steered by `themes`.
+    pub(crate) fn with_themes(self, themes: Themes) -> Self {
+        Self { themes, ..self }
     }
 
     fn frame(&self, latent: &[f32]) -> Frame {
@@ -239,8 +248,21 @@ impl Generator for WarpGenerator {
             self.latent_len(),
             STYLE_LEN,
             self.drift,
+            &self.themes,
             &self.device,
         )
+    }
+
+    fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
+        self.themes.label(index)
+    }
+
+    fn next_theme(&mut self) {
+        self.themes.advance();
+    }
+
+    fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
+        self.themes.reconfigure(prompts);
     }
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -332,6 +354,9 @@ mod tests {
         );
         let wrong = Tensor::zeros((1, 5), DType::F32, &Device::Cpu).unwrap();
         let error = warp.decode(&wrong).unwrap_err();
-        assert!(format!("{error}").contains("expected 27"), "{error}");
+        assert!(
+            format!("{error}").contains(&format!("expected {}", warp.latent_len())),
+            "{error}"
+        );
     }
 }

@@ -361,6 +361,8 @@ fn generator(
         themes: vec![Theme {
             positive: "golden".into(),
             negative: String::new(),
+            style: None,
+            palette: None,
         }],
         rotation_interval: 1,
         resolution_divisor: 1,

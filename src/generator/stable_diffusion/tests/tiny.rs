@@ -153,6 +153,8 @@ fn options(spec: Spec, guidance: f64) -> SdOptions {
         themes: vec![Theme {
             positive: "a".into(),
             negative: "b".into(),
+            style: None,
+            palette: None,
         }],
         rotation_interval: 4,
         resolution_divisor: 1,
@@ -512,6 +514,8 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
     opts.themes.push(Theme {
         positive: "second \"theme\"".into(),
         negative: String::new(),
+        style: None,
+        palette: None,
     });
     opts.rotation_interval = 4;
     let sd =
@@ -538,10 +542,14 @@ fn themes_rotate_every_rotation_interval_keyframes_and_are_labelled() {
             Theme {
                 positive: "x".into(),
                 negative: String::new(),
+                style: None,
+                palette: None,
             },
             Theme {
                 positive: "reloaded".into(),
                 negative: String::new(),
+                style: None,
+                palette: None,
             },
         ],
     });
