@@ -102,6 +102,9 @@ fn decode_part(
     to: (u32, u32),
     device: &Device,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     let values: Vec<f32> = rows
         .iter()
         .flat_map(|row| row[start..start + len].iter().copied())
