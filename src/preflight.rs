@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::config::{
-    place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind, Style,
+    place_warnings, ComputeDevice, Config, ConfigProblem, Fallback, ModelKind, SinkKind,
 };
 use crate::generator::stable_diffusion::{preset, weights::WeightFiles};
 
@@ -188,13 +188,6 @@ pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
 fn without_effect(config: &Config) -> Vec<(String, String, String)> {
     let defaults = Config::default();
     let kind = config.model.kind;
-    let named = |kind: ModelKind| match kind {
-        ModelKind::Cppn => "cppn",
-        ModelKind::Warp => "warp",
-        ModelKind::Mix => "mix",
-        ModelKind::StableDiffusion => "stable-diffusion",
-        ModelKind::TestPattern => "test-pattern",
-    };
     let cppn_runs = match kind {
         ModelKind::Cppn | ModelKind::Mix => true,
         ModelKind::StableDiffusion => config.model.fallback == Fallback::Cppn,
@@ -206,7 +199,7 @@ fn without_effect(config: &Config) -> Vec<(String, String, String)> {
         found.push((
             key,
             value,
-            format!("has no effect with model.kind = \"{}\": {why}", named(kind)),
+            format!("has no effect with model.kind = \"{}\": {why}", kind.name()),
         ))
     };
     if kind == ModelKind::TestPattern && config.prompts != defaults.prompts {
@@ -222,7 +215,7 @@ fn without_effect(config: &Config) -> Vec<(String, String, String)> {
             if let Some(style) = theme.style {
                 unread(
                     format!("prompts.themes[{index}].style"),
-                    format!("\"{}\"", style_name(style)),
+                    format!("\"{}\"", style.name()),
                     "themes pick styles with model.kind = \"mix\"",
                 );
             }
@@ -243,13 +236,6 @@ fn without_effect(config: &Config) -> Vec<(String, String, String)> {
         );
     }
     found
-}
-
-fn style_name(style: Style) -> &'static str {
-    match style {
-        Style::Cppn => "cppn",
-        Style::Warp => "warp",
-    }
 }
 
 #[cfg(test)]

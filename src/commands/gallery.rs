@@ -45,7 +45,7 @@ pub(crate) fn run(args: &GalleryArgs, config: &Config) -> anyhow::Result<String>
             let row = walk(style, config, seed, args)?;
             for (position, rgb) in row.frames.iter().enumerate() {
                 let index = position as u64 * args.every;
-                let name = format!("{}-{seed}-{index}.png", style_name(style));
+                let name = format!("{}-{seed}-{index}.png", style.name());
                 write_png(&args.out.join(name), row.size, rgb)?;
                 written += 1;
             }
@@ -60,13 +60,6 @@ pub(crate) fn run(args: &GalleryArgs, config: &Config) -> anyhow::Result<String>
         size.1,
         args.out.display()
     ))
-}
-
-fn style_name(style: Style) -> &'static str {
-    match style {
-        Style::Cppn => "cppn",
-        Style::Warp => "warp",
-    }
 }
 
 fn make_folder(path: &Path) -> anyhow::Result<()> {

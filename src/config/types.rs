@@ -171,6 +171,21 @@ pub enum ModelKind {
     TestPattern,
 }
 
+impl ModelKind {
+    /// Every kind with its name in the config file.
+    pub const NAMED: [(&'static str, ModelKind); 5] = [
+        ("cppn", ModelKind::Cppn),
+        ("warp", ModelKind::Warp),
+        ("mix", ModelKind::Mix),
+        ("stable-diffusion", ModelKind::StableDiffusion),
+        ("test-pattern", ModelKind::TestPattern),
+    ];
+
+    pub fn name(self) -> &'static str {
+        name_in(&Self::NAMED, self)
+    }
+}
+
 /// Where a model runs. There is never a silent move from CUDA to the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -453,6 +468,23 @@ pub struct Theme {
 pub enum Style {
     Cppn,
     Warp,
+}
+
+impl Style {
+    /// Every style with its name in the config file and on the command line.
+    pub const NAMED: [(&'static str, Style); 2] = [("cppn", Style::Cppn), ("warp", Style::Warp)];
+
+    pub fn name(self) -> &'static str {
+        name_in(&Self::NAMED, self)
+    }
+}
+
+/// `value`'s name in a table of names.
+fn name_in<T: PartialEq>(named: &[(&'static str, T)], value: T) -> &'static str {
+    named
+        .iter()
+        .find(|(_, each)| *each == value)
+        .map_or("", |(name, _)| name)
 }
 
 /// The palettes a theme can give the built-in styles (`generator::builtin::themes`).

@@ -261,18 +261,7 @@ fn validate_display(d: &raw::RawDisplay, c: &mut Checker) -> DisplayConfig {
 
 fn validate_model(raw: &RawConfig, divisor: u32, c: &mut Checker) -> ModelConfig {
     let m = &raw.model;
-    let kind = c.choice(
-        "model.kind",
-        &m.kind,
-        &[
-            ("cppn", ModelKind::Cppn),
-            ("warp", ModelKind::Warp),
-            ("mix", ModelKind::Mix),
-            ("stable-diffusion", ModelKind::StableDiffusion),
-            ("test-pattern", ModelKind::TestPattern),
-        ],
-        ModelKind::Cppn,
-    );
+    let kind = c.choice("model.kind", &m.kind, &ModelKind::NAMED, ModelKind::Cppn);
     let size = if m.width.is_zero() && m.height.is_zero() {
         None
     } else {
@@ -372,7 +361,7 @@ fn validate_prompts(p: &raw::RawPrompts, c: &mut Checker) -> PromptsConfig {
                     c.choice(
                         &format!("prompts.themes[{index}].style"),
                         &t.style,
-                        &[("cppn", Style::Cppn), ("warp", Style::Warp)],
+                        &Style::NAMED,
                         Style::Cppn,
                     )
                 }),

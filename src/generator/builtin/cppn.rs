@@ -212,6 +212,11 @@ impl CppnGenerator {
         Self { themes, ..self }
     }
 
+    /// The themes it follows (`Generator::next_theme` and `reconfigure` move them).
+    pub(crate) fn themes(&self) -> &Themes {
+        &self.themes
+    }
+
     /// The network and look one latent (`latent_len` values) describes.
     fn network(&self, latent: &[f32]) -> candle_core::Result<Network> {
         let (style, rest) = latent.split_at(self.latent_size);

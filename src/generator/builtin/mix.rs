@@ -14,7 +14,6 @@ use anyhow::{ensure, Context};
 use candle_core::{DType, Device, Tensor};
 
 use super::cppn::CppnGenerator;
-use super::themes::Themes;
 use super::warp::WarpGenerator;
 use super::Style;
 use crate::config::{Config, PromptsConfig, WARP_DEFAULT_SIZE};
@@ -26,7 +25,6 @@ const FADE_EPSILON: f32 = 1.0 / 512.0;
 pub(crate) struct MixGenerator {
     cppn: CppnGenerator,
     warp: WarpGenerator,
-    themes: Themes,
     /// The configured resolution: the warp's.
     full: (u32, u32),
     /// The adapt ladder's rung, passed on to both styles.
@@ -41,7 +39,6 @@ impl MixGenerator {
             cppn: super::cppn(config, seed, None)?,
             // Its own seed, so the two styles' weights and walks are unrelated.
             warp: super::warp(config, keyframe_seed(seed, u64::MAX), None)?,
-            themes: Themes::new(&config.prompts),
             full: config.model.size.unwrap_or(WARP_DEFAULT_SIZE),
             quality: DecodeQuality::default(),
             device: Device::Cpu,
@@ -150,7 +147,7 @@ impl Generator for MixGenerator {
             .iter()
             .zip(cppn.into_iter().zip(warp))
             .map(|(request, (cppn, warp))| {
-                let fade = match self.themes.style(request.index) {
+                let fade = match self.cppn.themes().style(request.index) {
                     Style::Cppn => 0f32,
                     Style::Warp => 1f32,
                 };
@@ -176,20 +173,19 @@ impl Generator for MixGenerator {
             .collect();
         let to = self.size_now(self.knobs());
         let (cppn_len, warp_len) = (self.cppn.latent_len(), self.warp.latent_len());
-        let select = |wanted: &dyn Fn(f32) -> bool| -> Vec<usize> {
-            (0..rows.len()).filter(|&i| wanted(fades[i])).collect()
-        };
-        let with_cppn = select(&|fade| fade < 1.0 - FADE_EPSILON);
-        let with_warp = select(&|fade| fade > FADE_EPSILON);
-        let pick = |indices: &[usize]| -> Vec<&[f32]> {
-            indices.iter().map(|&i| rows[i].as_slice()).collect()
+        let rows_where = |shows: fn(f32) -> bool| -> Vec<&[f32]> {
+            rows.iter()
+                .zip(&fades)
+                .filter(|(_, &fade)| shows(fade))
+                .map(|(row, _)| row.as_slice())
+                .collect()
         };
         let cppn_size = self.size_now(self.cppn.knobs());
         let warp_size = self.size_now(self.warp.knobs());
         let mut cppn_frames = decode_part(
             &mut self.cppn,
             cppn_size,
-            &pick(&with_cppn),
+            &rows_where(shows_cppn),
             (0, cppn_len),
             to,
             &self.device,
@@ -198,7 +194,7 @@ impl Generator for MixGenerator {
         let mut warp_frames = decode_part(
             &mut self.warp,
             warp_size,
-            &pick(&with_warp),
+            &rows_where(shows_warp),
             (cppn_len, warp_len),
             to,
             &self.device,
@@ -207,9 +203,9 @@ impl Generator for MixGenerator {
         fades
             .iter()
             .map(|&fade| {
-                let cppn = (fade < 1.0 - FADE_EPSILON).then(|| cppn_frames.next());
-                let warp = (fade > FADE_EPSILON).then(|| warp_frames.next());
-                match (cppn.flatten(), warp.flatten()) {
+                let cppn = shows_cppn(fade).then(|| cppn_frames.next()).flatten();
+                let warp = shows_warp(fade).then(|| warp_frames.next()).flatten();
+                match (cppn, warp) {
                     (Some(cppn), Some(warp)) => Ok(blend(&cppn, &warp, fade)),
                     (Some(alone), None) | (None, Some(alone)) => Ok(alone),
                     (None, None) => anyhow::bail!("a style decoded fewer frames than asked"),
@@ -218,21 +214,30 @@ impl Generator for MixGenerator {
             .collect()
     }
 
+    // Both styles follow the same themes; the cppn's copy answers for the mix.
     fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
-        self.themes.label(index)
+        self.cppn.keyframe_label(index)
     }
 
     fn next_theme(&mut self) {
-        self.themes.advance();
         self.cppn.next_theme();
         self.warp.next_theme();
     }
 
     fn reconfigure(&mut self, prompts: &PromptsConfig) {
-        self.themes.reconfigure(prompts);
         self.cppn.reconfigure(prompts);
         self.warp.reconfigure(prompts);
     }
+}
+
+/// Whether a frame at `fade` shows the cppn.
+fn shows_cppn(fade: f32) -> bool {
+    fade < 1.0 - FADE_EPSILON
+}
+
+/// Whether a frame at `fade` shows the warp.
+fn shows_warp(fade: f32) -> bool {
+    fade > FADE_EPSILON
 }
 
 /// `share` (0..=1) of the way from frame `a` to frame `b`, pixel by pixel.
@@ -302,6 +307,18 @@ mod tests {
         let expected = mix.cppn.decode(&alone.unwrap()).unwrap();
         let got = mix.decode(&latents[3].unsqueeze(0).unwrap()).unwrap();
         assert_eq!(got, expected);
+
+        // A re-anchor moves the mix on to the next theme: keyframe 6 is the second theme's.
+        mix.next_theme();
+        let next = mix
+            .keyframes(&[KeyframeRequest {
+                index: 6,
+                seed: keyframe_seed(5, 6),
+                previous: latents.last().cloned(),
+            }])
+            .unwrap();
+        assert_eq!(next[0].to_vec1::<f32>().unwrap()[mix.latent_len() - 1], 1.0);
+        assert_eq!(mix.keyframe_label(6), Some((1, "abstract")));
     }
 
     #[test]
@@ -309,26 +326,22 @@ mod tests {
         let themes = vec![theme(Some(Style::Cppn)), theme(Some(Style::Warp))];
         let mut mix = MixGenerator::new(&config(themes), 11).unwrap();
         let latents = walk(&mut mix, 2);
-        let steps = 48;
-        let frames: Vec<Tensor> = (0..=steps)
-            .map(|step| slerp(&latents[0], &latents[1], step as f64 / steps as f64).unwrap())
+        use super::super::tests::{mean_difference as difference, steps};
+        let frames_between = 48;
+        let frames: Vec<Tensor> = (0..=frames_between)
+            .map(|step| {
+                slerp(
+                    &latents[0],
+                    &latents[1],
+                    step as f64 / frames_between as f64,
+                )
+                .unwrap()
+            })
             .collect();
         let decoded = mix.decode(&Tensor::stack(&frames, 0).unwrap()).unwrap();
-        let difference = |a: &[u8], b: &[u8]| {
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| (*a as f64 - *b as f64).abs())
-                .sum::<f64>()
-                / a.len() as f64
-        };
-        let ends = difference(&decoded[0], &decoded[steps]);
+        let ends = difference(&decoded[0], &decoded[frames_between]);
         assert!(ends > 10.0, "the two styles look alike: {ends}");
-        let steps_taken: Vec<f64> = decoded
-            .windows(2)
-            .map(|pair| difference(&pair[0], &pair[1]))
-            .collect();
-        let mean = steps_taken.iter().sum::<f64>() / steps_taken.len() as f64;
-        let largest = steps_taken.iter().copied().fold(0.0, f64::max);
+        let (mean, largest) = steps(&decoded);
         // The same bound as a style's own transition: no step stands out (a cut would be the
         // whole distance between the ends at once).
         assert!(
@@ -336,9 +349,9 @@ mod tests {
             "largest step {largest}, mean {mean}, ends {ends}"
         );
         // Halfway, both styles show.
-        let middle = &decoded[steps / 2];
+        let middle = &decoded[frames_between / 2];
         assert!(difference(middle, &decoded[0]) > ends / 5.0);
-        assert!(difference(middle, &decoded[steps]) > ends / 5.0);
+        assert!(difference(middle, &decoded[frames_between]) > ends / 5.0);
     }
 
     #[test]

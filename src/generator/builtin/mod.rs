@@ -253,12 +253,22 @@ mod tests {
         bins.map(|n| n / counted.max(1) as f64)
     }
 
-    fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
+    pub(super) fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
         a.iter()
             .zip(b)
             .map(|(x, y)| (*x as f64 - *y as f64).abs())
             .sum::<f64>()
             / a.len() as f64
+    }
+
+    /// The mean and the largest `mean_difference` between consecutive frames.
+    pub(super) fn steps(frames: &[Vec<u8>]) -> (f64, f64) {
+        let steps: Vec<f64> = frames
+            .windows(2)
+            .map(|pair| mean_difference(&pair[0], &pair[1]))
+            .collect();
+        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+        (mean, steps.iter().copied().fold(0.0, f64::max))
     }
 
     #[test]
@@ -306,12 +316,7 @@ mod tests {
                 )
                 .unwrap();
                 let frames = generator.decode(&path).unwrap();
-                let steps: Vec<f64> = frames
-                    .windows(2)
-                    .map(|pair| mean_difference(&pair[0], &pair[1]))
-                    .collect();
-                let mean = steps.iter().sum::<f64>() / steps.len() as f64;
-                let largest = steps.iter().copied().fold(0.0, f64::max);
+                let (mean, largest) = steps(&frames);
                 eprintln!("{style:?} seed {seed}: step mean {mean:.2} largest {largest:.2}");
                 assert!(
                     largest < 3.0 * mean + 1.0 && largest < 10.0,

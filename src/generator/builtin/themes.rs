@@ -224,13 +224,15 @@ impl Themes {
         })
     }
 
+    /// Keyframe `index`'s place in the rotation: its theme's, counting from the first theme.
+    fn place(&self, keyframe: u64) -> u64 {
+        (keyframe / self.rotation_interval).wrapping_add(self.skipped)
+    }
+
     /// The theme of keyframe `index` (its place in the list), if there are themes.
     pub(crate) fn index(&self, keyframe: u64) -> Option<usize> {
-        if self.themes.is_empty() {
-            return None;
-        }
-        let place = (keyframe / self.rotation_interval).wrapping_add(self.skipped);
-        Some((place % self.themes.len() as u64) as usize)
+        let count = self.themes.len() as u64;
+        (count > 0).then(|| (self.place(keyframe) % count) as usize)
     }
 
     /// The palette keyframe `index` steers to, with how much of the palette it sets.
@@ -245,18 +247,14 @@ impl Themes {
     /// The style keyframe `index` shows with model.kind = "mix": its theme's, else the styles
     /// in turn, one per theme.
     pub(crate) fn style(&self, keyframe: u64) -> Style {
-        let place = self.index(keyframe).map_or(
-            (keyframe / self.rotation_interval).wrapping_add(self.skipped),
-            |index| index as u64,
-        );
-        let in_turn = if place % 2 == 0 {
-            Style::Cppn
-        } else {
-            Style::Warp
-        };
-        self.index(keyframe)
-            .and_then(|index| self.themes[index].style)
-            .unwrap_or(in_turn)
+        let index = self.index(keyframe);
+        if let Some(style) = index.and_then(|index| self.themes[index].style) {
+            return style;
+        }
+        match index.map_or(self.place(keyframe), |index| index as u64) % 2 {
+            0 => Style::Cppn,
+            _ => Style::Warp,
+        }
     }
 
     /// Keyframe `index`'s theme and its prompt, for the log.
@@ -272,9 +270,7 @@ impl Themes {
 
     /// New themes from a reload.
     pub(crate) fn reconfigure(&mut self, prompts: &PromptsConfig) {
-        if prompts.themes != self.themes {
-            self.themes = prompts.themes.clone();
-        }
+        self.themes = prompts.themes.clone();
         self.rotation_interval = prompts.rotation_interval.max(1);
     }
 }
