@@ -41,7 +41,7 @@ pub(crate) fn run(args: &GalleryArgs, config: &Config) -> anyhow::Result<String>
     let mut rows = Vec::new();
     let mut written = 0;
     for &style in styles {
-        for seed in args.seed..args.seed.saturating_add(args.seeds) {
+        for seed in seeds(args.seed, args.seeds) {
             let row = walk(style, config, seed, args)?;
             for (position, rgb) in row.frames.iter().enumerate() {
                 let index = position as u64 * args.every;
@@ -60,6 +60,11 @@ pub(crate) fn run(args: &GalleryArgs, config: &Config) -> anyhow::Result<String>
         size.1,
         args.out.display()
     ))
+}
+
+/// `count` seeds from `first` on, wrapping past the largest (a range would end there, empty).
+fn seeds(first: u64, count: u64) -> impl Iterator<Item = u64> {
+    (0..count).map(move |offset| first.wrapping_add(offset))
 }
 
 fn make_folder(path: &Path) -> anyhow::Result<()> {
@@ -144,6 +149,12 @@ fn write_png(path: &Path, (width, height): (u32, u32), rgb: &[u8]) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_near_the_largest_wrap_instead_of_running_out() {
+        assert_eq!(seeds(5, 3).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(seeds(u64::MAX, 2).collect::<Vec<_>>(), [u64::MAX, 0]);
+    }
 
     #[test]
     fn the_contact_sheet_holds_every_picture_in_its_place() {
