@@ -1,6 +1,6 @@
 //! `cargo bench --bench art`: the built-in art over a long seeded walk, judged with the walk
 //! guard's own figures, so styles can be compared by numbers as well as by eye (`dreamframe
-//! gallery`). Per kind (`ART_KINDS`, default "cppn,warp,mix"; `ART_KEYFRAMES`, default 5000;
+//! gallery`). Per kind (`ART_KINDS`, default "cppn,warp,flame,mix"; `ART_KEYFRAMES`, default 5000;
 //! `ART_SEED`, default 1), at the shipped settings (a keyframe every 90 frames at 30 fps: 3 s,
 //! 1200 an hour):
 //!
@@ -177,7 +177,7 @@ fn judge_kind(kind: &str, keyframes: usize, seed: u64) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let kinds = std::env::var("ART_KINDS").unwrap_or_else(|_| "cppn,warp,mix".into());
+    let kinds = std::env::var("ART_KINDS").unwrap_or_else(|_| "cppn,warp,flame,mix".into());
     let keyframes = std::env::var("ART_KEYFRAMES").map_or(Ok(5000), |n| n.parse())?;
     let seed = std::env::var("ART_SEED").map_or(Ok(1), |n| n.parse())?;
     for kind in kinds.split(',') {

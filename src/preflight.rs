@@ -191,9 +191,10 @@ fn without_effect(config: &Config) -> Vec<(String, String, String)> {
     let cppn_runs = match kind {
         ModelKind::Cppn | ModelKind::Mix => true,
         ModelKind::StableDiffusion => config.model.fallback == Fallback::Cppn,
-        ModelKind::Warp | ModelKind::TestPattern => false,
+        ModelKind::Warp | ModelKind::Flame | ModelKind::TestPattern => false,
     };
     let warp_runs = matches!(kind, ModelKind::Warp | ModelKind::Mix);
+    let flame_runs = matches!(kind, ModelKind::Flame | ModelKind::Mix);
     let mut found = Vec::new();
     let mut unread = |key: String, value: String, why: &str| {
         found.push((
@@ -233,6 +234,13 @@ fn without_effect(config: &Config) -> Vec<(String, String, String)> {
             "warp".into(),
             "(a table)".into(),
             "it sets the warp style, which never runs",
+        );
+    }
+    if !flame_runs && config.flame != defaults.flame {
+        unread(
+            "flame".into(),
+            "(a table)".into(),
+            "it sets the flame style, which never runs",
         );
     }
     found

@@ -33,8 +33,9 @@ struct Row {
 /// Writes the gallery; returns what was written, for the command's one line.
 pub(crate) fn run(args: &GalleryArgs, config: &Config) -> anyhow::Result<String> {
     make_folder(&args.out)?;
+    let every_style: Vec<Style> = Style::NAMED.iter().map(|(_, style)| *style).collect();
     let styles: &[Style] = if args.styles.is_empty() {
-        &[Style::Cppn, Style::Warp]
+        &every_style
     } else {
         &args.styles
     };

@@ -60,6 +60,7 @@ pub(crate) const TABLE_SECTIONS: &[&str] = &[
     "model",
     "cppn",
     "warp",
+    "flame",
     "prompts",
     "keyframe",
     "reanchor",
@@ -88,6 +89,7 @@ pub(crate) struct RawConfig {
     pub model: RawModel,
     pub cppn: RawCppn,
     pub warp: RawWarp,
+    pub flame: RawFlame,
     pub prompts: RawPrompts,
     pub keyframe: RawKeyframe,
     pub reanchor: RawReanchor,
@@ -208,7 +210,7 @@ pub(crate) struct RawPrompts {
 pub(crate) struct RawTheme {
     pub positive: String,
     pub negative: String,
-    /// "" (none), "cppn" or "warp".
+    /// "" (none), "cppn", "warp" or "flame".
     pub style: String,
     /// "" (none) or a `ThemePalette` name.
     pub palette: String,
@@ -266,6 +268,22 @@ impl Default for RawWarp {
             octaves: whole(5),
             warp: real(2.0),
             scale: real(1.5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub(crate) struct RawFlame {
+    pub density: Number,
+    pub brightness: Number,
+}
+
+impl Default for RawFlame {
+    fn default() -> Self {
+        Self {
+            density: real(3.0),
+            brightness: real(1.0),
         }
     }
 }

@@ -164,6 +164,8 @@ pub enum ModelKind {
     Cppn,
     /// Domain-warped noise (`generator::builtin::warp`).
     Warp,
+    /// Fractal flames (`generator::builtin::flame`).
+    Flame,
     /// The built-in styles in turn, one per theme, cross-faded (`generator::builtin::mix`).
     Mix,
     StableDiffusion,
@@ -173,9 +175,10 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// Every kind with its name in the config file.
-    pub const NAMED: [(&'static str, ModelKind); 5] = [
+    pub const NAMED: [(&'static str, ModelKind); 6] = [
         ("cppn", ModelKind::Cppn),
         ("warp", ModelKind::Warp),
+        ("flame", ModelKind::Flame),
         ("mix", ModelKind::Mix),
         ("stable-diffusion", ModelKind::StableDiffusion),
         ("test-pattern", ModelKind::TestPattern),
@@ -232,6 +235,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub cppn: CppnConfig,
     pub warp: WarpConfig,
+    pub flame: FlameConfig,
     pub prompts: PromptsConfig,
     pub keyframe: KeyframeConfig,
     pub reanchor: ReanchorConfig,
@@ -271,7 +275,7 @@ pub struct DisplayConfig {
 pub struct ModelConfig {
     pub kind: ModelKind,
     /// Internal resolution (cppn frames, or the Stable Diffusion generation size); `None` picks
-    /// the model's own: 256x144 for cppn, 384x216 for warp and mix, the preset's native size for
+    /// the model's own: 256x144 for cppn, 384x216 for warp, flame and mix, the preset's native size for
     /// Stable Diffusion.
     pub size: Option<(u32, u32)>,
     /// The Stable Diffusion keys (in the file they sit in [model] too).
@@ -293,6 +297,7 @@ impl ModelConfig {
                 (width / divisor, height / divisor)
             }
             ModelKind::Warp | ModelKind::Mix => self.size.unwrap_or(WARP_DEFAULT_SIZE),
+            ModelKind::Flame => self.size.unwrap_or(FLAME_DEFAULT_SIZE),
             ModelKind::Cppn | ModelKind::TestPattern => self.size.unwrap_or(CPPN_DEFAULT_SIZE),
         }
     }
@@ -323,6 +328,9 @@ pub const CPPN_DEFAULT_SIZE: (u32, u32) = (256, 144);
 /// does per pixel, so it spends the same time on 2.25 times the pixels, and its fine detail
 /// holds up better at screen size.
 pub const WARP_DEFAULT_SIZE: (u32, u32) = (384, 216);
+/// The flame style's: its cost is in points, so in pixels at a given density, and it costs
+/// about what the warp does per pixel.
+pub const FLAME_DEFAULT_SIZE: (u32, u32) = (384, 216);
 /// The largest Stable Diffusion generation size (either side).
 pub const SD_MAX_SIZE: u32 = 2048;
 /// The largest terminal the terminal sink draws, in character cells: a terminal reporting more
@@ -349,6 +357,16 @@ pub struct WarpConfig {
     pub warp: f64,
     /// How much of the noise plane the screen shows.
     pub scale: f64,
+}
+
+/// The `flame` style: fractal flames.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FlameConfig {
+    /// Points plotted per pixel: more is smoother and slower.
+    pub density: f64,
+    /// Multiplies the log-density brightness.
+    pub brightness: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -468,11 +486,17 @@ pub struct Theme {
 pub enum Style {
     Cppn,
     Warp,
+    Flame,
 }
 
 impl Style {
-    /// Every style with its name in the config file and on the command line.
-    pub const NAMED: [(&'static str, Style); 2] = [("cppn", Style::Cppn), ("warp", Style::Warp)];
+    /// Every style with its name in the config file and on the command line, in the order
+    /// "mix" takes them.
+    pub const NAMED: [(&'static str, Style); 3] = [
+        ("cppn", Style::Cppn),
+        ("warp", Style::Warp),
+        ("flame", Style::Flame),
+    ];
 
     pub fn name(self) -> &'static str {
         name_in(&Self::NAMED, self)

@@ -96,6 +96,10 @@ pub(super) fn validate(raw: &RawConfig, c: &mut Checker) -> Config {
             warp: c.range_f64("warp.warp", raw.warp.warp, 0.0, 10.0),
             scale: c.range_f64("warp.scale", raw.warp.scale, 0.1, 20.0),
         },
+        flame: FlameConfig {
+            density: c.range_f64("flame.density", raw.flame.density, 0.25, 64.0),
+            brightness: c.range_f64("flame.brightness", raw.flame.brightness, 0.1, 10.0),
+        },
         prompts,
         keyframe: KeyframeConfig {
             drift: c.range_f64("keyframe.drift", raw.keyframe.drift, 0.0, 1.0),

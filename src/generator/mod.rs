@@ -159,6 +159,7 @@ pub fn build(config: &crate::config::Config, seed: u64) -> anyhow::Result<Box<dy
     match config.model.kind {
         ModelKind::Cppn => builtin::build(builtin::Style::Cppn, config, seed),
         ModelKind::Warp => builtin::build(builtin::Style::Warp, config, seed),
+        ModelKind::Flame => builtin::build(builtin::Style::Flame, config, seed),
         ModelKind::Mix => Ok(Box::new(builtin::mix::MixGenerator::new(config, seed)?)),
         ModelKind::TestPattern => {
             let (width, height) = config.model.size.unwrap_or(CPPN_DEFAULT_SIZE);

@@ -502,7 +502,12 @@ mod tests {
 
     #[test]
     fn a_healthy_builtin_walk_of_1000_keyframes_reanchors_at_most_one_percent() {
-        for kind in [ModelKind::Cppn, ModelKind::Warp, ModelKind::Mix] {
+        for kind in [
+            ModelKind::Cppn,
+            ModelKind::Warp,
+            ModelKind::Flame,
+            ModelKind::Mix,
+        ] {
             let mut config = Config::default();
             config.model.kind = kind;
             config.model.size = Some((128, 72));

@@ -677,9 +677,13 @@ fn the_gallery_writes_each_keyframe_and_a_contact_sheet_replacing_a_fifo() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("wrote 8 keyframes"), "{stdout}");
+    assert!(stdout.contains("wrote 12 keyframes"), "{stdout}");
     // Each style at its own size.
-    for (style, size) in [("cppn", (256, 144)), ("warp", (384, 216))] {
+    for (style, size) in [
+        ("cppn", (256, 144)),
+        ("warp", (384, 216)),
+        ("flame", (384, 216)),
+    ] {
         for seed in [5, 6] {
             for index in [0, 2] {
                 let path = out.join(format!("{style}-{seed}-{index}.png"));
@@ -689,11 +693,12 @@ fn the_gallery_writes_each_keyframe_and_a_contact_sheet_replacing_a_fifo() {
             }
         }
     }
-    // Four rows (two styles, two seeds) of two pictures in cells of the largest, 4 pixels apart.
+    // Six rows (three styles, two seeds) of two pictures in cells of the largest, 4 pixels
+    // apart.
     let sheet = image::open(out.join("contact-sheet.png")).unwrap();
     assert_eq!(
         (sheet.width(), sheet.height()),
-        (4 + 2 * (384 + 4), 4 + 4 * (216 + 4))
+        (4 + 2 * (384 + 4), 4 + 6 * (216 + 4))
     );
 
     // A file where the folder should be is named.

@@ -251,8 +251,19 @@ fn check_config_warns_of_keys_the_chosen_generator_never_reads() {
         "{stdout}"
     );
 
-    // With the mix, both sections and the themes' styles count.
-    let config = "[model]\nkind = \"mix\"\n\n[cppn]\nzoom = 2.0\n\n[warp]\nscale = 3.0\n\n[[prompts.themes]]\npositive = \"x\"\nnegative = \"\"\nstyle = \"warp\"\n";
+    // The flame reads its own section; another style's is flagged.
+    let config = "[model]\nkind = \"flame\"\n\n[flame]\ndensity = 6.0\n\n[warp]\nscale = 3.0\n";
+    std::fs::write(&path, config).expect("config written");
+    let (code, stdout) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("flame = [flame]"), "{stdout}");
+    assert!(
+        stdout.contains("warp = [warp]: has no effect with model.kind = \"flame\""),
+        "{stdout}"
+    );
+
+    // With the mix, every style's section and the themes' styles count.
+    let config = "[model]\nkind = \"mix\"\n\n[cppn]\nzoom = 2.0\n\n[warp]\nscale = 3.0\n\n[flame]\nbrightness = 2.0\n\n[[prompts.themes]]\npositive = \"x\"\nnegative = \"\"\nstyle = \"flame\"\n";
     std::fs::write(&path, config).expect("config written");
     let (code, stdout) = check(&path);
     assert_eq!(code, Some(0), "{stdout}");

@@ -217,6 +217,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     config.model.kind = match args.style {
         Style::Cppn => ModelKind::Cppn,
         Style::Warp => ModelKind::Warp,
+        Style::Flame => ModelKind::Flame,
     };
     let (width, height) = config.model.frame_size(1);
     let (decode, frame) = measure_decode(&config, args.style, width, height)?;

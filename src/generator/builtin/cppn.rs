@@ -25,7 +25,7 @@ use rand_distr::StandardNormal;
 use super::look::{Look, LOOK_SIZE};
 use super::themes::Themes;
 use crate::config::CppnConfig;
-use crate::generator::{DecodeQuality, Generator, KeyframeRequest, Knobs};
+use crate::generator::Generator;
 
 #[derive(Debug, Clone, Copy)]
 enum Activation {
@@ -207,14 +207,14 @@ impl CppnGenerator {
         self.latent_size + MIX + LOOK_SIZE
     }
 
+    /// The style's own values at the head of the latent.
+    fn style_len(&self) -> usize {
+        self.latent_size
+    }
+
     /// The same style, its palettes steered by `themes`.
     pub(crate) fn with_themes(self, themes: Themes) -> Self {
         Self { themes, ..self }
-    }
-
-    /// The themes it follows (`Generator::next_theme` and `reconfigure` move them).
-    pub(crate) fn themes(&self) -> &Themes {
-        &self.themes
     }
 
     /// The network and look one latent (`latent_len` values) describes.
@@ -249,49 +249,7 @@ impl CppnGenerator {
 }
 
 impl Generator for CppnGenerator {
-    fn name(&self) -> &str {
-        "cppn"
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn resolution(&self) -> (u32, u32) {
-        self.full
-    }
-
-    fn knobs(&self) -> Knobs {
-        super::knobs(self.full)
-    }
-
-    fn set_decode_quality(&mut self, quality: DecodeQuality) {
-        let sizes = self.knobs().sizes;
-        (self.width, self.height) = sizes[quality.size.min(sizes.len() - 1)];
-    }
-
-    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
-        super::keyframes(
-            requests,
-            self.latent_len(),
-            self.latent_size,
-            self.drift,
-            &self.themes,
-            &self.device,
-        )
-    }
-
-    fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
-        self.themes.label(index)
-    }
-
-    fn next_theme(&mut self) {
-        self.themes.advance();
-    }
-
-    fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
-        self.themes.reconfigure(prompts);
-    }
+    style_methods!("cppn");
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let (batch, latent_size) = latents
@@ -396,6 +354,7 @@ impl CppnGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generator::{DecodeQuality, KeyframeRequest};
 
     fn small() -> CppnConfig {
         CppnConfig {

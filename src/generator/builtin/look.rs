@@ -36,6 +36,9 @@ const MOOD_PACE: f32 = 0.4;
 /// about 40 keyframes (two minutes at three seconds a keyframe).
 pub(crate) const LOOK_PACE: f64 = 0.25;
 
+/// The share of the offset `Placement::unapply` keeps.
+const OBJECT_OFFSET: f32 = 0.3;
+
 /// Where a keyframe's pattern sits on the screen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Placement {
@@ -117,6 +120,27 @@ impl Placement {
             c * x - s * y + self.offset[0],
             s * x + c * y + self.offset[1],
         )
+    }
+
+    /// The inverse of `apply` without the mirrors, its offset cut to `OBJECT_OFFSET` and its
+    /// zoom to the square root: a point
+    /// of a drawn object's plane to the screen. For styles that draw one object rather than
+    /// colour an endless plane (`flame`), which the full offset would push half off the screen.
+    #[inline]
+    pub(crate) fn unapply(&self, x: f32, y: f32) -> (f32, f32) {
+        let [c, s] = self.rotate;
+        let (x, y) = (
+            x - self.offset[0] * OBJECT_OFFSET,
+            y - self.offset[1] * OBJECT_OFFSET,
+        );
+        // The zoom's square root: a drawn object zoomed fully is too small or too large.
+        let norm = 1.0 / (c * c + s * s).powf(0.75);
+        ((c * x + s * y) * norm, (c * y - s * x) * norm)
+    }
+
+    /// How much the left half mirrors the right, and the top the bottom (0..=1 each).
+    pub(crate) fn mirror(&self) -> [f32; 2] {
+        self.mirror
     }
 }
 

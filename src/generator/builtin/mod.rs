@@ -1,16 +1,73 @@
 //! The built-in generators: art from a seed alone, no weights and no GPU, so a fresh machine
-//! shows art at once and a model's load has something to show meanwhile. Two styles: `cppn` (a
-//! compositional pattern-producing network) and `warp` (domain-warped noise). Both carry a look
-//! (`look`: placement, symmetry, palette) in their keyframe latents beside their own values, and
-//! both are functions of the pixel's coordinates, so the adapt ladder's smaller sizes
-//! (`knobs`) are the same picture with fewer samples.
+//! shows art at once and a model's load has something to show meanwhile. Three styles: `cppn` (a
+//! compositional pattern-producing network), `warp` (domain-warped noise) and `flame` (fractal
+//! flames). Each carries a look (`look`: placement, symmetry, palette) in its keyframe latents
+//! beside its own values, and each draws a picture of the plane, so the adapt ladder's smaller
+//! sizes (`knobs`) are the same picture with fewer samples. `mix` shows them in turn.
 //!
 //! What they share lives here: how a keyframe is made (a fresh random latent, or a drift from
-//! the previous one), the ladder's sizes, and how a decode is shared across the cores.
+//! the previous one), the ladder's sizes, how a decode is shared across the cores, and the
+//! `Generator` methods every style answers alike (`style_methods!`).
 //! Inputs: keyframe requests and latents. Outputs: latents and RGB8 frames. Runs on the
 //! keyframe and decoder threads; a worker that fails or panics fails the decode.
 
+/// The `Generator` methods the styles share, for inside their `impl Generator`: the name, the
+/// device, the sizes, the keyframe walk and the themes. The style's struct has the fields
+/// `full`, `width`, `height`, `drift`, `device` and `themes`, and the methods `latent_len` and
+/// `style_len` (its own values at the head of the latent).
+macro_rules! style_methods {
+    ($name:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn device(&self) -> &candle_core::Device {
+            &self.device
+        }
+
+        fn resolution(&self) -> (u32, u32) {
+            self.full
+        }
+
+        fn knobs(&self) -> crate::generator::Knobs {
+            super::knobs(self.full)
+        }
+
+        fn set_decode_quality(&mut self, quality: crate::generator::DecodeQuality) {
+            let sizes = self.knobs().sizes;
+            (self.width, self.height) = sizes[quality.size.min(sizes.len() - 1)];
+        }
+
+        fn keyframes(
+            &mut self,
+            requests: &[crate::generator::KeyframeRequest],
+        ) -> anyhow::Result<Vec<candle_core::Tensor>> {
+            super::keyframes(
+                requests,
+                self.latent_len(),
+                self.style_len(),
+                self.drift,
+                &self.themes,
+                &self.device,
+            )
+        }
+
+        fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
+            self.themes.label(index)
+        }
+
+        fn next_theme(&mut self) {
+            self.themes.advance();
+        }
+
+        fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
+            self.themes.reconfigure(prompts);
+        }
+    };
+}
+
 pub(crate) mod cppn;
+pub(crate) mod flame;
 pub(crate) mod look;
 pub(crate) mod mix;
 pub(crate) mod themes;
@@ -24,12 +81,12 @@ use rand_distr::StandardNormal;
 
 use super::{Generator, KeyframeRequest, Knobs};
 pub(crate) use crate::config::Style;
-use crate::config::{Config, CPPN_DEFAULT_SIZE, WARP_DEFAULT_SIZE};
+use crate::config::{Config, CPPN_DEFAULT_SIZE, FLAME_DEFAULT_SIZE, WARP_DEFAULT_SIZE};
 use themes::Themes;
 
 /// The built-in generator of `style`, with `config`'s settings and themes for it, at
 /// `model.width` x `model.height` (or the style's own size: 256 x 144 for cppn, 384 x 216 for
-/// warp), drawn from `seed`.
+/// warp and flame), drawn from `seed`.
 pub(crate) fn build(
     style: Style,
     config: &Config,
@@ -38,7 +95,26 @@ pub(crate) fn build(
     Ok(match style {
         Style::Cppn => Box::new(cppn(config, seed, None)?),
         Style::Warp => Box::new(warp(config, seed, None)?),
+        Style::Flame => Box::new(flame(config, seed, None)?),
     })
+}
+
+/// The flame style as `config` sets it, at `model.width` x `model.height`, else its own size.
+pub(crate) fn flame(
+    config: &Config,
+    seed: u64,
+    size: Option<(u32, u32)>,
+) -> anyhow::Result<flame::FlameGenerator> {
+    let (width, height) = size.or(config.model.size).unwrap_or(FLAME_DEFAULT_SIZE);
+    flame::FlameGenerator::new(
+        &config.flame,
+        width,
+        height,
+        seed,
+        config.keyframe.drift,
+        Device::Cpu,
+    )
+    .map(|style| style.with_themes(Themes::new(&config.prompts)))
 }
 
 /// The cppn style as `config` sets it, at `size` (else `model.width` x `model.height`, else
@@ -208,7 +284,7 @@ mod tests {
     use super::*;
     use crate::generator::keyframe_seed;
 
-    const STYLES: [Style; 2] = [Style::Cppn, Style::Warp];
+    const STYLES: [Style; 3] = [Style::Cppn, Style::Warp, Style::Flame];
 
     fn small(style: Style, seed: u64) -> Box<dyn Generator> {
         let mut config = Config::default();

@@ -216,7 +216,7 @@ impl Themes {
         }
     }
 
-    /// No themes: every keyframe keeps its free palette, styles alternate.
+    /// No themes: every keyframe keeps its free palette, styles take turns.
     pub(crate) fn none() -> Self {
         Self::new(&PromptsConfig {
             rotation_interval: 1,
@@ -251,10 +251,8 @@ impl Themes {
         if let Some(style) = index.and_then(|index| self.themes[index].style) {
             return style;
         }
-        match index.map_or(self.place(keyframe), |index| index as u64) % 2 {
-            0 => Style::Cppn,
-            _ => Style::Warp,
-        }
+        let turn = index.map_or(self.place(keyframe), |index| index as u64);
+        Style::NAMED[(turn % Style::NAMED.len() as u64) as usize].1
     }
 
     /// Keyframe `index`'s theme and its prompt, for the log.
@@ -360,13 +358,13 @@ mod tests {
         assert_eq!(themes.palette(4), None);
         // Styles: the theme's own, else in turn by the theme's place.
         let styles: Vec<_> = [0, 2, 4].iter().map(|k| themes.style(*k)).collect();
-        assert_eq!(styles, [Style::Cppn, Style::Warp, Style::Cppn]);
+        assert_eq!(styles, [Style::Cppn, Style::Warp, Style::Flame]);
         assert_eq!(themes.label(2), Some((1, "plain")));
         // A re-anchor moves on at once.
         themes.advance();
         assert_eq!(themes.index(0), Some(1));
         assert_eq!(themes.style(0), Style::Warp);
-        assert_eq!(themes.style(2), Style::Cppn);
+        assert_eq!(themes.style(2), Style::Flame);
         themes.reconfigure(&PromptsConfig {
             rotation_interval: 1,
             themes: vec![theme("a", None, None), theme("b", Some(Style::Warp), None)],
@@ -376,6 +374,7 @@ mod tests {
         // Without themes the styles still take turns.
         let free = Themes::none();
         assert_eq!(free.palette(3), None);
-        assert_eq!((free.style(0), free.style(1)), (Style::Cppn, Style::Warp));
+        let turns: Vec<_> = (0..4).map(|k| free.style(k)).collect();
+        assert_eq!(turns, [Style::Cppn, Style::Warp, Style::Flame, Style::Cppn]);
     }
 }

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use super::look::{Look, LOOK_SIZE};
 use super::themes::Themes;
 use crate::config::WarpConfig;
-use crate::generator::{DecodeQuality, Generator, KeyframeRequest, Knobs};
+use crate::generator::Generator;
 
 /// The style's own latent values: five fields' offsets (x, y each), then the warp's strength.
 pub(crate) const STYLE_LEN: usize = 11;
@@ -178,6 +178,11 @@ impl WarpGenerator {
         STYLE_LEN + LOOK_SIZE
     }
 
+    /// The style's own values at the head of the latent.
+    fn style_len(&self) -> usize {
+        STYLE_LEN
+    }
+
     /// The same style, its palettes steered by `themes`.
     pub(crate) fn with_themes(self, themes: Themes) -> Self {
         Self { themes, ..self }
@@ -221,49 +226,7 @@ impl WarpGenerator {
 }
 
 impl Generator for WarpGenerator {
-    fn name(&self) -> &str {
-        "warp"
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn resolution(&self) -> (u32, u32) {
-        self.full
-    }
-
-    fn knobs(&self) -> Knobs {
-        super::knobs(self.full)
-    }
-
-    fn set_decode_quality(&mut self, quality: DecodeQuality) {
-        let sizes = self.knobs().sizes;
-        (self.width, self.height) = sizes[quality.size.min(sizes.len() - 1)];
-    }
-
-    fn keyframes(&mut self, requests: &[KeyframeRequest]) -> anyhow::Result<Vec<Tensor>> {
-        super::keyframes(
-            requests,
-            self.latent_len(),
-            STYLE_LEN,
-            self.drift,
-            &self.themes,
-            &self.device,
-        )
-    }
-
-    fn keyframe_label(&self, index: u64) -> Option<(u64, &str)> {
-        self.themes.label(index)
-    }
-
-    fn next_theme(&mut self) {
-        self.themes.advance();
-    }
-
-    fn reconfigure(&mut self, prompts: &crate::config::PromptsConfig) {
-        self.themes.reconfigure(prompts);
-    }
+    style_methods!("warp");
 
     fn decode(&mut self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
         let (batch, size) = latents
@@ -303,6 +266,7 @@ impl Generator for WarpGenerator {
 mod tests {
     use super::*;
     use crate::generator::keyframe_seed;
+    use crate::generator::KeyframeRequest;
 
     fn config() -> WarpConfig {
         WarpConfig {

@@ -61,7 +61,8 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l width -d
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l height -d 'Screen height to upscale to, 16 to 4320' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l fps -d 'Display rate for the jitter and sustained runs, 1 to 240' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l style -d 'The built-in style to decode and play, at its shipped settings' -r -f -a "cppn\t''
-warp\t''"
+warp\t''
+flame\t''"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -s h -l help -d 'Print help'
@@ -96,7 +97,8 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l 
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -s h -l help -d 'Print help'
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand gallery" -l out -d 'Folder for the PNG files (made if missing; files of the same names are replaced)' -r -F
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand gallery" -l styles -d 'Styles, comma-separated (default: every built-in style)' -r -f -a "cppn\t''
-warp\t''"
+warp\t''
+flame\t''"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand gallery" -l seeds -d 'Seeds per style, 1 to 64: this many, counting up from --seed' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand gallery" -l seed -d 'The first seed' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand gallery" -l keyframes -d 'Keyframes written per style and seed, 1 to 64' -r
