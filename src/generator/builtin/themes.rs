@@ -182,11 +182,12 @@ pub(crate) fn named_palette(palette: ThemePalette) -> Palette {
             [1.0, 1.4, 1.0],
             [0.32, 0.2, 0.0],
         ),
+        // Indigo and sepia ink, not plain grey: the darks lean blue, the lights warm.
         ThemePalette::Ink => (
-            [0.5, 0.5, 0.52],
-            [0.46, 0.46, 0.44],
+            [0.5, 0.48, 0.5],
+            [0.44, 0.42, 0.4],
             [1.0, 1.0, 1.0],
-            [0.0, 0.0, 0.02],
+            [0.0, 0.05, 0.14],
         ),
         ThemePalette::Aurora => (
             [0.3, 0.5, 0.5],
