@@ -50,11 +50,11 @@ const SKIP: usize = 12;
 const ORBIT: usize = 64;
 /// The dark ground under the flame: its mean colour at this brightness, plus `GROUND_FLOOR`
 /// levels (of 255) on every channel so no channel of the ground sits at 0.
-const GROUND_SHADE: f32 = 0.2;
+const GROUND_SHADE: f32 = 0.16;
 const GROUND_FLOOR: f32 = 6.0;
 /// The glow's radius is the height over this, and its brightness this share of a filament's.
 const GLOW_SPAN: usize = 60;
-const GLOW: f32 = 0.55;
+const GLOW: f32 = 0.7;
 /// Log density: a pixel this many times as dense as the lit pixels' mean is at full
 /// brightness (before `brightness`).
 const LOG_SCALE: f32 = 0.621_334_9; // 1 / ln(1 + 4)
@@ -62,7 +62,7 @@ const LOG_SCALE: f32 = 0.621_334_9; // 1 / ln(1 + 4)
 const FRAMING_ORBITS: usize = 2048;
 /// The share of the screen's height that `FRAMING` mean deviations of the points from their
 /// centre span.
-const FRAMING: f32 = 3.0;
+const FRAMING: f32 = 2.4;
 
 /// A map: `affine` (a, b, c, d, e, f: x' = a x + b y + e, y' = c x + d y + f), then the sum of
 /// the variations by `weights`; a point's colour moves halfway to `colour` (0..1).
@@ -395,7 +395,7 @@ impl Histogram {
         let shade = |density: f32, mean: f32| {
             ((density / mean).ln_1p() * LOG_SCALE * brightness)
                 .min(1.0)
-                .powf(0.6)
+                .powf(0.5)
         };
         let mut rgb = Vec::with_capacity(self.density.len() * 3);
         for at in 0..self.density.len() {
