@@ -16,7 +16,8 @@
 //! The keyframe latent holds each map's affine transform, variation weights and colour
 //! (`STYLE_LEN` values), then the look (`look`): the flame is framed by its points' mean and
 //! spread, then placed, mirrored (a mirrored copy of each point, weighted by the mirror) and
-//! coloured by the look.
+//! coloured by the look, with a glow over a dark ground of its own mean colour
+//! (`Histogram::tone`).
 //!
 //! Plain Rust per point, one frame per thread (`render_frames`). Runs on the keyframe and
 //! decoder threads under the model lock; fails only on a latent of the wrong shape.
