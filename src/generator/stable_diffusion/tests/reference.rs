@@ -8,7 +8,8 @@
 //! what differs is the order of floating-point operations. Schedules are computed here in f64
 //! and by diffusers in f32: 1e-5 relative. One scheduler step: 1e-5. Whole models (a UNet
 //! loop, a VAE decode, TAESD) accumulate f32 rounding through every layer: 2e-4 absolute on
-//! values of order 1 (the maxima actually measured are printed). Pictures as u8: at most 1 level
+//! values of order 1, and of the largest value where values grow past 1 (a UNet loop's latents
+//! reach ~60); the maxima actually measured are printed. Pictures as u8: at most 1 level
 //! apart (a value at x.5 may round either way), and at most 0.5% of the values.
 
 use std::collections::HashMap;
@@ -406,7 +407,9 @@ fn the_whole_unet_loop_matches_the_diffusers_pipelines() {
     let golden = golden();
     let tensors = tensors("loop-golden.safetensors");
     let mut worst = 0.0f64;
-    for case in golden["loop"]["cases"].as_array().expect("loop cases") {
+    let cases = golden["loop"]["cases"].as_array().expect("loop cases");
+    assert!(!cases.is_empty(), "the golden file holds UNet loop cases");
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let text = TextConditioning::Fixed {
             positive: tensors["cond"].clone(),
@@ -446,8 +449,10 @@ fn the_whole_unet_loop_matches_the_diffusers_pipelines() {
         let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let error = max_error(&values(&ours), &reference, name);
         eprintln!("UNet loop {name}: max abs error {error:.2e} (largest value {scale:.2})");
+        // The header's 2e-4, of the largest value: a loop's latents grow to ~60 (measured
+        // worst 5.4e-5 of it).
         assert!(
-            error <= 1e-3 * scale.max(1.0),
+            error <= 2e-4 * scale.max(1.0),
             "{name}: max abs error {error:.2e} (largest value {scale:.2})"
         );
         worst = worst.max(error);
@@ -528,7 +533,9 @@ fn vae_decode_matches_diffusers_with_each_presets_scaling_factor() {
         tiny_vae(),
     )
     .expect("tiny VAE");
-    for case in golden["vae"]["cases"].as_array().expect("vae cases") {
+    let cases = golden["vae"]["cases"].as_array().expect("vae cases");
+    assert!(!cases.is_empty(), "the golden file holds VAE cases");
+    for case in cases {
         let name = case["preset"].as_str().unwrap();
         let spec = tiny_spec(name, true);
         assert_eq!(
