@@ -61,8 +61,7 @@ const GLOW: f32 = 0.7;
 const LOG_SCALE: f32 = 0.621_334_9; // 1 / ln(1 + 4)
 /// Orbits whose points frame the flame: enough for a steady mean, few enough to cost little.
 const FRAMING_ORBITS: usize = 2048;
-/// The share of the screen's height that `FRAMING` mean deviations of the points from their
-/// centre span.
+/// Mean deviations of the points from their centre that span the screen's height.
 const FRAMING: f32 = 2.4;
 
 /// A map: `affine` (a, b, c, d, e, f: x' = a x + b y + e, y' = c x + d y + f), then the sum of
@@ -171,6 +170,8 @@ impl Orbits {
 const CHOICE_WORDS: usize = ORBIT.div_ceil(32);
 
 /// SplitMix64 (Steele, Lea and Flood): a tiny, well-mixed stream, cheap to start per orbit.
+/// A ChaCha stream (rand_chacha, as elsewhere) would refill a 256-byte block for the five
+/// words an orbit takes, thousands of times a frame.
 struct SplitMix64(u64);
 
 impl SplitMix64 {
