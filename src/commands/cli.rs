@@ -162,10 +162,11 @@ pub(crate) struct BenchSdArgs {
     #[arg(long, value_parser = bench_seconds, allow_negative_numbers = true)]
     pub pipeline: Option<f64>,
     /// Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1,
-    /// vae_b1, vae_b4, vae_b10, taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img.
+    /// vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one at a time), taesd_b10,
+    /// unet_step, keyframe_txt2img, keyframe_img2img.
     #[arg(long, value_delimiter = ',', value_parser = [
-        "check", "host_work", "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "taesd_b10",
-        "unet_step", "keyframe_txt2img", "keyframe_img2img",
+        "check", "host_work", "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "vae_b10_singly",
+        "taesd_b10", "unet_step", "keyframe_txt2img", "keyframe_img2img",
     ])]
     pub only: Vec<String>,
 }

@@ -393,8 +393,6 @@ events! {
     ModelUnavailable = "model_unavailable" { kind: String, fallback: String, error: String };
     /// A prompt longer than the text encoder's context was cut.
     PromptTruncated = "prompt_truncated" { tokens: usize, max: usize, prompt: String };
-    /// The preset runs, but not as diffusers runs it (README, "Model weights").
-    ModelDiffers = "model_differs" { preset: String, reason: String };
     /// The tiny decoder in the weights folder could not be loaded for the adapt ladder.
     TinyDecoderUnavailable = "tiny_decoder_unavailable" { error: String }
         => "(the adapt ladder keeps the full VAE)";

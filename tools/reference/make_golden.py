@@ -30,9 +30,11 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "tests", "data", "sd-reference")
@@ -90,7 +92,10 @@ def patch_randn(feed):
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img as i2i
     import diffusers.schedulers.scheduling_ddim as ddim
     import diffusers.schedulers.scheduling_euler_ancestral_discrete as ea
-    for module in (t2i, i2i, ddim, ea):
+    import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl as xl_t2i
+    import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img as xl_i2i
+    for module in (t2i, i2i, ddim, ea, xl_t2i, xl_i2i):
+        assert hasattr(module, "randn_tensor"), module.__name__
         module.randn_tensor = feed
 
 
@@ -169,6 +174,11 @@ UNET_CONFIGS = {
 }
 CROSS_DIM = 12
 TOKENS = 5
+# SDXL's tiny UNet: both encoders' hidden states side by side (CROSS_DIM_XL wide), the pooled
+# projection (POOLED_XL) and six time ids of TIME_XL sinusoids each into add_embedding.
+CROSS_DIM_XL = 16
+POOLED_XL = 12
+TIME_XL = 8
 
 
 def tiny_unet(linear):
@@ -180,6 +190,24 @@ def tiny_unet(linear):
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=CROSS_DIM, attention_head_dim=(2, 4), norm_num_groups=32,
         use_linear_projection=linear, flip_sin_to_cos=True, freq_shift=0,
+    )
+    named_weights(unet)
+    return unet.eval()
+
+
+def tiny_sdxl_unet():
+    """SDXL's layout in small: a plain first block, cross-attention blocks with more than one
+    transformer layer (the mid block takes the last block's count), linear projections, and the
+    "text_time" added conditioning."""
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CROSS_DIM_XL, attention_head_dim=(2, 4), norm_num_groups=32,
+        transformer_layers_per_block=(1, 2), use_linear_projection=True, flip_sin_to_cos=True,
+        freq_shift=0, addition_embed_type="text_time", addition_time_embed_dim=TIME_XL,
+        projection_class_embeddings_input_dim=POOLED_XL + 6 * TIME_XL,
     )
     named_weights(unet)
     return unet.eval()
@@ -284,6 +312,11 @@ LOOP_CASES = [
     ("turbo-euler-img2img", "sd-turbo", "euler-ancestral", "linear-projection", 2, 0.0, 0.5),
     ("turbo-ddim-img2img", "sd-turbo", "ddim", "linear-projection", 4, 0.0, 0.25),
     ("turbo-euler-img2img-cfg", "sd-turbo", "euler-ancestral", "linear-projection", 4, 3.0, 1.0),
+    # StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline, with sdxl-turbo's scheduler.
+    ("sdxl-euler-txt2img", "sdxl-turbo", "euler-ancestral", "sdxl", 1, 0.0, None),
+    ("sdxl-euler-img2img", "sdxl-turbo", "euler-ancestral", "sdxl", 2, 0.0, 0.5),
+    ("sdxl-euler-txt2img-cfg", "sdxl-turbo", "euler-ancestral", "sdxl", 3, 4.0, None),
+    ("sdxl-ddim-img2img-cfg", "sdxl-turbo", "ddim", "sdxl", 4, 2.5, 0.75),
 ]
 
 
@@ -297,24 +330,42 @@ def loop_golden(unets, vae):
     cond = torch.randn((1, TOKENS, CROSS_DIM), generator=gen)
     uncond = torch.randn((1, TOKENS, CROSS_DIM), generator=gen)
     previous = torch.randn((1, 4, 8, 8), generator=gen)
+    # SDXL's: both encoders' hidden states, and the second's pooled projection, per prompt.
+    xl = dict(cond=torch.randn((1, TOKENS, CROSS_DIM_XL), generator=gen),
+              uncond=torch.randn((1, TOKENS, CROSS_DIM_XL), generator=gen),
+              pooled=torch.randn((1, POOLED_XL), generator=gen),
+              negative_pooled=torch.randn((1, POOLED_XL), generator=gen))
     tensors["cond"], tensors["uncond"], tensors["previous"] = cond, uncond, previous
+    tensors.update({f"xl.{k}": v for k, v in xl.items()})
     cond, uncond, previous = cond.double(), uncond.double(), previous.double()
+    xl = {k: v.double() for k, v in xl.items()}
     for index, (name, preset, kind, unet, steps, guidance, strength) in enumerate(LOOP_CASES):
-        components = dict(vae=vae, text_encoder=None, tokenizer=None, unet=unets[unet],
-                          scheduler=scheduler(preset, kind), safety_checker=None,
-                          feature_extractor=None, requires_safety_checker=False)
+        sdxl = unet == "sdxl"
+        if sdxl:
+            components = dict(vae=vae, text_encoder=None, text_encoder_2=None, tokenizer=None,
+                              tokenizer_2=None, unet=unets[unet], scheduler=scheduler(preset, kind),
+                              add_watermarker=False)
+            args = dict(prompt_embeds=xl["cond"], negative_prompt_embeds=xl["uncond"],
+                        pooled_prompt_embeds=xl["pooled"],
+                        negative_pooled_prompt_embeds=xl["negative_pooled"])
+            txt2img, img2img = StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline
+        else:
+            components = dict(vae=vae, text_encoder=None, tokenizer=None, unet=unets[unet],
+                              scheduler=scheduler(preset, kind), safety_checker=None,
+                              feature_extractor=None, requires_safety_checker=False)
+            args = dict(prompt_embeds=cond, negative_prompt_embeds=uncond)
+            txt2img, img2img = StableDiffusionPipeline, StableDiffusionImg2ImgPipeline
         feed = NoiseFeed(100 + index)
         patch_randn(feed)
-        args = dict(prompt_embeds=cond, negative_prompt_embeds=uncond,
-                    num_inference_steps=steps, guidance_scale=guidance, output_type="latent")
+        args.update(num_inference_steps=steps, guidance_scale=guidance, output_type="latent")
         with torch.no_grad():
             if strength is None:
                 # The initial noise is drawn here and fed in, as a caller passing `latents` does.
                 latents = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(200 + index))
-                out = StableDiffusionPipeline(**components)(latents=latents.double(), height=16, width=16, **args)
+                out = txt2img(**components)(latents=latents.double(), height=16, width=16, **args)
                 feed.drawn.insert(0, latents)
             else:
-                out = StableDiffusionImg2ImgPipeline(**components)(image=previous, strength=strength, **args)
+                out = img2img(**components)(image=previous, strength=strength, **args)
         tensors[f"{name}.output"] = out.images
         for k, noise in enumerate(feed.drawn):
             tensors[f"{name}.noise.{k}"] = noise
@@ -323,14 +374,20 @@ def loop_golden(unets, vae):
     return cases, tensors
 
 
+VAE_BATCH = 3
+
+
 def vae_golden(vae):
-    """Latents (the UNet's space) -> the pipeline's own decode and postprocess, per preset scale."""
+    """Latents (the UNet's space) -> the pipeline's own decode and postprocess, per preset scale:
+    each case its own batch of VAE_BATCH latents, decoded as one batch (diffusers decodes a
+    batch at once, so this also holds our batched decode to it)."""
     from diffusers.image_processor import VaeImageProcessor
     gen = torch.Generator().manual_seed(4)
-    latents = torch.randn((2, 4, 8, 8), generator=gen)
-    tensors, cases = {"latents": latents}, []
+    tensors, cases = {}, []
     processor = VaeImageProcessor(vae_scale_factor=2)
     for preset, scale in VAE_SCALE.items():
+        latents = torch.randn((VAE_BATCH, 4, 8, 8), generator=gen)
+        tensors[f"{preset}.latents"] = latents
         vae.register_to_config(scaling_factor=scale)
         with torch.no_grad():
             image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
@@ -345,6 +402,19 @@ def vae_golden(vae):
         dist = vae.encode(image).latent_dist
     tensors["encode.image"], tensors["encode.mean"], tensors["encode.std"] = image, dist.mean, dist.std
     return cases, tensors
+
+
+def fit_output_range(taesd, latents):
+    """Random weights put half the pictures' values outside [0, 1], where the comparison only
+    sees the clamp: the last conv is scaled down and its bias centres each channel on 0.5 (in
+    the decoder's [0, 1] units) for these latents, so nearly all values are compared unclamped."""
+    last = taesd.decoder.layers[-1]
+    with torch.no_grad():
+        last.weight.mul_(0.3)
+        last.bias.zero_()
+        image = taesd.decode(latents, return_dict=False)[0]  # 2 * raw - 1
+        last.bias.copy_(-image.mean((0, 2, 3)) / 2)
+    to_half_precision(taesd)
 
 
 class PublishedTaesdDecoder(torch.nn.Module):
@@ -386,10 +456,13 @@ class PublishedTaesdDecoder(torch.nn.Module):
 def taesd_golden(taesd):
     gen = torch.Generator().manual_seed(5)
     # What the pipeline hands the tiny decoder: UNet-space latents (scaling_factor 1.0), at the
-    # size our in-between frames use, including ones outside the clamp's range.
+    # size our in-between frames use, including ones beyond the input clamp's knee (|x| ~ 3).
     latents = torch.randn((2, 4, 3, 4), generator=gen) * 2.0
+    fit_output_range(taesd, latents)
     with torch.no_grad():
         image = taesd.decode(latents / taesd.config.scaling_factor, return_dict=False)[0]  # [-1, 1]
+    clamped = float(((image <= -1) | (image >= 1)).float().mean())
+    assert clamped < 0.1, f"{clamped:.1%} of the TAESD golden values would be clamped"
     # The decoder only: the encoder's tensors, present in the real file, are never read.
     diffusers_weights = state(taesd, keep=lambda name: name.startswith("decoder."))
     published = {}
@@ -543,7 +616,11 @@ def write_tokenizer(folder, vocab, merges):
 def text_encoder_golden(tokens):
     """Tiny CLIPTextModels of both activations (the layout of the repos' text_encoder, named
     weights under "text_model." as the repos name them), on real token ids."""
-    ids = torch.tensor([case["ids"] for case in tokens["cases"][1:4]], dtype=torch.int64)
+    # Three prompts of different lengths and words ("a lighthouse at dusk" and its upper-case
+    # twin would tokenize alike).
+    chosen = [tokens["cases"][i]["ids"] for i in (1, 3, 8)]
+    assert len({tuple(ids) for ids in chosen}) == len(chosen), "text encoder prompts tokenize alike"
+    ids = torch.tensor(chosen, dtype=torch.int64)
     tensors, manifests = {"ids": ids}, {}
     for act in ("quick_gelu", "gelu"):
         model = CLIPTextModel(CLIPTextConfig(
@@ -558,6 +635,21 @@ def text_encoder_golden(tokens):
         tensors[f"{act}.hidden"] = out.last_hidden_state
         # What SDXL's pipeline takes from both its encoders: hidden_states[-2], not normalized.
         tensors[f"{act}.penultimate"] = out.hidden_states[-2]
+    # SDXL's second encoder: CLIPTextModelWithProjection, OpenCLIP's gelu and "!" padding, its
+    # config's legacy eos_token_id (2: the pooled token is the first of the largest id).
+    bang = [case["ids"] for case in tokens["cases"] if case["pad_token"] == "!"]
+    ids = torch.tensor([bang[i] for i in (1, 3, 8)], dtype=torch.int64)
+    model = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5,
+        projection_dim=24, eos_token_id=2)).eval()
+    named_weights(model)
+    manifests["gelu-projection"] = {k: list(v.shape) for k, v in model.named_parameters()}
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    tensors["projection.ids"] = ids
+    tensors["projection.penultimate"] = out.hidden_states[-2]
+    tensors["projection.pooled"] = out.text_embeds
     return manifests, tensors
 
 
@@ -567,6 +659,7 @@ def main():
     versions = dict(torch=torch.__version__, diffusers=diffusers.__version__,
                     transformers=__import__("transformers").__version__)
     unets = {name: tiny_unet(linear) for name, linear in UNET_CONFIGS.items()}
+    unets["sdxl"] = tiny_sdxl_unet()
     vae = tiny_vae(VAE_SCALE["sd-1.5"])
     taesd = tiny_taesd()
 

@@ -7,7 +7,8 @@ penultimate layer) this writes, under OUT/<name>/:
   text_encoder/model.safetensors   random weights (fixed seed), the repo's layout and names
   tokenizer/vocab.json, merges.txt the real CLIP vocabulary (open-clip-torch's BPE file)
   golden.safetensors               token ids and the hidden states for 5 prompts that the
-                                   pipelines' encode_prompt takes
+                                   pipelines' encode_prompt takes (and for sdxl-2, a
+                                   CLIPTextModelWithProjection, the pooled text_embeds)
 Then `cargo test --release --lib text_encoders_at_real_size -- --ignored` with
 DREAMFRAME_TEXT_REFERENCE=OUT compares ours. tools/reference/text_encoders.sh does both.
 """
@@ -17,7 +18,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from make_golden import clip_vocab_and_merges, write_tokenizer  # noqa: E402
@@ -39,8 +40,10 @@ ENCODERS = {
     "sd-2.1": (dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
                     num_hidden_layers=23, hidden_act="gelu", projection_dim=512), "!", "last"),
     "sdxl-1": (CLIP_L, "<|endoftext|>", "penultimate"),
+    # eos_token_id 2 as in the repo's config (the legacy pooling: the first of the largest id).
     "sdxl-2": (dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
-                    num_hidden_layers=32, hidden_act="gelu", projection_dim=1280), "!", "penultimate"),
+                    num_hidden_layers=32, hidden_act="gelu", projection_dim=1280, eos_token_id=2),
+               "!", "penultimate"),
 }
 
 torch.set_num_threads(os.cpu_count() or 2)
@@ -52,8 +55,10 @@ for index, (preset, (config, pad, output)) in enumerate(ENCODERS.items()):
     write_tokenizer(os.path.join(folder, "tokenizer"), vocab, merges)
     tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), pad_token=pad)
     torch.manual_seed(100 + index)
-    model = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
-                                         layer_norm_eps=1e-5, **config)).eval()
+    # SDXL's second encoder is a CLIPTextModelWithProjection: its pooled output is used too.
+    kind = CLIPTextModelWithProjection if preset == "sdxl-2" else CLIPTextModel
+    model = kind(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
+                                layer_norm_eps=1e-5, **config)).eval()
     # A trained model's scale: the default init (std 0.02) would make every layer nearly the
     # identity and hide errors in attention.
     with torch.no_grad():
@@ -61,7 +66,9 @@ for index, (preset, (config, pad, output)) in enumerate(ENCODERS.items()):
             if p.dim() > 1:
                 p.normal_(0.0, 1.0 / p.shape[1] ** 0.5)
     # The repos' files name every tensor under "text_model." (transformers 5 leaves it out).
-    save_file({"text_model." + k.removeprefix("text_model."): v.contiguous() for k, v in model.state_dict().items()},
+    def stored(name):
+        return name if name.startswith("text_projection.") else "text_model." + name.removeprefix("text_model.")
+    save_file({stored(k): v.contiguous() for k, v in model.state_dict().items()},
               os.path.join(folder, "text_encoder", "model.safetensors"))
     ids = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True,
                     return_tensors="pt").input_ids
@@ -69,6 +76,8 @@ for index, (preset, (config, pad, output)) in enumerate(ENCODERS.items()):
         out = model(ids, output_hidden_states=True)
     # StableDiffusionPipeline takes last_hidden_state; StableDiffusionXLPipeline hidden_states[-2].
     hidden = out.last_hidden_state if output == "last" else out.hidden_states[-2]
-    save_file({"ids": ids.to(torch.int64).contiguous(), "hidden": hidden.contiguous()},
-              os.path.join(folder, "golden.safetensors"))
+    golden = {"ids": ids.to(torch.int64).contiguous(), "hidden": hidden.contiguous()}
+    if kind is CLIPTextModelWithProjection:
+        golden["pooled"] = out.text_embeds.contiguous()
+    save_file(golden, os.path.join(folder, "golden.safetensors"))
     print(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters, hidden {tuple(hidden.shape)}")

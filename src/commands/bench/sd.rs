@@ -187,8 +187,8 @@ impl SdBench<'_> {
         Ok(())
     }
 
-    /// VAE decodes (64x64, the fixed cost, then the model's size at batch 1, 4 and 10), TAESD
-    /// and one UNet step, per setup.
+    /// VAE decodes (64x64, the fixed cost, then the model's size at batch 1, 4 and 10, and the
+    /// ten one at a time), TAESD and one UNet step, per setup.
     fn decode_and_step_times(&mut self) -> anyhow::Result<()> {
         let tiny_input = self.latents_of(1, (64, 64))?;
         let batches = [1, 4, 10].map(|batch| (batch, self.latents(batch)));
@@ -215,6 +215,13 @@ impl SdBench<'_> {
                 },
             )?;
         }
+        // The same ten latents one at a time, as decode_full went before its batch-correct VAE.
+        compare_setups(lines, setups, ("vae_b10_singly", only), runs, 10, || {
+            for i in 0..ten.dim(0)? {
+                sd.decode_full(&ten.narrow(0, i, 1)?)?;
+            }
+            sync(device)
+        })?;
         compare_setups(lines, setups, ("taesd_b10", only), runs, 10, || {
             sd.decode(&ten)?;
             sync(device)
@@ -306,9 +313,21 @@ fn random_model(args: &BenchSdArgs) -> anyhow::Result<RandomModel> {
     let spec = preset::spec(preset);
     let size = args.size.map_or(spec.native_size, |s| (s, s));
     let cross = spec.unet.cross_attention_dim;
+    // SDXL's pooled embedding: what add_embedding takes beside the six time ids.
+    let pooled = match spec.added {
+        Some(added) => {
+            let width = added.input_dim - 6 * added.time_embed_dim;
+            Some((
+                Tensor::randn(0f32, 1.0, (1, width), &device)?,
+                Tensor::randn(0f32, 1.0, (1, width), &device)?,
+            ))
+        }
+        None => None,
+    };
     let text = TextConditioning::Fixed {
         positive: Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?,
         negative: Tensor::randn(0f32, 1.0, (1, 77, cross), &device)?,
+        pooled,
     };
     let options = SdOptions {
         size,

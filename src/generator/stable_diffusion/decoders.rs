@@ -4,8 +4,10 @@
 //! they run on a device of their own: the same GPU with its own stream and cuBLAS/cuDNN handles,
 //! so in-between frames are never queued behind a keyframe's UNet work.
 //!
-//! Inputs: latents [n, c, h, w] on any device (moved to the decoders' device first). Outputs:
-//! packed RGB8 pictures, converted to u8 on the device, so only those bytes cross to the host.
+//! Inputs: latents [n, c, h, w] on any device (moved to the decoders' device first), decoded as
+//! one batch by either decoder. Outputs: packed RGB8 pictures, converted to u8 on the device, so
+//! only those bytes cross to the host. The full VAE runs in f32 where the preset's overflows f16
+//! (SDXL's, `Spec::vae_upcast`), the tiny decoder in the model's dtype.
 //! The adapt ladder may change how they decode (`set_decode_quality`): a larger resolution
 //! divisor, and in-betweens through TAESD where it is loaded.
 //! Runs on the decoder thread (the bench thread in `bench-sd`). Errors go to the caller, which
@@ -13,13 +15,13 @@
 
 use anyhow::bail;
 use candle_core::{DType, Device, DeviceLocation, Tensor};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
 use super::taesd::TinyDecoder;
+use super::vae::VaeDecoder;
 use crate::generator::FrameDecoder;
 
 pub(crate) struct Decoders {
-    pub(crate) vae: AutoEncoderKL,
+    pub(crate) vae: VaeDecoder,
     pub(crate) tiny: Option<TinyDecoder>,
     /// In-betweens go through the tiny decoder (`decode.tiny-decoder`, or the adapt ladder's
     /// choice when it was loaded for the ladder only).
@@ -27,7 +29,10 @@ pub(crate) struct Decoders {
     /// `decode.tiny-decoder` as configured: the ladder never takes the tiny decoder away.
     pub(crate) tiny_configured: bool,
     pub(crate) device: Device,
+    /// The tiny decoder's dtype (the model's).
     pub(crate) dtype: DType,
+    /// The full VAE's: f32 where the preset's VAE overflows f16 (`Spec::vae_upcast`).
+    pub(crate) vae_dtype: DType,
     /// The preset's VAE scaling factor (latents are divided by it before the full VAE).
     pub(crate) vae_scale: f64,
     /// The divisor in use, and the configured one (the ladder's size 0).
@@ -59,11 +64,27 @@ pub(crate) fn decoder_device(device: &Device) -> anyhow::Result<Device> {
     }
 }
 
+/// The most memory a batch of full-VAE decodes may take on the CPU, where a box with a few GB
+/// of RAM would otherwise be pushed into swap or the OOM killer by a batch of 512x512 pictures
+/// (~0.8 GB each in f32); on CUDA a batch that does not fit halves and retries (the decoder
+/// stage), so it is not split ahead of time.
+const CPU_VAE_BYTES: usize = 1 << 30;
+
+/// How many of `count` pictures the full VAE decodes per call, at `per_picture` bytes each.
+fn vae_chunk(cpu: bool, count: usize, per_picture: usize) -> usize {
+    let fits = if cpu {
+        CPU_VAE_BYTES / per_picture.max(1)
+    } else {
+        count
+    };
+    fits.clamp(1, count.max(1))
+}
+
 impl Decoders {
-    /// Latents on this device in this dtype, shrunk by the resolution divisor (average pooling
+    /// Latents on this device in `dtype`, shrunk by the resolution divisor (average pooling
     /// keeps their statistics).
-    fn prepare(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
-        let latents = latents.to_device(&self.device)?.to_dtype(self.dtype)?;
+    fn prepare(&self, latents: &Tensor, dtype: DType) -> anyhow::Result<Tensor> {
+        let latents = latents.to_device(&self.device)?.to_dtype(dtype)?;
         let divisor = self.resolution_divisor as usize;
         Ok(if divisor > 1 {
             latents.avg_pool2d(divisor)?
@@ -86,22 +107,26 @@ impl Decoders {
         Ok(flat.chunks_exact(per_image).map(<[u8]>::to_vec).collect())
     }
 
-    /// One scaled latent [1, c, h, w] through the full VAE: [1, 3, H, W] in [0, 1] (unclamped).
-    fn vae_image(&self, scaled: &Tensor) -> anyhow::Result<Tensor> {
+    /// Scaled latents [n, c, h, w] through the full VAE, as one batch: [n, 3, H, W] in [0, 1]
+    /// (unclamped).
+    fn vae_images(&self, scaled: &Tensor) -> anyhow::Result<Tensor> {
         Ok(((self.vae.decode(scaled)?.to_dtype(DType::F32)? + 1.0)? / 2.0)?)
     }
 
     /// Decodes through the full VAE whatever the tiny-decoder setting: latents / the preset's
-    /// scaling factor, then [-1, 1] -> [0, 1] -> u8 (diffusers' postprocess).
-    ///
-    /// One latent at a time: candle-transformers 0.11.1's VAE attention block mixes the images
-    /// of a batch (every image after the first comes out wrong; 0.34 max abs difference on the
-    /// golden test's tiny VAE, tests/reference.rs, which checks a batch of two).
+    /// scaling factor, then [-1, 1] -> [0, 1] -> u8 (diffusers' postprocess). The whole batch
+    /// at once, except on the CPU where it would not fit `CPU_VAE_BYTES` (`vae_chunk`).
     pub(crate) fn decode_full(&self, latents: &Tensor) -> anyhow::Result<Vec<Vec<u8>>> {
-        let latents = (self.prepare(latents)? / self.vae_scale)?;
-        let mut pictures = Vec::with_capacity(latents.dim(0)?);
-        for i in 0..latents.dim(0)? {
-            pictures.extend(Self::to_rgb8(&self.vae_image(&latents.narrow(0, i, 1)?)?)?);
+        let scaled = (self.prepare(latents, self.vae_dtype)? / self.vae_scale)?;
+        let (count, _, height, width) = scaled.dims4()?;
+        let per_picture = self
+            .vae
+            .peak_bytes_per_picture((height, width), self.vae_dtype);
+        let chunk = vae_chunk(self.device.is_cpu(), count, per_picture);
+        let mut pictures = Vec::with_capacity(count);
+        for start in (0..count).step_by(chunk) {
+            let part = scaled.narrow(0, start, chunk.min(count - start))?;
+            pictures.extend(Self::to_rgb8(&self.vae_images(&part)?)?);
         }
         Ok(pictures)
     }
@@ -109,16 +134,13 @@ impl Decoders {
     /// The full VAE's or the tiny decoder's pictures before the conversion to u8 ([n, 3, H, W]
     /// f32, on this device): what GPU op checks compare.
     pub(crate) fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
-        let latents = self.prepare(latents)?;
         match (&self.tiny, tiny) {
-            (Some(decoder), true) => Ok(decoder.forward(&latents)?.to_dtype(DType::F32)?),
+            (Some(decoder), true) => Ok(decoder
+                .forward(&self.prepare(latents, self.dtype)?)?
+                .to_dtype(DType::F32)?),
             (None, true) => bail!("this model has no tiny decoder"),
             (_, false) => {
-                let scaled = (latents / self.vae_scale)?;
-                let images = (0..scaled.dim(0)?)
-                    .map(|i| self.vae_image(&scaled.narrow(0, i, 1)?))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&images, 0)?)
+                self.vae_images(&(self.prepare(latents, self.vae_dtype)? / self.vae_scale)?)
             }
         }
     }
@@ -129,7 +151,7 @@ impl FrameDecoder for Decoders {
         match self.tiny.as_ref().filter(|_| self.use_tiny) {
             Some(tiny) => Self::to_rgb8(
                 &tiny
-                    .forward(&self.prepare(latents)?)?
+                    .forward(&self.prepare(latents, self.dtype)?)?
                     .to_dtype(DType::F32)?,
             ),
             None => self.decode_full(latents),
@@ -145,5 +167,24 @@ impl FrameDecoder for Decoders {
     fn set_decode_quality(&mut self, quality: crate::generator::DecodeQuality) {
         self.resolution_divisor = self.configured_divisor.max(1) << quality.size.min(2);
         self.use_tiny = self.tiny.is_some() && (self.tiny_configured || quality.tiny);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_decodes_large_pictures_a_few_at_a_time_and_cuda_the_whole_batch() {
+        // 512x512 in f32 (~0.8 GB each): one at a time on the CPU.
+        let sd_512 = 512 * 512 * 128 * 4 * 6;
+        assert_eq!(vae_chunk(true, 10, sd_512), 1);
+        // 256x256 (~0.2 GB each): five fit the GiB.
+        assert_eq!(vae_chunk(true, 10, sd_512 / 4), 5);
+        // Small pictures: the whole batch, and never more than asked for.
+        assert_eq!(vae_chunk(true, 10, 1000), 10);
+        assert_eq!(vae_chunk(true, 3, 0), 3);
+        assert_eq!(vae_chunk(false, 10, sd_512 * 8), 10);
+        assert_eq!(vae_chunk(true, 0, sd_512), 1);
     }
 }

@@ -1,6 +1,7 @@
-//! Stable Diffusion behind the `Generator` seam: candle-transformers' UNet and VAE, our own
-//! schedulers (scheduler.rs), tokenizer (tokenizer.rs), text encoder (text_encoder.rs) and
-//! TAESD (taesd.rs), each held to diffusers / transformers by tests/reference.rs.
+//! Stable Diffusion behind the `Generator` seam: our UNet (unet.rs: candle-transformers' blocks
+//! plus SDXL's added conditioning), schedulers (scheduler.rs), tokenizer (tokenizer.rs), text
+//! encoder (text_encoder.rs), VAE decoder (vae.rs) and TAESD (taesd.rs), each held to diffusers /
+//! transformers by tests/reference.rs.
 //!
 //! Keyframes: the first by txt2img, each later one by img2img from the previous keyframe
 //! (`keyframe.denoise` of the way back into noise), as diffusers' two pipelines make them, so
@@ -26,6 +27,8 @@ pub(crate) mod scheduler;
 pub(crate) mod taesd;
 pub(crate) mod text_encoder;
 pub(crate) mod tokenizer;
+pub(crate) mod unet;
+pub(crate) mod vae;
 pub(crate) mod weights;
 
 #[cfg(test)]
@@ -36,8 +39,6 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context};
 use candle_core::{DType, Device, Tensor, D};
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -50,6 +51,8 @@ use preset::Spec;
 use scheduler::Schedule;
 use taesd::TinyDecoder;
 use text_encoder::{TextConfig, TextEncoder};
+use unet::{Added, UNet};
+use vae::VaeDecoder;
 use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
 
 /// The parts of a Stable Diffusion model that have weights of their own.
@@ -92,8 +95,13 @@ pub(crate) enum TextConditioning {
     /// Tokenizer and CLIP text encoder per encoder (SDXL has two).
     Clip(Vec<(Tokenizer, TextEncoder, TextConfig)>),
     /// The same embeddings for every theme, each [1, tokens, cross-attention dim]: for tests and
-    /// benchmarks, where no CLIP weights exist. `negative` is used with guidance only.
-    Fixed { positive: Tensor, negative: Tensor },
+    /// benchmarks, where no CLIP weights exist. `negative` is used with guidance only. SDXL
+    /// also takes pooled embeddings, [1, pooled] each: (negative, positive).
+    Fixed {
+        positive: Tensor,
+        negative: Tensor,
+        pooled: Option<(Tensor, Tensor)>,
+    },
 }
 
 /// Whether the tiny decoder is loaded, and what for.
@@ -125,10 +133,10 @@ pub(crate) struct StableDiffusionGenerator {
     name: String,
     text: TextConditioning,
     /// Per theme: [uncond; cond] when guidance is on, else [cond].
-    embeddings: HashMap<usize, Tensor>,
+    embeddings: HashMap<usize, Conditioning>,
     /// Themes skipped by re-anchors (`next_theme`), added to the rotation's place.
     theme_offset: u64,
-    unet: UNet2DConditionModel,
+    unet: UNet,
     /// `None` once `split_decoder` has handed them to the pipeline.
     decoders: Option<Decoders>,
 }
@@ -226,36 +234,6 @@ impl StableDiffusionGenerator {
         })
     }
 
-    #[cfg(test)]
-    /// Builds the generator from weights already at hand, one `VarBuilder` per component (the
-    /// golden tests make their UNet's weights in memory).
-    pub(crate) fn from_var_builders(
-        options: SdOptions,
-        text: TextConditioning,
-        unet: candle_nn::VarBuilder<'static>,
-        vae: candle_nn::VarBuilder<'static>,
-        tiny: Option<candle_nn::VarBuilder<'static>>,
-    ) -> anyhow::Result<Self> {
-        let tiny_use = if tiny.is_some() {
-            TinyUse::InBetweens
-        } else {
-            TinyUse::No
-        };
-        Self::assemble(options, text, tiny_use, |component, device| {
-            // In-memory weights are on the caller's device: move the decoders' (a no-op unless
-            // on CUDA, where they get a stream of their own).
-            let vb = match component {
-                Component::Unet => unet.clone(),
-                Component::Vae => vae.clone(),
-                Component::TinyDecoder => tiny.clone().expect("asked for only when given"),
-            };
-            Ok((
-                vb.set_device(device.clone()),
-                "in-memory weights".to_string(),
-            ))
-        })
-    }
-
     /// Builds the generator with random weights of the real layout: for benchmarks of real-size
     /// models where no weights exist. Its pictures are noise.
     pub(crate) fn with_random_weights(
@@ -309,10 +287,15 @@ impl StableDiffusionGenerator {
         };
         let (vb, fit) = build(Component::Unet)?;
         let channels = spec.latent_channels();
-        let unet = UNet2DConditionModel::new(vb, channels, channels, false, spec.unet.clone())
-            .map_err(fit)?;
+        let unet = UNet::new(vb, channels, &spec.unet, spec.added).map_err(fit)?;
         let (vb, fit) = build(Component::Vae)?;
-        let vae = AutoEncoderKL::new(vb, 3, 3, spec.vae.clone()).map_err(fit)?;
+        // diffusers' `force_upcast` (SDXL's VAE overflows f16): the pipelines decode in f32.
+        let vae_dtype = if spec.vae_upcast {
+            DType::F32
+        } else {
+            options.dtype
+        };
+        let vae = VaeDecoder::new(vb.set_dtype(vae_dtype), &spec.vae).map_err(fit)?;
         let load_tiny = || -> anyhow::Result<TinyDecoder> {
             let (vb, fit) = build(Component::TinyDecoder)?;
             TinyDecoder::new(vb, channels).map_err(fit)
@@ -351,6 +334,7 @@ impl StableDiffusionGenerator {
             tiny,
             device: decoder_device.clone(),
             dtype: options.dtype,
+            vae_dtype,
             vae_scale: spec.vae_scale,
             resolution_divisor: options.resolution_divisor,
             configured_divisor: options.resolution_divisor,
@@ -391,48 +375,79 @@ impl StableDiffusionGenerator {
         (place % self.options.themes.len() as u64) as usize
     }
 
-    /// Text embeddings for a theme, computed once and kept.
-    fn embeddings_for(&mut self, theme: usize) -> anyhow::Result<Tensor> {
-        if let Some(embedding) = self.embeddings.get(&theme) {
-            return Ok(embedding.clone());
+    /// A theme's conditioning, computed once and kept.
+    fn embeddings_for(&mut self, theme: usize) -> anyhow::Result<Conditioning> {
+        if let Some(conditioning) = self.embeddings.get(&theme) {
+            return Ok(conditioning.clone());
         }
         let guidance = self.use_guidance();
         let prompts = &self.options.themes[theme];
-        let embedding = match &self.text {
-            TextConditioning::Fixed { positive, negative } => {
-                if guidance {
-                    Tensor::cat(&[negative, positive], 0)?
-                } else {
-                    positive.clone()
-                }
-            }
+        let (positive, negative) = match &self.text {
+            TextConditioning::Fixed {
+                positive,
+                negative,
+                pooled,
+            } => (
+                Encoded {
+                    text: positive.clone(),
+                    pooled: pooled.as_ref().map(|(_, p)| p.clone()),
+                },
+                Encoded {
+                    text: negative.clone(),
+                    pooled: pooled.as_ref().map(|(n, _)| n.clone()),
+                },
+            ),
             TextConditioning::Clip(encoders) => {
-                let encode = |prompt: &str| -> anyhow::Result<Tensor> {
-                    let mut parts = Vec::new();
-                    for (tokenizer, encoder, config) in encoders {
-                        let tokens = tokenizer::token_ids(
-                            tokenizer,
-                            &config.pad_token,
-                            config.max_positions,
-                            prompt,
-                        )?;
-                        let tokens =
-                            Tensor::new(tokens.as_slice(), &self.options.device)?.unsqueeze(0)?;
-                        parts.push(encoder.forward(&tokens)?);
-                    }
-                    Ok(Tensor::cat(&parts, D::Minus1)?)
-                };
-                let cond = encode(&prompts.positive)?;
-                if guidance {
-                    Tensor::cat(&[&encode(&prompts.negative)?, &cond], 0)?
+                let positive = encode_prompt(encoders, &prompts.positive, &self.options.device)?;
+                let negative = if !guidance {
+                    positive.clone() // never used
+                } else if prompts.negative.is_empty() && self.unet.takes_added() {
+                    // StableDiffusionXLPipeline without a negative prompt: zeros
+                    // (`force_zeros_for_empty_prompt`, set in every SDXL repo's model_index.json).
+                    positive.zeros_like()?
                 } else {
-                    cond
-                }
+                    encode_prompt(encoders, &prompts.negative, &self.options.device)?
+                };
+                (positive, negative)
             }
-        }
-        .to_dtype(self.options.dtype)?;
-        self.embeddings.insert(theme, embedding.clone());
-        Ok(embedding)
+        };
+        let conditioning = self.conditioning(positive, negative)?;
+        self.embeddings.insert(theme, conditioning.clone());
+        Ok(conditioning)
+    }
+
+    /// The UNet's conditioning for a prompt pair: [negative; positive] when guidance is on,
+    /// with SDXL's pooled embeddings and time ids (the generation size, uncropped, as both
+    /// SDXL pipelines make them by default).
+    fn conditioning(&self, positive: Encoded, negative: Encoded) -> anyhow::Result<Conditioning> {
+        let guidance = self.use_guidance();
+        let dtype = self.options.dtype;
+        let both = |negative: &Tensor, positive: &Tensor| -> anyhow::Result<Tensor> {
+            Ok(if guidance {
+                Tensor::cat(&[negative, positive], 0)?
+            } else {
+                positive.clone()
+            }
+            .to_dtype(dtype)?)
+        };
+        let text = both(&negative.text, &positive.text)?;
+        let added = if self.unet.takes_added() {
+            let (Some(negative), Some(positive)) = (&negative.pooled, &positive.pooled) else {
+                bail!("an SDXL UNet needs a pooled text embedding: the second text encoder gives none");
+            };
+            let text_embeds = both(negative, positive)?;
+            let (width, height) = self.options.size;
+            let (h, w) = (height as f32, width as f32);
+            let ids = Tensor::new(&[[h, w, 0.0, 0.0, h, w]], &self.options.device)?;
+            let time_ids = ids.repeat((text_embeds.dim(0)?, 1))?.to_dtype(dtype)?;
+            Some(Added {
+                text_embeds,
+                time_ids,
+            })
+        } else {
+            None
+        };
+        Ok(Conditioning { text, added })
     }
 
     fn schedule(&self) -> anyhow::Result<Schedule> {
@@ -485,7 +500,12 @@ impl StableDiffusionGenerator {
             };
             let prediction = self
                 .unet
-                .forward(&input, timestep, &embeddings)?
+                .forward(
+                    &input,
+                    timestep,
+                    &embeddings.text,
+                    embeddings.added.as_ref(),
+                )?
                 .to_dtype(work)?;
             let prediction = if guidance {
                 let halves = prediction.chunk(2, 0)?;
@@ -515,7 +535,12 @@ impl StableDiffusionGenerator {
         } else {
             latents.clone()
         };
-        Ok(self.unet.forward(&input, timestep as f64, &embeddings)?)
+        Ok(self.unet.forward(
+            &input,
+            timestep as f64,
+            &embeddings.text,
+            embeddings.added.as_ref(),
+        )?)
     }
 
     /// The decoders, unless the pipeline has taken them to hold under their own lock.
@@ -534,6 +559,55 @@ impl StableDiffusionGenerator {
     pub(crate) fn decoded_images(&self, latents: &Tensor, tiny: bool) -> anyhow::Result<Tensor> {
         self.decoders()?.decoded_images(latents, tiny)
     }
+}
+
+/// One prompt through the text encoders: their hidden states side by side [1, tokens, sum of
+/// widths] and, for SDXL, the pooled embedding of the last encoder that has a projection
+/// (StableDiffusionXLPipeline.encode_prompt keeps the last one).
+fn encode_prompt(
+    encoders: &[(Tokenizer, TextEncoder, TextConfig)],
+    prompt: &str,
+    device: &Device,
+) -> anyhow::Result<Encoded> {
+    let mut parts = Vec::new();
+    let mut pooled = None;
+    for (tokenizer, encoder, config) in encoders {
+        let tokens =
+            tokenizer::token_ids(tokenizer, &config.pad_token, config.max_positions, prompt)?;
+        let tokens = Tensor::new(tokens.as_slice(), device)?.unsqueeze(0)?;
+        let output = encoder.encode(&tokens)?;
+        parts.push(output.hidden);
+        pooled = output.pooled.or(pooled);
+    }
+    Ok(Encoded {
+        text: Tensor::cat(&parts, D::Minus1)?,
+        pooled,
+    })
+}
+
+/// One prompt's embeddings: hidden states [1, tokens, dim], and SDXL's pooled one [1, pooled].
+#[derive(Clone)]
+struct Encoded {
+    text: Tensor,
+    pooled: Option<Tensor>,
+}
+
+impl Encoded {
+    fn zeros_like(&self) -> candle_core::Result<Self> {
+        Ok(Self {
+            text: self.text.zeros_like()?,
+            pooled: self.pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+        })
+    }
+}
+
+/// What the UNet is conditioned on for one theme, batched as the UNet runs: [negative;
+/// positive] with guidance, else [positive].
+#[derive(Clone)]
+struct Conditioning {
+    text: Tensor,
+    /// SDXL's added conditioning.
+    added: Option<Added>,
 }
 
 /// Where a keyframe's random draws come from.
@@ -717,17 +791,6 @@ pub(crate) fn load_configured(
             tiny_decoder: config.decode.tiny_decoder,
         }
     );
-    if sd.preset == crate::config::Preset::SdxlTurbo {
-        log::warn!(
-            "{}",
-            crate::events::ModelDiffers {
-                preset: sd.preset.name().into(),
-                reason: "candle-transformers 0.11's UNet has no SDXL added conditioning (pooled \
-                         text embedding, size ids): pictures are not diffusers'"
-                    .into(),
-            }
-        );
-    }
     StableDiffusionGenerator::load(
         &sd.weights_dir,
         options,

@@ -6,6 +6,7 @@ use candle_transformers::models::stable_diffusion::{unet_2d, vae};
 
 use super::scheduler::{Prediction, ScheduleConfig, Spacing};
 use super::text_encoder::TextConfig;
+use super::unet::AddedConfig;
 
 pub(crate) use crate::config::Preset;
 
@@ -14,6 +15,8 @@ pub(crate) use crate::config::Preset;
 pub(crate) struct Spec {
     pub name: String,
     pub unet: unet_2d::UNet2DConditionModelConfig,
+    /// SDXL's added conditioning (pooled text embedding and time ids), `None` before SDXL.
+    pub added: Option<AddedConfig>,
     pub vae: vae::AutoEncoderKLConfig,
     /// Text encoders; `None` in tests, which pass text embeddings directly.
     pub clip: Option<TextConfig>,
@@ -22,6 +25,9 @@ pub(crate) struct Spec {
     pub schedule: ScheduleConfig,
     /// Latents are the VAE's latents times this (what the UNet works in).
     pub vae_scale: f64,
+    /// vae/config.json `force_upcast`: the VAE overflows in f16, so it decodes in f32 even
+    /// where the rest runs in f16 (as diffusers' pipelines upcast it).
+    pub vae_upcast: bool,
     pub default_steps: usize,
     pub default_guidance: f64,
     pub native_size: (u32, u32),
@@ -123,11 +129,13 @@ pub(crate) fn spec(preset: Preset) -> Spec {
                 768,
                 false,
             ),
+            added: None,
             vae: sd_vae(),
             clip: Some(TextConfig::clip_l()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,
+            vae_upcast: false,
             default_steps: 20,
             default_guidance: 7.5,
             native_size: preset.native_size(),
@@ -137,11 +145,13 @@ pub(crate) fn spec(preset: Preset) -> Spec {
         Preset::Sd21 => Spec {
             name: preset.name().into(),
             unet: sd2_unet(),
+            added: None,
             vae: sd_vae(),
             clip: Some(TextConfig::open_clip_h()),
             clip2: None,
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::VPrediction),
             vae_scale: 0.18215,
+            vae_upcast: false,
             default_steps: 20,
             default_guidance: 7.5,
             native_size: preset.native_size(),
@@ -151,6 +161,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
         Preset::SdTurbo => Spec {
             name: preset.name().into(),
             unet: sd2_unet(),
+            added: None,
             vae: sd_vae(),
             clip: Some(TextConfig::open_clip_h()),
             clip2: None,
@@ -159,6 +170,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
                 Prediction::Epsilon,
             ),
             vae_scale: 0.18215,
+            vae_upcast: false,
             default_steps: 2,
             default_guidance: 0.0,
             native_size: preset.native_size(),
@@ -168,6 +180,12 @@ pub(crate) fn spec(preset: Preset) -> Spec {
         Preset::SdxlTurbo => Spec {
             name: preset.name().into(),
             unet: sdxl_unet(),
+            // unet/config.json: addition_time_embed_dim 256,
+            // projection_class_embeddings_input_dim 2816 (bigG's 1280 + 6 x 256).
+            added: Some(AddedConfig {
+                time_embed_dim: 256,
+                input_dim: 2816,
+            }),
             vae: sd_vae(),
             clip: Some(TextConfig::clip_l().penultimate()),
             clip2: Some(TextConfig::open_clip_big_g()),
@@ -176,6 +194,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
                 Prediction::Epsilon,
             ),
             vae_scale: 0.13025,
+            vae_upcast: true,
             default_steps: 2,
             default_guidance: 0.0,
             native_size: preset.native_size(),
@@ -201,8 +220,33 @@ mod tests {
             assert!(spec.clip2.is_none(), "{}", spec.name);
         }
         let sdxl = spec(Preset::SdxlTurbo);
-        for clip in [sdxl.clip, sdxl.clip2] {
-            assert_eq!(clip.expect("two encoders").output, TextOutput::Penultimate);
+        for clip in [&sdxl.clip, &sdxl.clip2] {
+            assert_eq!(
+                clip.as_ref().expect("two encoders").output,
+                TextOutput::Penultimate
+            );
+        }
+        // SDXL's UNet takes both encoders' hidden states side by side, and add_embedding the
+        // second's projection beside six time ids.
+        let clip = sdxl.clip.expect("first encoder");
+        let clip2 = sdxl.clip2.expect("second encoder");
+        assert_eq!(
+            sdxl.unet.cross_attention_dim,
+            clip.hidden_size + clip2.hidden_size
+        );
+        let added = sdxl.added.expect("SDXL's added conditioning");
+        assert_eq!(
+            added.input_dim,
+            clip2.projection.expect("bigG's projection") + 6 * added.time_embed_dim
+        );
+        assert_eq!(
+            clip.projection, None,
+            "only the last encoder's pooled output is used"
+        );
+        assert!(sdxl.vae_upcast, "SDXL's VAE decodes in f32");
+        for preset in [Preset::Sd15, Preset::Sd21, Preset::SdTurbo] {
+            let spec = spec(preset);
+            assert!(spec.added.is_none() && !spec.vae_upcast, "{}", spec.name);
         }
         assert_eq!(
             spec(Preset::Sd15).clip.map(|c| c.activation),

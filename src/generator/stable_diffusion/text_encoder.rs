@@ -1,10 +1,13 @@
 //! CLIP's text transformer, as transformers' `CLIPTextModel` computes what
-//! `StableDiffusionPipeline.encode_prompt` takes from it (`last_hidden_state`).
+//! `StableDiffusionPipeline.encode_prompt` takes from it (`last_hidden_state`), or what
+//! `StableDiffusionXLPipeline` takes (`hidden_states[-2]`, and from the second encoder,
+//! `CLIPTextModelWithProjection`, the pooled `text_embeds`).
 //!
-//! Input: token ids [1, 77] (tokenizer.rs). Output: [1, 77, hidden]. Runs on the keyframe thread
-//! once per theme. Weights: the model repo's `text_encoder/model.safetensors`, names under
-//! `text_model.` (or without it, as transformers 5 saves them); a missing tensor or wrong shape is
-//! an error naming both (weights.rs).
+//! Input: token ids [1, 77] (tokenizer.rs). Output: [1, 77, hidden], and [1, projection] pooled
+//! where the config has a projection. Runs on the keyframe thread once per theme. Weights: the
+//! model repo's `text_encoder/model.safetensors` (`text_encoder_2/` for SDXL's second), names
+//! under `text_model.` (or without it, as transformers 5 saves them), the projection as
+//! `text_projection.weight`; a missing tensor or wrong shape is an error naming both (weights.rs).
 //!
 //! Why not candle-transformers' `stable_diffusion::clip`: its "gelu" is the tanh approximation
 //! where transformers' (OpenCLIP ViT-H, sd-2.x and sd-turbo) is the exact erf one, which moved
@@ -47,6 +50,9 @@ pub(crate) struct TextConfig {
     /// The tokenizer's padding token ("!" for OpenCLIP's models).
     pub pad_token: String,
     pub output: TextOutput,
+    /// `projection_dim` of a `CLIPTextModelWithProjection` (SDXL's second encoder): the pooled
+    /// output is wanted, projected to this width.
+    pub projection: Option<usize>,
 }
 
 impl TextConfig {
@@ -62,6 +68,7 @@ impl TextConfig {
             activation: Activation::QuickGelu,
             pad_token: super::tokenizer::END.into(),
             output: TextOutput::Last,
+            projection: None,
         }
     }
 
@@ -85,6 +92,7 @@ impl TextConfig {
             activation: Activation::Gelu,
             pad_token: "!".into(),
             output: TextOutput::Last,
+            projection: None,
         }
     }
 
@@ -100,6 +108,7 @@ impl TextConfig {
             activation: Activation::Gelu,
             pad_token: "!".into(),
             output: TextOutput::Penultimate,
+            projection: Some(1280),
         }
     }
 }
@@ -161,11 +170,29 @@ pub(crate) struct TextEncoder {
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     output: TextOutput,
+    /// `text_projection` (no bias), for the pooled output.
+    projection: Option<Linear>,
+}
+
+/// What one encoder gives for a batch of token ids.
+pub(crate) struct TextEncoding {
+    /// The configured hidden state (`TextOutput`) [batch, tokens, hidden].
+    pub hidden: Tensor,
+    /// The projected pooled output [batch, projection], where configured.
+    pub pooled: Option<Tensor>,
 }
 
 impl TextEncoder {
     /// Builds the encoder from `vb`, the root of text_encoder/model.safetensors.
     pub(crate) fn new(vb: VarBuilder, config: &TextConfig) -> candle_core::Result<Self> {
+        let projection = match config.projection {
+            Some(width) => Some(candle_nn::linear_no_bias(
+                config.hidden_size,
+                width,
+                vb.pp("text_projection"),
+            )?),
+            None => None,
+        };
         // The repos name every tensor under "text_model."; transformers 5 saves without it.
         let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight")
             || !vb.contains_tensor("embeddings.token_embedding.weight")
@@ -207,11 +234,12 @@ impl TextEncoder {
             layers,
             final_norm: norm(vb.pp("final_layer_norm"))?,
             output: config.output,
+            projection,
         })
     }
 
-    /// The configured hidden state (`TextOutput`) for token ids [batch, tokens].
-    pub(crate) fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+    /// The configured hidden state, and the projected pooled output where configured.
+    pub(crate) fn encode(&self, ids: &Tensor) -> candle_core::Result<TextEncoding> {
         let (_, count) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, count as u32, device)?.unsqueeze(0)?;
@@ -220,18 +248,49 @@ impl TextEncoder {
             .forward(ids)?
             .broadcast_add(&self.positions.forward(&positions)?)?;
         let mask = causal_mask(count, x.dtype(), device)?;
-        let used = match self.output {
-            TextOutput::Last => self.layers.len(),
-            TextOutput::Penultimate => self.layers.len().saturating_sub(1),
+        // The last layer runs unless only the penultimate output is wanted.
+        let layers = self.layers.len();
+        let used = if self.output == TextOutput::Penultimate && self.projection.is_none() {
+            layers.saturating_sub(1)
+        } else {
+            layers
         };
-        for layer in &self.layers[..used] {
+        let mut penultimate = None;
+        for (i, layer) in self.layers[..used].iter().enumerate() {
+            if i + 1 == layers {
+                penultimate = Some(x.clone());
+            }
             x = layer.forward(&x, &mask)?;
         }
-        match self.output {
-            TextOutput::Last => self.final_norm.forward(&x),
-            TextOutput::Penultimate => Ok(x),
-        }
+        let pooled = match &self.projection {
+            Some(projection) => {
+                Some(projection.forward(&pooled(&self.final_norm.forward(&x)?, ids)?)?)
+            }
+            None => None,
+        };
+        let hidden = match self.output {
+            TextOutput::Last => self.final_norm.forward(&x)?,
+            TextOutput::Penultimate => penultimate.unwrap_or(x),
+        };
+        Ok(TextEncoding { hidden, pooled })
     }
+}
+
+/// Each row's normalized hidden state at its end-of-text token: transformers' `pooler_output`,
+/// which (for SDXL's config, `eos_token_id` 2) takes the first position of the row's largest id:
+/// `<|endoftext|>` is the vocabulary's last token.
+fn pooled(normed: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let picked = rows
+        .iter()
+        .enumerate()
+        .map(|(row, ids)| {
+            let largest = ids.iter().copied().max().unwrap_or(0);
+            let position = ids.iter().position(|&id| id == largest).unwrap_or(0);
+            normed.get(row)?.get(position)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::stack(&picked, 0)
 }
 
 /// 0 on and below the diagonal, -inf above: each token sees only those before it.

@@ -2,7 +2,10 @@
 //! CPU) wrote from tiny random-weight models in the real layouts, the real CLIP vocabulary, and
 //! the model repos' scheduler configs (tools/reference/make_golden.py; regenerate with
 //! tools/reference/regenerate.sh). Wherever diffusers draws random numbers the golden files
-//! hold the draws, and we are fed the same ones.
+//! hold the draws, and we are fed the same ones. The pipelines: StableDiffusionPipeline and its
+//! img2img twin for sd-1.x/2.x, StableDiffusionXLPipeline and its img2img twin for sdxl-turbo
+//! (added conditioning); the VAE on a batch of three per preset; every tensor of the reference
+//! models is read by ours, and the UNets load through a file as a real model does.
 //!
 //! Tolerances: every comparison runs in f32 on both sides with the same (f16-exact) weights, so
 //! what differs is the order of floating-point operations. Schedules are computed here in f64
@@ -19,6 +22,8 @@ use crate::config::Preset;
 use crate::generator::stable_diffusion::preset::{self, Spec};
 use crate::generator::stable_diffusion::scheduler::Schedule;
 use crate::generator::stable_diffusion::taesd::TinyDecoder;
+use crate::generator::stable_diffusion::unet::{AddedConfig, UNet};
+use crate::generator::stable_diffusion::vae::VaeDecoder;
 use crate::generator::stable_diffusion::weights::checked_var_builder;
 use crate::generator::stable_diffusion::{
     tokenizer, NoiseSource, SchedulerKind, SdOptions, StableDiffusionGenerator, TextConditioning,
@@ -263,6 +268,167 @@ impl NamedWeights {
     }
 }
 
+impl NamedWeights {
+    /// Every tensor of the manifest, stored in f16 as diffusers' files hold them (the values
+    /// are f16-exact, so nothing is lost).
+    fn save(&self, path: &Path) {
+        let tensors: HashMap<String, Tensor> = self
+            .manifest
+            .iter()
+            .map(|(name, dims)| {
+                let tensor =
+                    Tensor::from_vec(Self::values(name, dims), dims.as_slice(), &Device::Cpu)
+                        .and_then(|t| t.to_dtype(DType::F16))
+                        .expect("named tensor");
+                (name.clone(), tensor)
+            })
+            .collect();
+        candle_core::safetensors::save(&tensors, path).expect("weights file written");
+    }
+}
+
+/// Records the name of every tensor a model reads from `inner`: whether each tensor of
+/// diffusers' (or transformers') model is used.
+struct Tracking<B> {
+    inner: B,
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl<B: candle_nn::var_builder::SimpleBackend> candle_nn::var_builder::SimpleBackend
+    for Tracking<B>
+{
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.inner.get(shape, name, init, dtype, device)?;
+        self.read.lock().unwrap().insert(name.to_string());
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.inner.get_unchecked(name, dtype, device)?;
+        self.read.lock().unwrap().insert(name.to_string());
+        Ok(tensor)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+/// The names `build` reads from `backend`, sorted.
+fn names_read<B: candle_nn::var_builder::SimpleBackend + 'static>(
+    backend: B,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
+) -> Vec<String> {
+    let read = std::sync::Arc::default();
+    let tracking = Tracking {
+        inner: backend,
+        read: std::sync::Arc::clone(&read),
+    };
+    build(VarBuilder::from_backend(
+        Box::new(tracking),
+        DType::F32,
+        Device::Cpu,
+    ))
+    .expect("model builds");
+    let names = read.lock().unwrap().iter().cloned().collect();
+    names
+}
+
+/// Every tensor the reference's model has is read by ours (an unread one would be a part of
+/// the model we leave out): the tiny UNets and text encoders by their manifests, the VAE's
+/// decoder and the tiny decoder by their files.
+#[test]
+fn every_tensor_of_the_reference_models_is_read() {
+    use crate::generator::stable_diffusion::text_encoder::{
+        Activation, TextConfig, TextEncoder, TextOutput,
+    };
+    let golden = golden();
+    let sorted = |names: Vec<&String>| {
+        let mut names: Vec<String> = names.into_iter().cloned().collect();
+        names.sort();
+        names
+    };
+    for kind in ["conv-projection", "linear-projection", "sdxl"] {
+        let manifest = manifest(&golden["loop"]["unet_tensors"][kind]);
+        let expected = sorted(manifest.keys().collect());
+        assert!(!expected.is_empty(), "{kind}: a manifest");
+        let (config, added) = tiny_unet(kind);
+        let read = names_read(NamedWeights { manifest }, |vb| {
+            UNet::new(vb, 4, &config, added).map(drop)
+        });
+        assert_eq!(
+            read, expected,
+            "UNet {kind}: tensors read vs diffusers' model"
+        );
+    }
+    for (name, activation, projection) in [
+        ("quick_gelu", Activation::QuickGelu, None),
+        ("gelu", Activation::Gelu, None),
+        ("gelu-projection", Activation::Gelu, Some(24)),
+    ] {
+        let manifest = manifest(&golden["text_encoder"]["weights"][name]);
+        let expected = sorted(manifest.keys().collect());
+        let config = TextConfig {
+            vocab_size: 49408,
+            hidden_size: 32,
+            intermediate_size: 64,
+            attention_heads: 4,
+            layers: 2,
+            max_positions: 77,
+            activation,
+            pad_token: tokenizer::END.into(),
+            output: TextOutput::Last,
+            projection,
+        };
+        let read = names_read(NamedWeights { manifest }, |vb| {
+            TextEncoder::new(vb, &config).map(drop)
+        });
+        assert_eq!(
+            read, expected,
+            "text encoder {name}: tensors read vs transformers' model"
+        );
+    }
+    let file_tensors = |file: &str| {
+        let tensors = crate::sys::map_safetensors(&folder().join(file)).expect("golden file");
+        let names: Vec<String> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        (tensors, names)
+    };
+    let (vae, names) = file_tensors("vae.safetensors");
+    let mut expected: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with("decoder.") || name.starts_with("post_quant_conv."))
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    let read = names_read(vae, |vb| VaeDecoder::new(vb, &tiny_vae()).map(drop));
+    assert_eq!(
+        read, expected,
+        "VAE: the decoder's tensors read vs the file's"
+    );
+    for file in ["taesd-published.safetensors", "taesd-diffusers.safetensors"] {
+        let (taesd, mut expected) = file_tensors(file);
+        expected.sort();
+        let read = names_read(taesd, |vb| TinyDecoder::new(vb, 4).map(drop));
+        assert_eq!(read, expected, "{file}: tensors read vs the file's");
+    }
+}
+
 impl candle_nn::var_builder::SimpleBackend for NamedWeights {
     fn get(
         &self,
@@ -290,17 +456,43 @@ impl candle_nn::var_builder::SimpleBackend for NamedWeights {
     }
 }
 
-/// diffusers' tiny UNet config (make_golden.py `tiny_unet`) in candle's terms.
-fn tiny_unet(linear_projection: bool) -> UNet2DConditionModelConfig {
+/// The tiny UNets of make_golden.py (`UNET_CONFIGS`, `tiny_sdxl_unet`) in our terms: the
+/// config and, for SDXL, the added conditioning.
+fn tiny_unet(kind: &str) -> (UNet2DConditionModelConfig, Option<AddedConfig>) {
     let block = |out_channels, use_cross_attn, attention_head_dim| BlockConfig {
         out_channels,
         use_cross_attn,
         attention_head_dim,
     };
-    UNet2DConditionModelConfig {
-        blocks: vec![block(32, Some(1), 2), block(64, None, 4)],
+    let (blocks, cross_attention_dim, linear, added) = match kind {
+        "conv-projection" => (
+            vec![block(32, Some(1), 2), block(64, None, 4)],
+            12,
+            false,
+            None,
+        ),
+        "linear-projection" => (
+            vec![block(32, Some(1), 2), block(64, None, 4)],
+            12,
+            true,
+            None,
+        ),
+        "sdxl" => (
+            vec![block(32, None, 2), block(64, Some(2), 4)],
+            16,
+            true,
+            // POOLED_XL 12 + 6 time ids x TIME_XL 8.
+            Some(AddedConfig {
+                time_embed_dim: 8,
+                input_dim: 12 + 6 * 8,
+            }),
+        ),
+        other => panic!("unknown tiny UNet {other:?}"),
+    };
+    let config = UNet2DConditionModelConfig {
+        blocks,
         center_input_sample: false,
-        cross_attention_dim: 12,
+        cross_attention_dim,
         downsample_padding: 1,
         flip_sin_to_cos: true,
         freq_shift: 0.,
@@ -309,8 +501,9 @@ fn tiny_unet(linear_projection: bool) -> UNet2DConditionModelConfig {
         norm_eps: 1e-5,
         norm_num_groups: 32,
         sliced_attention_size: None,
-        use_linear_projection: linear_projection,
-    }
+        use_linear_projection: linear,
+    };
+    (config, added)
 }
 
 fn tiny_vae() -> AutoEncoderKLConfig {
@@ -325,9 +518,9 @@ fn tiny_vae() -> AutoEncoderKLConfig {
 }
 
 /// The preset's own spec with the tiny models in place of the real ones.
-fn tiny_spec(preset_name: &str, linear_projection: bool) -> Spec {
+fn tiny_spec(preset_name: &str, unet: &str) -> Spec {
     let mut spec = preset::spec(preset(preset_name));
-    spec.unet = tiny_unet(linear_projection);
+    (spec.unet, spec.added) = tiny_unet(unet);
     spec.vae = tiny_vae();
     spec.clip = None;
     spec.clip2 = None;
@@ -345,14 +538,18 @@ fn generator(
     denoise: f64,
     tiny: Option<&Path>,
 ) -> StableDiffusionGenerator {
-    let unet = if spec.unet.use_linear_projection {
-        "linear-projection"
-    } else {
-        "conv-projection"
+    let unet = match (spec.added, spec.unet.use_linear_projection) {
+        (Some(_), _) => "sdxl",
+        (None, true) => "linear-projection",
+        (None, false) => "conv-projection",
     };
-    let manifest = manifest(&golden()["loop"]["unet_tensors"][unet]);
-    let unet = VarBuilder::from_backend(Box::new(NamedWeights { manifest }), dtype, Device::Cpu);
-    let file = |name: &str| checked_var_builder(&folder().join(name), dtype, &Device::Cpu, name);
+    // Through a file, as a real model loads: the named weights saved as diffusers stores them.
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let unet_file = dir.path().join("diffusion_pytorch_model.safetensors");
+    NamedWeights {
+        manifest: manifest(&golden()["loop"]["unet_tensors"][unet]),
+    }
+    .save(&unet_file);
     let options = SdOptions {
         size: (16, 16),
         steps,
@@ -371,15 +568,12 @@ fn generator(
         dtype,
         spec,
     };
-    StableDiffusionGenerator::from_var_builders(
+    StableDiffusionGenerator::from_parts(
         options,
         text,
-        unet,
-        file("vae.safetensors").expect("VAE file"),
-        tiny.map(|path| {
-            checked_var_builder(path, dtype, &Device::Cpu, "tiny decoder")
-                .expect("tiny decoder file")
-        }),
+        &unet_file,
+        &folder().join("vae.safetensors"),
+        tiny,
     )
     .expect("tiny golden models load")
 }
@@ -409,18 +603,37 @@ fn the_whole_unet_loop_matches_the_diffusers_pipelines() {
     let mut worst = 0.0f64;
     let cases = golden["loop"]["cases"].as_array().expect("loop cases");
     assert!(!cases.is_empty(), "the golden file holds UNet loop cases");
+    for strength in [false, true] {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c["unet"] == "sdxl" && c["strength"].is_f64() == strength),
+            "the golden file holds an SDXL {} case",
+            if strength { "img2img" } else { "txt2img" }
+        );
+    }
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let text = TextConditioning::Fixed {
-            positive: tensors["cond"].clone(),
-            negative: tensors["uncond"].clone(),
+        let unet = case["unet"].as_str().unwrap();
+        let text = if unet == "sdxl" {
+            TextConditioning::Fixed {
+                positive: tensors["xl.cond"].clone(),
+                negative: tensors["xl.uncond"].clone(),
+                pooled: Some((
+                    tensors["xl.negative_pooled"].clone(),
+                    tensors["xl.pooled"].clone(),
+                )),
+            }
+        } else {
+            TextConditioning::Fixed {
+                positive: tensors["cond"].clone(),
+                negative: tensors["uncond"].clone(),
+                pooled: None,
+            }
         };
         let strength = case["strength"].as_f64();
         let mut sd = generator(
-            tiny_spec(
-                case["preset"].as_str().unwrap(),
-                case["unet"].as_str() == Some("linear-projection"),
-            ),
+            tiny_spec(case["preset"].as_str().unwrap(), unet),
             DType::F32,
             text,
             case["steps"].as_u64().unwrap() as usize,
@@ -496,6 +709,7 @@ fn decoders_only(spec: Spec, tiny: Option<&Path>) -> StableDiffusionGenerator {
     let text = TextConditioning::Fixed {
         positive: zeros.clone(),
         negative: zeros,
+        pooled: None,
     };
     generator(
         spec,
@@ -519,53 +733,53 @@ fn rgb8(t: &Tensor) -> Vec<u8> {
 fn vae_decode_matches_diffusers_with_each_presets_scaling_factor() {
     let golden = golden();
     let tensors = tensors("vae-golden.safetensors");
-    let latents = &tensors["latents"];
-    let vae = AutoEncoderKL::new(
-        checked_var_builder(
-            &folder().join("vae.safetensors"),
-            DType::F32,
-            &Device::Cpu,
-            "VAE",
-        )
-        .expect("VAE file"),
-        3,
-        3,
-        tiny_vae(),
-    )
-    .expect("tiny VAE");
+    let file = folder().join("vae.safetensors");
+    let weights = || checked_var_builder(&file, DType::F32, &Device::Cpu, "VAE").expect("VAE file");
+    let ours = VaeDecoder::new(weights(), &tiny_vae()).expect("tiny VAE");
+    // candle-transformers' own VAE, only to show the upstream bug our decoder avoids.
+    let upstream = AutoEncoderKL::new(weights(), 3, 3, tiny_vae()).expect("upstream tiny VAE");
     let cases = golden["vae"]["cases"].as_array().expect("vae cases");
     assert!(!cases.is_empty(), "the golden file holds VAE cases");
     for case in cases {
         let name = case["preset"].as_str().unwrap();
-        let spec = tiny_spec(name, true);
+        let latents = &tensors[&format!("{name}.latents")];
+        let batch = latents.dim(0).unwrap();
+        assert!(batch >= 3, "{name}: a batch of at least three");
+        let spec = tiny_spec(name, "linear-projection");
         assert_eq!(
             spec.vae_scale,
             case["scaling_factor"].as_f64().unwrap(),
             "{name}: scaling factor"
         );
-        // The VAE itself, on latents divided by the preset's factor, one latent at a time and
-        // the two as one batch.
+        // The decoder itself, on latents divided by the preset's factor, the whole batch at once
+        // (as diffusers decoded it) and each latent alone.
         let scaled = (latents / spec.vae_scale).unwrap();
-        let alone: Vec<Tensor> = (0..2)
-            .map(|i| {
-                vae.decode(&scaled.narrow(0, i, 1).unwrap())
-                    .expect("decode one")
-            })
-            .collect();
-        let image = Tensor::cat(&alone, 0).unwrap();
-        let batch = vae.decode(&scaled).expect("decode batch");
-        // Informational: the upstream bug that makes decode_full go one latent at a time.
-        eprintln!("VAE {name}: candle decoding the two as a batch vs one at a time: max abs difference {:.2e}", max_error(&values(&batch), &values(&image), "batch"));
-        let error = assert_close(
-            &values(&image),
-            &values(&tensors[&format!("{name}.image")]),
-            2e-4,
-            name,
+        let together = ours.decode(&scaled).expect("decode batch");
+        let reference = values(&tensors[&format!("{name}.image")]);
+        let error = assert_close(&values(&together), &reference, 2e-4, name);
+        for i in 0..batch {
+            let alone = ours
+                .decode(&scaled.narrow(0, i, 1).unwrap())
+                .expect("decode one");
+            let in_batch = together.narrow(0, i, 1).unwrap();
+            assert_close(
+                &values(&alone),
+                &values(&in_batch),
+                1e-5,
+                &format!("{name} image {i} alone vs in the batch"),
+            );
+        }
+        let upstream_error = max_error(
+            &values(&upstream.decode(&scaled).expect("upstream decode")),
+            &reference,
+            "upstream",
         );
-        // Our whole path: scaling, [-1, 1] -> u8, NCHW -> packed RGB.
+        eprintln!("VAE {name}: candle-transformers' AutoEncoderKL on the batch of {batch}: max abs error {upstream_error:.2e} (ours {error:.2e})");
+        // Our whole path: scaling, [-1, 1] -> u8, NCHW -> packed RGB, one batch.
         let pictures = decoders_only(spec, None)
             .decode_full(latents)
             .expect("decode_full");
+        assert_eq!(pictures.len(), batch, "{name}: one picture per latent");
         let reference = rgb8(&tensors[&format!("{name}.rgb8")]);
         let off = assert_pictures(&pictures, &reference, name);
         eprintln!(
@@ -595,7 +809,10 @@ fn taesd_matches_diffusers_autoencoder_tiny_in_both_published_layouts() {
             .expect("forward");
         let error = assert_close(&values(&ours), &values(reference), 2e-4, file);
         // And as the pipeline hands it in-between latents: through the generator's decode.
-        let mut sd = decoders_only(tiny_spec("sd-turbo", true), Some(&folder().join(file)));
+        let mut sd = decoders_only(
+            tiny_spec("sd-turbo", "linear-projection"),
+            Some(&folder().join(file)),
+        );
         let pictures = sd.decode(latents).expect("decode");
         let expected = rgb8(
             &(reference * 255.0)
@@ -693,18 +910,51 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
                 activation,
                 pad_token: tokenizer::END.into(),
                 output,
+                projection: None,
             };
             let weights = NamedWeights {
                 manifest: manifest.clone(),
             };
             let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu);
             let encoder = TextEncoder::new(vb, &config).expect("tiny text encoder");
-            let ours = encoder.forward(&ids).expect("forward");
+            let ours = encoder.encode(&ids).expect("encode").hidden;
             let what = format!("{name} {key}");
             let reference = &tensors[&format!("{name}.{key}")];
             let error = assert_close(&values(&ours), &values(reference), 1e-4, &what);
             eprintln!("text encoder {what}: max abs error {error:.2e}");
         }
+    }
+    // SDXL's second encoder (CLIPTextModelWithProjection): hidden_states[-2] and the pooled,
+    // projected text_embeds, on "!"-padded ids.
+    let config = TextConfig {
+        vocab_size: 49408,
+        hidden_size: 32,
+        intermediate_size: 64,
+        attention_heads: 4,
+        layers: 2,
+        max_positions: 77,
+        activation: Activation::Gelu,
+        pad_token: "!".into(),
+        output: TextOutput::Penultimate,
+        projection: Some(24),
+    };
+    let weights = NamedWeights {
+        manifest: manifest(&golden["text_encoder"]["weights"]["gelu-projection"]),
+    };
+    let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu);
+    let encoder = TextEncoder::new(vb, &config).expect("tiny encoder with projection");
+    let ids = tensors["projection.ids"].to_dtype(DType::U32).expect("ids");
+    let ours = encoder.encode(&ids).expect("encode");
+    for (what, ours, key) in [
+        ("penultimate", &ours.hidden, "projection.penultimate"),
+        (
+            "pooled",
+            ours.pooled.as_ref().expect("a pooled output"),
+            "projection.pooled",
+        ),
+    ] {
+        let error = assert_close(&values(ours), &values(&tensors[key]), 1e-4, what);
+        eprintln!("text encoder with projection, {what}: max abs error {error:.2e}");
     }
 }
 
@@ -752,9 +1002,18 @@ fn text_encoders_at_real_size() {
             let expected = ids.get(i).unwrap().to_vec1::<u32>().unwrap();
             let ours_ids = tokenizer::token_ids(&tokens, &pad, 77, prompt).expect("ids");
             assert_eq!(ours_ids, expected, "{name}: ids of prompt {i}");
-            let ours = encoder
-                .forward(&ids.get(i).unwrap().unsqueeze(0).unwrap())
-                .expect("forward");
+            let encoded = encoder
+                .encode(&ids.get(i).unwrap().unsqueeze(0).unwrap())
+                .expect("encode");
+            // SDXL's second encoder: the pooled, projected output too.
+            if let Some(pooled) = golden.get("pooled") {
+                let ours = encoded.pooled.as_ref().expect("a pooled output");
+                let reference = pooled.get(i).unwrap().unsqueeze(0).unwrap();
+                let error = max_error(&values(ours), &values(&reference), name);
+                eprintln!("text encoder {name} prompt {i}: pooled max abs error {error:.2e}");
+                assert!(error <= 1e-3, "{name} prompt {i} pooled: {error:.2e}");
+            }
+            let ours = encoded.hidden;
             let reference = hidden.get(i).unwrap().unsqueeze(0).unwrap();
             let error = max_error(&values(&ours), &values(&reference), name);
             let scale = values(&reference)

@@ -52,6 +52,7 @@ fn tiny_spec(vae_channels: usize) -> Spec {
             sliced_attention_size: None,
             use_linear_projection: false,
         },
+        added: None,
         vae: AutoEncoderKLConfig {
             block_out_channels: vec![vae_channels; 4],
             layers_per_block: 1,
@@ -64,6 +65,7 @@ fn tiny_spec(vae_channels: usize) -> Spec {
         clip2: None,
         schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
         vae_scale: 0.18215,
+        vae_upcast: false,
         default_steps: 3,
         default_guidance: 0.0,
         native_size: (64, 48),
@@ -173,6 +175,7 @@ fn embedding() -> TextConditioning {
     TextConditioning::Fixed {
         negative: positive.zeros_like().expect("zeros"),
         positive,
+        pooled: None,
     }
 }
 
@@ -588,16 +591,16 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
         folders.push(dir);
     }
     let presets = [
-        ("sd-turbo", Preset::SdTurbo, true),
-        ("sd-1.5", Preset::Sd15, false),
-        ("sd-2.1", Preset::Sd21, false),
-        ("sdxl-turbo", Preset::SdxlTurbo, false),
+        ("sd-turbo", Preset::SdTurbo, Some("taesd")),
+        ("sd-1.5", Preset::Sd15, None),
+        ("sd-2.1", Preset::Sd21, None),
+        ("sdxl-turbo", Preset::SdxlTurbo, Some("taesdxl")),
     ];
     for (name, preset, tiny) in presets {
         let dir = root.path().join(name);
         assert!(folders.contains(&dir), "the README downloads {name}");
         let spec = preset::spec(preset);
-        let files = WeightFiles::locate(&dir, &spec, true, tiny)
+        let files = WeightFiles::locate(&dir, &spec, true, tiny.is_some())
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert!(files
             .unet
@@ -606,10 +609,10 @@ fn the_readme_download_commands_give_the_layout_the_loader_expects() {
             files.text.len(),
             if preset == Preset::SdxlTurbo { 2 } else { 1 }
         );
-        if tiny {
+        if let Some(folder) = tiny {
             let taesd = files.tiny_decoder.expect("tiny decoder found");
             assert!(
-                taesd.ends_with("taesd/diffusion_pytorch_model.safetensors"),
+                taesd.ends_with(format!("{folder}/diffusion_pytorch_model.safetensors")),
                 "{taesd:?}"
             );
         }
@@ -795,6 +798,39 @@ fn the_built_in_generator_shows_while_a_slow_model_loads_then_hands_over() {
         assert!(
             frame.pixels.iter().any(|&b| b != 0),
             "frame {index} is black"
+        );
+    }
+}
+
+/// A preset whose VAE overflows f16 (SDXL's, `vae_upcast`) decodes in f32 even in an f16 model,
+/// as diffusers' pipelines upcast it; the tiny decoder and the UNet stay in the model's dtype.
+#[test]
+fn an_upcast_vae_decodes_in_f32_inside_an_f16_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for upcast in [false, true] {
+        let mut spec = tiny_spec(8);
+        spec.vae_upcast = upcast;
+        let (unet, vae, taesd) = weights_folder(dir.path(), &spec);
+        let mut opts = options(spec, 0.0);
+        opts.dtype = DType::F16;
+        let sd = StableDiffusionGenerator::from_parts(opts, embedding(), &unet, &vae, Some(&taesd))
+            .expect("tiny f16 model loads");
+        let decoders = sd.decoders().expect("decoders");
+        let expected = if upcast { DType::F32 } else { DType::F16 };
+        assert_eq!(decoders.vae_dtype, expected, "upcast {upcast}");
+        assert_eq!(decoders.dtype, DType::F16);
+        let latents = Tensor::randn(0f32, 1.0, (2, 4, 6, 8), &Device::Cpu).expect("latents");
+        let pictures = decoders.decode_full(&latents).expect("full VAE decodes");
+        assert_eq!(pictures.len(), 2);
+        let images = decoders.decoded_images(&latents, false).expect("images");
+        assert!(
+            images
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values")
+                .iter()
+                .all(|v| v.is_finite()),
+            "finite pictures"
         );
     }
 }

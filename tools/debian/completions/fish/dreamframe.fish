@@ -74,12 +74,13 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l conv 
 cached-heuristic\t'Plan per shape from cuDNN\'s heuristic, persistent workspace, f16 with tensor-core math'
 cached-benchmark\t'As cached-heuristic with the algorithm timed once per shape (the default)'"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l pipeline -d 'Instead of the measurements: run dreamframe\'s own pipeline this many seconds (1 to 3600) with the random-weight model (img2img keyframes, tiny decoder), 1920x1080 at 60 fps into the null sink, logging to stderr, and print the final status' -r
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
 host_work\t''
 vae_64px_b1\t''
 vae_b1\t''
 vae_b4\t''
 vae_b10\t''
+vae_b10_singly\t''
 taesd_b10\t''
 unet_step\t''
 keyframe_txt2img\t''

@@ -1,0 +1,211 @@
+//! The full VAE's decoder (diffusers' `AutoencoderKL.decode`), batch-correct: candle-transformers'
+//! blocks for the convolutions and resnets, with an attention block of our own.
+//!
+//! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention mixes the
+//! images of a batch (every image after the first comes out wrong; 0.34 max abs difference on
+//! the golden test's tiny VAE), so decoding had to go one latent at a time. This is the same
+//! decoder with the attention computed on contiguous per-image tensors, held to diffusers on a
+//! batch of three by tests/reference.rs. Only the decoder is built: dreamframe never encodes
+//! (img2img starts from the previous keyframe's latent), so the file's encoder tensors are
+//! never read.
+//!
+//! Input: latents [n, c, h, w] already divided by the preset's scaling factor. Output: pictures
+//! [n, 3, 8h, 8w] (for the real layout) in about [-1, 1]. Weights: the model repo's
+//! `vae/diffusion_pytorch_model.safetensors`; attention weights under either of diffusers' names
+//! (`to_q`... or the older `query`...). Runs on the decoder thread.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+    UpDecoderBlock2D, UpDecoderBlock2DConfig,
+};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+
+/// The decoder's resnets and norms use this epsilon (diffusers' `Decoder`).
+const EPS: f64 = 1e-6;
+
+/// diffusers' `Attention` as the VAE's mid block uses it: one head over all channels, a group
+/// norm first, a residual connection after.
+struct SelfAttention {
+    norm: GroupNorm,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+}
+
+/// A [channels, channels] projection stored as a Linear or (older files) a 1x1 convolution; an
+/// error names the Linear's shape, the layout current files have.
+fn projection(channels: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = match vb.get((channels, channels), "weight") {
+        Ok(weight) => weight,
+        Err(linear_error) => match vb.get((channels, channels, 1, 1), "weight") {
+            Ok(weight) => weight.reshape((channels, channels))?,
+            Err(_) => return Err(linear_error),
+        },
+    };
+    Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)))
+}
+
+impl SelfAttention {
+    fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
+        let (q, k, v, out) = if vb.contains_tensor("to_q.weight") {
+            ("to_q", "to_k", "to_v", "to_out.0")
+        } else {
+            ("query", "key", "value", "proj_attn")
+        };
+        Ok(Self {
+            norm: group_norm(groups, channels, EPS, vb.pp("group_norm"))?,
+            query: projection(channels, vb.pp(q))?,
+            key: projection(channels, vb.pp(k))?,
+            value: projection(channels, vb.pp(v))?,
+            out: projection(channels, vb.pp(out))?,
+        })
+    }
+
+    /// Every tensor the matmuls see is contiguous, batch first: each image attends only to its
+    /// own pixels. Scores and softmax in f32 (as diffusers upcasts them in half precision).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, channels, height, width) = x.dims4()?;
+        let pixels = height * width;
+        let tokens = self
+            .norm
+            .forward(x)?
+            .reshape((batch, channels, pixels))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let project = |layer: &Linear| -> Result<Tensor> {
+            layer.forward(&tokens)?.to_dtype(DType::F32)?.contiguous()
+        };
+        let query = (project(&self.query)? * (channels as f64).powf(-0.5))?;
+        let key_t = project(&self.key)?.transpose(1, 2)?.contiguous()?;
+        let value = project(&self.value)?;
+        let weights = candle_nn::ops::softmax_last_dim(&query.matmul(&key_t)?)?;
+        let mixed = weights.matmul(&value)?.to_dtype(x.dtype())?;
+        let projected = self
+            .out
+            .forward(&mixed)?
+            .transpose(1, 2)?
+            .reshape((batch, channels, height, width))?;
+        projected + x
+    }
+}
+
+/// diffusers' `Decoder` (+ `post_quant_conv`): conv_in, a mid block (resnet, attention, resnet),
+/// up blocks, norm, SiLU, conv_out.
+pub(crate) struct VaeDecoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid_resnets: [ResnetBlock2D; 2],
+    mid_attention: SelfAttention,
+    up_blocks: Vec<UpDecoderBlock2D>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    /// Picture pixels per latent pixel, a side.
+    factor: usize,
+    /// The widest activations' channels (the last up block's, at full resolution).
+    full_resolution_channels: usize,
+}
+
+/// Activations of the last up block held at once at full resolution (a resnet's input, its
+/// norms and convolutions, the residual sum), rounded up: what one picture's decode peaks at.
+const LIVE_FULL_RESOLUTION_TENSORS: usize = 6;
+
+impl VaeDecoder {
+    /// Builds the decoder from `vb`, the root of the VAE's file, for `config` (the preset's).
+    pub(crate) fn new(vb: VarBuilder, config: &AutoEncoderKLConfig) -> Result<Self> {
+        let padded = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let channels = &config.block_out_channels;
+        let (Some(&first), Some(&last)) = (channels.first(), channels.last()) else {
+            candle_core::bail!("a VAE needs at least one block");
+        };
+        let groups = config.norm_num_groups;
+        let latent = config.latent_channels;
+        let post_quant_conv = if config.use_post_quant_conv {
+            Some(conv2d(
+                latent,
+                latent,
+                1,
+                Default::default(),
+                vb.pp("post_quant_conv"),
+            )?)
+        } else {
+            None
+        };
+        let vb = vb.pp("decoder");
+        let mid = vb.pp("mid_block");
+        let resnet_config = ResnetBlock2DConfig {
+            eps: EPS,
+            groups,
+            temb_channels: None,
+            ..Default::default()
+        };
+        let resnet = |i: usize| ResnetBlock2D::new(mid.pp("resnets").pp(i), last, resnet_config);
+        // In diffusers' order, so a file of another size fails on conv_in first.
+        let conv_in = conv2d(latent, last, 3, padded, vb.pp("conv_in"))?;
+        let mid_resnets = [resnet(0)?, resnet(1)?];
+        let mid_attention = SelfAttention::new(mid.pp("attentions").pp(0), last, groups)?;
+        let reversed: Vec<usize> = channels.iter().rev().copied().collect();
+        let up_blocks = reversed
+            .iter()
+            .enumerate()
+            .map(|(i, &out_channels)| {
+                let in_channels = reversed[i.saturating_sub(1)];
+                let block = UpDecoderBlock2DConfig {
+                    num_layers: config.layers_per_block + 1,
+                    resnet_eps: EPS,
+                    resnet_groups: groups,
+                    output_scale_factor: 1.0,
+                    add_upsample: i + 1 < reversed.len(),
+                };
+                UpDecoderBlock2D::new(vb.pp("up_blocks").pp(i), in_channels, out_channels, block)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            post_quant_conv,
+            conv_in,
+            mid_resnets,
+            mid_attention,
+            up_blocks,
+            norm_out: group_norm(groups, first, EPS, vb.pp("conv_norm_out"))?,
+            conv_out: conv2d(first, 3, 3, padded, vb.pp("conv_out"))?,
+            factor: 1 << (channels.len() - 1),
+            full_resolution_channels: first,
+        })
+    }
+
+    /// About the most memory one picture's decode holds at once, for latents of (h, w) in
+    /// `dtype`: ~0.8 GB for a 512x512 picture in f32 (sd-1.5/2.x/turbo), ~3.2 GB at 1024x1024.
+    pub(crate) fn peak_bytes_per_picture(
+        &self,
+        (height, width): (usize, usize),
+        dtype: DType,
+    ) -> usize {
+        let pixels = height * self.factor * width * self.factor;
+        pixels
+            * self.full_resolution_channels
+            * dtype.size_in_bytes()
+            * LIVE_FULL_RESOLUTION_TENSORS
+    }
+
+    /// Scaled latents [n, c, h, w] -> pictures [n, 3, H, W] in about [-1, 1].
+    pub(crate) fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut x = match &self.post_quant_conv {
+            Some(conv) => conv.forward(latents)?,
+            None => latents.clone(),
+        };
+        x = self.conv_in.forward(&x)?;
+        x = self.mid_resnets[0].forward(&x, None)?;
+        x = self.mid_attention.forward(&x)?;
+        x = self.mid_resnets[1].forward(&x, None)?;
+        for block in &self.up_blocks {
+            x = block.forward(&x)?;
+        }
+        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        self.conv_out.forward(&x)
+    }
+}
