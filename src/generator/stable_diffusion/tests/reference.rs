@@ -22,6 +22,9 @@ use crate::config::Preset;
 use crate::generator::stable_diffusion::preset::{self, Spec};
 use crate::generator::stable_diffusion::scheduler::Schedule;
 use crate::generator::stable_diffusion::taesd::TinyDecoder;
+use crate::generator::stable_diffusion::text_encoder::{
+    Activation, TextConfig, TextEncoder, TextOutput,
+};
 use crate::generator::stable_diffusion::unet::{AddedConfig, UNet};
 use crate::generator::stable_diffusion::vae::VaeDecoder;
 use crate::generator::stable_diffusion::weights::checked_var_builder;
@@ -351,9 +354,6 @@ fn names_read<B: candle_nn::var_builder::SimpleBackend + 'static>(
 /// decoder and the tiny decoder by their files.
 #[test]
 fn every_tensor_of_the_reference_models_is_read() {
-    use crate::generator::stable_diffusion::text_encoder::{
-        Activation, TextConfig, TextEncoder, TextOutput,
-    };
     let golden = golden();
     let sorted = |names: Vec<&String>| {
         let mut names: Vec<String> = names.into_iter().cloned().collect();
@@ -380,18 +380,7 @@ fn every_tensor_of_the_reference_models_is_read() {
     ] {
         let manifest = manifest(&golden["text_encoder"]["weights"][name]);
         let expected = sorted(manifest.keys().collect());
-        let config = TextConfig {
-            vocab_size: 49408,
-            hidden_size: 32,
-            intermediate_size: 64,
-            attention_heads: 4,
-            layers: 2,
-            max_positions: 77,
-            activation,
-            pad_token: tokenizer::END.into(),
-            output: TextOutput::Last,
-            projection,
-        };
+        let config = tiny_text_config(activation, TextOutput::Last, projection);
         let read = names_read(NamedWeights { manifest }, |vb| {
             TextEncoder::new(vb, &config).map(drop)
         });
@@ -869,6 +858,26 @@ fn a_tokenizer_json_gives_the_same_ids() {
     assert!(checked >= 30);
 }
 
+/// make_golden.py's tiny CLIP text models (`text_encoder_golden`) in our terms.
+fn tiny_text_config(
+    activation: Activation,
+    output: TextOutput,
+    projection: Option<usize>,
+) -> TextConfig {
+    TextConfig {
+        vocab_size: 49408,
+        hidden_size: 32,
+        intermediate_size: 64,
+        attention_heads: 4,
+        layers: 2,
+        max_positions: 77,
+        activation,
+        pad_token: tokenizer::END.into(),
+        output,
+        projection,
+    }
+}
+
 /// The UNet manifest's or the text encoder's tensor names and shapes, from golden.json.
 fn manifest(value: &Value) -> HashMap<String, Vec<usize>> {
     value
@@ -884,9 +893,6 @@ fn manifest(value: &Value) -> HashMap<String, Vec<usize>> {
 
 #[test]
 fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() {
-    use crate::generator::stable_diffusion::text_encoder::{
-        Activation, TextConfig, TextEncoder, TextOutput,
-    };
     let golden = golden();
     let tensors = tensors("text-encoder-golden.safetensors");
     let ids = tensors["ids"].to_dtype(DType::U32).expect("ids");
@@ -900,18 +906,7 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
             (TextOutput::Last, "hidden"),
             (TextOutput::Penultimate, "penultimate"),
         ] {
-            let config = TextConfig {
-                vocab_size: 49408,
-                hidden_size: 32,
-                intermediate_size: 64,
-                attention_heads: 4,
-                layers: 2,
-                max_positions: 77,
-                activation,
-                pad_token: tokenizer::END.into(),
-                output,
-                projection: None,
-            };
+            let config = tiny_text_config(activation, output, None);
             let weights = NamedWeights {
                 manifest: manifest.clone(),
             };
@@ -926,18 +921,7 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
     }
     // SDXL's second encoder (CLIPTextModelWithProjection): hidden_states[-2] and the pooled,
     // projected text_embeds, on "!"-padded ids.
-    let config = TextConfig {
-        vocab_size: 49408,
-        hidden_size: 32,
-        intermediate_size: 64,
-        attention_heads: 4,
-        layers: 2,
-        max_positions: 77,
-        activation: Activation::Gelu,
-        pad_token: "!".into(),
-        output: TextOutput::Penultimate,
-        projection: Some(24),
-    };
+    let config = tiny_text_config(Activation::Gelu, TextOutput::Penultimate, Some(24));
     let weights = NamedWeights {
         manifest: manifest(&golden["text_encoder"]["weights"]["gelu-projection"]),
     };
@@ -963,7 +947,6 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
 #[test]
 #[ignore = "needs tools/reference/text_encoders.sh's real-size files"]
 fn text_encoders_at_real_size() {
-    use crate::generator::stable_diffusion::text_encoder::TextEncoder;
     use crate::generator::stable_diffusion::weights::build_from;
     let root = PathBuf::from(
         std::env::var("DREAMFRAME_TEXT_REFERENCE").expect("DREAMFRAME_TEXT_REFERENCE: a folder"),
