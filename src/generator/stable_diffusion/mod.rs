@@ -439,7 +439,8 @@ impl StableDiffusionGenerator {
             let (width, height) = self.options.size;
             let (h, w) = (height as f32, width as f32);
             let ids = Tensor::new(&[[h, w, 0.0, 0.0, h, w]], &self.options.device)?;
-            let time_ids = ids.repeat((text_embeds.dim(0)?, 1))?.to_dtype(dtype)?;
+            // Kept in f32: the UNet turns them into sinusoids in f32.
+            let time_ids = ids.repeat((text_embeds.dim(0)?, 1))?;
             Some(Added {
                 text_embeds,
                 time_ids,

@@ -13,7 +13,7 @@
 //! [n, c, h, w]. Weights: the model repo's `unet/diffusion_pytorch_model.safetensors`. Runs on
 //! the keyframe thread.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig;
@@ -161,18 +161,22 @@ impl UNet {
         like: &Tensor,
         added: Option<&Added>,
     ) -> Result<Tensor> {
-        let steps = (Tensor::ones(batch, like.dtype(), like.device())? * timestep)?;
+        // The sinusoids in f32, as diffusers computes them: in f16 a timestep near 1000 times a
+        // frequency near 1 is off by up to half a radian.
+        let dtype = like.dtype();
+        let steps = Tensor::full(timestep as f32, batch, like.device())?;
         let emb = self
             .time_embedding
-            .forward(&self.time_proj.forward(&steps)?)?;
+            .forward(&self.time_proj.forward(&steps)?.to_dtype(dtype)?)?;
         match (&self.added, added) {
             (None, None) => Ok(emb),
             (Some((time_proj, embedding)), Some(added)) => {
-                let time_ids = added.time_ids.to_dtype(like.dtype())?;
+                let time_ids = added.time_ids.to_dtype(DType::F32)?;
                 let time = time_proj
                     .forward(&time_ids.flatten_all()?)?
-                    .reshape((batch, ()))?;
-                let text = added.text_embeds.to_dtype(like.dtype())?;
+                    .reshape((batch, ()))?
+                    .to_dtype(dtype)?;
+                let text = added.text_embeds.to_dtype(dtype)?;
                 emb + embedding.forward(&Tensor::cat(&[&text, &time], 1)?)?
             }
             (None, Some(_)) => candle_core::bail!("this UNet has no added conditioning"),
@@ -341,5 +345,88 @@ fn sliced(config: &UNet2DConditionModelConfig, attention_head_dim: usize) -> Opt
     match config.sliced_attention_size {
         Some(0) => Some(attention_head_dim / 2),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::Device;
+    use candle_transformers::models::stable_diffusion::unet_2d::BlockConfig;
+
+    use super::*;
+
+    fn tiny() -> UNet2DConditionModelConfig {
+        let block = |use_cross_attn| BlockConfig {
+            out_channels: 32,
+            use_cross_attn,
+            attention_head_dim: 2,
+        };
+        UNet2DConditionModelConfig {
+            blocks: vec![block(None), block(Some(1))],
+            cross_attention_dim: 8,
+            layers_per_block: 1,
+            norm_num_groups: 8,
+            use_linear_projection: true,
+            ..Default::default()
+        }
+    }
+
+    /// On CUDA the model runs in f16; the timestep's and the time ids' sinusoids must still come
+    /// out as diffusers' f32 ones (a timestep near 1000 in f16 is off by up to half a radian).
+    #[test]
+    fn an_f16_model_computes_its_sinusoids_in_f32_as_diffusers_does() {
+        let cpu = Device::Cpu;
+        let added = Some(AddedConfig {
+            time_embed_dim: 8,
+            input_dim: 4 + 6 * 8,
+        });
+        let map = candle_nn::VarMap::new();
+        let full = UNet::new(
+            VarBuilder::from_varmap(&map, DType::F32, &cpu),
+            4,
+            &tiny(),
+            added,
+        )
+        .expect("f32 UNet");
+        let weights: HashMap<String, Tensor> = map
+            .data()
+            .lock()
+            .expect("weights")
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        let half = UNet::new(
+            VarBuilder::from_tensors(weights, DType::F16, &cpu),
+            4,
+            &tiny(),
+            added,
+        )
+        .expect("f16 UNet");
+        let conditioning = Added {
+            text_embeds: Tensor::randn(0f32, 1.0, (2, 4), &cpu).expect("pooled"),
+            time_ids: Tensor::new(&[[1024f32, 768., 0., 0., 1024., 768.]; 2], &cpu).expect("ids"),
+        };
+        let sample = |dtype| Tensor::zeros((2, 4, 4, 4), dtype, &cpu).expect("sample");
+        for timestep in [999.0, 757.0, 1.0] {
+            let expected = full
+                .embedding(2, timestep, &sample(DType::F32), Some(&conditioning))
+                .and_then(|e| e.flatten_all()?.to_vec1::<f32>())
+                .expect("f32 embedding");
+            let ours = half
+                .embedding(2, timestep, &sample(DType::F16), Some(&conditioning))
+                .and_then(|e| e.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+                .expect("f16 embedding");
+            let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let error = expected
+                .iter()
+                .zip(&ours)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                error <= 1e-2 * scale,
+                "timestep {timestep}: f16 embedding off by {error} (largest value {scale})"
+            );
+        }
     }
 }
