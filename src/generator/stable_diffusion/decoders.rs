@@ -64,11 +64,13 @@ pub(crate) fn decoder_device(device: &Device) -> anyhow::Result<Device> {
     }
 }
 
-/// The most memory a batch of full-VAE decodes may take on the CPU, where a box with a few GB
-/// of RAM would otherwise be pushed into swap or the OOM killer by a batch of 512x512 pictures
-/// (~0.8 GB each in f32); on CUDA a batch that does not fit halves and retries (the decoder
-/// stage), so it is not split ahead of time.
-const CPU_VAE_BYTES: usize = 1 << 30;
+/// The most activation memory one full-VAE call may take on the CPU. Batching pays there only
+/// while a batch stays small (`dreamframe bench-sd --device cpu --preset sd-turbo`, 10 latents:
+/// at 64x64, ~13 MB a picture, 499 ms/frame batched against 589 one at a time; at 128x128,
+/// ~50 MB, all ten at once took 2391 against 2144, two at a time 1909 against 1892), and a batch
+/// of 512x512 pictures (~0.8 GB each in f32) would push a box with a few GB of RAM into swap. On CUDA a batch that does not fit halves and retries
+/// (the decoder stage), so it is not split ahead of time.
+const CPU_VAE_BYTES: usize = 128 << 20;
 
 /// How many of `count` pictures the full VAE decodes per call, at `per_picture` bytes each.
 fn vae_chunk(cpu: bool, count: usize, per_picture: usize) -> usize {
@@ -179,8 +181,9 @@ mod tests {
         // 512x512 in f32 (~0.8 GB each): one at a time on the CPU.
         let sd_512 = 512 * 512 * 128 * 4 * 6;
         assert_eq!(vae_chunk(true, 10, sd_512), 1);
-        // 256x256 (~0.2 GB each): five fit the GiB.
-        assert_eq!(vae_chunk(true, 10, sd_512 / 4), 5);
+        // 128x128 (~50 MB each): two at a time; 64x64 (~13 MB): all ten.
+        assert_eq!(vae_chunk(true, 10, sd_512 / 16), 2);
+        assert_eq!(vae_chunk(true, 10, sd_512 / 64), 10);
         // Small pictures: the whole batch, and never more than asked for.
         assert_eq!(vae_chunk(true, 10, 1000), 10);
         assert_eq!(vae_chunk(true, 3, 0), 3);
