@@ -654,6 +654,73 @@ def text_encoder_golden(tokens):
 
 
 # ---------------------------------------------------------------------------------------------
+# Real-size layouts: each preset's models built from its repo's config.json (copied by hand, as
+# REPO_SCHEDULERS) on PyTorch's meta device (shapes only, no memory), their tensors' names and
+# shapes, so the Rust side can build its real-size models against them without weights.
+SD_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+               block_out_channels=[320, 640, 1280, 1280], downsample_padding=1,
+               down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+               up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+               mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, flip_sin_to_cos=True,
+               freq_shift=0, act_fn="silu", center_input_sample=False)
+REAL_UNETS = {
+    "sd-1.5": dict(SD_UNET, cross_attention_dim=768, attention_head_dim=8),
+    "sd-2.1": dict(SD_UNET, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20],
+                   use_linear_projection=True),
+    "sdxl-turbo": dict(
+        act_fn="silu", addition_embed_type="text_time", addition_time_embed_dim=256,
+        attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280],
+        center_input_sample=False, cross_attention_dim=2048,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=4,
+        layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32,
+        out_channels=4, projection_class_embeddings_input_dim=2816, sample_size=64,
+        transformer_layers_per_block=[1, 2, 10],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        upcast_attention=False, use_linear_projection=True),
+}
+REAL_UNETS["sd-turbo"] = REAL_UNETS["sd-2.1"]
+# vae/config.json: the same layout in every repo (SDXL's differs in scaling_factor only).
+REAL_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[128, 256, 512, 512],
+                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                layers_per_block=2, norm_num_groups=32, sample_size=512)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+              num_hidden_layers=12, hidden_act="quick_gelu", projection_dim=768)
+OPEN_CLIP_H = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                   num_hidden_layers=23, hidden_act="gelu", projection_dim=512)
+OPEN_CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
+                       num_hidden_layers=32, hidden_act="gelu", projection_dim=1280)
+# (preset, folder) -> (config, with projection: CLIPTextModelWithProjection)
+REAL_TEXT = {
+    "sd-1.5/text_encoder": (CLIP_L, False),
+    "sd-2.1/text_encoder": (OPEN_CLIP_H, False),
+    "sd-turbo/text_encoder": (OPEN_CLIP_H, False),
+    "sdxl-turbo/text_encoder": (CLIP_L, False),
+    "sdxl-turbo/text_encoder_2": (OPEN_CLIP_BIG_G, True),
+}
+
+
+def layout(model, rename=lambda name: name):
+    return {rename(k): list(v.shape) for k, v in model.named_parameters()}
+
+
+def real_size_layouts():
+    def text_name(name):
+        # As the repos store them: under "text_model.", the projection at the root.
+        return name if name.startswith("text_projection.") else "text_model." + name.removeprefix("text_model.")
+    with torch.device("meta"):
+        unets = {preset: layout(UNet2DConditionModel(**config)) for preset, config in REAL_UNETS.items()}
+        vae = layout(AutoencoderKL(**REAL_VAE))
+        text = {}
+        for name, (config, projection) in REAL_TEXT.items():
+            kind = CLIPTextModelWithProjection if projection else CLIPTextModel
+            model = kind(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
+                                        layer_norm_eps=1e-5, **config))
+            text[name] = layout(model, text_name)
+    return dict(unet=unets, vae=vae, text_encoder=text)
+
+
+# ---------------------------------------------------------------------------------------------
 def main():
     import tempfile
     versions = dict(torch=torch.__version__, diffusers=diffusers.__version__,
@@ -690,6 +757,9 @@ def main():
         vae=dict(cases=vae_cases),
         tokenizer=tokens,
     )
+    with open(os.path.join(OUT, "real-size-layouts.json"), "w") as f:
+        json.dump(real_size_layouts(), f, separators=(",", ":"), sort_keys=True)
+        f.write("\n")
     with open(os.path.join(OUT, "golden.json"), "w") as f:
         json.dump(golden, f, separators=(",", ":"), ensure_ascii=False)
         f.write("\n")

@@ -1010,3 +1010,96 @@ fn text_encoders_at_real_size() {
         }
     }
 }
+
+/// A real-size model's tensors by name and shape only (real-size-layouts.json), handed out as
+/// zeros broadcast from a single value: a whole SDXL UNet is built without its 10 GB.
+struct ShapesOnly {
+    manifest: HashMap<String, Vec<usize>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for ShapesOnly {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self.manifest.get(name) {
+            Some(dims) if dims.as_slice() == shape.dims() => {}
+            other => candle_core::bail!("{name} {:?}: diffusers has {other:?}", shape.dims()),
+        }
+        Tensor::zeros((), dtype, device)?.broadcast_as(shape)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: shape unknown")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.manifest.contains_key(name)
+    }
+}
+
+/// Every preset's real-size UNet, VAE decoder and text encoders, as our presets configure them,
+/// read exactly the tensors (names and shapes) of diffusers' and transformers' models built from
+/// the repos' config.json files (make_golden.py `real_size_layouts`): the real layouts checked
+/// where no real weights exist, SDXL's added conditioning and pooled projection included.
+#[test]
+fn every_presets_real_size_models_have_the_reference_layout() {
+    let layouts: Value = serde_json::from_str(
+        &std::fs::read_to_string(folder().join("real-size-layouts.json")).expect("layouts"),
+    )
+    .expect("layouts JSON");
+    let check = |what: &str,
+                 manifest: HashMap<String, Vec<usize>>,
+                 keep: &dyn Fn(&str) -> bool,
+                 build: &dyn Fn(VarBuilder) -> candle_core::Result<()>| {
+        let mut expected: Vec<String> = manifest.keys().filter(|n| keep(n)).cloned().collect();
+        expected.sort();
+        assert!(!expected.is_empty(), "{what}: a layout");
+        let read = names_read(ShapesOnly { manifest }, |vb| build(vb));
+        assert_eq!(
+            read, expected,
+            "{what}: tensors read vs the reference model's"
+        );
+    };
+    let everything = |_: &str| true;
+    for preset in [
+        Preset::Sd15,
+        Preset::Sd21,
+        Preset::SdTurbo,
+        Preset::SdxlTurbo,
+    ] {
+        let spec = preset::spec(preset);
+        let name = preset.name();
+        check(
+            &format!("{name} UNet"),
+            manifest(&layouts["unet"][name]),
+            &everything,
+            &|vb| UNet::new(vb, 4, &spec.unet, spec.added).map(drop),
+        );
+        check(
+            &format!("{name} VAE"),
+            manifest(&layouts["vae"]),
+            &|n| n.starts_with("decoder.") || n.starts_with("post_quant_conv."),
+            &|vb| VaeDecoder::new(vb, &spec.vae).map(drop),
+        );
+        for (folder, config) in [
+            ("text_encoder", &spec.clip),
+            ("text_encoder_2", &spec.clip2),
+        ] {
+            let key = format!("{name}/{folder}");
+            match config {
+                Some(config) => check(
+                    &key,
+                    manifest(&layouts["text_encoder"][&key]),
+                    &everything,
+                    &|vb| TextEncoder::new(vb, config).map(drop),
+                ),
+                None => assert!(layouts["text_encoder"][&key].is_null(), "{key}"),
+            }
+        }
+    }
+}
