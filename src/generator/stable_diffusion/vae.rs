@@ -1,11 +1,12 @@
 //! The full VAE's decoder (diffusers' `AutoencoderKL.decode`), batch-correct: candle-transformers'
 //! blocks for the convolutions and resnets, with an attention block of our own.
 //!
-//! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention mixes the
-//! images of a batch (every image after the first comes out wrong; 0.34 max abs difference on
-//! the golden test's tiny VAE), so decoding had to go one latent at a time. This is the same
-//! decoder with the attention computed on contiguous per-image tensors, held to diffusers on a
-//! batch of three by tests/reference.rs. Only the decoder is built: dreamframe never encodes
+//! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention hands a
+//! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul
+//! folds such a product with the shared weight into one gemm that reads every image after the
+//! first from the wrong rows (0.25 to 0.42 max abs error on the golden test's batch of three), so
+//! decoding had to go one latent at a time. This is the same decoder with every matmul input
+//! contiguous, held to diffusers on a batch of three by tests/reference.rs. Only the decoder is built: dreamframe never encodes
 //! (img2img starts from the previous keyframe's latent), so the file's encoder tensors are
 //! never read.
 //!
