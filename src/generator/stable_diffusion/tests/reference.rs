@@ -239,9 +239,26 @@ fn img2img_starts_where_the_diffusers_pipeline_starts() {
 /// Every tensor asked for must be one diffusers' model has, with its shape.
 struct NamedWeights {
     manifest: HashMap<String, Vec<usize>>,
+    /// Zeros broadcast from a single value instead of the named values: a real-size model
+    /// (real-size-layouts.json) is built for its layout only, an SDXL UNet without its 10 GB.
+    shapes_only: bool,
 }
 
 impl NamedWeights {
+    fn new(manifest: HashMap<String, Vec<usize>>) -> Self {
+        Self {
+            manifest,
+            shapes_only: false,
+        }
+    }
+
+    fn shapes_only(manifest: HashMap<String, Vec<usize>>) -> Self {
+        Self {
+            manifest,
+            shapes_only: true,
+        }
+    }
+
     fn values(name: &str, shape: &[usize]) -> Vec<f32> {
         let mut seed: u64 = 0xCBF2_9CE4_8422_2325;
         for byte in name.bytes() {
@@ -269,9 +286,7 @@ impl NamedWeights {
             })
             .collect()
     }
-}
 
-impl NamedWeights {
     /// Every tensor of the manifest, stored in f16 as diffusers' files hold them (the values
     /// are f16-exact, so nothing is lost).
     fn save(&self, path: &Path) {
@@ -365,7 +380,7 @@ fn every_tensor_of_the_reference_models_is_read() {
         let expected = sorted(manifest.keys().collect());
         assert!(!expected.is_empty(), "{kind}: a manifest");
         let (config, added) = tiny_unet(kind);
-        let read = names_read(NamedWeights { manifest }, |vb| {
+        let read = names_read(NamedWeights::new(manifest), |vb| {
             UNet::new(vb, 4, &config, added).map(drop)
         });
         assert_eq!(
@@ -381,7 +396,7 @@ fn every_tensor_of_the_reference_models_is_read() {
         let manifest = manifest(&golden["text_encoder"]["weights"][name]);
         let expected = sorted(manifest.keys().collect());
         let config = tiny_text_config(activation, TextOutput::Last, projection);
-        let read = names_read(NamedWeights { manifest }, |vb| {
+        let read = names_read(NamedWeights::new(manifest), |vb| {
             TextEncoder::new(vb, &config).map(drop)
         });
         assert_eq!(
@@ -430,6 +445,9 @@ impl candle_nn::var_builder::SimpleBackend for NamedWeights {
         match self.manifest.get(name) {
             Some(dims) if dims.as_slice() == shape.dims() => {}
             other => candle_core::bail!("{name} {:?}: diffusers has {other:?}", shape.dims()),
+        }
+        if self.shapes_only {
+            return Tensor::zeros((), dtype, device)?.broadcast_as(shape);
         }
         Tensor::from_vec(Self::values(name, shape.dims()), shape, device)?
             .to_dtype(DType::F16)?
@@ -535,10 +553,7 @@ fn generator(
     // Through a file, as a real model loads: the named weights saved as diffusers stores them.
     let dir = tempfile::tempdir().expect("temporary folder");
     let unet_file = dir.path().join("diffusion_pytorch_model.safetensors");
-    NamedWeights {
-        manifest: manifest(&golden()["loop"]["unet_tensors"][unet]),
-    }
-    .save(&unet_file);
+    NamedWeights::new(manifest(&golden()["loop"]["unet_tensors"][unet])).save(&unet_file);
     let options = SdOptions {
         size: (16, 16),
         steps,
@@ -907,9 +922,7 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
             (TextOutput::Penultimate, "penultimate"),
         ] {
             let config = tiny_text_config(activation, output, None);
-            let weights = NamedWeights {
-                manifest: manifest.clone(),
-            };
+            let weights = NamedWeights::new(manifest.clone());
             let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu);
             let encoder = TextEncoder::new(vb, &config).expect("tiny text encoder");
             let ours = encoder.encode(&ids).expect("encode").hidden;
@@ -922,9 +935,9 @@ fn the_text_encoder_matches_transformers_clip_text_model_for_both_activations() 
     // SDXL's second encoder (CLIPTextModelWithProjection): hidden_states[-2] and the pooled,
     // projected text_embeds, on "!"-padded ids.
     let config = tiny_text_config(Activation::Gelu, TextOutput::Penultimate, Some(24));
-    let weights = NamedWeights {
-        manifest: manifest(&golden["text_encoder"]["weights"]["gelu-projection"]),
-    };
+    let weights = NamedWeights::new(manifest(
+        &golden["text_encoder"]["weights"]["gelu-projection"],
+    ));
     let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu);
     let encoder = TextEncoder::new(vb, &config).expect("tiny encoder with projection");
     let ids = tensors["projection.ids"].to_dtype(DType::U32).expect("ids");
@@ -1011,37 +1024,6 @@ fn text_encoders_at_real_size() {
     }
 }
 
-/// A real-size model's tensors by name and shape only (real-size-layouts.json), handed out as
-/// zeros broadcast from a single value: a whole SDXL UNet is built without its 10 GB.
-struct ShapesOnly {
-    manifest: HashMap<String, Vec<usize>>,
-}
-
-impl candle_nn::var_builder::SimpleBackend for ShapesOnly {
-    fn get(
-        &self,
-        shape: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        match self.manifest.get(name) {
-            Some(dims) if dims.as_slice() == shape.dims() => {}
-            other => candle_core::bail!("{name} {:?}: diffusers has {other:?}", shape.dims()),
-        }
-        Tensor::zeros((), dtype, device)?.broadcast_as(shape)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("{name}: shape unknown")
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.manifest.contains_key(name)
-    }
-}
-
 /// Every preset's real-size UNet, VAE decoder and text encoders, as our presets configure them,
 /// read exactly the tensors (names and shapes) of diffusers' and transformers' models built from
 /// the repos' config.json files (make_golden.py `real_size_layouts`): the real layouts checked
@@ -1059,7 +1041,7 @@ fn every_presets_real_size_models_have_the_reference_layout() {
         let mut expected: Vec<String> = manifest.keys().filter(|n| keep(n)).cloned().collect();
         expected.sort();
         assert!(!expected.is_empty(), "{what}: a layout");
-        let read = names_read(ShapesOnly { manifest }, |vb| build(vb));
+        let read = names_read(NamedWeights::shapes_only(manifest), |vb| build(vb));
         assert_eq!(
             read, expected,
             "{what}: tensors read vs the reference model's"
