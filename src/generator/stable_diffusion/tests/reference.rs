@@ -1085,3 +1085,41 @@ fn every_presets_real_size_models_have_the_reference_layout() {
         }
     }
 }
+
+/// An SDXL model whose text conditioning has no pooled embedding stops with an error that says
+/// so, instead of running the UNet without its added conditioning (a different picture).
+#[test]
+fn sdxl_without_a_pooled_embedding_is_an_error_not_another_picture() {
+    let zeros = Tensor::zeros((1, 5, 16), DType::F32, &Device::Cpu).expect("zeros");
+    let text = TextConditioning::Fixed {
+        positive: zeros.clone(),
+        negative: zeros,
+        pooled: None,
+    };
+    let mut sd = generator(
+        tiny_spec("sdxl-turbo", "sdxl"),
+        DType::F32,
+        text,
+        1,
+        0.0,
+        SchedulerKind::EulerAncestral,
+        1.0,
+        None,
+    );
+    let request = KeyframeRequest {
+        index: 0,
+        seed: 0,
+        previous: None,
+    };
+    let mut noise = Recorded {
+        draws: vec![],
+        taken: 0,
+    };
+    let error = sd
+        .keyframe_with_noise(&request, &mut noise)
+        .expect_err("no pooled embedding");
+    assert!(
+        format!("{error:#}").contains("needs a pooled text embedding"),
+        "{error:#}"
+    );
+}
