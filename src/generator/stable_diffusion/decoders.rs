@@ -5,7 +5,7 @@
 //! so in-between frames are never queued behind a keyframe's UNet work.
 //!
 //! Inputs: latents [n, c, h, w] on any device (moved to the decoders' device first), decoded as
-//! one batch by either decoder. Outputs: packed RGB8 pictures, converted to u8 on the device, so
+//! one batch (the full VAE's on the CPU in parts of at most 128 MiB of activations). Outputs: packed RGB8 pictures, converted to u8 on the device, so
 //! only those bytes cross to the host. The full VAE runs in f32 where the preset's overflows f16
 //! (SDXL's, `Spec::vae_upcast`), the tiny decoder in the model's dtype.
 //! The adapt ladder may change how they decode (`set_decode_quality`): a larger resolution
@@ -68,8 +68,9 @@ pub(crate) fn decoder_device(device: &Device) -> anyhow::Result<Device> {
 /// while a batch stays small (`dreamframe bench-sd --device cpu --preset sd-turbo`, 10 latents:
 /// at 64x64, ~13 MB a picture, 499 ms/frame batched against 589 one at a time; at 128x128,
 /// ~50 MB, all ten at once took 2391 against 2144, two at a time 1909 against 1892), and a batch
-/// of 512x512 pictures (~0.8 GB each in f32) would push a box with a few GB of RAM into swap. On CUDA a batch that does not fit halves and retries
-/// (the decoder stage), so it is not split ahead of time.
+/// of 512x512 pictures (~0.8 GB each in f32) would push a box with a few GB of RAM into swap.
+/// On CUDA a batch that does not fit halves and retries (the decoder stage), so it is not split
+/// ahead of time.
 const CPU_VAE_BYTES: usize = 128 << 20;
 
 /// How many of `count` pictures the full VAE decodes per call, at `per_picture` bytes each.
