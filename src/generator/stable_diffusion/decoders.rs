@@ -5,9 +5,10 @@
 //! so in-between frames are never queued behind a keyframe's UNet work.
 //!
 //! Inputs: latents [n, c, h, w] on any device (moved to the decoders' device first), decoded as
-//! one batch (the full VAE's on the CPU in parts of at most 128 MiB of activations). Outputs: packed RGB8 pictures, converted to u8 on the device, so
-//! only those bytes cross to the host. The full VAE runs in f32 where the preset's overflows f16
-//! (SDXL's, `Spec::vae_upcast`), the tiny decoder in the model's dtype.
+//! one batch (the full VAE's on the CPU in parts of at most 128 MiB of activations). Outputs:
+//! packed RGB8 pictures, converted to u8 on the device, so only those bytes cross to the host.
+//! The full VAE runs in f32 where the preset's overflows f16 (SDXL's, `Spec::vae_upcast`), the
+//! tiny decoder in the model's dtype.
 //! The adapt ladder may change how they decode (`set_decode_quality`): a larger resolution
 //! divisor, and in-betweens through TAESD where it is loaded.
 //! Runs on the decoder thread (the bench thread in `bench-sd`). Errors go to the caller, which

@@ -433,7 +433,9 @@ impl StableDiffusionGenerator {
         let text = both(&negative.text, &positive.text)?;
         let added = if self.unet.takes_added() {
             let (Some(negative), Some(positive)) = (&negative.pooled, &positive.pooled) else {
-                bail!("an SDXL UNet needs a pooled text embedding: the second text encoder gives none");
+                bail!(
+                    "an SDXL UNet needs a pooled text embedding: the second text encoder gives none"
+                );
             };
             let text_embeds = both(negative, positive)?;
             let (width, height) = self.options.size;

@@ -1,6 +1,6 @@
-//! The UNet (diffusers' `UNet2DConditionModel`), with SDXL's added conditioning: candle-transformers'
-//! blocks, assembled as its `UNet2DConditionModel` assembles them, plus `add_time_proj` and
-//! `add_embedding` where the preset has them.
+//! The UNet (diffusers' `UNet2DConditionModel`), with SDXL's added conditioning:
+//! candle-transformers' blocks, assembled as its `UNet2DConditionModel` assembles them, plus
+//! `add_time_proj` and `add_embedding` where the preset has them.
 //!
 //! Why not candle-transformers' `UNet2DConditionModel`: 0.11.1's has no added conditioning, so
 //! SDXL models (sdxl-turbo) ran without the pooled text embedding and the size/crop ids that

@@ -6,9 +6,9 @@
 //! folds such a product with the shared weight into one gemm that reads every image after the
 //! first from the wrong rows (0.25 to 0.42 max abs error on the golden test's batch of three), so
 //! decoding had to go one latent at a time. This is the same decoder with every matmul input
-//! contiguous, held to diffusers on a batch of three by tests/reference.rs. Only the decoder is built: dreamframe never encodes
-//! (img2img starts from the previous keyframe's latent), so the file's encoder tensors are
-//! never read.
+//! contiguous, held to diffusers on a batch of three by tests/reference.rs. Only the decoder is
+//! built: dreamframe never encodes (img2img starts from the previous keyframe's latent), so the
+//! file's encoder tensors are never read.
 //!
 //! Input: latents [n, c, h, w] already divided by the preset's scaling factor. Output: pictures
 //! [n, 3, 8h, 8w] (for the real layout) in about [-1, 1]. Weights: the model repo's

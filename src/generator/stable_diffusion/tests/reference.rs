@@ -778,7 +778,10 @@ fn vae_decode_matches_diffusers_with_each_presets_scaling_factor() {
             &reference,
             "upstream",
         );
-        eprintln!("VAE {name}: candle-transformers' AutoEncoderKL on the batch of {batch}: max abs error {upstream_error:.2e} (ours {error:.2e})");
+        eprintln!(
+            "VAE {name}: candle-transformers' AutoEncoderKL on the batch of {batch}: \
+             max abs error {upstream_error:.2e} (ours {error:.2e})"
+        );
         // Our whole path: scaling, [-1, 1] -> u8, NCHW -> packed RGB, one batch.
         let pictures = decoders_only(spec, None)
             .decode_full(latents)
