@@ -344,11 +344,15 @@ impl<B: candle_nn::var_builder::SimpleBackend> candle_nn::var_builder::SimpleBac
     }
 }
 
-/// The names `build` reads from `backend`, sorted.
-fn names_read<B: candle_nn::var_builder::SimpleBackend + 'static>(
+/// `build` reads from `backend` exactly the tensors named `expected` (in any order, at least one).
+fn assert_reads_exactly<B: candle_nn::var_builder::SimpleBackend + 'static>(
+    what: &str,
     backend: B,
+    mut expected: Vec<String>,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
-) -> Vec<String> {
+) {
+    expected.sort();
+    assert!(!expected.is_empty(), "{what}: nothing to read");
     let read = std::sync::Arc::default();
     let tracking = Tracking {
         inner: backend,
@@ -359,9 +363,14 @@ fn names_read<B: candle_nn::var_builder::SimpleBackend + 'static>(
         DType::F32,
         Device::Cpu,
     ))
-    .expect("model builds");
-    let names = read.lock().unwrap().iter().cloned().collect();
-    names
+    .unwrap_or_else(|e| panic!("{what}: the model builds: {e}"));
+    let read: Vec<String> = read.lock().unwrap().iter().cloned().collect();
+    assert_eq!(read, expected, "{what}: tensors read vs the reference's");
+}
+
+/// The VAE file's tensors the decoder uses (the encoder's are never read).
+fn is_vae_decoder_tensor(name: &str) -> bool {
+    name.starts_with("decoder.") || name.starts_with("post_quant_conv.")
 }
 
 /// Every tensor the reference's model has is read by ours (an unread one would be a part of
@@ -370,22 +379,15 @@ fn names_read<B: candle_nn::var_builder::SimpleBackend + 'static>(
 #[test]
 fn every_tensor_of_the_reference_models_is_read() {
     let golden = golden();
-    let sorted = |names: Vec<&String>| {
-        let mut names: Vec<String> = names.into_iter().cloned().collect();
-        names.sort();
-        names
-    };
     for kind in ["conv-projection", "linear-projection", "sdxl"] {
         let manifest = manifest(&golden["loop"]["unet_tensors"][kind]);
-        let expected = sorted(manifest.keys().collect());
-        assert!(!expected.is_empty(), "{kind}: a manifest");
+        let expected = manifest.keys().cloned().collect();
         let (config, added) = tiny_unet(kind);
-        let read = names_read(NamedWeights::new(manifest), |vb| {
-            UNet::new(vb, 4, &config, added).map(drop)
-        });
-        assert_eq!(
-            read, expected,
-            "UNet {kind}: tensors read vs diffusers' model"
+        assert_reads_exactly(
+            &format!("UNet {kind}"),
+            NamedWeights::new(manifest),
+            expected,
+            |vb| UNet::new(vb, 4, &config, added).map(drop),
         );
     }
     for (name, activation, projection) in [
@@ -394,14 +396,13 @@ fn every_tensor_of_the_reference_models_is_read() {
         ("gelu-projection", Activation::Gelu, Some(24)),
     ] {
         let manifest = manifest(&golden["text_encoder"]["weights"][name]);
-        let expected = sorted(manifest.keys().collect());
+        let expected = manifest.keys().cloned().collect();
         let config = tiny_text_config(activation, TextOutput::Last, projection);
-        let read = names_read(NamedWeights::new(manifest), |vb| {
-            TextEncoder::new(vb, &config).map(drop)
-        });
-        assert_eq!(
-            read, expected,
-            "text encoder {name}: tensors read vs transformers' model"
+        assert_reads_exactly(
+            &format!("text encoder {name}"),
+            NamedWeights::new(manifest),
+            expected,
+            |vb| TextEncoder::new(vb, &config).map(drop),
         );
     }
     let file_tensors = |file: &str| {
@@ -414,22 +415,18 @@ fn every_tensor_of_the_reference_models_is_read() {
         (tensors, names)
     };
     let (vae, names) = file_tensors("vae.safetensors");
-    let mut expected: Vec<String> = names
+    let expected = names
         .into_iter()
-        .filter(|name| name.starts_with("decoder.") || name.starts_with("post_quant_conv."))
+        .filter(|name| is_vae_decoder_tensor(name))
         .collect();
-    expected.sort();
-    assert!(!expected.is_empty());
-    let read = names_read(vae, |vb| VaeDecoder::new(vb, &tiny_vae()).map(drop));
-    assert_eq!(
-        read, expected,
-        "VAE: the decoder's tensors read vs the file's"
-    );
+    assert_reads_exactly("VAE decoder", vae, expected, |vb| {
+        VaeDecoder::new(vb, &tiny_vae()).map(drop)
+    });
     for file in ["taesd-published.safetensors", "taesd-diffusers.safetensors"] {
-        let (taesd, mut expected) = file_tensors(file);
-        expected.sort();
-        let read = names_read(taesd, |vb| TinyDecoder::new(vb, 4).map(drop));
-        assert_eq!(read, expected, "{file}: tensors read vs the file's");
+        let (taesd, expected) = file_tensors(file);
+        assert_reads_exactly(file, taesd, expected, |vb| {
+            TinyDecoder::new(vb, 4).map(drop)
+        });
     }
 }
 
@@ -1041,14 +1038,8 @@ fn every_presets_real_size_models_have_the_reference_layout() {
                  manifest: HashMap<String, Vec<usize>>,
                  keep: &dyn Fn(&str) -> bool,
                  build: &dyn Fn(VarBuilder) -> candle_core::Result<()>| {
-        let mut expected: Vec<String> = manifest.keys().filter(|n| keep(n)).cloned().collect();
-        expected.sort();
-        assert!(!expected.is_empty(), "{what}: a layout");
-        let read = names_read(NamedWeights::shapes_only(manifest), |vb| build(vb));
-        assert_eq!(
-            read, expected,
-            "{what}: tensors read vs the reference model's"
-        );
+        let expected = manifest.keys().filter(|n| keep(n)).cloned().collect();
+        assert_reads_exactly(what, NamedWeights::shapes_only(manifest), expected, build);
     };
     let everything = |_: &str| true;
     for preset in [
@@ -1068,7 +1059,7 @@ fn every_presets_real_size_models_have_the_reference_layout() {
         check(
             &format!("{name} VAE"),
             manifest(&layouts["vae"]),
-            &|n| n.starts_with("decoder.") || n.starts_with("post_quant_conv."),
+            &is_vae_decoder_tensor,
             &|vb| VaeDecoder::new(vb, &spec.vae).map(drop),
         );
         for (folder, config) in [
