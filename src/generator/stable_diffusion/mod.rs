@@ -18,11 +18,13 @@
 //! TAESD, on CUDA with a stream of their own) are split off to the decoder thread under their own
 //! lock (`Generator::split_decoder`), so decoding never waits for a keyframe. Loading errors
 //! name the file, tensor and shape; the caller decides whether to fall back to the built-in
-//! generator. `conv` switches the patched candle's cuDNN conv setup for `bench-sd`.
+//! generator. `conv` switches the patched candle's cuDNN conv setup for `bench-sd`; `random` makes
+//! the trained-scale random weights it measures with, the same on every device and dtype.
 
 pub(crate) mod conv;
 pub(crate) mod decoders;
 pub(crate) mod preset;
+pub(crate) mod random;
 pub(crate) mod scheduler;
 pub(crate) mod taesd;
 pub(crate) mod text_encoder;
@@ -48,12 +50,13 @@ use super::{DecodeQuality, FrameDecoder, Generator, KeyframeRequest, Knobs};
 pub(crate) use crate::config::{SchedulerKind, Theme};
 use decoders::{decoder_device, ladder_divisors, Decoders};
 use preset::Spec;
+use random::random_var_builder;
 use scheduler::Schedule;
 use taesd::TinyDecoder;
 use text_encoder::{TextConfig, TextEncoder};
 use unet::{Added, UNet};
 use vae::VaeDecoder;
-use weights::{build_from, checked_var_builder, random_var_builder, WeightFiles};
+use weights::{build_from, checked_var_builder, WeightFiles};
 
 /// The parts of a Stable Diffusion model that have weights of their own.
 #[derive(Debug, Clone, Copy)]

@@ -254,34 +254,3 @@ pub(crate) fn build_from<T>(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{what} weights {} do not fit the model", path.display()))
 }
-
-/// Random weights of whatever shape the model asks for (plain tensors, not trainable variables,
-/// so inference keeps no gradient graph). For benchmarks only.
-struct RandomWeights;
-
-impl SimpleBackend for RandomWeights {
-    fn get(
-        &self,
-        shape: Shape,
-        _: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        Err(candle_core::Error::Msg(format!(
-            "random weights cannot guess the shape of {name}"
-        )))
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
-
-pub(crate) fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone())
-}
