@@ -11,18 +11,28 @@
 #                              # carry [".gpu/dreamframe.xz", ".whl"]); the CUDA, cuBLAS, cuRAND
 #                              # and cuDNN libraries come from that machine's PyTorch venv
 #
-# `run` prints, each part under its own time limit so one failure leaves the rest:
-#  - bench-sd for sd-turbo and sd-1.5: each new conv setup checked against upstream candle's
-#    per-call cuDNN conv on the same inputs (max abs error), host work per decode and UNet step
-#    (conv calls, descriptor sets, algorithm searches, workspace allocations), then VAE decode
-#    (64x64 and 512x512 at batch 1/4/10), TAESD, UNet step per setup, and keyframes;
-#  - the PyTorch peer (tools/gpu-peer.py, diffusers, same sizes, f16) and ours/PyTorch's;
-#  - the display pipeline for 60 s (sd-turbo img2img keyframes, TAESD, 1920x1080, 60 fps, null
-#    sink) with its stats lines;
-#  - the same binary with /proc mounted subset=pid (the unit's ProcSubset=pid) and under
-#    PR_SET_MDWE (the unit's MemoryDenyWriteExecute).
+# `run [part...]` prints, each part under its own time limit so one failure leaves the rest
+# (parts, in this order; default all but `compile`):
+#  - checks: bench-sd for sd-turbo and sd-1.5, every conv setup against an f32 reference of the
+#    same weights on the CPU (max error over the reference's spread, bound stated; 256x256), the
+#    fast broadcast kernels against upstream's and the CPU's on varied layouts, and the host work
+#    per decode and UNet step (conv calls, descriptor sets, algorithm searches, workspaces);
+#  - ratios: two rounds of ours (bench-sd, the default setup: VAE decode 64x64 and 512x512 at
+#    batch 1/4/10, TAESD b10, UNet step) then the PyTorch peer (tools/gpu-peer.py, diffusers, f16,
+#    eager and channels-last, cudnn.benchmark), 3 warm-ups and 20 runs each, and the table of
+#    ours/PyTorch per round;
+#  - compile: the peer's torch.compile variants (minutes of compiling; not in the default);
+#  - pipelines: the display's own `run` on the null sink for 60 s each, 1 s of buffer before
+#    playing, the quality ladder off: 1920x1080 at 60 fps with full-VAE in-betweens and sd-turbo
+#    keyframes; 3840x2160 at 60 fps with TAESD in-betweens; sd-1.5 keyframes (20 steps) with
+#    full-VAE in-betweens at 30 fps; each with its stats lines (buffer trend) and summary
+#    (held deadlines, underrun frames, lateness, decode_fps);
+#  - hardened: the same binary with /proc mounted subset=pid (the unit's ProcSubset=pid) and
+#    under PR_SET_MDWE (the unit's MemoryDenyWriteExecute).
+# The GPU time the script took is its last line.
 #   tools/gpu-bench.sh profile [part...]   # on the GPU machine: Nsight Compute kernel times of
-#                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts)
+#                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts),
+#                              # and the top 10 kernels of each
 #
 # All files go into one archive, $OUT/gpu-results.tgz (the device tool brings back few files).
 set -euo pipefail
@@ -93,28 +103,60 @@ run)
     grep -v '^\s*$' "$results/$name.err" | grep -v ' stats \| transition \| keyframe ' | tail -n 5
     echo "== $name rc=$rc in $((SECONDS - started))s"
   }
-  for preset in sd-turbo sd-1.5; do
-    part "bench-sd-$preset" 110 "$bin" bench-sd --device cuda:0 --preset "$preset" --runs 5
-  done
+  parts=("${@:2}")
+  [[ ${#parts[@]} -gt 0 ]] || parts=(checks ratios pipelines hardened)
+  has() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+  started_all=$SECONDS
+  if has checks; then
+    for preset in sd-turbo sd-1.5; do
+      part "checks-$preset" 120 "$bin" bench-sd --device cuda:0 --preset "$preset" --check-size 256 \
+        --only check,broadcast_check,host_work
+    done
+  fi
   if [[ -d .whl ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 part peer 110 python3 tools/gpu-peer.py --runs 5
-  echo "== ours / PyTorch (ours: the last conv setup, i.e. the default)"
-  python3 tools/gpu-peer.py --join "$results"/bench-sd-*.txt "$results/peer.txt" | tee "$results/ratios.txt"
-  part pipeline 90 "$bin" bench-sd --device cuda:0 --preset sd-turbo --pipeline 60
-  awk '/ (stats|keyframe) / { line = $3; for (i = 4; i <= NF; i++) if ($i ~ /^(index|ms|lock_wait_ms|state|achieved_fps|buffer_frames|buffer_seconds|held_deadlines|underruns|decode_fps|decode_lock_wait_p99_ms|model_lock_max_wait_ms)=/) line = line " " $i; print line }' "$results/pipeline.err"
-  grep -E ' transition ' "$results/pipeline.err" | tail -n 3 | cut -c1-300
-  # The hardened unit on a CUDA box: ProcSubset=pid hides /proc/driver/nvidia; MDWE refuses
-  # writable+executable memory. A short run of the same CUDA code under each.
-  quick=("$bin" bench-sd --device cuda:0 --preset sd-turbo --size 128 --runs 1 --conv cached-benchmark)
-  part proc-subset-pid 40 unshare --mount --propagation private sh -c \
-    'mount -t proc -o subset=pid proc /proc && ls /proc | head -n 3 | tr "\n" " " && echo && ls /proc/driver/nvidia 2>&1 | head -n 2; exec "$@"' sh "${quick[@]}"
-  part mdwe 40 python3 -c 'import ctypes, os, sys
+  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,taesd_b10,unet_step
+  if has ratios; then
+    # Two rounds, ours then PyTorch's in each, so a drift of the machine shows as a spread.
+    for round in 1 2; do
+      for preset in sd-turbo sd-1.5; do
+        part "ours-$round-$preset" 90 "$bin" bench-sd --device cuda:0 --preset "$preset" \
+          --conv cached-benchmark --warmups 3 --runs 20 --only "$timed"
+      done
+      PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 part "peer-$round" 150 python3 tools/gpu-peer.py --warmups 3 --runs 20
+    done
+    echo "== ours / PyTorch's fastest variant, per round"
+    python3 tools/gpu-peer.py --join "$results"/ours-1-*.txt "$results/peer-1.txt" \
+      "$results"/ours-2-*.txt "$results/peer-2.txt" | tee "$results/ratios.txt"
+  fi
+  if has compile; then
+    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 part peer-compile 400 python3 tools/gpu-peer.py --warmups 3 --runs 20 --compile
+  fi
+  if has pipelines; then
+    run_pipeline() { # name args...
+      local name=$1
+      shift
+      part "$name" 100 "$bin" bench-sd --device cuda:0 --pipeline 60 --start-seconds 1 "$@"
+      awk '/ (stats|adapt) / { line = $3; for (i = 4; i <= NF; i++) if ($i ~ /^(state|achieved_fps|buffer_frames|buffer_seconds|held_deadlines|underruns|underrun_frames|late_frames|jitter_p99_ms|jitter_max_ms|decode_fps|decode_ms_per_frame|upscale_ms_per_frame|model_lock_max_wait_ms|from|to|reason)=/) line = line " " $i; print line }' "$results/$name.err"
+    }
+    run_pipeline pipeline-1080p-full --preset sd-turbo --inbetweens full --screen 1920x1080 --fps 60
+    run_pipeline pipeline-4k-tiny --preset sd-turbo --inbetweens tiny --screen 3840x2160 --fps 60
+    run_pipeline pipeline-sd15-full --preset sd-1.5 --steps 20 --inbetweens full --screen 1920x1080 --fps 30
+  fi
+  if has hardened; then
+    # The hardened unit on a CUDA box: ProcSubset=pid hides /proc/driver/nvidia; MDWE refuses
+    # writable+executable memory. A short run of the same CUDA code under each.
+    quick=("$bin" bench-sd --device cuda:0 --preset sd-turbo --size 128 --warmups 1 --runs 1 --conv cached-benchmark --only vae_b1,unet_step)
+    part proc-subset-pid 40 unshare --mount --propagation private sh -c \
+      'mount -t proc -o subset=pid proc /proc && ls /proc | head -n 3 | tr "\n" " " && echo && ls /proc/driver/nvidia 2>&1 | head -n 2; exec "$@"' sh "${quick[@]}"
+    part mdwe 40 python3 -c 'import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 rc = libc.prctl(65, 1, 0, 0, 0)  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
 print("PR_SET_MDWE:", "on" if rc == 0 else "unavailable: " + os.strerror(ctypes.get_errno()), flush=True)
 os.execv(sys.argv[1], sys.argv[1:])' "${quick[@]}"
+  fi
+  echo "== the script took $((SECONDS - started_all)) s on the GPU machine (parts: ${parts[*]})"
   ;;
 profile)
   # Which kernels one VAE decode, one TAESD batch and one UNet step spend their GPU time in
@@ -129,16 +171,48 @@ profile)
   xz -dc "$out/dreamframe.xz" >"$bin" && chmod +x "$bin"
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1 || true)
   [[ -n "$ncu" ]] || { echo "no Nsight Compute (ncu) on this machine" >&2; exit 1; }
+  # The 10 kernels that took the most GPU time in a per-kernel summary (two calls: the warm-up
+  # and the timed one), with their share of the total.
+  top_kernels() {
+    python3 - "$1" <<'PY'
+import csv, sys
+# ncu's per-kernel summary: one row per kernel and metric; the column names vary a little
+# between versions, so they are looked up by what they contain.
+scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}
+rows = list(csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')))
+def column(*names):
+    for key in (rows[0] if rows else {}):
+        if any(n.lower() in key.lower() for n in names):
+            return key
+kernel, calls, value = column("Kernel Name", "Function Name"), column("Invocations"), column("Average", "Metric Value")
+unit, metric = column("Metric Unit"), column("Metric Name")
+if not (kernel and value):
+    sys.exit(f"cannot read the summary: columns {list(rows[0]) if rows else 'none'}")
+totals = {}
+for r in rows:
+    if metric and r[metric] != "gpu__time_duration.sum":
+        continue
+    ms = float(r[value].replace(",", "")) * scale.get(r[unit] if unit else "nsecond", 1.0)
+    n = int(r[calls].replace(",", "")) if calls else 1
+    old = totals.get(r[kernel], (0.0, 0))
+    totals[r[kernel]] = (old[0] + ms * n, old[1] + n)
+whole = sum(t for t, _ in totals.values()) or 1.0
+print(f"total {whole:.3f} ms in {sum(c for _, c in totals.values())} launches")
+for name, (ms, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:10]:
+    print(f"{ms:10.3f} ms {100 * ms / whole:5.1f}% {n:6d}x  {name[:110]}")
+PY
+  }
   shift
   targets=("$@")
   [[ ${#targets[@]} -gt 0 ]] || targets=(vae_b1 taesd_b10 unet_step)
   for what in "${targets[@]}"; do
     echo "== $what"
     timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-summary per-kernel \
-      "$bin" bench-sd --device cuda:0 --preset sd-turbo --runs 1 --conv cached-heuristic --only "$what" \
+      "$bin" bench-sd --device cuda:0 --preset sd-turbo --warmups 1 --runs 1 --conv cached-heuristic --only "$what" \
       >"$results/profile-$what.csv" 2>"$results/profile-$what.err"
     echo "rc=$? $(wc -l <"$results/profile-$what.csv") lines"
     tail -n 3 "$results/profile-$what.err"
+    top_kernels "$results/profile-$what.csv" | tee "$results/top-$what.txt"
   done
   ;;
 *)

@@ -149,26 +149,70 @@ pub(crate) struct BenchSdArgs {
     /// Square image size in pixels, a multiple of 8 (default: the preset's native size).
     #[arg(long, value_parser = sd_size)]
     pub size: Option<u32>,
-    /// Timed repetitions of each measurement (the median is reported).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    /// Timed repetitions of each measurement (median and spread are reported).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub runs: u16,
+    /// Untimed calls before each measurement's timed ones (0 to 100).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub warmups: u16,
+    /// The model's number type: f16, bf16 or f32 (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub dtype: Option<SdDtype>,
+    /// Square size of the pictures `check` compares (default: --size); the f32 reference runs on
+    /// the CPU, where 512 takes a while.
+    #[arg(long, value_parser = sd_size)]
+    pub check_size: Option<u32>,
     /// cuDNN conv setups to compare, comma-separated (default: all the build has, per-call
     /// first); with --pipeline, the one to run with.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub conv: Vec<crate::generator::stable_diffusion::conv::ConvSetup>,
     /// Instead of the measurements: run dreamframe's own pipeline this many seconds (1 to 3600)
-    /// with the random-weight model (img2img keyframes, tiny decoder), 1920x1080 at 60 fps into
-    /// the null sink, logging to stderr, and print the final status.
+    /// with the random-weight model (img2img keyframes), into the null sink, logging to stderr,
+    /// and print the final status.
     #[arg(long, value_parser = bench_seconds, allow_negative_numbers = true)]
     pub pipeline: Option<f64>,
-    /// Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1,
-    /// vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one at a time), taesd_b10,
-    /// unet_step, keyframe_txt2img, keyframe_img2img.
+    /// --pipeline: the screen's size, WIDTHxHEIGHT (16x16 to 7680x4320).
+    #[arg(long, default_value = "1920x1080", value_parser = screen_size)]
+    pub screen: (u32, u32),
+    /// --pipeline: display rate, 1 to 240.
+    #[arg(long, default_value_t = 60.0, value_parser = bench_fps, allow_negative_numbers = true)]
+    pub fps: f64,
+    /// --pipeline: what decodes the in-between frames: tiny (TAESD) or full (the VAE).
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub inbetweens: InBetweens,
+    /// --pipeline: keyframe steps (default: the preset's).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub steps: Option<u16>,
+    /// --pipeline: seconds of frames buffered before playback starts (buffer.start-seconds).
+    #[arg(long, default_value_t = 1.0, value_parser = start_seconds, allow_negative_numbers = true)]
+    pub start_seconds: f64,
+    /// --pipeline: let capacity-aware playback lower the quality (off: the quality asked for is
+    /// held, and a model too slow for it shows as underruns).
+    #[arg(long)]
+    pub adapt: bool,
+    /// Only these parts, comma-separated (e.g. to profile one): check, broadcast_check,
+    /// host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one
+    /// at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img.
     #[arg(long, value_delimiter = ',', value_parser = [
-        "check", "host_work", "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "vae_b10_singly",
-        "taesd_b10", "unet_step", "keyframe_txt2img", "keyframe_img2img",
+        "check", "broadcast_check", "host_work", "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10",
+        "vae_b10_singly", "taesd_b10", "unet_step", "keyframe_txt2img", "keyframe_img2img",
     ])]
     pub only: Vec<String>,
+}
+
+/// `bench-sd --dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SdDtype {
+    F16,
+    Bf16,
+    F32,
+}
+
+/// `bench-sd --inbetweens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InBetweens {
+    Tiny,
+    Full,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -249,6 +293,25 @@ fn bench_seconds(text: &str) -> Result<f64, String> {
     number_in(text, 1.0, 3600.0, "seconds from 1 to 3600")
 }
 
+fn start_seconds(text: &str) -> Result<f64, String> {
+    number_in(text, 0.0, 3600.0, "seconds from 0 to 3600")
+}
+
+/// `WIDTHxHEIGHT` within what the display supports.
+fn screen_size(text: &str) -> Result<(u32, u32), String> {
+    let what = "WIDTHxHEIGHT, from 16x16 to 7680x4320, as in 3840x2160";
+    let (width, height) = text
+        .trim()
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("expected {what}"))?;
+    if (16..=7680).contains(&width) && (16..=4320).contains(&height) {
+        Ok((width, height))
+    } else {
+        Err(format!("out of range: {what}"))
+    }
+}
+
 fn bench_fps(text: &str) -> Result<f64, String> {
     number_in(text, 1.0, 240.0, "frames per second from 1 to 240")
 }
@@ -324,6 +387,19 @@ mod tests {
         let message = refused(&["dreamframe", "bench-sd", "--size", "100"]);
         assert!(message.contains("multiple of 8"), "{message}");
         refused(&["dreamframe", "bench-sd", "--runs", "0"]);
+        for bad in [
+            "0x1080",
+            "1920x",
+            "1920*1080",
+            "7681x100",
+            "-1x5",
+            "99999999999x1",
+        ] {
+            let message = refused(&["dreamframe", "bench-sd", &format!("--screen={bad}")]);
+            assert!(message.contains("7680x4320"), "{message}");
+        }
+        refused(&["dreamframe", "bench-sd", "--start-seconds", "nan"]);
+        refused(&["dreamframe", "bench-sd", "--warmups", "101"]);
     }
 
     #[test]
@@ -334,6 +410,14 @@ mod tests {
             Cli::try_parse_from(["dreamframe", "bench", "--seconds", "2", "--fps", "60"]).unwrap();
         match cli.command {
             Some(Command::Bench(args)) => assert_eq!((args.seconds, args.fps), (2.0, 60.0)),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["dreamframe", "bench-sd", "--screen", "3840x2160"]).unwrap();
+        match cli.command {
+            Some(Command::BenchSd(args)) => {
+                assert_eq!(args.screen, (3840, 2160));
+                assert_eq!((args.runs, args.warmups, args.fps), (20, 3, 60.0));
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -90,7 +90,7 @@ fn run(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()> {
         Some(Command::BenchDisplay(args)) => {
             stdout::line(bench::display::run(args, &given_config(&cli)?)?)
         }
-        Some(Command::BenchSd(args)) => stdout::line(bench::sd::run(args)?),
+        Some(Command::BenchSd(args)) => bench::sd::run(args),
         Some(Command::Gallery(args)) => stdout::line(gallery::run(args, &given_config(&cli)?)?),
         Some(Command::Probe(args)) => launch::probe(&cli, args),
         Some(Command::Status(_)) => unreachable!("handled before logging starts"),

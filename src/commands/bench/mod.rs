@@ -4,8 +4,9 @@
 //! threads), and the sustained fps with the buffer holding. Medians of repeated runs; runs that
 //! are compared happen in this one process, side by side. `display`: the same for a real screen
 //! (`bench-display`: the drm sink's cost per frame against fbdev's, and its flips' timing);
-//! `sd`: Stable Diffusion at real sizes (`bench-sd`).
+//! `sd`: Stable Diffusion at real sizes (`bench-sd`), `checks` its correctness checks.
 
+mod checks;
 pub(crate) mod display;
 pub(crate) mod sd;
 
@@ -36,6 +37,10 @@ pub struct Measurement {
     pub name: String,
     pub median_ms: f64,
     pub p90_ms: f64,
+    /// The spread: fastest, 10th percentile, slowest.
+    pub min_ms: f64,
+    pub p10_ms: f64,
+    pub max_ms: f64,
     pub runs: usize,
 }
 
@@ -63,25 +68,44 @@ pub struct BenchReport {
     pub runs: Vec<PipelineRun>,
 }
 
+/// `runs` timed calls of `body` after one untimed warm-up, in ms per item.
 fn measure(
     name: String,
     runs: usize,
     per_run_items: usize,
+    body: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Measurement> {
+    measure_with(name, 1, runs, per_run_items, body)
+}
+
+/// `runs` timed calls of `body` after `warmups` untimed ones (caches, allocator, resizer
+/// coefficients, cuDNN's algorithm search), in ms per item.
+fn measure_with(
+    name: String,
+    warmups: usize,
+    runs: usize,
+    per_run_items: usize,
     mut body: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Measurement> {
-    body()?; // warm-up: caches, allocator, resizer coefficients
-    let mut times: Vec<f64> = (0..runs)
+    for _ in 0..warmups {
+        body()?;
+    }
+    let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let started = Instant::now();
             body().map(|_| started.elapsed().as_secs_f64() * 1e3 / per_run_items as f64)
         })
         .collect::<anyhow::Result<_>>()?;
     times.sort_by(f64::total_cmp);
+    let at = |share: usize| times[(times.len() * share / 100).min(times.len() - 1)];
     Ok(Measurement {
         name,
         median_ms: times[times.len() / 2],
-        p90_ms: times[(times.len() * 9 / 10).min(times.len() - 1)],
-        runs,
+        p90_ms: at(90),
+        min_ms: times[0],
+        p10_ms: at(10),
+        max_ms: times[times.len() - 1],
+        runs: times.len(),
     })
 }
 

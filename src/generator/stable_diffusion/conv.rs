@@ -72,6 +72,11 @@ mod imp {
         candle_core::cuda_backend::broadcast::fast_broadcast_error()
     }
 
+    pub fn set_fast_broadcast(enabled: bool) -> anyhow::Result<()> {
+        candle_core::cuda_backend::broadcast::set_fast_broadcast(enabled);
+        Ok(())
+    }
+
     pub fn counters() -> Option<ConvCounters> {
         let c = cudnn::conv_counters();
         Some(ConvCounters {
@@ -101,6 +106,12 @@ mod imp {
     pub(crate) fn broadcast_error() -> Option<String> {
         None
     }
+
+    pub(crate) fn set_fast_broadcast(_: bool) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "the fast broadcast kernels need a build with cuDNN (`--features cuda,cudnn`)"
+        )
+    }
 }
 
 /// Chooses how later CUDA conv2d calls are set up; an error on builds without cuDNN.
@@ -111,6 +122,12 @@ pub(crate) fn set(setup: ConvSetup) -> anyhow::Result<()> {
 /// `None` on builds without cuDNN.
 pub(crate) fn counters() -> Option<ConvCounters> {
     imp::counters()
+}
+
+/// Switches the patched candle's fast broadcast kernels on or off for later binary ops (off:
+/// upstream's), whatever the conv setup; an error on builds without cuDNN.
+pub(crate) fn set_fast_broadcast(enabled: bool) -> anyhow::Result<()> {
+    imp::set_fast_broadcast(enabled)
 }
 
 /// Why the patched candle's fast broadcast kernels are not in use (they failed to compile with

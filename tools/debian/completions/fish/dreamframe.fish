@@ -69,12 +69,24 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench" -s h -l hel
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l preset -d 'Model layout: sd-turbo, sd-1.5, sd-2.1 or sdxl-turbo' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l device -d '"cpu" or "cuda:N"' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l size -d 'Square image size in pixels, a multiple of 8 (default: the preset\'s native size)' -r
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l runs -d 'Timed repetitions of each measurement (the median is reported)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l runs -d 'Timed repetitions of each measurement (median and spread are reported)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l warmups -d 'Untimed calls before each measurement\'s timed ones (0 to 100)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l dtype -d 'The model\'s number type: f16, bf16 or f32 (default: f16 on CUDA, f32 on the CPU)' -r -f -a "f16\t''
+bf16\t''
+f32\t''"
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l check-size -d 'Square size of the pictures `check` compares (default: --size); the f32 reference runs on the CPU, where 512 takes a while' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l conv -d 'cuDNN conv setups to compare, comma-separated (default: all the build has, per-call first); with --pipeline, the one to run with' -r -f -a "per-call\t'Upstream candle 0.11.1: descriptors, algorithm query and zero-filled workspace per call, and upstream\'s kernels for broadcast binary ops (bias, GroupNorm) too: the "before"'
 cached-heuristic\t'Plan per shape from cuDNN\'s heuristic, persistent workspace, f16 with tensor-core math'
 cached-benchmark\t'As cached-heuristic with the algorithm timed once per shape (the default)'"
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l pipeline -d 'Instead of the measurements: run dreamframe\'s own pipeline this many seconds (1 to 3600) with the random-weight model (img2img keyframes, tiny decoder), 1920x1080 at 60 fps into the null sink, logging to stderr, and print the final status' -r
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l pipeline -d 'Instead of the measurements: run dreamframe\'s own pipeline this many seconds (1 to 3600) with the random-weight model (img2img keyframes), into the null sink, logging to stderr, and print the final status' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l screen -d '--pipeline: the screen\'s size, WIDTHxHEIGHT (16x16 to 7680x4320)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l fps -d '--pipeline: display rate, 1 to 240' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l inbetweens -d '--pipeline: what decodes the in-between frames: tiny (TAESD) or full (the VAE)' -r -f -a "tiny\t''
+full\t''"
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l steps -d '--pipeline: keyframe steps (default: the preset\'s)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l start-seconds -d '--pipeline: seconds of frames buffered before playback starts (buffer.start-seconds)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, broadcast_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
+broadcast_check\t''
 host_work\t''
 vae_64px_b1\t''
 vae_b1\t''
@@ -87,6 +99,7 @@ keyframe_txt2img\t''
 keyframe_img2img\t''"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l output-dir -d 'Folder for status.json, snapshot.png and the log (overrides `output.dir`)' -r -F
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l adapt -d '--pipeline: let capacity-aware playback lower the quality (off: the quality asked for is held, and a model too slow for it shows as underruns)'
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l seconds -d 'Seconds for each paced run, 1 to 3600' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-display" -l fps -d 'Display rates for the paced runs, 1 to 240 each' -r
