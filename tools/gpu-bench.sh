@@ -15,10 +15,11 @@
 # (parts, in this order; default all but `compile`):
 #  - checks: bench-sd for sd-turbo and sd-1.5, every conv setup against an f32 reference of the
 #    same weights on the CPU (max error over the reference's spread, bound stated; 256x256), the
-#    fast broadcast kernels against upstream's and the CPU's on varied layouts, and the host work
-#    per decode and UNet step (conv calls, descriptor sets, algorithm searches, workspaces);
+#    fast broadcast kernels against upstream's and the CPU's on varied layouts, the fused group
+#    norm kernel against candle-nn's group norm (max abs error; both against f32), and the host
+#    work per decode and UNet step (conv calls, descriptor sets, algorithm searches, workspaces);
 #  - ratios: two rounds of ours (bench-sd, the default setup: VAE decode 64x64 and 512x512 at
-#    batch 1/4/10, TAESD b10, UNet step) then the PyTorch peer (tools/gpu-peer.py, diffusers, f16,
+#    batch 1/4/10, and at batch 1 with candle-nn's group norms, TAESD b10, UNet step) then the PyTorch peer (tools/gpu-peer.py, diffusers, f16,
 #    eager and channels-last, cudnn.benchmark), 3 warm-ups and 20 runs each, and the table of
 #    ours/PyTorch per round;
 #  - compile: the peer's torch.compile variants (minutes of compiling; not in the default);
@@ -67,8 +68,10 @@ build)
       sort -u >"$link/cuda_stub.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/libcuda.so" "$link/cuda_stub.c"
   }
-  # The stub lists what cudarc references, so cudarc must be compiled first: the first link may fail.
-  [[ -e "$link/libcuda.so" ]] && build || { stub && build; }
+  # The stub lists what cudarc references, so cudarc must be compiled first: on a fresh checkout
+  # the first link fails (an empty stub), and the stub made after it serves the second.
+  [[ -e "$link/libcuda.so" ]] || stub
+  build || { stub && build; }
   cp target/cuda/release/dreamframe "$out/dreamframe"
   strip "$out/dreamframe"
   # The device tool carries 64 MiB in all; the embedded PTX compresses well.
@@ -110,13 +113,13 @@ run)
   if has checks; then
     for preset in sd-turbo sd-1.5; do
       part "checks-$preset" 120 "$bin" bench-sd --device cuda:0 --preset "$preset" --check-size 256 \
-        --only check,broadcast_check,host_work
+        --only check,broadcast_check,group_norm_check,host_work
     done
   fi
   if [[ -d .whl ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,taesd_b10,unet_step
+  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,vae_b1_candle_norm,taesd_b10,unet_step
   if has ratios; then
     # Two rounds, ours then PyTorch's in each, so a drift of the machine shows as a spread.
     for round in 1 2; do

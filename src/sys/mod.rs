@@ -3,13 +3,15 @@
 //! come from nix's `request_code_*` macros (the kernel's _IO/_IOW encodings), never typed by
 //! hand. The rest of the program stays safe Rust. Nothing here keeps state.
 //!
-//! `drm`: dumb-buffer mappings, waiting on a card's events and their clock. `fb`: framebuffer
+//! `cuda` (CUDA builds): our own kernels' launches. `drm`: dumb-buffer mappings, waiting on a card's events and their clock. `fb`: framebuffer
 //! ioctls and the shared mapping. `tty`: the virtual terminal's mode and the
 //! terminal size. Here: signals, scheduling, the local clock, advisory locks, mapped files.
 
 // The one module where `unsafe` is allowed (the crate denies it everywhere else).
 #![allow(unsafe_code)]
 
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub(crate) mod drm;
 pub(crate) mod fb;
 pub(crate) mod tty;

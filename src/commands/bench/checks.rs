@@ -4,15 +4,17 @@
 //! real model's, so the ratio means what it would with real weights). `broadcast`: the patched
 //! candle's fast broadcast kernels against upstream's kernels and the CPU on varied layouts
 //! (either side broadcast, offsets into both, size-1 dimensions, layouts that do and do not
-//! collapse to three steps), each op within one unit in the last place. Runs on the bench
-//! thread; fails only with candle's errors.
+//! collapse to three steps), each op within one unit in the last place. `group_norm`: the fused
+//! group norm (+ SiLU) against candle-nn's op-composed one on the VAE's and UNet's shapes. Runs
+//! on the bench thread; fails only with candle's errors.
 
 use std::fmt;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::generator::stable_diffusion::conv;
-use crate::generator::stable_diffusion::random::normal_tensor;
+use crate::generator::stable_diffusion::group_norm::{self, GroupNorm};
+use crate::generator::stable_diffusion::random::{normal_tensor, random_var_builder};
 
 /// The largest error a model's output may have, as a share of the f32 reference's standard
 /// deviation. f16 keeps 11 significant bits; through a VAE decode, TAESD or a UNet step that
@@ -319,6 +321,84 @@ pub(crate) fn broadcast(device: &Device, dtype: DType) -> anyhow::Result<Broadca
     Ok(summary)
 }
 
+/// The error the fused group norm may always have, as a share of the output's spread, even
+/// where candle-nn's is exact (f32: both compute the same sums in another order).
+fn group_norm_floor(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 2e-3,
+        DType::BF16 => 2e-2,
+        _ => 1e-5,
+    }
+}
+
+/// (groups, input shape) the decoders and UNet normalise: the VAE's mid block and full-size up
+/// block, a UNet block at 512x512's smallest latent, and a small odd one.
+const GROUP_NORM_SHAPES: [(usize, [usize; 4]); 4] = [
+    (32, [1, 512, 64, 64]),
+    (32, [2, 128, 256, 256]),
+    (32, [2, 1280, 8, 8]),
+    (4, [3, 12, 5, 7]),
+];
+
+/// The fused group norm, plain and with SiLU, against candle-nn's on the same inputs on
+/// `device` in `dtype`, and both against candle-nn's in f32: the fused op must be no further from
+/// the f32 result than candle-nn's own op in `dtype` is (which rounds three more times), or
+/// within `group_norm_floor`. One line each, and whether all passed.
+pub(crate) fn group_norm(device: &Device, dtype: DType) -> anyhow::Result<(Vec<String>, bool)> {
+    let (mut lines, mut ok) = (vec![], true);
+    for (groups, dims) in GROUP_NORM_SHAPES {
+        let name = format!("check norm {dims:?}");
+        let layer = |dtype| {
+            GroupNorm::new(
+                groups,
+                dims[1],
+                1e-6,
+                random_var_builder(dtype, device).pp(&name),
+            )
+        };
+        let (layer, layer_f32) = (layer(dtype)?, layer(DType::F32)?);
+        // A mean away from zero, as activations have.
+        let x_f32 = (normal_tensor(
+            &format!("check x {dims:?}"),
+            &dims[..],
+            (0.0, 1.0),
+            DType::F32,
+            device,
+        )? + 0.5)?;
+        let x = x_f32.to_dtype(dtype)?;
+        for silu in [false, true] {
+            let run = |layer: &GroupNorm, x: &Tensor, fused: bool| {
+                group_norm::set_fused(fused);
+                let out = if silu {
+                    layer.forward_silu(x)
+                } else {
+                    candle_core::Module::forward(layer, x)
+                };
+                group_norm::set_fused(true);
+                out
+            };
+            let reference = run(&layer_f32, &x_f32, false)?;
+            let (fused, composed) = (run(&layer, &x, true)?, run(&layer, &x, false)?);
+            let against_candle = Comparison::of(&fused, &composed)?;
+            let fused_error = Comparison::of(&fused, &reference)?;
+            let candle_error = Comparison::of(&composed, &reference)?;
+            let allowed = candle_error
+                .error_over_spread()
+                .max(group_norm_floor(dtype));
+            let within = fused_error.error_over_spread() <= allowed;
+            ok &= within;
+            lines.push(format!(
+                "group_norm_check {dims:?} groups={groups} silu={silu} dtype={dtype:?} vs_candle_max_abs_error={:.3e} vs_f32: fused={:.3e} candle={:.3e} (max error over std) allowed={allowed:.3e} {}",
+                against_candle.max_abs_error,
+                fused_error.error_over_spread(),
+                candle_error.error_over_spread(),
+                if within { "ok" } else { "FAIL" }
+            ));
+        }
+    }
+    Ok((lines, ok))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +472,15 @@ mod tests {
             let offset = &layouts[4].lhs;
             assert_eq!(offset.layout().start_offset(), 8 * 5 * 7);
             assert!(!layouts[12].lhs.is_contiguous());
+        }
+    }
+
+    #[test]
+    fn the_fused_group_norm_is_within_its_bound_of_candles_on_the_cpu() {
+        for dtype in [DType::F32, DType::F16] {
+            let (lines, ok) = group_norm(&Device::Cpu, dtype).unwrap();
+            assert_eq!(lines.len(), 2 * GROUP_NORM_SHAPES.len());
+            assert!(ok, "{lines:#?}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! (`bench-display`: the drm sink's cost per frame against fbdev's, and its flips' timing);
 //! `sd`: Stable Diffusion at real sizes (`bench-sd`), `checks` its correctness checks.
 
-mod checks;
+pub(crate) mod checks;
 pub(crate) mod display;
 pub(crate) mod sd;
 

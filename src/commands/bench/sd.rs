@@ -19,6 +19,7 @@ use crate::config::{Config, SinkKind};
 use crate::frame::pixel_format::PixelFormat;
 use crate::frame::Geometry;
 use crate::generator::stable_diffusion::conv::{self, ConvSetup};
+use crate::generator::stable_diffusion::group_norm;
 use crate::generator::stable_diffusion::random::normal_tensor;
 use crate::generator::stable_diffusion::StableDiffusionGenerator;
 use crate::generator::{Generator, KeyframeRequest};
@@ -53,10 +54,14 @@ pub(crate) fn run(args: &BenchSdArgs) -> anyhow::Result<()> {
     stdout::line(bench.heading(&args.preset))?;
     bench.check_against_reference(args)?;
     bench.check_broadcast()?;
+    bench.check_group_norm()?;
     bench.host_work()?;
     bench.decode_and_step_times()?;
     if let Some(error) = conv::broadcast_error() {
         stdout::line(format!("fast_broadcast unavailable: {error}"))?;
+    }
+    if let Some(error) = group_norm::fused_error() {
+        stdout::line(format!("fused group norm unavailable: {error}"))?;
     }
     bench.keyframe_times()?;
     anyhow::ensure!(
@@ -173,6 +178,27 @@ impl SdBench<'_> {
         Ok(())
     }
 
+    /// The fused group norm against candle-nn's on this device, in the model's dtype and f32.
+    fn check_group_norm(&mut self) -> anyhow::Result<()> {
+        if !wanted(self.only, "group_norm_check") {
+            return Ok(());
+        }
+        let mut dtypes = vec![self.model.dtype];
+        if self.model.dtype != DType::F32 {
+            dtypes.push(DType::F32);
+        }
+        for dtype in dtypes {
+            let (lines, ok) = checks::group_norm(&self.model.device, dtype)?;
+            for line in lines {
+                stdout::line(line)?;
+            }
+            if !ok {
+                self.failures.push(format!("group_norm {dtype:?}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Host work per call, after a warm-up call has built whatever is cached.
     fn host_work(&mut self) -> anyhow::Result<()> {
         if conv::counters().is_none() || !wanted(self.only, "host_work") {
@@ -234,6 +260,13 @@ impl SdBench<'_> {
                 },
             )?;
         }
+        // The same decode with candle-nn's op-composed group norms: what fusing them gained.
+        compare_setups(setups, ("vae_b1_candle_norm", only), timing, 1, || {
+            group_norm::set_fused(false);
+            let decoded = sd.decode_full(&one).and_then(|_| sync(device));
+            group_norm::set_fused(true);
+            decoded
+        })?;
         // The same ten latents one at a time, as decode_full went before its batch-correct VAE.
         compare_setups(setups, ("vae_b10_singly", only), timing, 10, || {
             for i in 0..ten.dim(0)? {

@@ -23,6 +23,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod decoders;
+pub(crate) mod group_norm;
 pub(crate) mod preset;
 pub(crate) mod random;
 pub(crate) mod scheduler;

@@ -1,5 +1,6 @@
-//! The full VAE's decoder (diffusers' `AutoencoderKL.decode`), batch-correct: candle-transformers'
-//! blocks for the convolutions and resnets, with an attention block of our own.
+//! The full VAE's decoder (diffusers' `AutoencoderKL.decode`), batch-correct, its group norms
+//! fused with their SiLU (group_norm.rs): resnets, up blocks and an attention block of our own
+//! around candle-nn's convolutions and linear layers.
 //!
 //! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention hands a
 //! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul
@@ -16,12 +17,10 @@
 //! (`to_q`... or the older `query`...). Runs on the decoder thread.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    UpDecoderBlock2D, UpDecoderBlock2DConfig,
-};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+
+use super::group_norm::GroupNorm;
 
 /// The decoder's resnets and norms use this epsilon (diffusers' `Decoder`).
 const EPS: f64 = 1e-6;
@@ -57,7 +56,7 @@ impl SelfAttention {
             ("query", "key", "value", "proj_attn")
         };
         Ok(Self {
-            norm: group_norm(groups, channels, EPS, vb.pp("group_norm"))?,
+            norm: GroupNorm::new(groups, channels, EPS, vb.pp("group_norm"))?,
             query: projection(channels, vb.pp(q))?,
             key: projection(channels, vb.pp(k))?,
             value: projection(channels, vb.pp(v))?,
@@ -93,14 +92,113 @@ impl SelfAttention {
     }
 }
 
+/// A 3x3 convolution with one pixel of padding (the resnets' and up blocks').
+fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let padded = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    conv2d(in_channels, out_channels, 3, padded, vb)
+}
+
+/// diffusers' `ResnetBlock2D` as the decoder uses it (no time embedding, output scale 1): norm,
+/// SiLU, conv, norm, SiLU, conv, plus the input (through a 1x1 convolution where the width
+/// changes).
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, groups: usize) -> Result<Self> {
+        let shortcut = if in_channels == out_channels {
+            None
+        } else {
+            Some(conv2d(
+                in_channels,
+                out_channels,
+                1,
+                Default::default(),
+                vb.pp("conv_shortcut"),
+            )?)
+        };
+        Ok(Self {
+            norm1: GroupNorm::new(groups, in_channels, EPS, vb.pp("norm1"))?,
+            conv1: conv3x3(in_channels, out_channels, vb.pp("conv1"))?,
+            norm2: GroupNorm::new(groups, out_channels, EPS, vb.pp("norm2"))?,
+            conv2: conv3x3(out_channels, out_channels, vb.pp("conv2"))?,
+            shortcut,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        match &self.shortcut {
+            Some(conv) => conv.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// diffusers' `UpDecoderBlock2D`: resnets, then (but for the last block) a nearest-neighbour
+/// doubling and a 3x3 convolution.
+struct UpBlock {
+    resnets: Vec<Resnet>,
+    upsample: Option<Conv2d>,
+}
+
+impl UpBlock {
+    fn new(
+        vb: VarBuilder,
+        (in_channels, out_channels): (usize, usize),
+        (layers, groups): (usize, usize),
+        upsample: bool,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|i| {
+                let input = if i == 0 { in_channels } else { out_channels };
+                Resnet::new(vb.pp("resnets").pp(i), input, out_channels, groups)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let upsample = if upsample {
+            Some(conv3x3(
+                out_channels,
+                out_channels,
+                vb.pp("upsamplers").pp(0).pp("conv"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, upsample })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for resnet in &self.resnets {
+            x = resnet.forward(&x)?;
+        }
+        match &self.upsample {
+            Some(conv) => {
+                let (_, _, height, width) = x.dims4()?;
+                conv.forward(&x.upsample_nearest2d(2 * height, 2 * width)?)
+            }
+            None => Ok(x),
+        }
+    }
+}
+
 /// diffusers' `Decoder` (+ `post_quant_conv`): conv_in, a mid block (resnet, attention, resnet),
 /// up blocks, norm, SiLU, conv_out.
 pub(crate) struct VaeDecoder {
     post_quant_conv: Option<Conv2d>,
     conv_in: Conv2d,
-    mid_resnets: [ResnetBlock2D; 2],
+    mid_resnets: [Resnet; 2],
     mid_attention: SelfAttention,
-    up_blocks: Vec<UpDecoderBlock2D>,
+    up_blocks: Vec<UpBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
     /// Picture pixels per latent pixel, a side.
@@ -139,13 +237,7 @@ impl VaeDecoder {
         };
         let vb = vb.pp("decoder");
         let mid = vb.pp("mid_block");
-        let resnet_config = ResnetBlock2DConfig {
-            eps: EPS,
-            groups,
-            temb_channels: None,
-            ..Default::default()
-        };
-        let resnet = |i: usize| ResnetBlock2D::new(mid.pp("resnets").pp(i), last, resnet_config);
+        let resnet = |i: usize| Resnet::new(mid.pp("resnets").pp(i), last, last, groups);
         // In diffusers' order, so a file of another size fails on conv_in first.
         let conv_in = conv2d(latent, last, 3, padded, vb.pp("conv_in"))?;
         let mid_resnets = [resnet(0)?, resnet(1)?];
@@ -156,14 +248,12 @@ impl VaeDecoder {
             .enumerate()
             .map(|(i, &out_channels)| {
                 let in_channels = reversed[i.saturating_sub(1)];
-                let block = UpDecoderBlock2DConfig {
-                    num_layers: config.layers_per_block + 1,
-                    resnet_eps: EPS,
-                    resnet_groups: groups,
-                    output_scale_factor: 1.0,
-                    add_upsample: i + 1 < reversed.len(),
-                };
-                UpDecoderBlock2D::new(vb.pp("up_blocks").pp(i), in_channels, out_channels, block)
+                UpBlock::new(
+                    vb.pp("up_blocks").pp(i),
+                    (in_channels, out_channels),
+                    (config.layers_per_block + 1, groups),
+                    i + 1 < reversed.len(),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -172,7 +262,7 @@ impl VaeDecoder {
             mid_resnets,
             mid_attention,
             up_blocks,
-            norm_out: group_norm(groups, first, EPS, vb.pp("conv_norm_out"))?,
+            norm_out: GroupNorm::new(groups, first, EPS, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(first, 3, 3, padded, vb.pp("conv_out"))?,
             factor: 1 << (channels.len() - 1),
             full_resolution_channels: first,
@@ -200,13 +290,12 @@ impl VaeDecoder {
             None => latents.clone(),
         };
         x = self.conv_in.forward(&x)?;
-        x = self.mid_resnets[0].forward(&x, None)?;
+        x = self.mid_resnets[0].forward(&x)?;
         x = self.mid_attention.forward(&x)?;
-        x = self.mid_resnets[1].forward(&x, None)?;
+        x = self.mid_resnets[1].forward(&x)?;
         for block in &self.up_blocks {
             x = block.forward(&x)?;
         }
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
-        self.conv_out.forward(&x)
+        self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
     }
 }

@@ -1,0 +1,441 @@
+//! GroupNorm (diffusers' `nn.GroupNorm`), optionally followed by SiLU, as one op: candle-nn's
+//! group norm is a dozen full-tensor passes in f32 (to_f32, sums, subtractions, squares,
+//! divisions, casts, scale, shift) and the SiLU another three; here each (image, group) is read
+//! twice (statistics, then the output) and written once. Statistics in f64 on the CPU, in f32
+//! shifted by the group's first value on the GPU (no cancellation for a large mean); the affine
+//! and SiLU in f32; the output rounded once to the input's dtype.
+//!
+//! Inputs: x [n, c, ...] in f32, f16 or bf16, gamma and beta [c]. Output: x's shape and dtype.
+//! CPU: scoped threads over the (image, group) pairs. CUDA: one kernel compiled by NVRTC once
+//! per process (src/sys/cuda.rs launches it), one block per (image, group). Where that kernel
+//! cannot compile, or `set_fused(false)` asked for it (bench-sd compares the two), candle-nn's
+//! op-composed group norm serves; `fused_error` says why it is not in use. Runs on whatever
+//! thread the model runs on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, WithDType};
+use candle_nn::VarBuilder;
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Chooses the fused op (the default) or candle-nn's for later group norms.
+pub(crate) fn set_fused(enabled: bool) {
+    FUSED.store(enabled, Ordering::Relaxed);
+}
+
+/// Why the fused op is not in use on the GPU (its kernel failed to compile), once one ran.
+pub(crate) fn fused_error() -> Option<String> {
+    imp::kernel_error()
+}
+
+/// A group norm layer with the weights of diffusers' `GroupNorm` (`weight`, `bias`).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    groups: usize,
+    eps: f64,
+    /// candle-nn's, for the unfused path.
+    composed: candle_nn::GroupNorm,
+}
+
+impl GroupNorm {
+    pub(crate) fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let composed = candle_nn::group_norm(groups, channels, eps, vb.clone())?;
+        Ok(Self {
+            gamma: vb.get_with_hints(channels, "weight", candle_nn::init::ONE)?,
+            beta: vb.get_with_hints(channels, "bias", candle_nn::init::ZERO)?,
+            groups,
+            eps,
+            composed,
+        })
+    }
+
+    /// The norm, then SiLU: what a resnet block and the decoder's output do.
+    pub(crate) fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let fused = FUSED.load(Ordering::Relaxed)
+            && supported(x.dtype())
+            && x.elem_count() > 0
+            && (x.device().is_cpu() || imp::kernel_ready());
+        if !fused {
+            let normed = self.composed.forward(x)?;
+            return if silu {
+                candle_nn::ops::silu(&normed)
+            } else {
+                Ok(normed)
+            };
+        }
+        let op = FusedGroupNorm {
+            groups: self.groups,
+            eps: self.eps,
+            silu,
+        };
+        x.contiguous()?
+            .apply_op3_no_bwd(&self.gamma.contiguous()?, &self.beta.contiguous()?, &op)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, false)
+    }
+}
+
+/// The op: x, gamma, beta -> the normalised x (SiLU after if `silu`).
+pub(crate) struct FusedGroupNorm {
+    pub groups: usize,
+    pub eps: f64,
+    pub silu: bool,
+}
+
+/// How the group norm sees a tensor: `images` of `groups` groups, each `count` contiguous
+/// values of `channels_per_group` channels of `pixels` values each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Groups {
+    pub images: usize,
+    pub groups: usize,
+    pub channels_per_group: usize,
+    pub pixels: usize,
+}
+
+impl Groups {
+    pub(crate) fn count(&self) -> usize {
+        self.channels_per_group * self.pixels
+    }
+}
+
+impl FusedGroupNorm {
+    /// The grouping of x's layout, checked against the op's groups and the weights' length.
+    pub(crate) fn groups_of(&self, x: &Layout, gamma: &Layout, beta: &Layout) -> Result<Groups> {
+        let dims = x.dims();
+        if dims.len() < 2 {
+            candle_core::bail!("group norm: input of shape {dims:?}, needs [n, c, ...]");
+        }
+        let (images, channels) = (dims[0], dims[1]);
+        if self.groups == 0 || channels % self.groups != 0 {
+            candle_core::bail!(
+                "group norm: {channels} channels do not split into {} groups",
+                self.groups
+            );
+        }
+        for (name, layout) in [("gamma", gamma), ("beta", beta)] {
+            if layout.shape().elem_count() != channels || !layout.is_contiguous() {
+                candle_core::bail!(
+                    "group norm: {name} of shape {:?} for {channels} channels",
+                    layout.dims()
+                );
+            }
+        }
+        if !x.is_contiguous() {
+            candle_core::bail!("group norm: the input must be contiguous");
+        }
+        Ok(Groups {
+            images,
+            groups: self.groups,
+            channels_per_group: channels / self.groups,
+            pixels: dims[2..].iter().product(),
+        })
+    }
+}
+
+/// `values[layout]`'s contiguous part.
+fn contiguous<'a, T>(values: &'a [T], layout: &Layout) -> &'a [T] {
+    let start = layout.start_offset();
+    &values[start..start + layout.shape().elem_count()]
+}
+
+/// Sums of (v - shift) and of its squares over `values`, in f64, in independent lanes so the
+/// loop vectorises instead of waiting on one accumulator.
+fn shifted_sums<T: WithDType>(values: &[T], shift: f64) -> (f64, f64) {
+    const LANES: usize = 8;
+    let (mut sums, mut squares) = ([0f64; LANES], [0f64; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let d = chunk[lane].to_f64() - shift;
+            sums[lane] += d;
+            squares[lane] += d * d;
+        }
+    }
+    for (lane, v) in rest.iter().enumerate() {
+        let d = v.to_f64() - shift;
+        sums[lane] += d;
+        squares[lane] += d * d;
+    }
+    (sums.iter().sum(), squares.iter().sum())
+}
+
+/// One group's output: `x` and `out` are the group's `count` values, `gamma` and `beta` its
+/// channels' weights. One pass for the statistics (sums shifted by the first value, so a large
+/// mean does not cancel), one for the output.
+fn normalise_group<T: WithDType>(
+    x: &[T],
+    out: &mut [T],
+    (gamma, beta): (&[T], &[T]),
+    pixels: usize,
+    eps: f64,
+    silu: bool,
+) {
+    let Some(first) = x.first() else {
+        return;
+    };
+    let n = x.len() as f64;
+    let (sum, squares) = shifted_sums(x, first.to_f64());
+    let mean_shifted = sum / n;
+    let variance = (squares / n - mean_shifted * mean_shifted).max(0.0);
+    let mean = first.to_f64() + mean_shifted;
+    let rstd = 1.0 / (variance + eps).sqrt();
+    for (channel, (x, out)) in x
+        .chunks(pixels.max(1))
+        .zip(out.chunks_mut(pixels.max(1)))
+        .enumerate()
+    {
+        // The affine in f32, as the GPU kernel does it.
+        let scale = (rstd * gamma[channel].to_f64()) as f32;
+        let shift = (beta[channel].to_f64() - mean * rstd * gamma[channel].to_f64()) as f32;
+        if silu {
+            for (x, out) in x.iter().zip(out.iter_mut()) {
+                let y = x.to_f64() as f32 * scale + shift;
+                *out = T::from_f64(f64::from(y / (1.0 + (-y).exp())));
+            }
+        } else {
+            for (x, out) in x.iter().zip(out.iter_mut()) {
+                *out = T::from_f64(f64::from(x.to_f64() as f32 * scale + shift));
+            }
+        }
+    }
+}
+
+fn cpu_group_norm<T: WithDType>(
+    x: &[T],
+    (gamma, beta): (&[T], &[T]),
+    shape: Groups,
+    eps: f64,
+    silu: bool,
+) -> Vec<T> {
+    let count = shape.count().max(1);
+    let mut out = vec![T::zero(); x.len()];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let groups_per_thread = (shape.images * shape.groups).div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (part, (x, out)) in x
+            .chunks(groups_per_thread * count)
+            .zip(out.chunks_mut(groups_per_thread * count))
+            .enumerate()
+        {
+            scope.spawn(move || {
+                for (i, (x, out)) in x.chunks(count).zip(out.chunks_mut(count)).enumerate() {
+                    let group = (part * groups_per_thread + i) % shape.groups;
+                    let channels =
+                        group * shape.channels_per_group..(group + 1) * shape.channels_per_group;
+                    let weights = (&gamma[channels.clone()], &beta[channels]);
+                    normalise_group(x, out, weights, shape.pixels, eps, silu);
+                }
+            });
+        }
+    });
+    out
+}
+
+impl CustomOp3 for FusedGroupNorm {
+    fn name(&self) -> &'static str {
+        "fused-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        beta: &CpuStorage,
+        beta_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = self.groups_of(x_layout, gamma_layout, beta_layout)?;
+        let (eps, silu) = (self.eps, self.silu);
+        let storage = match (x, gamma, beta) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                CpuStorage::F32(cpu_group_norm(
+                    contiguous(x, x_layout),
+                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
+                    shape,
+                    eps,
+                    silu,
+                ))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(g), CpuStorage::F16(b)) => {
+                CpuStorage::F16(cpu_group_norm(
+                    contiguous(x, x_layout),
+                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
+                    shape,
+                    eps,
+                    silu,
+                ))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(g), CpuStorage::BF16(b)) => {
+                CpuStorage::BF16(cpu_group_norm(
+                    contiguous(x, x_layout),
+                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
+                    shape,
+                    eps,
+                    silu,
+                ))
+            }
+            _ => candle_core::bail!(
+                "group norm: input and weights must be one of f32, f16, bf16, got {:?}",
+                x.dtype()
+            ),
+        };
+        Ok((storage, x_layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &Layout,
+        gamma: &candle_core::CudaStorage,
+        gamma_layout: &Layout,
+        beta: &candle_core::CudaStorage,
+        beta_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let shape = self.groups_of(x_layout, gamma_layout, beta_layout)?;
+        let storage = crate::sys::cuda::group_norm(
+            (x, x_layout),
+            (gamma, gamma_layout),
+            (beta, beta_layout),
+            shape,
+            (self.eps as f32, self.silu),
+        )?;
+        Ok((storage, x_layout.shape().clone()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    pub(super) fn kernel_ready() -> bool {
+        crate::sys::cuda::group_norm_ptx().is_ok()
+    }
+
+    pub(super) fn kernel_error() -> Option<String> {
+        crate::sys::cuda::group_norm_ptx().err()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    pub(super) fn kernel_ready() -> bool {
+        false
+    }
+
+    pub(super) fn kernel_error() -> Option<String> {
+        None
+    }
+}
+
+/// The dtypes the fused op takes.
+fn supported(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::bench::checks::Comparison;
+    use crate::generator::stable_diffusion::random::normal_tensor;
+    use candle_core::Device;
+
+    fn layer(groups: usize, channels: usize) -> GroupNorm {
+        let vb = crate::generator::stable_diffusion::random::random_var_builder(
+            DType::F32,
+            &Device::Cpu,
+        );
+        GroupNorm::new(groups, channels, 1e-6, vb.pp("norm")).unwrap()
+    }
+
+    fn max_error(a: &Tensor, b: &Tensor) -> f32 {
+        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_matches_candles_group_norm_and_silu() {
+        let norm = layer(4, 8);
+        // A large mean beside a small spread: where one-pass f32 sums would cancel.
+        let x = (normal_tensor("x", (3, 8, 5, 6), (0.0, 0.5), DType::F32, &Device::Cpu).unwrap()
+            + 100.0)
+            .unwrap();
+        let want = norm.composed.forward(&x).unwrap();
+        let got = norm.forward(&x).unwrap();
+        assert_eq!(got.dims(), x.dims());
+        assert!(max_error(&got, &want) < 2e-4, "{}", max_error(&got, &want));
+        let want = candle_nn::ops::silu(&want).unwrap();
+        let got = norm.forward_silu(&x).unwrap();
+        assert!(max_error(&got, &want) < 2e-4, "{}", max_error(&got, &want));
+        // Each image is its own: the second alone gives what it gave in the batch.
+        let alone = norm.forward_silu(&x.narrow(0, 1, 1).unwrap()).unwrap();
+        assert!(max_error(&alone, &got.narrow(0, 1, 1).unwrap()) < 1e-6);
+    }
+
+    #[test]
+    fn f16_and_bf16_round_once_and_stay_in_their_dtype() {
+        let norm = layer(2, 4);
+        let x = normal_tensor("y", (2, 4, 7, 3), (1.0, 2.0), DType::F32, &Device::Cpu).unwrap();
+        let want = norm.forward_silu(&x).unwrap();
+        for (dtype, bound) in [(DType::F16, 5e-3), (DType::BF16, 4e-2)] {
+            let layer = GroupNorm {
+                gamma: norm.gamma.to_dtype(dtype).unwrap(),
+                beta: norm.beta.to_dtype(dtype).unwrap(),
+                ..norm.clone()
+            };
+            let got = layer.forward_silu(&x.to_dtype(dtype).unwrap()).unwrap();
+            assert_eq!(got.dtype(), dtype);
+            let c = Comparison::of(&got, &want).unwrap();
+            assert!(c.error_over_spread() < bound, "{dtype:?}: {c}");
+        }
+    }
+
+    #[test]
+    fn the_switch_gives_candles_path_and_bad_shapes_are_errors() {
+        let norm = layer(4, 8);
+        let x = normal_tensor("z", (1, 8, 3, 3), (0.0, 1.0), DType::F32, &Device::Cpu).unwrap();
+        let fused = norm.forward(&x).unwrap();
+        set_fused(false);
+        let composed = norm.forward(&x);
+        set_fused(true);
+        assert!(max_error(&fused, &composed.unwrap()) < 1e-5);
+        // A transposed input is made contiguous first.
+        let t = x.transpose(2, 3).unwrap();
+        let want = norm.composed.forward(&t.contiguous().unwrap()).unwrap();
+        assert!(max_error(&norm.forward(&t).unwrap(), &want) < 1e-5);
+        let op = FusedGroupNorm {
+            groups: 3,
+            eps: 1e-6,
+            silu: false,
+        };
+        let error = x
+            .apply_op3_no_bwd(&norm.gamma, &norm.beta, &op)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("8 channels do not split into 3 groups"),
+            "{error}"
+        );
+        assert!(supported(DType::F16) && !supported(DType::U8));
+    }
+}
