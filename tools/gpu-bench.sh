@@ -30,7 +30,9 @@
 #    (held deadlines, underrun frames, lateness, decode_fps);
 #  - hardened: the same binary with /proc mounted subset=pid (the unit's ProcSubset=pid) and
 #    under PR_SET_MDWE (the unit's MemoryDenyWriteExecute).
-# The GPU time the script took is its last line.
+# The GPU time the script took is its last line. The parts' limits add up to more than one
+# device call may take (10 minutes): run `run checks ratios` and then `run pipelines hardened` on
+# the same warm machine (results accumulate in one archive).
 #   tools/gpu-bench.sh profile [part...]   # on the GPU machine: Nsight Compute kernel times of
 #                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts),
 #                              # and the top 10 kernels of each
@@ -83,7 +85,7 @@ build)
   ;;
 run)
   set +e +o pipefail # every part runs under its own limit; one failing leaves the rest
-  results=/tmp/dreamframe-gpu
+  results=/tmp/dreamframe-gpu # kept between calls on a warm machine: the archive has them all
   mkdir -p "$results"
   trap 'tar czf "${OUT:-/tmp}/gpu-results.tgz" -C "$results" .' EXIT
   # CUDA 13 runtime libraries of the machine's Python (PyTorch cu130 brings them), then the toolkit's.

@@ -11,16 +11,19 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
 
-use crate::generator::stable_diffusion::group_norm::Groups;
+use crate::generator::stable_diffusion::group_norm::{split, Groups, TARGET_BLOCKS};
 
 const MODULE: &str = "dreamframe_group_norm";
 
 /// Threads per block: a multiple of 32 (the reduction works warp by warp), at most 1024.
-const THREADS: u32 = 512;
+const THREADS: u32 = 256;
 
-/// One block per (image, group): the group's `count` contiguous values are summed, shifted by the
-/// group's first value so a large mean does not cancel, in f32; then each value is normalised,
-/// scaled and shifted by its channel's gamma and beta, SiLU applied if asked, and rounded once.
+/// Two kernels, so every group is spread over many blocks (one block per group left most of
+/// the GPU idle at batch 1: 32 groups). `group_stats`: block b sums its `chunk` of group
+/// b / splits, shifted by the group's first value so a large mean does not cancel, in f32, into
+/// partial[2b], partial[2b + 1]. `group_norm`: the same blocks; each first adds up its group's
+/// `splits` partial sums, then normalises its chunk, scales and shifts each value by its
+/// channel's gamma and beta, applies SiLU if asked, and rounds once.
 const SOURCE: &str = r#"
 __device__ __forceinline__ float load(const float *p, unsigned int i) { return p[i]; }
 __device__ __forceinline__ void store(float *p, unsigned int i, float v) { p[i] = v; }
@@ -56,38 +59,60 @@ __device__ __forceinline__ float block_sum(float v, float *shared) {
     __syncthreads();
     return v;
 }
-#define GROUP_NORM(NAME, T) \
-extern "C" __global__ void NAME(unsigned int count, unsigned int pixels, \
-    unsigned int channels_per_group, unsigned int groups, float eps, int silu, \
-    const T *x, const T *gamma, const T *beta, T *out) { \
+#define GROUP_NORM(SUFFIX, T) \
+extern "C" __global__ void group_stats_##SUFFIX(unsigned int count, unsigned int chunk, \
+    unsigned int splits, const T *x, float *partial) { \
     __shared__ float shared[32]; \
-    const unsigned long long base = (unsigned long long)blockIdx.x * count; \
-    const T *xs = x + base; \
-    T *ys = out + base; \
+    const unsigned int group = blockIdx.x / splits, part = blockIdx.x % splits; \
+    const T *xs = x + (unsigned long long)group * count; \
     const float shift = load(xs, 0); \
+    const unsigned int start = part * chunk, end = min(count, start + chunk); \
     float sum = 0.0f, squares = 0.0f; \
-    for (unsigned int i = threadIdx.x; i < count; i += blockDim.x) { \
+    for (unsigned int i = start + threadIdx.x; i < end; i += blockDim.x) { \
         const float d = load(xs, i) - shift; \
         sum += d; \
         squares += d * d; \
     } \
     sum = block_sum(sum, shared); \
     squares = block_sum(squares, shared); \
-    const float mean_shifted = sum / (float)count; \
-    const float variance = fmaxf(squares / (float)count - mean_shifted * mean_shifted, 0.0f); \
-    const float mean = shift + mean_shifted; \
-    const float rstd = rsqrtf(variance + eps); \
-    const unsigned int first_channel = (blockIdx.x % groups) * channels_per_group; \
-    for (unsigned int i = threadIdx.x; i < count; i += blockDim.x) { \
+    if (threadIdx.x == 0) { \
+        partial[2 * blockIdx.x] = sum; \
+        partial[2 * blockIdx.x + 1] = squares; \
+    } \
+} \
+extern "C" __global__ void group_norm_##SUFFIX(unsigned int count, unsigned int chunk, \
+    unsigned int splits, unsigned int pixels, unsigned int channels_per_group, \
+    unsigned int groups, float eps, int silu, const T *x, const T *gamma, const T *beta, \
+    const float *partial, T *out) { \
+    __shared__ float stats[2]; \
+    const unsigned int group = blockIdx.x / splits, part = blockIdx.x % splits; \
+    const T *xs = x + (unsigned long long)group * count; \
+    T *ys = out + (unsigned long long)group * count; \
+    if (threadIdx.x == 0) { \
+        float sum = 0.0f, squares = 0.0f; \
+        for (unsigned int s = 0; s < splits; ++s) { \
+            sum += partial[2 * (group * splits + s)]; \
+            squares += partial[2 * (group * splits + s) + 1]; \
+        } \
+        const float mean_shifted = sum / (float)count; \
+        const float variance = fmaxf(squares / (float)count - mean_shifted * mean_shifted, 0.0f); \
+        stats[0] = load(xs, 0) + mean_shifted; \
+        stats[1] = rsqrtf(variance + eps); \
+    } \
+    __syncthreads(); \
+    const float mean = stats[0], rstd = stats[1]; \
+    const unsigned int first_channel = (group % groups) * channels_per_group; \
+    const unsigned int start = part * chunk, end = min(count, start + chunk); \
+    for (unsigned int i = start + threadIdx.x; i < end; i += blockDim.x) { \
         const unsigned int channel = first_channel + i / pixels; \
         float y = (load(xs, i) - mean) * rstd * load(gamma, channel) + load(beta, channel); \
         if (silu) y = y / (1.0f + __expf(-y)); \
         store(ys, i, y); \
     } \
 }
-GROUP_NORM(group_norm_f32, float)
-GROUP_NORM(group_norm_f16, unsigned short)
-GROUP_NORM(group_norm_bf16, bf16)
+GROUP_NORM(f32, float)
+GROUP_NORM(f16, unsigned short)
+GROUP_NORM(bf16, bf16)
 "#;
 
 static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
@@ -119,20 +144,20 @@ pub(crate) fn group_norm(
     let settings = (shape, eps, silu);
     match (&x.slice, &gamma.slice, &beta.slice) {
         (Slice::F32(x), Slice::F32(g), Slice::F32(b)) => {
-            launch("group_norm_f32", device, [x, g, b], layouts, settings)
+            launch("f32", device, [x, g, b], layouts, settings)
         }
         (Slice::F16(x), Slice::F16(g), Slice::F16(b)) => {
-            launch("group_norm_f16", device, [x, g, b], layouts, settings)
+            launch("f16", device, [x, g, b], layouts, settings)
         }
         (Slice::BF16(x), Slice::BF16(g), Slice::BF16(b)) => {
-            launch("group_norm_bf16", device, [x, g, b], layouts, settings)
+            launch("bf16", device, [x, g, b], layouts, settings)
         }
         _ => candle_core::bail!("group norm: input and weights must be one of f32, f16, bf16"),
     }
 }
 
 fn launch<T: CudaDType + DeviceRepr>(
-    kernel: &str,
+    suffix: &str,
     device: &CudaDevice,
     [x, gamma, beta]: [&CudaSlice<T>; 3],
     [x_layout, gamma_layout, beta_layout]: [&Layout; 3],
@@ -144,9 +169,8 @@ fn launch<T: CudaDType + DeviceRepr>(
     let channels = shape.groups * shape.channels_per_group;
     // What the kernel's indexing assumes: 32-bit counts, one block per group within the grid's
     // x limit, the input contiguous and as long as the shape says, one weight per channel.
-    let fits_u32 = |v: usize| u32::try_from(v).is_ok();
     if elements == 0
-        || !(fits_u32(count) && blocks < (1 << 31) - 1)
+        || !(count < (1 << 31) && blocks.saturating_mul(TARGET_BLOCKS) < (1 << 31) - 1)
         || !x_layout.is_contiguous()
         || x_layout.shape().elem_count() != elements
         || gamma_layout.shape().elem_count() != channels
@@ -157,46 +181,69 @@ fn launch<T: CudaDType + DeviceRepr>(
         candle_core::bail!("group norm: layout outside what the kernel indexes: {shape:?}");
     }
     let ptx = group_norm_ptx().map_err(candle_core::Error::Msg)?;
-    let func = device.get_or_load_custom_func(kernel, MODULE, ptx)?;
+    let (splits, chunk) = split(blocks, count);
+    let grid = blocks * splits;
+    let stats = device.get_or_load_custom_func(&format!("group_stats_{suffix}"), MODULE, ptx)?;
+    let norm = device.get_or_load_custom_func(&format!("group_norm_{suffix}"), MODULE, ptx)?;
     let xs = x.slice(x_layout.start_offset()..);
     let gammas = gamma.slice(gamma_layout.start_offset()..);
     let betas = beta.slice(beta_layout.start_offset()..);
-    // SAFETY: every element is written by the kernel before anything reads it.
-    // The kernel's second loop stores out[b * count + i] for every block b < blocks and every
-    // i < count (each block's threads stride over 0..count), i.e. all `elements`; reads are
-    // queued after it on the device's one stream; if the launch fails, `out` is dropped unread.
+    // SAFETY: every element is written by `group_stats` before `group_norm` reads it.
+    // Thread 0 of each of the `grid` blocks stores partial[2b] and partial[2b + 1]; the norm
+    // kernel is queued after it on the device's one stream; if a launch fails, `partial` is
+    // dropped unread.
+    let partial = unsafe { device.alloc::<f32>(2 * grid)? };
+    // SAFETY: every element is written by `group_norm` before anything reads it.
+    // Block b covers values [chunk * (b % splits), min(count, chunk * (b % splits + 1))) of group
+    // b / splits; with splits = ceil(count / chunk) the chunks tile 0..count for every group,
+    // so all blocks * count values are stored; reads are queued after it on the device's one
+    // stream; if a launch fails, `out` is dropped unread.
     let out = unsafe { device.alloc::<T>(elements)? };
-    let mut builder = func.builder();
-    let (count, pixels) = (count as u32, shape.pixels as u32);
-    let (per_group, groups) = (shape.channels_per_group as u32, shape.groups as u32);
-    builder.arg(&count);
-    builder.arg(&pixels);
-    builder.arg(&per_group);
-    builder.arg(&groups);
-    builder.arg(&eps);
+    let config = LaunchConfig {
+        grid_dim: (grid as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (count, chunk, splits) = (count as u32, chunk as u32, splits as u32);
+    let (pixels, per_group) = (shape.pixels as u32, shape.channels_per_group as u32);
+    let groups = shape.groups as u32;
     let silu = i32::from(silu);
+    let mut builder = stats.builder();
+    builder.arg(&count);
+    builder.arg(&chunk);
+    builder.arg(&splits);
+    builder.arg(&xs);
+    builder.arg(&partial);
+    // SAFETY: ffi; the arguments match the kernel's signature and stay in bounds.
+    // group_stats_T(u32 count, u32 chunk, u32 splits, const T *x, float *partial), T float,
+    // unsigned short (f16's 2 bytes) or bf16 (2 bytes) as `suffix` says, from x's dtype.
+    // Bounds, checked above: block b reads x[(b / splits) * count + i] for i < count, and
+    // b / splits < blocks, x holding blocks * count values from its offset; it writes
+    // partial[2b + 1] < 2 * grid, partial's length. part * chunk + chunk stays below 2^32:
+    // chunk * splits < count + chunk <= 2 * count < 2^32. The grid's x dimension is below
+    // 2^31 - 1, the block has THREADS (a multiple of 32, at most 1024) and 128 bytes of
+    // static shared memory. Function, buffers and launch belong to `device`'s stream.
+    unsafe { builder.launch(config) }.w()?;
+    let mut builder = norm.builder();
+    for value in [&count, &chunk, &splits, &pixels, &per_group, &groups] {
+        builder.arg(value);
+    }
+    builder.arg(&eps);
     builder.arg(&silu);
     builder.arg(&xs);
     builder.arg(&gammas);
     builder.arg(&betas);
+    builder.arg(&partial);
     builder.arg(&out);
-    let config = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
     // SAFETY: ffi; the arguments match the kernel's signature and stay in bounds.
-    // In order: (u32 count, u32 pixels, u32 channels_per_group, u32 groups, f32 eps, i32 silu,
-    // const T *x, const T *gamma, const T *beta, T *out), T being float, unsigned short (f16's
-    // 2 bytes) or bf16 (2 bytes) as the kernel's name says, from x's dtype. Bounds, checked
-    // above: x holds blocks * count values from its offset, so block b's reads of
-    // x[b * count + i], i < count, stay inside it; the channel index first_channel + i / pixels
-    // is below groups * channels_per_group = the weights' length, since i < count =
-    // channels_per_group * pixels; out was allocated with blocks * count values. The 64-bit
-    // base offset and 32-bit counts do not wrap (count and blocks fit u32). The grid's x
-    // dimension is below 2^31 - 1, the block has THREADS (a multiple of 32, at most 1024) and
-    // 128 bytes of static shared memory. The function, the buffers and the launch all belong
-    // to `device`'s stream.
+    // group_norm_T(u32 count, u32 chunk, u32 splits, u32 pixels, u32 channels_per_group,
+    // u32 groups, f32 eps, i32 silu, const T *x, const T *gamma, const T *beta,
+    // const float *partial, T *out), T as above. Bounds: x and out as for group_stats (out was
+    // allocated with blocks * count values); partial[2 * ((b / splits) * splits + s) + 1] <
+    // 2 * grid for s < splits; the channel index first_channel + i / pixels is below
+    // groups * channels_per_group = the weights' length, since i < count =
+    // channels_per_group * pixels. Same grid and block as above; 8 bytes of static shared
+    // memory.
     unsafe { builder.launch(config) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
 }

@@ -6,9 +6,10 @@
 //! and SiLU in f32; the output rounded once to the input's dtype.
 //!
 //! Inputs: x [n, c, ...] in f32, f16 or bf16, gamma and beta [c]. Output: x's shape and dtype.
-//! CPU: scoped threads over the (image, group) pairs. CUDA: one kernel compiled by NVRTC once
-//! per process (src/sys/cuda.rs launches it), one block per (image, group). Where that kernel
-//! cannot compile, or `set_fused(false)` asked for it (bench-sd compares the two), candle-nn's
+//! CPU: scoped threads over the (image, group) pairs. CUDA: two kernels compiled by NVRTC once
+//! per process (src/sys/cuda.rs launches them), partial sums then the output, each group spread
+//! over enough blocks to keep the GPU busy at batch 1 (`split`). Where the kernels cannot
+//! compile, or `set_fused(false)` asked for it (bench-sd compares the two), candle-nn's
 //! op-composed group norm serves; `fused_error` says why it is not in use. Runs on whatever
 //! thread the model runs on.
 
@@ -142,6 +143,24 @@ impl FusedGroupNorm {
             pixels: dims[2..].iter().product(),
         })
     }
+}
+
+/// Blocks to spread the groups over: a few per multiprocessor on the GPUs this runs on (132 on an
+/// H100), so the memory system is kept busy at batch 1.
+pub(crate) const TARGET_BLOCKS: usize = 1024;
+
+/// Values a block handles at least, so small tensors are not split into near-empty blocks.
+const MIN_CHUNK: usize = 4096;
+
+/// How many blocks share one group of `count` values when there are `groups` groups: (splits,
+/// chunk), every block's chunk non-empty.
+pub(crate) fn split(groups: usize, count: usize) -> (usize, usize) {
+    let splits = TARGET_BLOCKS
+        .div_ceil(groups.max(1))
+        .min(count / MIN_CHUNK)
+        .max(1);
+    let chunk = count.div_ceil(splits).max(1);
+    (count.div_ceil(chunk).max(1), chunk)
 }
 
 /// `values[layout]`'s contiguous part.
@@ -408,6 +427,33 @@ mod tests {
             let c = Comparison::of(&got, &want).unwrap();
             assert!(c.error_over_spread() < bound, "{dtype:?}: {c}");
         }
+    }
+
+    #[test]
+    fn the_gpus_blocks_tile_every_group_and_spread_small_batches() {
+        for (groups, count) in [
+            (32, 4 << 20),
+            (32, 1),
+            (1, 5000),
+            (320, 64 * 40),
+            (7, 123_457),
+        ] {
+            let (splits, chunk) = split(groups, count);
+            // Every block non-empty, the chunks covering the group exactly.
+            assert!(
+                (splits - 1) * chunk < count && splits * chunk >= count,
+                "{groups} {count}"
+            );
+            assert!(
+                chunk >= MIN_CHUNK.min(count),
+                "{groups} {count}: chunk {chunk}"
+            );
+        }
+        // Batch 1 of the VAE's full-size block: 32 groups of a million values use ~1024 blocks.
+        let (splits, _) = split(32, 4 * 512 * 512);
+        assert_eq!(32 * splits, TARGET_BLOCKS);
+        // Many small groups are not split at all.
+        assert_eq!(split(640, 2560), (1, 2560));
     }
 
     #[test]
