@@ -147,13 +147,16 @@ impl FusedGroupNorm {
 
 /// Blocks to spread the groups over: a few per multiprocessor on the GPUs this runs on (132 on an
 /// H100), so the memory system is kept busy at batch 1.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the CUDA launch's (src/sys/cuda.rs)
 pub(crate) const TARGET_BLOCKS: usize = 1024;
 
 /// Values a block handles at least, so small tensors are not split into near-empty blocks.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the CUDA launch's (src/sys/cuda.rs)
 const MIN_CHUNK: usize = 4096;
 
 /// How many blocks share one group of `count` values when there are `groups` groups: (splits,
 /// chunk), every block's chunk non-empty.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the CUDA launch's (src/sys/cuda.rs)
 pub(crate) fn split(groups: usize, count: usize) -> (usize, usize) {
     let splits = TARGET_BLOCKS
         .div_ceil(groups.max(1))
