@@ -396,6 +396,10 @@ events! {
     /// The tiny decoder in the weights folder could not be loaded for the adapt ladder.
     TinyDecoderUnavailable = "tiny_decoder_unavailable" { error: String }
         => "(the adapt ladder keeps the full VAE)";
+    /// The fused group norm's CUDA kernels failed to compile or to match candle-nn's group norm
+    /// on their first use (stable_diffusion/group_norm.rs).
+    FusedGroupNormUnavailable = "fused_group_norm_unavailable" { error: String }
+        => "(candle-nn's group norm serves)";
     /// The walk continues from resume.json.
     Resume = "resume" { next_index: u64, seed: u64, generator: String };
     /// resume.json is from another run's generator or seed.

@@ -9,9 +9,10 @@
 //! CPU: scoped threads over the (image, group) pairs. CUDA: two kernels compiled by NVRTC once
 //! per process (src/sys/cuda.rs launches them), partial sums then the output, each group spread
 //! over enough blocks to keep the GPU busy at batch 1 (`split`). Where the kernels cannot
-//! compile, or `set_fused(false)` asked for it (bench-sd compares the two), candle-nn's
-//! op-composed group norm serves; `fused_error` says why it is not in use. Runs on whatever
-//! thread the model runs on.
+//! compile, or disagree with candle-nn's on their first use in a dtype (`self_check`: a wrong
+//! kernel must never reach the screen), or `set_fused(false)` asked for it (bench-sd compares
+//! the two), candle-nn's op-composed group norm serves, and `fused_group_norm_unavailable` is
+//! logged once; `fused_error` says why. Runs on whatever thread the model runs on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,7 +64,7 @@ impl GroupNorm {
         let fused = FUSED.load(Ordering::Relaxed)
             && supported(x.dtype())
             && x.elem_count() > 0
-            && (x.device().is_cpu() || imp::kernel_ready());
+            && (x.device().is_cpu() || imp::kernel_ready(x.device(), x.dtype()));
         if !fused {
             let normed = self.composed.forward(x)?;
             return if silu {
@@ -340,20 +341,118 @@ impl CustomOp3 for FusedGroupNorm {
     }
 }
 
+/// The fused op against candle-nn's on one input that spreads every group over several GPU
+/// blocks ([1, 64, 128, 128] in 32 groups: 8 blocks a group), with SiLU: why not, if they
+/// differ by more than a few of the dtype's units (as a share of the output's spread).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the CUDA path's first-use check
+fn self_check(device: &candle_core::Device, dtype: DType) -> std::result::Result<(), String> {
+    check_against_candle(device, dtype, 32)
+}
+
+/// `self_check` with the fused op told `fused_groups` groups (candle-nn's always 32): another
+/// count must fail it, as a wrong kernel would.
+fn check_against_candle(
+    device: &candle_core::Device,
+    dtype: DType,
+    fused_groups: usize,
+) -> std::result::Result<(), String> {
+    use super::random::normal_tensor;
+    // candle-nn's rounds three more times than the fused op: a unit or two of the dtype at the
+    // largest values (~8 after SiLU, against a spread of ~0.6). A wrong kernel is off by ~100%.
+    let bound = match dtype {
+        DType::F16 => 4e-2,
+        DType::BF16 => 3e-1,
+        _ => 1e-4,
+    };
+    let compare = || -> Result<(f64, f64)> {
+        let shape = (1, 64, 128, 128);
+        // Every channel its own mean and scale, as activations have: a kernel that mixes up
+        // groups or channels then gets other statistics, not the same ones by chance.
+        let channel =
+            |name: &str, mean_std| normal_tensor(name, (1, 64, 1, 1), mean_std, DType::F32, device);
+        let offsets = channel("group norm self-check offsets", (0.0, 2.0))?;
+        let scales = (channel("group norm self-check scales", (1.0, 0.5))?.abs()? + 0.1)?;
+        let x = normal_tensor(
+            "group norm self-check",
+            shape,
+            (0.0, 1.0),
+            DType::F32,
+            device,
+        )?
+        .broadcast_mul(&scales)?
+        .broadcast_add(&offsets)?
+        .to_dtype(dtype)?;
+        let gamma = normal_tensor("group norm self-check gamma", 64, (1.0, 0.1), dtype, device)?;
+        let beta = normal_tensor("group norm self-check beta", 64, (0.0, 0.1), dtype, device)?;
+        let op = FusedGroupNorm {
+            groups: fused_groups,
+            eps: 1e-6,
+            silu: true,
+        };
+        let fused = x.apply_op3_no_bwd(&gamma, &beta, &op)?;
+        let composed = candle_nn::GroupNorm::new(gamma, beta, 64, 32, 1e-6)?.forward(&x)?;
+        let composed = candle_nn::ops::silu(&composed)?.to_dtype(DType::F32)?;
+        let difference = (fused.to_dtype(DType::F32)? - &composed)?.abs()?;
+        let largest = difference.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let spread = composed.flatten_all()?.var(0)?.to_scalar::<f32>()?.sqrt();
+        Ok((f64::from(largest), f64::from(spread)))
+    };
+    match compare() {
+        Ok((largest, spread)) if largest <= bound * spread => Ok(()),
+        Ok((largest, spread)) => Err(format!(
+            "the fused group norm differs from candle-nn's by {largest:.3e} ({:.3e} of the output's spread, more than {bound:e}) in {dtype:?}",
+            largest / spread
+        )),
+        Err(error) => Err(format!("the fused group norm's check failed in {dtype:?}: {error}")),
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod imp {
-    pub(super) fn kernel_ready() -> bool {
-        crate::sys::cuda::group_norm_ptx().is_ok()
+    use std::sync::OnceLock;
+
+    use candle_core::{DType, Device};
+
+    /// Per dtype (f32, f16, bf16): whether the kernels compiled and passed `self_check` on the
+    /// first device that used them.
+    static VERIFIED: [OnceLock<Result<(), String>>; 3] = [const { OnceLock::new() }; 3];
+
+    pub(super) fn kernel_ready(device: &Device, dtype: DType) -> bool {
+        let slot = match dtype {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            _ => 2,
+        };
+        VERIFIED[slot]
+            .get_or_init(|| {
+                let verdict = crate::sys::cuda::group_norm_ptx()
+                    .map(|_| ())
+                    .and_then(|()| super::self_check(device, dtype));
+                if let Err(error) = &verdict {
+                    log::warn!(
+                        "{}",
+                        crate::events::FusedGroupNormUnavailable {
+                            error: error.clone()
+                        }
+                    );
+                }
+                verdict
+            })
+            .is_ok()
     }
 
     pub(super) fn kernel_error() -> Option<String> {
-        crate::sys::cuda::group_norm_ptx().err()
+        VERIFIED
+            .iter()
+            .find_map(|verdict| verdict.get().and_then(|v| v.as_ref().err().cloned()))
     }
 }
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
-    pub(super) fn kernel_ready() -> bool {
+    use candle_core::{DType, Device};
+
+    pub(super) fn kernel_ready(_: &Device, _: DType) -> bool {
         false
     }
 
@@ -457,6 +556,18 @@ mod tests {
         assert_eq!(32 * splits, TARGET_BLOCKS);
         // Many small groups are not split at all.
         assert_eq!(split(640, 2560), (1, 2560));
+    }
+
+    #[test]
+    fn the_first_use_check_passes_on_the_cpu_in_every_dtype() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            self_check(&Device::Cpu, dtype).unwrap();
+        }
+        // An op that groups wrongly is caught, in the dtype with the loosest bound too.
+        for dtype in [DType::F32, DType::BF16] {
+            let error = check_against_candle(&Device::Cpu, dtype, 16).unwrap_err();
+            assert!(error.contains("differs from candle-nn's"), "{error}");
+        }
     }
 
     #[test]
