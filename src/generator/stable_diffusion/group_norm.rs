@@ -267,6 +267,19 @@ fn cpu_group_norm<T: WithDType>(
     out
 }
 
+/// `cpu_group_norm` of the three storages' contiguous parts.
+fn cpu_fwd_of<T: WithDType>(
+    [x, gamma, beta]: [&[T]; 3],
+    [x_layout, gamma_layout, beta_layout]: [&Layout; 3],
+    (shape, eps, silu): (Groups, f64, bool),
+) -> Vec<T> {
+    let weights = (
+        contiguous(gamma, gamma_layout),
+        contiguous(beta, beta_layout),
+    );
+    cpu_group_norm(contiguous(x, x_layout), weights, shape, eps, silu)
+}
+
 impl CustomOp3 for FusedGroupNorm {
     fn name(&self) -> &'static str {
         "fused-group-norm"
@@ -282,34 +295,17 @@ impl CustomOp3 for FusedGroupNorm {
         beta_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = self.groups_of(x_layout, gamma_layout, beta_layout)?;
-        let (eps, silu) = (self.eps, self.silu);
+        let layouts = [x_layout, gamma_layout, beta_layout];
+        let settings = (shape, self.eps, self.silu);
         let storage = match (x, gamma, beta) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(cpu_group_norm(
-                    contiguous(x, x_layout),
-                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
-                    shape,
-                    eps,
-                    silu,
-                ))
+                CpuStorage::F32(cpu_fwd_of([x, g, b], layouts, settings))
             }
             (CpuStorage::F16(x), CpuStorage::F16(g), CpuStorage::F16(b)) => {
-                CpuStorage::F16(cpu_group_norm(
-                    contiguous(x, x_layout),
-                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
-                    shape,
-                    eps,
-                    silu,
-                ))
+                CpuStorage::F16(cpu_fwd_of([x, g, b], layouts, settings))
             }
             (CpuStorage::BF16(x), CpuStorage::BF16(g), CpuStorage::BF16(b)) => {
-                CpuStorage::BF16(cpu_group_norm(
-                    contiguous(x, x_layout),
-                    (contiguous(g, gamma_layout), contiguous(b, beta_layout)),
-                    shape,
-                    eps,
-                    silu,
-                ))
+                CpuStorage::BF16(cpu_fwd_of([x, g, b], layouts, settings))
             }
             _ => candle_core::bail!(
                 "group norm: input and weights must be one of f32, f16, bf16, got {:?}",
@@ -481,17 +477,8 @@ mod tests {
         GroupNorm::new(groups, channels, 1e-6, vb.pp("norm")).unwrap()
     }
 
-    fn max_error(a: &Tensor, b: &Tensor) -> f32 {
-        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+    fn max_error(a: &Tensor, b: &Tensor) -> f64 {
+        Comparison::of(a, b).unwrap().max_abs_error
     }
 
     #[test]

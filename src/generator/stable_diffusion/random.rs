@@ -199,16 +199,9 @@ mod tests {
             .get((64, 32), "text.proj.weight")
             .unwrap();
         assert_eq!(f16s.dtype(), DType::F16);
-        let difference = (f16s.to_dtype(DType::F32).unwrap() - &f32s)
+        let difference = crate::commands::bench::checks::Comparison::of(&f16s, &f32s)
             .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+            .max_abs_error;
         // f16 rounding of values below 1: under 2^-11 relative.
         assert!(difference < 1e-3, "{difference}");
     }
