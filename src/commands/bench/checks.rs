@@ -13,7 +13,7 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::generator::stable_diffusion::conv;
-use crate::generator::stable_diffusion::group_norm::{self, GroupNorm};
+use crate::generator::stable_diffusion::group_norm::GroupNorm;
 use crate::generator::stable_diffusion::random::{normal_tensor, random_var_builder};
 
 /// The largest error a model's output may have, as a share of the f32 reference's standard
@@ -367,18 +367,8 @@ pub(crate) fn group_norm(device: &Device, dtype: DType) -> anyhow::Result<(Vec<S
         )? + 0.5)?;
         let x = x_f32.to_dtype(dtype)?;
         for silu in [false, true] {
-            let run = |layer: &GroupNorm, x: &Tensor, fused: bool| {
-                group_norm::set_fused(fused);
-                let out = if silu {
-                    layer.forward_silu(x)
-                } else {
-                    candle_core::Module::forward(layer, x)
-                };
-                group_norm::set_fused(true);
-                out
-            };
-            let reference = run(&layer_f32, &x_f32, false)?;
-            let (fused, composed) = (run(&layer, &x, true)?, run(&layer, &x, false)?);
+            let reference = layer_f32.composed(&x_f32, silu)?;
+            let (fused, composed) = (layer.fused(&x, silu)?, layer.composed(&x, silu)?);
             let against_candle = Comparison::of(&fused, &composed)?;
             let fused_error = Comparison::of(&fused, &reference)?;
             let candle_error = Comparison::of(&composed, &reference)?;

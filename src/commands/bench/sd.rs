@@ -1,7 +1,8 @@
 //! `dreamframe bench-sd`: Stable Diffusion at real layout sizes with random weights at a trained
 //! model's scale (no weights needed), on the CPU or a GPU: every conv setup of the patched
-//! candle-core checked against an f32 reference on the CPU and the fast broadcast kernels against
-//! upstream's (checks.rs), the host work per decode and UNet step, then VAE, TAESD, UNet-step and
+//! candle-core checked against an f32 reference on the CPU, the fast broadcast kernels against
+//! upstream's and the fused group norm against candle-nn's (checks.rs), the host work per decode
+//! and UNet step, then VAE, TAESD, UNet-step and
 //! keyframe times per setup (median and spread after warm-ups); or, with `--pipeline SECONDS`,
 //! the display's own `run` end to end with that model. Each line is printed as soon as it is
 //! measured, so a run cut short keeps what it had. Runs on the main thread; fails with the
@@ -97,7 +98,7 @@ impl SdBench<'_> {
             spec.schedule.prediction,
             size.0,
             size.1,
-            spec.default_steps,
+            self.model.steps,
             spec.default_guidance,
             self.timing.0,
             self.timing.1,
@@ -323,6 +324,8 @@ struct RandomModel {
     device: Device,
     dtype: DType,
     size: (u32, u32),
+    /// Keyframe steps (`--steps`, else the preset's).
+    steps: usize,
 }
 
 impl RandomModel {
@@ -396,6 +399,7 @@ fn random_model(
     };
     let spec = preset::spec(preset);
     let size = args.size.map_or(spec.native_size, |s| (s, s));
+    let steps = args.steps.map_or(spec.default_steps, usize::from);
     let cross = spec.unet.cross_attention_dim;
     let text = |name: &str, width: usize| {
         normal_tensor(
@@ -424,7 +428,7 @@ fn random_model(
     };
     let options = SdOptions {
         size,
-        steps: args.steps.map_or(spec.default_steps, usize::from),
+        steps,
         guidance: spec.default_guidance,
         scheduler: SchedulerKind::Ddim,
         denoise: 0.25,
@@ -447,6 +451,7 @@ fn random_model(
         device,
         dtype,
         size,
+        steps,
     })
 }
 

@@ -40,18 +40,20 @@ pub(crate) struct GroupNorm {
     groups: usize,
     eps: f64,
     /// candle-nn's, for the unfused path.
-    composed: candle_nn::GroupNorm,
+    candle: candle_nn::GroupNorm,
 }
 
 impl GroupNorm {
     pub(crate) fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let composed = candle_nn::group_norm(groups, channels, eps, vb.clone())?;
+        let gamma = vb.get_with_hints(channels, "weight", candle_nn::init::ONE)?;
+        let beta = vb.get_with_hints(channels, "bias", candle_nn::init::ZERO)?;
+        let candle = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), channels, groups, eps)?;
         Ok(Self {
-            gamma: vb.get_with_hints(channels, "weight", candle_nn::init::ONE)?,
-            beta: vb.get_with_hints(channels, "bias", candle_nn::init::ZERO)?,
+            gamma,
+            beta,
             groups,
             eps,
-            composed,
+            candle,
         })
     }
 
@@ -60,19 +62,22 @@ impl GroupNorm {
         self.run(x, true)
     }
 
+    /// The fused op where it may serve (the switch on, a dtype it takes, and on CUDA kernels
+    /// that compiled and passed their first-use check), else candle-nn's.
     fn run(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         let fused = FUSED.load(Ordering::Relaxed)
             && supported(x.dtype())
             && x.elem_count() > 0
             && (x.device().is_cpu() || imp::kernel_ready(x.device(), x.dtype()));
-        if !fused {
-            let normed = self.composed.forward(x)?;
-            return if silu {
-                candle_nn::ops::silu(&normed)
-            } else {
-                Ok(normed)
-            };
+        if fused {
+            self.fused(x, silu)
+        } else {
+            self.composed(x, silu)
         }
+    }
+
+    /// The fused op, whatever the switch says.
+    pub(crate) fn fused(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         let op = FusedGroupNorm {
             groups: self.groups,
             eps: self.eps,
@@ -80,6 +85,16 @@ impl GroupNorm {
         };
         x.contiguous()?
             .apply_op3_no_bwd(&self.gamma.contiguous()?, &self.beta.contiguous()?, &op)
+    }
+
+    /// candle-nn's op-composed group norm (and SiLU), whatever the switch says.
+    pub(crate) fn composed(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let normed = self.candle.forward(x)?;
+        if silu {
+            candle_nn::ops::silu(&normed)
+        } else {
+            Ok(normed)
+        }
     }
 }
 
@@ -488,15 +503,15 @@ mod tests {
         let x = (normal_tensor("x", (3, 8, 5, 6), (0.0, 0.5), DType::F32, &Device::Cpu).unwrap()
             + 100.0)
             .unwrap();
-        let want = norm.composed.forward(&x).unwrap();
-        let got = norm.forward(&x).unwrap();
+        let want = norm.composed(&x, false).unwrap();
+        let got = norm.fused(&x, false).unwrap();
         assert_eq!(got.dims(), x.dims());
         assert!(max_error(&got, &want) < 2e-4, "{}", max_error(&got, &want));
-        let want = candle_nn::ops::silu(&want).unwrap();
-        let got = norm.forward_silu(&x).unwrap();
+        let want = norm.composed(&x, true).unwrap();
+        let got = norm.fused(&x, true).unwrap();
         assert!(max_error(&got, &want) < 2e-4, "{}", max_error(&got, &want));
         // Each image is its own: the second alone gives what it gave in the batch.
-        let alone = norm.forward_silu(&x.narrow(0, 1, 1).unwrap()).unwrap();
+        let alone = norm.fused(&x.narrow(0, 1, 1).unwrap(), true).unwrap();
         assert!(max_error(&alone, &got.narrow(0, 1, 1).unwrap()) < 1e-6);
     }
 
@@ -504,14 +519,14 @@ mod tests {
     fn f16_and_bf16_round_once_and_stay_in_their_dtype() {
         let norm = layer(2, 4);
         let x = normal_tensor("y", (2, 4, 7, 3), (1.0, 2.0), DType::F32, &Device::Cpu).unwrap();
-        let want = norm.forward_silu(&x).unwrap();
+        let want = norm.fused(&x, true).unwrap();
         for (dtype, bound) in [(DType::F16, 5e-3), (DType::BF16, 4e-2)] {
             let layer = GroupNorm {
                 gamma: norm.gamma.to_dtype(dtype).unwrap(),
                 beta: norm.beta.to_dtype(dtype).unwrap(),
                 ..norm.clone()
             };
-            let got = layer.forward_silu(&x.to_dtype(dtype).unwrap()).unwrap();
+            let got = layer.fused(&x.to_dtype(dtype).unwrap(), true).unwrap();
             assert_eq!(got.dtype(), dtype);
             let c = Comparison::of(&got, &want).unwrap();
             assert!(c.error_over_spread() < bound, "{dtype:?}: {c}");
@@ -561,15 +576,23 @@ mod tests {
     fn the_switch_gives_candles_path_and_bad_shapes_are_errors() {
         let norm = layer(4, 8);
         let x = normal_tensor("z", (1, 8, 3, 3), (0.0, 1.0), DType::F32, &Device::Cpu).unwrap();
-        let fused = norm.forward(&x).unwrap();
+        // The only test that turns the switch (others call `fused` or `composed` directly).
+        let switched_on = norm.forward(&x).unwrap();
         set_fused(false);
-        let composed = norm.forward(&x);
+        let switched_off = norm.forward_silu(&x);
         set_fused(true);
-        assert!(max_error(&fused, &composed.unwrap()) < 1e-5);
+        assert_eq!(
+            max_error(&switched_on, &norm.fused(&x, false).unwrap()),
+            0.0
+        );
+        assert_eq!(
+            max_error(&switched_off.unwrap(), &norm.composed(&x, true).unwrap()),
+            0.0
+        );
         // A transposed input is made contiguous first.
         let t = x.transpose(2, 3).unwrap();
-        let want = norm.composed.forward(&t.contiguous().unwrap()).unwrap();
-        assert!(max_error(&norm.forward(&t).unwrap(), &want) < 1e-5);
+        let want = norm.composed(&t.contiguous().unwrap(), false).unwrap();
+        assert!(max_error(&norm.fused(&t, false).unwrap(), &want) < 1e-5);
         let op = FusedGroupNorm {
             groups: 3,
             eps: 1e-6,
