@@ -128,13 +128,18 @@ impl SdBench<'_> {
         };
         let reference = {
             let mut cpu = random_model(args, Some((Device::Cpu, DType::F32)), true)?;
-            outputs(&mut cpu)?
+            outputs(&mut cpu).context("the f32 reference on the CPU")?
         };
         for setup in self.setups.clone() {
             if let Some(setup) = setup {
                 conv::set(setup)?;
             }
-            let got = outputs(&mut self.model)?;
+            let got = outputs(&mut self.model).with_context(|| {
+                format!(
+                    "the {:?} model on {:?}",
+                    self.model.dtype, self.model.device
+                )
+            })?;
             for ((name, got), want) in ["vae_b1", "taesd_b4", "unet_step"]
                 .into_iter()
                 .zip(&got)
