@@ -167,8 +167,9 @@ fn launch<T: CudaDType + DeviceRepr>(
     let blocks = shape.images * shape.groups;
     let elements = blocks * count;
     let channels = shape.groups * shape.channels_per_group;
-    // What the kernel's indexing assumes: 32-bit counts, one block per group within the grid's
-    // x limit, the input contiguous and as long as the shape says, one weight per channel.
+    // What the kernels' indexing assumes: a group's count below 2^31 (32-bit offsets within a
+    // group), a grid within its x limit, the input contiguous and as long as the shape says, one
+    // weight per channel.
     if elements == 0
         || !(count < (1 << 31) && blocks.saturating_mul(TARGET_BLOCKS) < (1 << 31) - 1)
         || !x_layout.is_contiguous()
