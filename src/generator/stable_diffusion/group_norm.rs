@@ -27,7 +27,8 @@ pub(crate) fn set_fused(enabled: bool) {
     FUSED.store(enabled, Ordering::Relaxed);
 }
 
-/// Why the fused op is not in use on the GPU (its kernel failed to compile), once one ran.
+/// Why the fused op is not in use on the GPU (its kernels failed to compile, or to match
+/// candle-nn's on their first use), once a group norm ran there.
 pub(crate) fn fused_error() -> Option<String> {
     imp::kernel_error()
 }
