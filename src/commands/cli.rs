@@ -180,7 +180,7 @@ pub(crate) struct BenchSdArgs {
     /// --pipeline: what decodes the in-between frames: tiny (TAESD) or full (the VAE).
     #[arg(long, value_enum, default_value = "tiny")]
     pub inbetweens: InBetweens,
-    /// --pipeline: keyframe steps (default: the preset's).
+    /// Keyframe steps, for the keyframe timings and --pipeline (default: the preset's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub steps: Option<u16>,
     /// --pipeline: seconds of frames buffered before playback starts (buffer.start-seconds).

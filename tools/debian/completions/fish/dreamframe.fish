@@ -83,7 +83,7 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l scree
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l fps -d '--pipeline: display rate, 1 to 240' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l inbetweens -d '--pipeline: what decodes the in-between frames: tiny (TAESD) or full (the VAE)' -r -f -a "tiny\t''
 full\t''"
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l steps -d '--pipeline: keyframe steps (default: the preset\'s)' -r
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l steps -d 'Keyframe steps, for the keyframe timings and --pipeline (default: the preset\'s)' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l start-seconds -d '--pipeline: seconds of frames buffered before playback starts (buffer.start-seconds)' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, broadcast_check, group_norm_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b1_candle_norm (candle-nn\'s group norms instead of the fused ones), vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
 broadcast_check\t''
