@@ -13,7 +13,7 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor};
 
 use crate::generator::stable_diffusion::conv;
-use crate::generator::stable_diffusion::group_norm::GroupNorm;
+use crate::generator::stable_diffusion::group_norm::{varied_channels, GroupNorm};
 use crate::generator::stable_diffusion::random::{normal_tensor, random_var_builder};
 
 /// The largest error a model's output may have, as a share of the f32 reference's standard
@@ -24,6 +24,14 @@ use crate::generator::stable_diffusion::random::{normal_tensor, random_var_build
 /// other summation orders and f16 accumulation, and still catches a wrong kernel, whose error
 /// is of the signal's own size (100%).
 pub(crate) const BOUND: f64 = 0.05;
+
+/// A tensor's values as f32 on the host, in order.
+fn host_values(t: &Tensor) -> anyhow::Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
 
 /// How far one output is from its reference.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,19 +44,13 @@ pub(crate) struct Comparison {
 impl Comparison {
     /// `got` against `reference` (same shape, any dtype and device).
     pub(crate) fn of(got: &Tensor, reference: &Tensor) -> anyhow::Result<Self> {
-        let values = |t: &Tensor| -> anyhow::Result<Vec<f32>> {
-            Ok(t.to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
-        };
         anyhow::ensure!(
             got.dims() == reference.dims(),
             "shapes differ: {:?} against the reference's {:?}",
             got.dims(),
             reference.dims()
         );
-        let (got, reference) = (values(got)?, values(reference)?);
+        let (got, reference) = (host_values(got)?, host_values(reference)?);
         let n = reference.len().max(1) as f64;
         let mean = reference.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
         let variance = reference
@@ -128,13 +130,12 @@ fn operand(
 /// broadcast, neither contiguous).
 fn layouts(dtype: DType, device: &Device) -> candle_core::Result<Vec<Layout>> {
     let x = |name: &str, dims: &[usize]| operand(name, dims, dtype, device);
-    let d = x;
     let image = x("image", &[2, 8, 5, 7])?;
-    let bias = d("bias", &[1, 8, 1, 1])?;
+    let bias = x("bias", &[1, 8, 1, 1])?;
     let wide = x("wide", &[3, 8, 5, 7])?;
-    let long_bias = d("long bias", &[16])?;
+    let long_bias = x("long bias", &[16])?;
     let groups = x("groups", &[2, 4, 35])?;
-    let group_means = d("group means", &[2, 4, 1])?;
+    let group_means = x("group means", &[2, 4, 1])?;
     Ok(vec![
         Layout {
             name: "bias [2,8,5,7] op [1,8,1,1]",
@@ -169,42 +170,42 @@ fn layouts(dtype: DType, device: &Device) -> candle_core::Result<Vec<Layout>> {
         Layout {
             name: "size-1 dims [1,8,1,7] op [1,1,1,7]",
             lhs: x("size one", &[1, 8, 1, 7])?,
-            rhs: d("size one row", &[1, 1, 1, 7])?,
+            rhs: x("size one row", &[1, 1, 1, 7])?,
         },
         Layout {
             name: "rows [6,9] op [1,9]",
             lhs: x("rows", &[6, 9])?,
-            rhs: d("row", &[1, 9])?,
+            rhs: x("row", &[1, 9])?,
         },
         Layout {
             name: "columns [6,9] op [6,1]",
             lhs: x("columns", &[6, 9])?,
-            rhs: d("column", &[6, 1])?,
+            rhs: x("column", &[6, 1])?,
         },
         Layout {
             name: "scalar [4,5] op [1,1]",
             lhs: x("scalar field", &[4, 5])?,
-            rhs: d("scalar", &[1, 1])?,
+            rhs: x("scalar", &[1, 1])?,
         },
         Layout {
             name: "four steps [2,3,4,5] op [2,1,4,1] (upstream's)",
             lhs: x("four steps", &[2, 3, 4, 5])?,
-            rhs: d("four steps b", &[2, 1, 4, 1])?,
+            rhs: x("four steps b", &[2, 1, 4, 1])?,
         },
         Layout {
             name: "both broadcast [2,1,5] op [1,3,1] (upstream's)",
             lhs: x("both a", &[2, 1, 5])?,
-            rhs: d("both b", &[1, 3, 1])?,
+            rhs: x("both b", &[1, 3, 1])?,
         },
         Layout {
             name: "transposed [7,5]^T op [1,7] (upstream's)",
             lhs: x("transposed", &[7, 5])?.t()?,
-            rhs: d("transposed row", &[1, 7])?,
+            rhs: x("transposed row", &[1, 7])?,
         },
         Layout {
             name: "VAE bias [1,512,64,64] op [1,512,1,1]",
             lhs: x("vae activations", &[1, 512, 64, 64])?,
-            rhs: d("vae bias", &[1, 512, 1, 1])?,
+            rhs: x("vae bias", &[1, 512, 1, 1])?,
         },
     ])
 }
@@ -232,18 +233,12 @@ fn ulp(dtype: DType) -> f64 {
 /// The largest error of `got` relative to `want` (elementwise, |got - want| / |want|, with the
 /// dtype's smallest normal number as the floor of |want|).
 fn relative_error(got: &Tensor, want: &Tensor, dtype: DType) -> anyhow::Result<f64> {
-    let values = |t: &Tensor| -> anyhow::Result<Vec<f32>> {
-        Ok(t.to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
-    };
     let floor = match dtype {
         DType::F16 => 6.1e-5,
         DType::BF16 | DType::F32 => 1.2e-38,
         _ => 0.0,
     };
-    let (got, want) = (values(got)?, values(want)?);
+    let (got, want) = (host_values(got)?, host_values(want)?);
     anyhow::ensure!(got.len() == want.len(), "sizes differ");
     Ok(got.iter().zip(&want).fold(0f64, |worst, (&a, &b)| {
         if a == b {
@@ -359,25 +354,7 @@ pub(crate) fn group_norm(device: &Device, dtype: DType) -> anyhow::Result<(Vec<S
             )
         };
         let (layer, layer_f32) = (layer(dtype)?, layer(DType::F32)?);
-        // Every channel its own mean and scale, as activations have: a kernel that took one
-        // group's statistics for another's would not get the same ones by chance.
-        let channel = |what: &str, mean_std| {
-            let name = format!("check {what} {dims:?}");
-            normal_tensor(&name, (1, dims[1], 1, 1), mean_std, DType::F32, device)
-        };
-        let (offsets, scales) = (
-            channel("offsets", (0.5, 2.0))?,
-            channel("scales", (1.0, 0.5))?,
-        );
-        let x_f32 = normal_tensor(
-            &format!("check x {dims:?}"),
-            &dims[..],
-            (0.0, 1.0),
-            DType::F32,
-            device,
-        )?
-        .broadcast_mul(&(scales.abs()? + 0.1)?)?
-        .broadcast_add(&offsets)?;
+        let x_f32 = varied_channels(&format!("check x {dims:?}"), &dims, 0.5, device)?;
         let x = x_f32.to_dtype(dtype)?;
         for silu in [false, true] {
             let reference = layer_f32.composed(&x_f32, silu)?;

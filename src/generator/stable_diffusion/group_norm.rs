@@ -353,6 +353,35 @@ impl CustomOp3 for FusedGroupNorm {
     }
 }
 
+/// Activations to check a group norm on, f32 on `device`, the same on every run (seeded by
+/// `name`): N(0, 1) with every channel [1] its own mean, N(`mean`, 2), and scale, |N(1, 0.5)| +
+/// 0.1, as real activations have, so an op that took one group's or channel's statistics for
+/// another's does not get the same ones by chance.
+pub(crate) fn varied_channels(
+    name: &str,
+    dims: &[usize],
+    mean: f32,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    use super::random::normal_tensor;
+    let mut channel_dims = vec![1; dims.len()];
+    channel_dims[1] = dims[1];
+    let channel = |what: &str, mean_std| {
+        normal_tensor(
+            &format!("{name} {what}"),
+            &channel_dims[..],
+            mean_std,
+            DType::F32,
+            device,
+        )
+    };
+    let offsets = channel("offsets", (mean, 2.0))?;
+    let scales = (channel("scales", (1.0, 0.5))?.abs()? + 0.1)?;
+    normal_tensor(name, dims, (0.0, 1.0), DType::F32, device)?
+        .broadcast_mul(&scales)?
+        .broadcast_add(&offsets)
+}
+
 /// The fused op against candle-nn's on one input that spreads every group over several GPU
 /// blocks ([1, 64, 128, 128] in 32 groups: 8 blocks a group), with SiLU: why not, if they
 /// differ by more than a few of the dtype's units (as a share of the output's spread).
@@ -377,23 +406,8 @@ fn check_against_candle(
         _ => 1e-4,
     };
     let compare = || -> Result<(f64, f64)> {
-        let shape = (1, 64, 128, 128);
-        // Every channel its own mean and scale, as activations have: a kernel that mixes up
-        // groups or channels then gets other statistics, not the same ones by chance.
-        let channel =
-            |name: &str, mean_std| normal_tensor(name, (1, 64, 1, 1), mean_std, DType::F32, device);
-        let offsets = channel("group norm self-check offsets", (0.0, 2.0))?;
-        let scales = (channel("group norm self-check scales", (1.0, 0.5))?.abs()? + 0.1)?;
-        let x = normal_tensor(
-            "group norm self-check",
-            shape,
-            (0.0, 1.0),
-            DType::F32,
-            device,
-        )?
-        .broadcast_mul(&scales)?
-        .broadcast_add(&offsets)?
-        .to_dtype(dtype)?;
+        let x = varied_channels("group norm self-check", &[1, 64, 128, 128], 0.0, device)?
+            .to_dtype(dtype)?;
         let gamma = normal_tensor("group norm self-check gamma", 64, (1.0, 0.1), dtype, device)?;
         let beta = normal_tensor("group norm self-check beta", 64, (0.0, 0.1), dtype, device)?;
         let op = FusedGroupNorm {
