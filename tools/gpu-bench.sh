@@ -115,13 +115,13 @@ run)
   if has checks; then
     for preset in sd-turbo sd-1.5; do
       part "checks-$preset" 120 "$bin" bench-sd --device cuda:0 --preset "$preset" --check-size 256 \
-        --only check,broadcast_check,group_norm_check,host_work
+        --only check,broadcast_check,group_norm_check,attention_check,host_work
     done
   fi
   if [[ -d .whl ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,vae_b1_candle_norm,taesd_b10,unet_step
+  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,vae_b1_candle_norm,taesd_b10,unet_step,unet_step_unfused
   if has ratios; then
     # Two rounds, ours then PyTorch's in each, so a drift of the machine shows as a spread.
     for round in 1 2; do

@@ -209,7 +209,7 @@ def join(files):
                     if best is None or value < best[1]:
                         rounds["peer"][-1][key] = (m.group(2), value)
     ours, theirs = rounds["ours"], rounds["peer"]
-    print(f"{'preset':<9} {'measure':<16} {'round':>5} {'ours ms':>9} {'pytorch ms':>10} "
+    print(f"{'preset':<9} {'measure':<18} {'round':>5} {'ours ms':>9} {'pytorch ms':>10} "
           f"{'(variant)':<14} {'ours/pytorch':>12}")
     keys = sorted({k for r in ours for k in r})
     for key in keys:
@@ -220,12 +220,12 @@ def join(files):
             ratio = mine / peer[1] if mine is not None and peer else None
             if ratio is not None:
                 ratios.append(ratio)
-            print(f"{key[0]:<9} {key[1]:<16} {i + 1:>5} "
+            print(f"{key[0]:<9} {key[1]:<18} {i + 1:>5} "
                   f"{f'{mine:.3f}' if mine is not None else '-':>9} "
                   f"{f'{peer[1]:.3f}' if peer else '-':>10} {peer[0] if peer else '':<14} "
                   f"{f'{ratio:.2f}x' if ratio is not None else '-':>12}")
         if len(ratios) > 1:
-            print(f"{key[0]:<9} {key[1]:<16} {'all':>5} {'':>9} {'':>10} {'':<14} "
+            print(f"{key[0]:<9} {key[1]:<18} {'all':>5} {'':>9} {'':>10} {'':<14} "
                   f"{min(ratios):.2f}-{max(ratios):.2f}x")
 
 

@@ -191,13 +191,14 @@ pub(crate) struct BenchSdArgs {
     #[arg(long)]
     pub adapt: bool,
     /// Only these parts, comma-separated (e.g. to profile one): check, broadcast_check,
-    /// group_norm_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b1_candle_norm
-    /// (candle-nn's group norms instead of the fused ones), vae_b10_singly (the same ten latents
-    /// one at a time), taesd_b10, unet_step, keyframe_txt2img, keyframe_img2img.
+    /// group_norm_check, attention_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10,
+    /// vae_b1_candle_norm (candle-nn's group norms instead of the fused ones), vae_b10_singly (the
+    /// same ten latents one at a time), taesd_b10, unet_step, unet_step_unfused (candle-nn's group
+    /// norms and f32 attention scores), keyframe_txt2img, keyframe_img2img.
     #[arg(long, value_delimiter = ',', value_parser = [
-        "check", "broadcast_check", "group_norm_check", "host_work", "vae_64px_b1", "vae_b1",
-        "vae_b4", "vae_b10", "vae_b1_candle_norm", "vae_b10_singly", "taesd_b10", "unet_step",
-        "keyframe_txt2img", "keyframe_img2img",
+        "check", "broadcast_check", "group_norm_check", "attention_check", "host_work",
+        "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "vae_b1_candle_norm", "vae_b10_singly",
+        "taesd_b10", "unet_step", "unet_step_unfused", "keyframe_txt2img", "keyframe_img2img",
     ])]
     pub only: Vec<String>,
 }

@@ -5,8 +5,9 @@
 //! candle's fast broadcast kernels against upstream's kernels and the CPU on varied layouts
 //! (either side broadcast, offsets into both, size-1 dimensions, layouts that do and do not
 //! collapse to three steps), each op within one unit in the last place. `group_norm`: the fused
-//! group norm (+ SiLU) against candle-nn's op-composed one on the VAE's and UNet's shapes. Runs
-//! on the bench thread; fails only with candle's errors.
+//! group norm (+ SiLU) against candle-nn's op-composed one on the VAE's and UNet's shapes.
+//! `attention`: the models' attention, scores in the model's dtype, against f32 at their shapes.
+//! Runs on the bench thread; fails only with candle's errors.
 
 use std::fmt;
 
@@ -379,6 +380,66 @@ pub(crate) fn group_norm(device: &Device, dtype: DType) -> anyhow::Result<(Vec<S
     Ok((lines, ok))
 }
 
+/// An attention the models make: (what, [heads x batch, query tokens, head width], key tokens).
+type AttentionShape = (&'static str, [usize; 3], usize);
+
+/// sd-1.5's first self- and cross-attention at 512x512 with guidance (batch 2 x 8 heads of 40
+/// over 64x64 latents and 77 text tokens), and the VAE's one-head mid-block attention.
+const ATTENTION_SHAPES: [AttentionShape; 3] = [
+    ("unet_self", [16, 4096, 40], 4096),
+    ("unet_cross", [16, 4096, 40], 77),
+    ("vae_mid", [1, 4096, 512], 4096),
+];
+
+/// attention.rs's attention on `device` in `dtype`, scores in `dtype` (as the models run it on
+/// the GPU) and in f32 (candle-transformers' way), both against f32 on the same rounded inputs.
+/// q and k are N(0, 1.7²), so the scores spread about 3, as trained models' do and enough to
+/// make the softmax peaked. Bound: `BOUND`, as a whole model's; f16 scores were estimated at
+/// 2-3% of the spread for such inputs (numpy), f32 scores at ~0.4% (the output's rounding).
+pub(crate) fn attention(device: &Device, dtype: DType) -> anyhow::Result<(Vec<String>, bool)> {
+    attention_at(device, dtype, &ATTENTION_SHAPES)
+}
+
+fn attention_at(
+    device: &Device,
+    dtype: DType,
+    shapes: &[AttentionShape],
+) -> anyhow::Result<(Vec<String>, bool)> {
+    use crate::generator::stable_diffusion::attention::{scaled_dot_product, set_upcast};
+    let (mut lines, mut ok) = (vec![], true);
+    for &(what, [n, tq, d], tk) in shapes {
+        let input = |name: &str, dims: (usize, usize, usize), std| -> anyhow::Result<_> {
+            let name = format!("check attention {what} {name}");
+            let x = normal_tensor(
+                &name,
+                &[dims.0, dims.1, dims.2],
+                (0.0, std),
+                DType::F32,
+                device,
+            )?
+            .to_dtype(dtype)?;
+            Ok((x.to_dtype(DType::F32)?, x))
+        };
+        let (q32, q) = input("q", (n, tq, d), 1.7)?;
+        let (k32, k) = input("k", (n, tk, d), 1.7)?;
+        let (v32, v) = input("v", (n, tk, d), 1.0)?;
+        let scale = (d as f64).powf(-0.5);
+        let reference = scaled_dot_product(&q32, &k32, &v32, scale)?;
+        let ours = Comparison::of(&scaled_dot_product(&q, &k, &v, scale)?, &reference)?;
+        set_upcast(true);
+        let upcast = scaled_dot_product(&q, &k, &v, scale);
+        set_upcast(false);
+        let upcast = Comparison::of(&upcast?, &reference)?;
+        let within = ours.within_bound();
+        ok &= within;
+        lines.push(format!(
+            "attention_check {what} [{n}, {tq}, {d}] keys={tk} dtype={dtype:?} vs=f32 ours: {ours} f32_scores: {upcast} {}",
+            if within { "ok" } else { "FAIL" }
+        ));
+    }
+    Ok((lines, ok))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +514,22 @@ mod tests {
             assert_eq!(offset.layout().start_offset(), 8 * 5 * 7);
             assert!(!layouts[12].lhs.is_contiguous());
         }
+    }
+
+    #[test]
+    fn attention_in_f16_is_within_the_bound_of_f32_on_the_cpu() {
+        let shapes = [
+            ("small_self", [4, 64, 8], 64),
+            ("small_cross", [4, 64, 8], 7),
+        ];
+        let (lines, ok) = attention_at(&Device::Cpu, DType::F16, &shapes).expect("check runs");
+        assert!(ok, "{lines:#?}");
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[1].contains("keys=7") && lines[1].ends_with(" ok"),
+            "{}",
+            lines[1]
+        );
     }
 
     #[test]

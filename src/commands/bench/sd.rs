@@ -19,6 +19,7 @@ use crate::commands::cli::{BenchSdArgs, InBetweens, SdDtype};
 use crate::config::{Config, SinkKind};
 use crate::frame::pixel_format::PixelFormat;
 use crate::frame::Geometry;
+use crate::generator::stable_diffusion::attention;
 use crate::generator::stable_diffusion::conv::{self, ConvSetup};
 use crate::generator::stable_diffusion::group_norm;
 use crate::generator::stable_diffusion::random::normal_tensor;
@@ -56,6 +57,7 @@ pub(crate) fn run(args: &BenchSdArgs) -> anyhow::Result<()> {
     bench.check_against_reference(args)?;
     bench.check_broadcast()?;
     bench.check_group_norm()?;
+    bench.check_attention()?;
     bench.host_work()?;
     bench.decode_and_step_times()?;
     if let Some(error) = conv::broadcast_error() {
@@ -205,6 +207,28 @@ impl SdBench<'_> {
         Ok(())
     }
 
+    /// Attention with scores in the model's dtype against f32, at the shapes the UNet and VAE
+    /// attend over (GPU only: the CPU keeps f32 scores).
+    fn check_attention(&mut self) -> anyhow::Result<()> {
+        if !wanted(self.only, "attention_check") {
+            return Ok(());
+        }
+        if self.model.device.is_cpu() {
+            if !self.only.is_empty() {
+                stdout::line("attention_check: the CPU keeps f32 scores; needs a GPU")?;
+            }
+            return Ok(());
+        }
+        let (lines, ok) = checks::attention(&self.model.device, self.model.dtype)?;
+        for line in lines {
+            stdout::line(line)?;
+        }
+        if !ok {
+            self.failures.push("attention".into());
+        }
+        Ok(())
+    }
+
     /// Host work per call, after a warm-up call has built whatever is cached.
     fn host_work(&mut self) -> anyhow::Result<()> {
         if conv::counters().is_none() || !wanted(self.only, "host_work") {
@@ -287,6 +311,16 @@ impl SdBench<'_> {
         compare_setups(setups, ("unet_step", only), timing, 1, || {
             sd.unet_step(&one, 500)?;
             sync(device)
+        })?;
+        // The same step with candle-nn's group norms and f32 attention scores, as
+        // candle-transformers' UNet computed it: what those two levers gained.
+        compare_setups(setups, ("unet_step_unfused", only), timing, 1, || {
+            group_norm::set_fused(false);
+            attention::set_upcast(true);
+            let stepped = sd.unet_step(&one, 500).and_then(|_| sync(device));
+            group_norm::set_fused(true);
+            attention::set_upcast(false);
+            stepped
         })
     }
 

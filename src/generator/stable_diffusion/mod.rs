@@ -21,6 +21,7 @@
 //! generator. `conv` switches the patched candle's cuDNN conv setup for `bench-sd`; `random` makes
 //! the trained-scale random weights it measures with, the same on every device and dtype.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod decoders;
 pub(crate) mod group_norm;
@@ -31,6 +32,7 @@ pub(crate) mod taesd;
 pub(crate) mod text_encoder;
 pub(crate) mod tokenizer;
 pub(crate) mod unet;
+mod unet_blocks;
 pub(crate) mod vae;
 pub(crate) mod weights;
 

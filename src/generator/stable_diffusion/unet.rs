@@ -1,12 +1,13 @@
-//! The UNet (diffusers' `UNet2DConditionModel`), with SDXL's added conditioning:
-//! candle-transformers' blocks, assembled as its `UNet2DConditionModel` assembles them, plus
-//! `add_time_proj` and `add_embedding` where the preset has them.
+//! The UNet (diffusers' `UNet2DConditionModel`), with SDXL's added conditioning: our blocks
+//! (unet_blocks.rs) assembled as diffusers assembles them, candle-transformers' time embeddings,
+//! plus `add_time_proj` and `add_embedding` where the preset has them.
 //!
 //! Why not candle-transformers' `UNet2DConditionModel`: 0.11.1's has no added conditioning, so
 //! SDXL models (sdxl-turbo) ran without the pooled text embedding and the size/crop ids that
-//! diffusers adds to the time embedding, and their pictures were not diffusers'. The rest is the
-//! same arithmetic as upstream's (its fields are private, so the assembly is repeated here), and
-//! tests/reference.rs holds every preset's whole loop to diffusers' pipelines.
+//! diffusers adds to the time embedding, and their pictures were not diffusers'; its blocks are
+//! not ours for the reasons unet_blocks.rs gives. tests/reference.rs holds every preset's whole
+//! loop to diffusers' pipelines. Attention slicing (`sliced_attention_size`, which no preset
+//! sets) is refused: it only saves memory, and the scores now stay in f16 on the GPU.
 //!
 //! Inputs: latents [n, c, h, w], the timestep, text embeddings [n, tokens, dim] and, for SDXL,
 //! `Added` (pooled text embedding [n, pooled] and time ids [n, 6]). Output: the prediction
@@ -14,14 +15,14 @@
 //! the keyframe thread.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig;
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
+use candle_transformers::models::stable_diffusion::unet_2d::{
+    BlockConfig, UNet2DConditionModelConfig,
 };
+
+use super::group_norm::GroupNorm;
+use super::unet_blocks::{Attending, DownBlock, MidBlock, Shared, UpBlock};
 
 /// SDXL's `addition_embed_type = "text_time"` (unet/config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,34 +42,15 @@ pub(crate) struct Added {
     pub time_ids: Tensor,
 }
 
-enum Down {
-    Basic(DownBlock2D),
-    CrossAttn(CrossAttnDownBlock2D),
-}
-
-enum Up {
-    Basic(UpBlock2D),
-    CrossAttn(CrossAttnUpBlock2D),
-}
-
-impl Up {
-    fn resnets(&self) -> usize {
-        match self {
-            Up::Basic(block) => block.resnets.len(),
-            Up::CrossAttn(block) => block.upblock.resnets.len(),
-        }
-    }
-}
-
 pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     /// SDXL: `add_time_proj` and `add_embedding`.
     added: Option<(Timesteps, TimestepEmbedding)>,
-    down_blocks: Vec<Down>,
-    mid_block: UNetMidBlock2DCrossAttn,
-    up_blocks: Vec<Up>,
+    down_blocks: Vec<DownBlock>,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
     upsamplers: usize,
@@ -103,15 +85,19 @@ impl UNet {
             )),
             None => None,
         };
-        let mid = UNetMidBlock2DCrossAttnConfig {
-            resnet_eps: config.norm_eps,
-            output_scale_factor: config.mid_block_scale_factor,
-            cross_attn_dim: config.cross_attention_dim,
-            attn_num_head_channels: last.attention_head_dim,
-            resnet_groups: Some(config.norm_num_groups),
-            use_linear_projection: config.use_linear_projection,
-            transformer_layers_per_block: last.use_cross_attn.unwrap_or(1),
-            ..Default::default()
+        if config.sliced_attention_size.is_some() {
+            candle_core::bail!("attention slicing (sliced_attention_size) is not supported");
+        }
+        let shared = Shared {
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            time_dim,
+            context_dim: config.cross_attention_dim,
+            linear_projection: config.use_linear_projection,
+        };
+        let mid_attending = Attending {
+            heads: last.attention_head_dim,
+            depth: last.use_cross_attn.unwrap_or(1),
         };
         Ok(Self {
             conv_in: conv2d(channels, first.out_channels, 3, padded, vb.pp("conv_in"))?,
@@ -126,16 +112,16 @@ impl UNet {
                 time_dim,
             )?,
             added,
-            down_blocks: down_blocks(vb.pp("down_blocks"), config, time_dim)?,
-            mid_block: UNetMidBlock2DCrossAttn::new(
+            down_blocks: down_blocks(vb.pp("down_blocks"), config, shared)?,
+            mid_block: MidBlock::new(
                 vb.pp("mid_block"),
+                shared,
                 last.out_channels,
-                Some(time_dim),
-                false,
-                mid,
+                mid_attending,
+                config.mid_block_scale_factor,
             )?,
-            up_blocks: up_blocks(vb.pp("up_blocks"), config, time_dim)?,
-            norm_out: group_norm(
+            up_blocks: up_blocks(vb.pp("up_blocks"), config, shared)?,
+            norm_out: GroupNorm::new(
                 config.norm_num_groups,
                 first.out_channels,
                 config.norm_eps,
@@ -205,82 +191,51 @@ impl UNet {
         } else {
             xs.clone()
         };
-        let emb = self.embedding(batch, timestep, &xs, added)?;
+        // Every resnet takes the embedding through SiLU first: once here.
+        let time = candle_nn::ops::silu(&self.embedding(batch, timestep, &xs, added)?)?;
         let xs = self.conv_in.forward(&xs)?;
-        let mut residuals = vec![xs.clone()];
+        let mut skips = vec![xs.clone()];
         let mut xs = xs;
         for block in &self.down_blocks {
-            let (out, block_residuals) = match block {
-                Down::Basic(b) => b.forward(&xs, Some(&emb))?,
-                Down::CrossAttn(b) => b.forward(&xs, Some(&emb), Some(text))?,
-            };
-            residuals.extend(block_residuals);
+            let (out, states) = block.forward(&xs, &time, text)?;
+            skips.extend(states);
             xs = out;
         }
-        let mut xs = self.mid_block.forward(&xs, Some(&emb), Some(text))?;
+        let mut xs = self.mid_block.forward(&xs, &time, text)?;
         let mut upsample_size = None;
         for (i, block) in self.up_blocks.iter().enumerate() {
-            let skip = residuals.split_off(residuals.len() - block.resnets());
+            let taken = skips.split_off(skips.len() - block.skips());
             if i < self.upsamplers && forward_upsample_size {
-                if let Some(next) = residuals.last() {
+                if let Some(next) = skips.last() {
                     let (_, _, h, w) = next.dims4()?;
                     upsample_size = Some((h, w));
                 }
             }
-            xs = match block {
-                Up::Basic(b) => b.forward(&xs, &skip, Some(&emb), upsample_size)?,
-                Up::CrossAttn(b) => b.forward(&xs, &skip, Some(&emb), upsample_size, Some(text))?,
-            };
+            xs = block.forward(&xs, &taken, &time, text, upsample_size)?;
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
-        self.conv_out.forward(&xs)
+        self.conv_out.forward(&self.norm_out.forward_silu(&xs)?)
     }
 }
 
-/// The down blocks, as upstream's `UNet2DConditionModel::new` makes them.
+/// The down blocks, as diffusers' `UNet2DConditionModel.__init__` makes them.
 fn down_blocks(
     vb: VarBuilder,
     config: &UNet2DConditionModelConfig,
-    time_dim: usize,
-) -> Result<Vec<Down>> {
+    shared: Shared,
+) -> Result<Vec<DownBlock>> {
     let blocks = &config.blocks;
     (0..blocks.len())
         .map(|i| {
             let block = blocks[i];
             let in_channels = blocks[i.saturating_sub(1)].out_channels;
-            let basic = DownBlock2DConfig {
-                num_layers: config.layers_per_block,
-                resnet_eps: config.norm_eps,
-                resnet_groups: config.norm_num_groups,
-                add_downsample: i + 1 < blocks.len(),
-                downsample_padding: config.downsample_padding,
-                ..Default::default()
-            };
-            let vb = vb.pp(i);
-            Ok(match block.use_cross_attn {
-                Some(transformer_layers_per_block) => Down::CrossAttn(CrossAttnDownBlock2D::new(
-                    vb,
-                    in_channels,
-                    block.out_channels,
-                    Some(time_dim),
-                    false,
-                    CrossAttnDownBlock2DConfig {
-                        downblock: basic,
-                        attn_num_head_channels: block.attention_head_dim,
-                        cross_attention_dim: config.cross_attention_dim,
-                        sliced_attention_size: sliced(config, block.attention_head_dim),
-                        use_linear_projection: config.use_linear_projection,
-                        transformer_layers_per_block,
-                    },
-                )?),
-                None => Down::Basic(DownBlock2D::new(
-                    vb,
-                    in_channels,
-                    block.out_channels,
-                    Some(time_dim),
-                    basic,
-                )?),
-            })
+            DownBlock::new(
+                vb.pp(i),
+                shared,
+                (in_channels, block.out_channels),
+                config.layers_per_block,
+                attending(block),
+                (i + 1 < blocks.len()).then_some(config.downsample_padding),
+            )
         })
         .collect()
 }
@@ -289,8 +244,8 @@ fn down_blocks(
 fn up_blocks(
     vb: VarBuilder,
     config: &UNet2DConditionModelConfig,
-    time_dim: usize,
-) -> Result<Vec<Up>> {
+    shared: Shared,
+) -> Result<Vec<UpBlock>> {
     let blocks = &config.blocks;
     let n = blocks.len();
     (0..n)
@@ -302,50 +257,24 @@ fn up_blocks(
                 blocks[n - 1].out_channels
             };
             let in_channels = blocks[if i == n - 1 { 0 } else { n - i - 2 }].out_channels;
-            let basic = UpBlock2DConfig {
-                num_layers: config.layers_per_block + 1,
-                resnet_eps: config.norm_eps,
-                resnet_groups: config.norm_num_groups,
-                add_upsample: i + 1 < n,
-                ..Default::default()
-            };
-            let vb = vb.pp(i);
-            Ok(match block.use_cross_attn {
-                Some(transformer_layers_per_block) => Up::CrossAttn(CrossAttnUpBlock2D::new(
-                    vb,
-                    in_channels,
-                    previous,
-                    block.out_channels,
-                    Some(time_dim),
-                    false,
-                    CrossAttnUpBlock2DConfig {
-                        upblock: basic,
-                        attn_num_head_channels: block.attention_head_dim,
-                        cross_attention_dim: config.cross_attention_dim,
-                        sliced_attention_size: sliced(config, block.attention_head_dim),
-                        use_linear_projection: config.use_linear_projection,
-                        transformer_layers_per_block,
-                    },
-                )?),
-                None => Up::Basic(UpBlock2D::new(
-                    vb,
-                    in_channels,
-                    previous,
-                    block.out_channels,
-                    Some(time_dim),
-                    basic,
-                )?),
-            })
+            UpBlock::new(
+                vb.pp(i),
+                shared,
+                (in_channels, previous, block.out_channels),
+                config.layers_per_block + 1,
+                attending(block),
+                i + 1 < n,
+            )
         })
         .collect()
 }
 
-/// Upstream's attention slicing: `Some(0)` means half the head dimension.
-fn sliced(config: &UNet2DConditionModelConfig, attention_head_dim: usize) -> Option<usize> {
-    match config.sliced_attention_size {
-        Some(0) => Some(attention_head_dim / 2),
-        other => other,
-    }
+/// A block's transformers, where it has them (`use_cross_attn` holds their depth).
+fn attending(block: BlockConfig) -> Option<Attending> {
+    block.use_cross_attn.map(|depth| Attending {
+        heads: block.attention_head_dim,
+        depth,
+    })
 }
 
 #[cfg(test)]
@@ -353,7 +282,6 @@ mod tests {
     use std::collections::HashMap;
 
     use candle_core::Device;
-    use candle_transformers::models::stable_diffusion::unet_2d::BlockConfig;
 
     use super::*;
 

@@ -20,6 +20,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
+use super::attention::scaled_dot_product;
 use super::group_norm::GroupNorm;
 
 /// The decoder's resnets and norms use this epsilon (diffusers' `Decoder`).
@@ -65,7 +66,7 @@ impl SelfAttention {
     }
 
     /// Every tensor the matmuls see is contiguous, batch first: each image attends only to its
-    /// own pixels. Scores and softmax in f32 (as diffusers upcasts them in half precision).
+    /// own pixels. Scores as attention.rs keeps them.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, channels, height, width) = x.dims4()?;
         let pixels = height * width;
@@ -75,14 +76,11 @@ impl SelfAttention {
             .reshape((batch, channels, pixels))?
             .transpose(1, 2)?
             .contiguous()?;
-        let project = |layer: &Linear| -> Result<Tensor> {
-            layer.forward(&tokens)?.to_dtype(DType::F32)?.contiguous()
-        };
-        let query = (project(&self.query)? * (channels as f64).powf(-0.5))?;
-        let key_t = project(&self.key)?.transpose(1, 2)?.contiguous()?;
-        let value = project(&self.value)?;
-        let weights = candle_nn::ops::softmax_last_dim(&query.matmul(&key_t)?)?;
-        let mixed = weights.matmul(&value)?.to_dtype(x.dtype())?;
+        let query = self.query.forward(&tokens)?;
+        let key = self.key.forward(&tokens)?;
+        let value = self.value.forward(&tokens)?;
+        let scale = (channels as f64).powf(-0.5);
+        let mixed = scaled_dot_product(&query, &key, &value, scale)?;
         let projected = self
             .out
             .forward(&mixed)?
