@@ -16,10 +16,13 @@
 #  - checks: bench-sd for sd-turbo and sd-1.5, every conv setup against an f32 reference of the
 #    same weights on the CPU (max error over the reference's spread, bound stated; 256x256), the
 #    fast broadcast kernels against upstream's and the CPU's on varied layouts, the fused group
-#    norm kernel against candle-nn's group norm (max abs error; both against f32), and the host
+#    norm kernel against candle-nn's group norm (max abs error; both against f32), attention
+#    with f16 scores and with f32 scores against f32 at sd-1.5's and the VAE's shapes, and the host
 #    work per decode and UNet step (conv calls, descriptor sets, algorithm searches, workspaces);
 #  - ratios: two rounds of ours (bench-sd, the default setup: VAE decode 64x64 and 512x512 at
-#    batch 1/4/10, and at batch 1 with candle-nn's group norms, TAESD b10, UNet step) then the PyTorch peer (tools/gpu-peer.py, diffusers, f16,
+#    batch 1/4/10, and at batch 1 with candle-nn's group norms, TAESD b10, UNet step, and the
+#    step with candle-nn's group norms and f32 attention scores) then the PyTorch peer
+#    (tools/gpu-peer.py, diffusers, f16,
 #    eager and channels-last, cudnn.benchmark), 3 warm-ups and 20 runs each, and the table of
 #    ours/PyTorch per round;
 #  - compile: the peer's torch.compile variants (minutes of compiling; not in the default);

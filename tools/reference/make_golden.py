@@ -182,7 +182,6 @@ TIME_XL = 8
 
 
 def tiny_unet(linear):
-    # 32 groups and so 32 channels at least: candle's DownBlock2D/UpBlock2D always use 32.
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64),
@@ -193,6 +192,38 @@ def tiny_unet(linear):
     )
     named_weights(unet)
     return unet.eval()
+
+
+# One UNet forward pass off the loop's beaten path: 16 groups, the downsampler's padding 0
+# (diffusers pads right and bottom by one), three blocks, and latents of an odd size, so the up
+# blocks upsample to the skips' sizes instead of doubling.
+ODD_LATENT = (7, 5)
+
+
+def odd_unet():
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CROSS_DIM, attention_head_dim=(2, 4, 4), norm_num_groups=16,
+        downsample_padding=0, use_linear_projection=False, flip_sin_to_cos=True, freq_shift=0,
+    )
+    named_weights(unet, prefix="odd.")
+    return unet.eval()
+
+
+def unet_forward_golden():
+    """The odd UNet's prediction for a batch of two at timestep 601, in float64."""
+    unet = odd_unet()
+    manifest = {k: list(v.shape) for k, v in unet.state_dict().items()}
+    gen = torch.Generator().manual_seed(5)
+    sample = torch.randn((2, 4) + ODD_LATENT, generator=gen)
+    text = torch.randn((2, TOKENS, CROSS_DIM), generator=gen)
+    with torch.no_grad():
+        out = unet.double()(sample.double(), 601, encoder_hidden_states=text.double()).sample
+    tensors = {"sample": sample, "text": text, "output": out}
+    return dict(unet_tensors=manifest, timestep=601, prefix="odd."), tensors
 
 
 def tiny_sdxl_unet():
@@ -739,6 +770,9 @@ def main():
 
     loop_cases, loop_tensors = loop_golden(unets, vae)
     save_file({k: v.contiguous() for k, v in loop_tensors.items()}, os.path.join(OUT, "loop-golden.safetensors"))
+    unet_forward, unet_forward_tensors = unet_forward_golden()
+    save_file({k: v.contiguous() for k, v in unet_forward_tensors.items()},
+              os.path.join(OUT, "unet-forward-golden.safetensors"))
     vae_cases, vae_tensors = vae_golden(tiny_vae(VAE_SCALE["sd-1.5"]))
     save_file({k: v.contiguous() for k, v in vae_tensors.items()}, os.path.join(OUT, "vae-golden.safetensors"))
     components = dict(vae=vae, text_encoder=None, tokenizer=None, unet=unets["linear-projection"],
@@ -754,6 +788,7 @@ def main():
         schedulers=scheduler_golden(),
         img2img=img2img_golden(components),
         loop=dict(cases=loop_cases, cross_attention_dim=CROSS_DIM, tokens=TOKENS, unet_tensors=manifests),
+        unet_forward=unet_forward,
         vae=dict(cases=vae_cases),
         tokenizer=tokens,
     )

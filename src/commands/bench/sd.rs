@@ -312,8 +312,9 @@ impl SdBench<'_> {
             sd.unet_step(&one, 500)?;
             sync(device)
         })?;
-        // The same step with candle-nn's group norms and f32 attention scores, as
-        // candle-transformers' UNet computed it: what those two levers gained.
+        // The same step with candle-nn's group norms and f32 attention scores (as
+        // candle-transformers' UNet has them): what those two levers gained. A model whose config
+        // upcasts attention (the SD 2.x presets) has f32 scores in both.
         compare_setups(setups, ("unet_step_unfused", only), timing, 1, || {
             group_norm::set_fused(false);
             attention::set_upcast(true);

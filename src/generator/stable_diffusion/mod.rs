@@ -1,5 +1,5 @@
-//! Stable Diffusion behind the `Generator` seam: our UNet (unet.rs: candle-transformers' blocks
-//! plus SDXL's added conditioning), schedulers (scheduler.rs), tokenizer (tokenizer.rs), text
+//! Stable Diffusion behind the `Generator` seam: our UNet (unet.rs over unet_blocks.rs, with
+//! SDXL's added conditioning; attention.rs), schedulers (scheduler.rs), tokenizer (tokenizer.rs), text
 //! encoder (text_encoder.rs), VAE decoder (vae.rs) and TAESD (taesd.rs), each held to diffusers /
 //! transformers by tests/reference.rs.
 //!
@@ -293,7 +293,8 @@ impl StableDiffusionGenerator {
         };
         let (vb, fit) = build(Component::Unet)?;
         let channels = spec.latent_channels();
-        let unet = UNet::new(vb, channels, &spec.unet, spec.added).map_err(fit)?;
+        let unet =
+            UNet::new(vb, channels, &spec.unet, spec.added, spec.attention_upcast).map_err(fit)?;
         let (vb, fit) = build(Component::Vae)?;
         // diffusers' `force_upcast` (SDXL's VAE overflows f16): the pipelines decode in f32.
         let vae_dtype = if spec.vae_upcast {

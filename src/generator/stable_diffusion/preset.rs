@@ -28,6 +28,11 @@ pub(crate) struct Spec {
     /// vae/config.json `force_upcast`: the VAE overflows in f16, so it decodes in f32 even
     /// where the rest runs in f16 (as diffusers' pipelines upcast it).
     pub vae_upcast: bool,
+    /// unet/config.json `upcast_attention`: the UNet's attention scores in f32 even where it runs
+    /// in f16 (attention.rs). sd-2.1's config sets it (its attention logits are large enough
+    /// that f16 loses the softmax); sd-turbo, distilled from it, is treated alike until a run
+    /// with its weights shows f16 scores hold.
+    pub attention_upcast: bool,
     pub default_steps: usize,
     pub default_guidance: f64,
     pub native_size: (u32, u32),
@@ -136,6 +141,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
             vae_scale: 0.18215,
             vae_upcast: false,
+            attention_upcast: false,
             default_steps: 20,
             default_guidance: 7.5,
             native_size: preset.native_size(),
@@ -152,6 +158,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
             schedule: ScheduleConfig::stable_diffusion(None, Prediction::VPrediction),
             vae_scale: 0.18215,
             vae_upcast: false,
+            attention_upcast: true,
             default_steps: 20,
             default_guidance: 7.5,
             native_size: preset.native_size(),
@@ -171,6 +178,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
             ),
             vae_scale: 0.18215,
             vae_upcast: false,
+            attention_upcast: true,
             default_steps: 2,
             default_guidance: 0.0,
             native_size: preset.native_size(),
@@ -195,6 +203,7 @@ pub(crate) fn spec(preset: Preset) -> Spec {
             ),
             vae_scale: 0.13025,
             vae_upcast: true,
+            attention_upcast: false,
             default_steps: 2,
             default_guidance: 0.0,
             native_size: preset.native_size(),

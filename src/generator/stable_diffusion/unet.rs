@@ -7,7 +7,7 @@
 //! diffusers adds to the time embedding, and their pictures were not diffusers'; its blocks are
 //! not ours for the reasons unet_blocks.rs gives. tests/reference.rs holds every preset's whole
 //! loop to diffusers' pipelines. Attention slicing (`sliced_attention_size`, which no preset
-//! sets) is refused: it only saves memory, and the scores now stay in f16 on the GPU.
+//! sets) is refused: it only saves memory.
 //!
 //! Inputs: latents [n, c, h, w], the timestep, text embeddings [n, tokens, dim] and, for SDXL,
 //! `Added` (pooled text embedding [n, pooled] and time ids [n, 6]). Output: the prediction
@@ -58,12 +58,14 @@ pub(crate) struct UNet {
 }
 
 impl UNet {
-    /// Builds the UNet from `vb`, the root of the UNet's file.
+    /// Builds the UNet from `vb`, the root of the UNet's file; `attention_upcast`: the config's
+    /// `upcast_attention` (f32 attention scores whatever the dtype).
     pub(crate) fn new(
         vb: VarBuilder,
         channels: usize,
         config: &UNet2DConditionModelConfig,
         added: Option<AddedConfig>,
+        attention_upcast: bool,
     ) -> Result<Self> {
         let blocks = &config.blocks;
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
@@ -94,6 +96,7 @@ impl UNet {
             time_dim,
             context_dim: config.cross_attention_dim,
             linear_projection: config.use_linear_projection,
+            attention_upcast,
         };
         let mid_attending = Attending {
             heads: last.attention_head_dim,
@@ -316,6 +319,7 @@ mod tests {
             4,
             &tiny(),
             added,
+            false,
         )
         .expect("f32 UNet");
         let weights: HashMap<String, Tensor> = map
@@ -330,6 +334,7 @@ mod tests {
             4,
             &tiny(),
             added,
+            false,
         )
         .expect("f16 UNet");
         let conditioning = Added {

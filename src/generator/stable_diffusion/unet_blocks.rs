@@ -4,7 +4,8 @@
 //!
 //! Why our own and not candle-transformers': so that every group norm is the fused op
 //! (group_norm.rs; with its SiLU where a resnet follows the norm with one), attention keeps its
-//! scores in the model's dtype on the GPU (attention.rs), and a resnet adds its first
+//! scores in the model's dtype on the GPU unless the config's `upcast_attention` says f32
+//! (attention.rs), and a resnet adds its first
 //! convolution's bias and its time embedding in one pass. The arithmetic is diffusers', held to
 //! its pipelines by tests/reference.rs. Where candle-transformers 0.11.1 differs from diffusers,
 //! this follows diffusers: every norm takes the config's `norm_num_groups` (upstream's plain
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     pub context_dim: usize,
     /// `use_linear_projection`: transformers project in and out with Linear, not 1x1 convs.
     pub linear_projection: bool,
+    /// `upcast_attention`: attention scores in f32 whatever the dtype.
+    pub attention_upcast: bool,
 }
 
 /// A block's transformers: diffusers' `attention_head_dim`, which (for the UNets of SD 1.x, 2.x
@@ -144,10 +147,17 @@ struct Attention {
     to_out: Linear,
     heads: usize,
     scale: f64,
+    upcast: bool,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        shared: Shared,
+        dim: usize,
+        context_dim: usize,
+        heads: usize,
+    ) -> Result<Self> {
         let head_dim = dim / heads;
         let inner = head_dim * heads;
         Ok(Self {
@@ -157,6 +167,7 @@ impl Attention {
             to_out: linear(inner, dim, vb.pp("to_out.0"))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
+            upcast: shared.attention_upcast,
         })
     }
 
@@ -179,11 +190,14 @@ impl Attention {
 
     /// Self-attention over `x` [n, tokens, dim], or attention to `context`.
     fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        let context = context.unwrap_or(x);
-        let q = self.split_heads(&self.to_q.forward(x)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let mixed = scaled_dot_product(&q, &k, &v, self.scale)?;
+        // Contiguous for the Linears: candle-core 0.11.1's CPU matmul misreads some strided
+        // [n, tokens, dim] inputs beside a shared weight (vae.rs). Free where they already are.
+        let x = x.contiguous()?;
+        let context = context.map_or(Ok(x.clone()), Tensor::contiguous)?;
+        let q = self.split_heads(&self.to_q.forward(&x)?)?;
+        let k = self.split_heads(&self.to_k.forward(&context)?)?;
+        let v = self.split_heads(&self.to_v.forward(&context)?)?;
+        let mixed = scaled_dot_product(&q, &k, &v, self.scale, self.upcast)?;
         self.to_out.forward(&self.merge_heads(&mixed)?)
     }
 }
@@ -202,14 +216,14 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, shared: Shared, dim: usize, heads: usize) -> Result<Self> {
         let inner = 4 * dim;
         let ff = vb.pp("ff").pp("net");
         Ok(Self {
             norm1: layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm1"))?,
-            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
+            attn1: Attention::new(vb.pp("attn1"), shared, dim, dim, heads)?,
             norm2: layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads)?,
+            attn2: Attention::new(vb.pp("attn2"), shared, dim, shared.context_dim, heads)?,
             norm3: layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm3"))?,
             ff_in: linear(dim, 2 * inner, ff.pp("0").pp("proj"))?,
             ff_out: linear(inner, dim, ff.pp("2"))?,
@@ -270,8 +284,8 @@ impl Transformer {
             .map(|i| {
                 TransformerBlock::new(
                     vb.pp("transformer_blocks").pp(i),
+                    shared,
                     inner,
-                    shared.context_dim,
                     attending.heads,
                 )
             })

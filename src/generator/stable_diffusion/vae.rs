@@ -6,8 +6,8 @@
 //! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul
 //! folds such a product with the shared weight into one gemm that reads every image after the
 //! first from the wrong rows (0.25 to 0.42 max abs error on the golden test's batch of three), so
-//! decoding had to go one latent at a time. This is the same decoder with every matmul input
-//! contiguous, held to diffusers on a batch of three by tests/reference.rs. Only the decoder is
+//! decoding had to go one latent at a time. This is the same decoder with every Linear's input
+//! contiguous (attention.rs's batched products take each image's own rows), held to diffusers on a batch of three by tests/reference.rs. Only the decoder is
 //! built: dreamframe never encodes (img2img starts from the previous keyframe's latent), so the
 //! file's encoder tensors are never read.
 //!
@@ -65,7 +65,7 @@ impl SelfAttention {
         })
     }
 
-    /// Every tensor the matmuls see is contiguous, batch first: each image attends only to its
+    /// Every tensor the Linears see is contiguous, batch first: each image attends only to its
     /// own pixels. Scores as attention.rs keeps them.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, channels, height, width) = x.dims4()?;
@@ -80,7 +80,8 @@ impl SelfAttention {
         let key = self.key.forward(&tokens)?;
         let value = self.value.forward(&tokens)?;
         let scale = (channels as f64).powf(-0.5);
-        let mixed = scaled_dot_product(&query, &key, &value, scale)?;
+        // diffusers' VAE attention sets no `upcast_attention`: scores in the dtype on the GPU.
+        let mixed = scaled_dot_product(&query, &key, &value, scale, false)?;
         let projected = self
             .out
             .forward(&mixed)?

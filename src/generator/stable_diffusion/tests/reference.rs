@@ -4,7 +4,8 @@
 //! tools/reference/regenerate.sh). Wherever diffusers draws random numbers the golden files
 //! hold the draws, and we are fed the same ones. The pipelines: StableDiffusionPipeline and its
 //! img2img twin for sd-1.x/2.x, StableDiffusionXLPipeline and its img2img twin for sdxl-turbo
-//! (added conditioning); the VAE on a batch of three per preset; every tensor of the reference
+//! (added conditioning); one UNet forward pass off their path (16 groups, the padding-0
+//! downsampler, latents of an odd size); the VAE on a batch of three per preset; every tensor of the reference
 //! models is read by ours, and the UNets load through a file as a real model does.
 //!
 //! Tolerances: every comparison runs in f32 on both sides with the same (f16-exact) weights, so
@@ -387,7 +388,7 @@ fn every_tensor_of_the_reference_models_is_read() {
             &format!("UNet {kind}"),
             NamedWeights::new(manifest),
             expected,
-            |vb| UNet::new(vb, 4, &config, added).map(drop),
+            |vb| UNet::new(vb, 4, &config, added, false).map(drop),
         );
     }
     for (name, activation, projection) in [
@@ -672,6 +673,74 @@ fn the_whole_unet_loop_matches_the_diffusers_pipelines() {
         worst = worst.max(error);
     }
     eprintln!("UNet loop vs diffusers: max abs error {worst:.2e}");
+}
+
+/// make_golden.py's `odd_unet`: 16 groups, the downsampler's padding 0, three blocks.
+fn odd_unet_config() -> UNet2DConditionModelConfig {
+    let block = |out_channels, use_cross_attn, attention_head_dim| BlockConfig {
+        out_channels,
+        use_cross_attn,
+        attention_head_dim,
+    };
+    UNet2DConditionModelConfig {
+        blocks: vec![
+            block(16, Some(1), 2),
+            block(32, None, 4),
+            block(32, Some(1), 4),
+        ],
+        center_input_sample: false,
+        cross_attention_dim: 12,
+        downsample_padding: 0,
+        flip_sin_to_cos: true,
+        freq_shift: 0.,
+        layers_per_block: 1,
+        mid_block_scale_factor: 1.,
+        norm_eps: 1e-5,
+        norm_num_groups: 16,
+        sliced_attention_size: None,
+        use_linear_projection: false,
+    }
+}
+
+/// The odd UNet's weights, named as make_golden.py names them (its prefix first).
+fn odd_unet_weights(golden: &Value) -> (NamedWeights, String) {
+    let case = &golden["unet_forward"];
+    let prefix = case["prefix"].as_str().expect("prefix");
+    let manifest = manifest(&case["unet_tensors"])
+        .into_iter()
+        .map(|(name, dims)| (format!("{prefix}{name}"), dims))
+        .collect();
+    (
+        NamedWeights::new(manifest),
+        prefix.trim_end_matches('.').to_string(),
+    )
+}
+
+/// One forward pass where the loop cases never go: group counts other than 32, the padding-0
+/// downsampler, and latents (7x5) the up blocks cannot simply double back to.
+#[test]
+fn a_unet_forward_off_the_loops_path_matches_diffusers() {
+    let golden = golden();
+    let tensors = tensors("unet-forward-golden.safetensors");
+    let (weights, prefix) = odd_unet_weights(&golden);
+    let expected = weights.manifest.keys().cloned().collect();
+    assert_reads_exactly("odd UNet", weights, expected, |vb| {
+        UNet::new(vb.pp(&prefix), 4, &odd_unet_config(), None, false).map(drop)
+    });
+    let (weights, prefix) = odd_unet_weights(&golden);
+    let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, Device::Cpu).pp(prefix);
+    let unet = UNet::new(vb, 4, &odd_unet_config(), None, false).expect("odd UNet");
+    let timestep = golden["unet_forward"]["timestep"]
+        .as_f64()
+        .expect("timestep");
+    let ours = unet
+        .forward(&tensors["sample"], timestep, &tensors["text"], None)
+        .expect("forward");
+    let reference = values(&tensors["output"]);
+    assert_eq!(ours.dims(), tensors["output"].dims());
+    let scale = reference.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let error = assert_close(&values(&ours), &reference, 2e-4, "odd UNet");
+    eprintln!("odd UNet forward: max abs error {error:.2e} (largest value {scale:.2})");
 }
 
 /// Ours vs the reference u8 picture: at most one level apart, and rarely.
@@ -1054,7 +1123,7 @@ fn every_presets_real_size_models_have_the_reference_layout() {
             &format!("{name} UNet"),
             manifest(&layouts["unet"][name]),
             &everything,
-            &|vb| UNet::new(vb, 4, &spec.unet, spec.added).map(drop),
+            &|vb| UNet::new(vb, 4, &spec.unet, spec.added, spec.attention_upcast).map(drop),
         );
         check(
             &format!("{name} VAE"),

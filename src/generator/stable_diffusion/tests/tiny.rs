@@ -66,6 +66,7 @@ fn tiny_spec(vae_channels: usize) -> Spec {
         schedule: ScheduleConfig::stable_diffusion(None, Prediction::Epsilon),
         vae_scale: 0.18215,
         vae_upcast: false,
+        attention_upcast: false,
         default_steps: 3,
         default_guidance: 0.0,
         native_size: (64, 48),
