@@ -20,6 +20,34 @@ use crate::config::{Config, ConfigError};
 use crate::{events, launch, stdout, EXIT_CONFIG};
 use cli::{Cli, Command};
 
+/// The arguments, or the exit status once clap's answer (help, version, a usage error) is out.
+/// clap prints help and version itself and drops a failed write, so `--help > /dev/full` would
+/// end in silence and status 0: off a terminal they go through `stdout`, whose errors are ours.
+fn parse_arguments() -> Result<Cli, ExitCode> {
+    use std::io::IsTerminal as _;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    let to_stdout = matches!(
+        error.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    );
+    if !to_stdout || std::io::stdout().is_terminal() {
+        // Usage errors go to stderr, whose failure has nowhere to be told; on a terminal clap
+        // colours the help.
+        let _ = error.print();
+        return Err(ExitCode::from(error.exit_code() as u8));
+    }
+    match stdout::write(&error.render().to_string()) {
+        Ok(()) => Err(ExitCode::SUCCESS),
+        Err(write_error) => {
+            eprintln!("dreamframe: {write_error:#}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// The binary's `main`: parses the arguments, runs the command, maps the result to an exit
 /// status.
 pub fn main() -> ExitCode {
@@ -31,7 +59,10 @@ pub fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    let cli = Cli::parse();
+    let cli = match parse_arguments() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if let Some(Command::Status(args)) = &cli.command {
         // Its own exit statuses: 0 running, 3 not running, 1 stuck, 4 unknown (see `status`);
         // 1 must never mean that the report itself failed.

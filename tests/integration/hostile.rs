@@ -344,6 +344,51 @@ fn a_terminal_that_cannot_be_written_ends_the_display_with_the_reason() {
 }
 
 #[test]
+fn help_and_version_say_when_stdout_cannot_take_them() {
+    for flag in ["--help", "--version"] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let spawn = |stdout: Stdio| {
+            let child = binary()
+                .arg(flag)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("binary starts");
+            finish(child, QUICK, flag)
+        };
+        let output = spawn(full.into());
+        assert_eq!(output.status.code(), Some(1), "{flag}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("cannot write to stdout"),
+            "{flag}: {}",
+            stderr(&output)
+        );
+        // A pipe whose reader has left.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = spawn(writer.into());
+        assert_eq!(output.status.code(), Some(1), "{flag}: {}", stderr(&output));
+        // And where they can be written, they are, with status 0.
+        let output = run(binary().arg(flag), QUICK, flag);
+        assert_eq!(output.status.code(), Some(0), "{flag}: {}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("dreamframe"), "{flag}: {text}");
+    }
+    // A usage error still goes to stderr with clap's status.
+    let output = run(binary().arg("--no-such-flag"), QUICK, "unknown flag");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--no-such-flag"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn with_backtraces_on_every_log_record_is_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A saved walk whose latent doesn't fit the generator: candle's shape error, with a
