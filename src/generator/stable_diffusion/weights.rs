@@ -22,27 +22,42 @@ pub(crate) struct WeightFiles {
     pub tiny_decoder: Option<PathBuf>,
 }
 
-/// The first of `names` that exists in `dir/folder`, or an error listing what was looked for.
+/// The first of `names` that is a file in `dir/folder`, or an error listing what was looked
+/// for and naming whatever else stands at those paths.
 fn find(dir: &Path, folder: &str, names: &[&str], what: &str) -> anyhow::Result<PathBuf> {
     let base = if folder.is_empty() {
         dir.to_path_buf()
     } else {
         dir.join(folder)
     };
-    for name in names {
-        let path = base.join(name);
-        if path.is_file() {
-            return Ok(path);
-        }
+    let paths: Vec<PathBuf> = names.iter().map(|name| base.join(name)).collect();
+    if let Some(found) = paths.iter().find(|path| path.is_file()) {
+        return Ok(found.clone());
     }
-    let wanted: Vec<String> = names
-        .iter()
-        .map(|n| base.join(n).display().to_string())
-        .collect();
+    let wanted: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     bail!(
-        "missing {what}: expected {} (see the README, \"Model weights\")",
-        wanted.join(" or ")
+        "missing {what}: expected {} (see the README, \"Model weights\"){}",
+        wanted.join(" or "),
+        not_files(&paths)
     )
+}
+
+/// "; /w/unet/x.safetensors is a FIFO, not a regular file" for each of `paths` that exists but
+/// is not a regular file (after symlinks): a file that is there in name only is not "missing".
+pub(crate) fn not_files(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            (!metadata.is_file()).then(|| {
+                format!(
+                    "; {} is {}, not a regular file",
+                    path.display(),
+                    crate::checked_fs::kind_of(metadata.file_type())
+                )
+            })
+        })
+        .collect()
 }
 
 impl WeightFiles {
@@ -97,11 +112,14 @@ impl WeightFiles {
             if used {
                 let folder = dir.join(tokenizer);
                 if !super::tokenizer::present(&folder) {
+                    let files = ["vocab.json", "merges.txt", "tokenizer.json"];
+                    let paths: Vec<PathBuf> = files.iter().map(|f| folder.join(f)).collect();
                     bail!(
-                        "missing {} tokenizer: expected {} in {} (see the README, \"Model weights\")",
+                        "missing {} tokenizer: expected {} in {} (see the README, \"Model weights\"){}",
                         spec.name,
                         super::tokenizer::FILES,
-                        folder.display()
+                        folder.display(),
+                        not_files(&paths)
                     );
                 }
                 text.push((

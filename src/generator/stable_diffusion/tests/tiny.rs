@@ -328,6 +328,31 @@ fn a_missing_file_names_what_was_expected() {
     );
 }
 
+/// A weights file that is a FIFO (or a folder) where a file belongs is named as what it is, not
+/// called missing, and nothing waits on it.
+#[test]
+fn a_fifo_or_folder_in_a_files_place_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unet = dir.path().join("unet");
+    std::fs::create_dir(&unet).expect("unet folder");
+    let fifo = unet.join("diffusion_pytorch_model.safetensors");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    std::fs::create_dir(unet.join("diffusion_pytorch_model.fp16.safetensors")).expect("folder");
+    let error =
+        StableDiffusionGenerator::load(dir.path(), options(tiny_spec(8), 0.0), false, false)
+            .err()
+            .expect("a FIFO is no UNet");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("unet/diffusion_pytorch_model.safetensors is a FIFO, not a regular file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("diffusion_pytorch_model.fp16.safetensors is a folder, not a regular file"),
+        "{text}"
+    );
+}
+
 /// A single-file checkpoint (what most model sites offer) is named as such, with what to
 /// download instead, whether weights-dir is the file or a folder holding it.
 #[test]
