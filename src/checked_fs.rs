@@ -6,7 +6,8 @@
 //! file. `read_regular` opens without blocking, refuses whatever is not a regular file and reads
 //! at most a stated number of bytes, so no such file can hang or exhaust the display;
 //! `open_append_regular` (the log) and `expect_char_device` (the console) refuse the wrong kind
-//! of file the same way, before anything can block on it. `write_atomic`
+//! of file the same way, before anything can block on it; `create_folder` names what stands
+//! where a folder should be. `write_atomic`
 //! writes a temp file beside the target and renames it over, removing the temp file when any
 //! step fails (a full disk leaves nothing behind). Runs on whichever thread calls; every failure
 //! is an `io::Error` naming what was wrong, never a panic.
@@ -35,6 +36,31 @@ pub fn kind_of(file_type: std::fs::FileType) -> &'static str {
     } else {
         "not a regular file"
     }
+}
+
+/// `create_dir_all`, with "/x/out is a FIFO, expected a folder" where something other than a
+/// folder stands at `path` or at one of its parents (std says only "File exists" or "Not a
+/// directory").
+pub fn create_folder(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path).map_err(|error| match folder_blocked(path) {
+        Some(why) => invalid(why),
+        None => error,
+    })
+}
+
+/// "/x/out is a FIFO, expected a folder" where the deepest part of `path` that exists is not a
+/// folder (so `path` can never be made); `None` where it could be (permissions aside).
+pub fn folder_blocked(path: &Path) -> Option<String> {
+    let (part, metadata) = path
+        .ancestors()
+        .find_map(|part| std::fs::metadata(part).ok().map(|m| (part, m)))?;
+    (!metadata.is_dir()).then(|| {
+        format!(
+            "{} is {}, expected a folder",
+            part.display(),
+            kind_of(metadata.file_type())
+        )
+    })
 }
 
 /// "is a FIFO, expected a regular file".
@@ -206,6 +232,24 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
         assert!(read_regular(&link, 100).is_err());
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_made_names_what_stands_in_its_way() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        for path in [fifo.clone(), fifo.join("deeper/still")] {
+            let error = create_folder(&path).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!("{} is a FIFO, expected a folder", fifo.display())
+            );
+        }
+        let made = dir.path().join("a/b");
+        create_folder(&made).expect("made");
+        create_folder(&made).expect("already there is fine");
+        assert!(made.is_dir());
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub(crate) fn display(cli: Cli, logging_started: &mut bool) -> anyhow::Result<()
     let config = source.load()?;
     let output = crate::service::OutputPaths::for_config(&config);
     // One display per output folder: a second one would overwrite status.json and resume.json.
-    let _output_lock = match std::fs::create_dir_all(&output.dir) {
+    let _output_lock = match crate::checked_fs::create_folder(&output.dir) {
         Ok(()) => match crate::output_lock::OutputLock::acquire(&output.dir) {
             Ok(lock) => {
                 if let Some(error) = &lock.pid_error {

@@ -94,7 +94,7 @@ pub(crate) fn init(
     if let Some(path) = file {
         let opened = path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_or(Ok(()), crate::checked_fs::create_folder)
             .and_then(|_| crate::checked_fs::open_append_regular(path));
         match opened {
             Ok(_) => {

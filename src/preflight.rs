@@ -2,7 +2,7 @@
 //! the display fall back (or fail) at run time on this machine. A Stable Diffusion weights folder
 //! that doesn't exist or lacks a file the preset needs, a CUDA device asked of a build without
 //! CUDA, a framebuffer, DRM card or console path that is not a character device, a log file that
-//! is not a regular file (a FIFO).
+//! is not a regular file (a FIFO), an output folder that cannot be made.
 //!
 //! Device paths are looked at only where they are this machine's: in a chroot or an image build
 //! (the package's postinst there) /dev is not the one the service will boot with, so a missing
@@ -154,7 +154,18 @@ pub(crate) fn warnings(config: &Config, path: &Path) -> Vec<ConfigProblem> {
             ));
         }
     }
-    if let Some(log) = crate::service::OutputPaths::for_config(config).log {
+    let output = crate::service::OutputPaths::for_config(config);
+    if let Some(why) = crate::checked_fs::folder_blocked(&output.dir) {
+        found.push((
+            "output.dir",
+            format!("{:?}", output.dir.display().to_string()),
+            format!(
+                "{why}: the display will run without status.json, snapshots, resume.json, its \
+                 lock and (there) its log"
+            ),
+        ));
+    }
+    if let Some(log) = output.log {
         if let Some(meta) = std::fs::metadata(&log).ok().filter(|meta| !meta.is_file()) {
             found.push((
                 "log.file",

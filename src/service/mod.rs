@@ -94,7 +94,7 @@ pub async fn run_with_reloads(
     mut reloads: UnboundedReceiver<Config>,
 ) -> anyhow::Result<Status> {
     let paths = OutputPaths::for_config(&config);
-    if let Err(error) = std::fs::create_dir_all(&paths.dir) {
+    if let Err(error) = crate::checked_fs::create_folder(&paths.dir) {
         log::warn!(
             "{}",
             events::OutputDirUnavailable {

@@ -605,6 +605,37 @@ fn a_fifo_as_log_file_or_console_is_refused_at_once_and_the_display_runs_on() {
         "{said}"
     );
 
+    // A FIFO as the output folder: named at run time and by --check-config.
+    let output = run(
+        &mut display(&fifo, "1", None),
+        SLOW,
+        "a FIFO as the output folder",
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let named = format!("{} is a FIFO, expected a folder", fifo.display());
+    assert!(
+        text.contains("output_dir_unavailable") && text.contains(&named),
+        "{text}"
+    );
+    let path = dir.path().join("output.toml");
+    std::fs::write(
+        &path,
+        format!("[output]\ndir = {:?}\n", fifo.display().to_string()),
+    )
+    .unwrap();
+    let checked = run(
+        binary().arg("--check-config").arg(&path),
+        QUICK,
+        "--check-config with a FIFO as output.dir",
+    );
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("output.dir = ") && said.contains(&named),
+        "{said}"
+    );
+
     let output = run(
         binary()
             .args(["probe", "--framebuffer", "/nonexistent/fb0", "--console"])
