@@ -15,7 +15,7 @@
 //! the keyframe thread.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{conv2d, Conv2d, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
@@ -23,6 +23,7 @@ use candle_transformers::models::stable_diffusion::unet_2d::{
 
 use super::group_norm::GroupNorm;
 use super::unet_blocks::{Attending, DownBlock, MidBlock, Shared, UpBlock};
+use super::vae::PADDED;
 
 /// SDXL's `addition_embed_type = "text_time"` (unet/config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +73,6 @@ impl UNet {
             candle_core::bail!("a UNet needs at least one block");
         };
         let time_dim = first.out_channels * 4;
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let added = match added {
             Some(added) => Some((
                 Timesteps::new(
@@ -103,7 +100,7 @@ impl UNet {
             depth: last.use_cross_attn.unwrap_or(1),
         };
         Ok(Self {
-            conv_in: conv2d(channels, first.out_channels, 3, padded, vb.pp("conv_in"))?,
+            conv_in: conv2d(channels, first.out_channels, 3, PADDED, vb.pp("conv_in"))?,
             time_proj: Timesteps::new(
                 first.out_channels,
                 config.flip_sin_to_cos,
@@ -130,7 +127,7 @@ impl UNet {
                 config.norm_eps,
                 vb.pp("conv_norm_out"),
             )?,
-            conv_out: conv2d(first.out_channels, channels, 3, padded, vb.pp("conv_out"))?,
+            conv_out: conv2d(first.out_channels, channels, 3, PADDED, vb.pp("conv_out"))?,
             upsamplers: blocks.len() - 1,
             center_input_sample: config.center_input_sample,
         })

@@ -23,6 +23,7 @@ use candle_nn::{
 
 use super::attention::scaled_dot_product;
 use super::group_norm::GroupNorm;
+use super::vae::{conv3x3, shortcut, upsampler, PADDED};
 
 /// diffusers' `Transformer2DModel` norm epsilon and `BasicTransformerBlock` LayerNorm epsilon.
 const TRANSFORMER_NORM_EPS: f64 = 1e-6;
@@ -53,14 +54,6 @@ pub(super) struct Attending {
     pub depth: usize,
 }
 
-fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let padded = Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    conv2d(in_channels, out_channels, 3, padded, vb)
-}
-
 /// diffusers' `ResnetBlock2D` with a time embedding: norm, SiLU, conv, + time projection, norm,
 /// SiLU, conv, plus the input (through a 1x1 conv where the width changes), over a scale.
 struct Resnet {
@@ -84,32 +77,14 @@ impl Resnet {
     ) -> Result<Self> {
         let conv1 = vb.pp("conv1");
         let conv1_weight = conv1.get((out_channels, in_channels, 3, 3), "weight")?;
-        let shortcut = if in_channels == out_channels {
-            None
-        } else {
-            Some(conv2d(
-                in_channels,
-                out_channels,
-                1,
-                Default::default(),
-                vb.pp("conv_shortcut"),
-            )?)
-        };
         Ok(Self {
             norm1: GroupNorm::new(shared.groups, in_channels, shared.eps, vb.pp("norm1"))?,
-            conv1: Conv2d::new(
-                conv1_weight,
-                None,
-                Conv2dConfig {
-                    padding: 1,
-                    ..Default::default()
-                },
-            ),
+            conv1: Conv2d::new(conv1_weight, None, PADDED),
             conv1_bias: conv1.get(out_channels, "bias")?,
             time_emb_proj: linear(shared.time_dim, out_channels, vb.pp("time_emb_proj"))?,
             norm2: GroupNorm::new(shared.groups, out_channels, shared.eps, vb.pp("norm2"))?,
             conv2: conv3x3(out_channels, out_channels, vb.pp("conv2"))?,
-            shortcut,
+            shortcut: shortcut(in_channels, out_channels, &vb)?,
             output_scale,
         })
     }
@@ -317,6 +292,22 @@ impl Transformer {
     }
 }
 
+/// A block's transformers, one per resnet (`attentions.i`), where it has them.
+fn transformers(
+    vb: &VarBuilder,
+    shared: Shared,
+    channels: usize,
+    layers: usize,
+    attending: Option<Attending>,
+) -> Result<Vec<Transformer>> {
+    let Some(attending) = attending else {
+        return Ok(Vec::new());
+    };
+    (0..layers)
+        .map(|i| Transformer::new(vb.pp("attentions").pp(i), shared, channels, attending))
+        .collect()
+}
+
 /// diffusers' `DownBlock2D` (no transformers) or `CrossAttnDownBlock2D`: resnets (each followed
 /// by a transformer in the latter), then a stride-2 convolution but in the last block.
 pub(super) struct DownBlock {
@@ -342,14 +333,7 @@ impl DownBlock {
                 Resnet::new(vb.pp("resnets").pp(i), shared, (input, out_channels), 1.0)
             })
             .collect::<Result<Vec<_>>>()?;
-        let transformers = match attending {
-            Some(attending) => (0..layers)
-                .map(|i| {
-                    Transformer::new(vb.pp("attentions").pp(i), shared, out_channels, attending)
-                })
-                .collect::<Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
+        let transformers = transformers(&vb, shared, out_channels, layers, attending)?;
         let downsample = match downsample {
             Some(padding) => {
                 let config = Conv2dConfig {
@@ -478,23 +462,8 @@ impl UpBlock {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let transformers = match attending {
-            Some(attending) => (0..layers)
-                .map(|i| {
-                    Transformer::new(vb.pp("attentions").pp(i), shared, out_channels, attending)
-                })
-                .collect::<Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
-        let upsample = if upsample {
-            Some(conv3x3(
-                out_channels,
-                out_channels,
-                vb.pp("upsamplers").pp(0).pp("conv"),
-            )?)
-        } else {
-            None
-        };
+        let transformers = transformers(&vb, shared, out_channels, layers, attending)?;
+        let upsample = upsampler(out_channels, &vb, upsample)?;
         Ok(Self {
             resnets,
             transformers,

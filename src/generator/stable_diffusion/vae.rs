@@ -1,6 +1,7 @@
 //! The full VAE's decoder (diffusers' `AutoencoderKL.decode`), batch-correct, its group norms
 //! fused with their SiLU (group_norm.rs): resnets, up blocks and an attention block of our own
-//! around candle-nn's convolutions and linear layers.
+//! around candle-nn's convolutions and linear layers (the convolutions' builders are shared with
+//! the UNet's blocks, unet_blocks.rs).
 //!
 //! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention hands a
 //! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul
@@ -91,13 +92,40 @@ impl SelfAttention {
     }
 }
 
-/// A 3x3 convolution with one pixel of padding (the resnets' and up blocks').
-fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let padded = Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    conv2d(in_channels, out_channels, 3, padded, vb)
+/// One pixel of padding: what keeps a 3x3 convolution's output the size of its input.
+pub(super) const PADDED: Conv2dConfig = Conv2dConfig {
+    padding: 1,
+    stride: 1,
+    dilation: 1,
+    groups: 1,
+    cudnn_fwd_algo: None,
+};
+
+/// A 3x3 convolution with one pixel of padding (the resnets' and up blocks', the UNet's too).
+pub(super) fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d(in_channels, out_channels, 3, PADDED, vb)
+}
+
+/// An up block's `upsamplers.0.conv` (after a nearest-neighbour doubling), where it has one.
+pub(super) fn upsampler(channels: usize, vb: &VarBuilder, wanted: bool) -> Result<Option<Conv2d>> {
+    if !wanted {
+        return Ok(None);
+    }
+    conv3x3(channels, channels, vb.pp("upsamplers").pp(0).pp("conv")).map(Some)
+}
+
+/// A resnet's 1x1 `conv_shortcut` where its width changes (diffusers' `use_in_shortcut`
+/// default), none where the input adds as it is.
+pub(super) fn shortcut(
+    in_channels: usize,
+    out_channels: usize,
+    vb: &VarBuilder,
+) -> Result<Option<Conv2d>> {
+    if in_channels == out_channels {
+        return Ok(None);
+    }
+    let conv = vb.pp("conv_shortcut");
+    conv2d(in_channels, out_channels, 1, Default::default(), conv).map(Some)
 }
 
 /// diffusers' `ResnetBlock2D` as the decoder uses it (no time embedding, output scale 1): norm,
@@ -113,23 +141,12 @@ struct Resnet {
 
 impl Resnet {
     fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, groups: usize) -> Result<Self> {
-        let shortcut = if in_channels == out_channels {
-            None
-        } else {
-            Some(conv2d(
-                in_channels,
-                out_channels,
-                1,
-                Default::default(),
-                vb.pp("conv_shortcut"),
-            )?)
-        };
         Ok(Self {
             norm1: GroupNorm::new(groups, in_channels, EPS, vb.pp("norm1"))?,
             conv1: conv3x3(in_channels, out_channels, vb.pp("conv1"))?,
             norm2: GroupNorm::new(groups, out_channels, EPS, vb.pp("norm2"))?,
             conv2: conv3x3(out_channels, out_channels, vb.pp("conv2"))?,
-            shortcut,
+            shortcut: shortcut(in_channels, out_channels, &vb)?,
         })
     }
 
@@ -163,15 +180,7 @@ impl UpBlock {
                 Resnet::new(vb.pp("resnets").pp(i), input, out_channels, groups)
             })
             .collect::<Result<Vec<_>>>()?;
-        let upsample = if upsample {
-            Some(conv3x3(
-                out_channels,
-                out_channels,
-                vb.pp("upsamplers").pp(0).pp("conv"),
-            )?)
-        } else {
-            None
-        };
+        let upsample = upsampler(out_channels, &vb, upsample)?;
         Ok(Self { resnets, upsample })
     }
 
@@ -213,10 +222,6 @@ const LIVE_FULL_RESOLUTION_TENSORS: usize = 6;
 impl VaeDecoder {
     /// Builds the decoder from `vb`, the root of the VAE's file, for `config` (the preset's).
     pub(crate) fn new(vb: VarBuilder, config: &AutoEncoderKLConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let channels = &config.block_out_channels;
         let (Some(&first), Some(&last)) = (channels.first(), channels.last()) else {
             candle_core::bail!("a VAE needs at least one block");
@@ -238,7 +243,7 @@ impl VaeDecoder {
         let mid = vb.pp("mid_block");
         let resnet = |i: usize| Resnet::new(mid.pp("resnets").pp(i), last, last, groups);
         // In diffusers' order, so a file of another size fails on conv_in first.
-        let conv_in = conv2d(latent, last, 3, padded, vb.pp("conv_in"))?;
+        let conv_in = conv2d(latent, last, 3, PADDED, vb.pp("conv_in"))?;
         let mid_resnets = [resnet(0)?, resnet(1)?];
         let mid_attention = SelfAttention::new(mid.pp("attentions").pp(0), last, groups)?;
         let reversed: Vec<usize> = channels.iter().rev().copied().collect();
@@ -262,7 +267,7 @@ impl VaeDecoder {
             mid_attention,
             up_blocks,
             norm_out: GroupNorm::new(groups, first, EPS, vb.pp("conv_norm_out"))?,
-            conv_out: conv2d(first, 3, 3, padded, vb.pp("conv_out"))?,
+            conv_out: conv2d(first, 3, 3, PADDED, vb.pp("conv_out"))?,
             factor: 1 << (channels.len() - 1),
             full_resolution_channels: first,
         })
