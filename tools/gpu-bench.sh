@@ -21,7 +21,8 @@
 #    work per decode and UNet step (conv calls, descriptor sets, algorithm searches, workspaces);
 #  - ratios: two rounds of ours (bench-sd, the default setup: VAE decode 64x64 and 512x512 at
 #    batch 1/4/10, and at batch 1 with candle-nn's group norms, TAESD b10, UNet step, and the
-#    step with candle-nn's group norms and f32 attention scores) then the PyTorch peer
+#    step with candle-nn's group norms and f32 attention scores, and the heaviest 3x3
+#    convolutions alone, NCHW and channels-last, with their TFLOPS) then the PyTorch peer
 #    (tools/gpu-peer.py, diffusers, f16,
 #    eager and channels-last, cudnn.benchmark), 3 warm-ups and 20 runs each, and the table of
 #    ours/PyTorch per round;
@@ -124,7 +125,7 @@ run)
   if [[ -d .whl ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,vae_b1_candle_norm,taesd_b10,unet_step,unet_step_unfused
+  timed=vae_64px_b1,vae_b1,vae_b4,vae_b10,vae_b1_candle_norm,taesd_b10,unet_step,unet_step_unfused,conv_shapes
   if has ratios; then
     # Two rounds, ours then PyTorch's in each, so a drift of the machine shows as a spread.
     for round in 1 2; do

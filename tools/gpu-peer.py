@@ -8,7 +8,7 @@ random weights, so our time / PyTorch's time is measured side by side on one mac
 
 Lines: `peer <key> variant=<v> median_ms=<x> min_ms=.. p10_ms=.. p90_ms=.. max_ms=.. runs=N
 per=<frame|call>`, keys as bench-sd's (vae_b1/4/10, vae_64px_b1, taesd_b10, sd-turbo/unet_step,
-sd-1.5/unet_step). Variants: `eager` (NCHW), `channels_last`, and with --compile
+sd-1.5/unet_step, conv_shapes: bench-sd's convolutions alone). Variants: `eager` (NCHW), `channels_last`, and with --compile
 `compiled` (torch.compile of the channels-last model, default mode); the join takes PyTorch's
 fastest. Every model is timed in every variant.
 
@@ -149,6 +149,24 @@ def bench(args):
             measure("taesd_b10", 10, lambda: to_u8(model(z)), variant)
         del taesd, model
 
+    # src/commands/bench/convs.rs CONV_SHAPES: key -> (channels in and out, side, batch).
+    conv_shapes = {
+        "conv_512c_64px_b10": (512, 64, 10), "conv_512c_128px_b10": (512, 128, 10),
+        "conv_256c_256px_b10": (256, 256, 10), "conv_128c_512px_b10": (128, 512, 10),
+        "conv_64c_512px_b10": (64, 512, 10), "conv_320c_64px_b2": (320, 64, 2),
+    }
+    for key, (channels, side, batch) in conv_shapes.items():
+        if not wanted(key) and not wanted("conv_shapes"):
+            continue
+        with torch.device(device):
+            conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dtype).eval()
+        x = torch.randn(batch, channels, side, side, device=device, dtype=dtype)
+        for variant, model in variants(conv):
+            # The input in the layout the variant's weights are in, as a model would hand it.
+            inp = x if variant == "eager" else x.to(memory_format=torch.channels_last)
+            measure(key, 1, lambda: model(inp), variant)
+        del conv, model, x
+
     unets = {
         # stabilityai/sd-turbo (SD 2.1 layout): linear projections, head dims per block.
         "sd-turbo": dict(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
@@ -209,7 +227,7 @@ def join(files):
                     if best is None or value < best[1]:
                         rounds["peer"][-1][key] = (m.group(2), value)
     ours, theirs = rounds["ours"], rounds["peer"]
-    print(f"{'preset':<9} {'measure':<18} {'round':>5} {'ours ms':>9} {'pytorch ms':>10} "
+    print(f"{'preset':<9} {'measure':<26} {'round':>5} {'ours ms':>9} {'pytorch ms':>10} "
           f"{'(variant)':<14} {'ours/pytorch':>12}")
     keys = sorted({k for r in ours for k in r})
     for key in keys:
@@ -220,12 +238,12 @@ def join(files):
             ratio = mine / peer[1] if mine is not None and peer else None
             if ratio is not None:
                 ratios.append(ratio)
-            print(f"{key[0]:<9} {key[1]:<18} {i + 1:>5} "
+            print(f"{key[0]:<9} {key[1]:<26} {i + 1:>5} "
                   f"{f'{mine:.3f}' if mine is not None else '-':>9} "
                   f"{f'{peer[1]:.3f}' if peer else '-':>10} {peer[0] if peer else '':<14} "
                   f"{f'{ratio:.2f}x' if ratio is not None else '-':>12}")
         if len(ratios) > 1:
-            print(f"{key[0]:<9} {key[1]:<18} {'all':>5} {'':>9} {'':>10} {'':<14} "
+            print(f"{key[0]:<9} {key[1]:<26} {'all':>5} {'':>9} {'':>10} {'':<14} "
                   f"{min(ratios):.2f}-{max(ratios):.2f}x")
 
 

@@ -194,11 +194,13 @@ pub(crate) struct BenchSdArgs {
     /// group_norm_check, attention_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10,
     /// vae_b1_candle_norm (candle-nn's group norms instead of the fused ones), vae_b10_singly (the
     /// same ten latents one at a time), taesd_b10, unet_step, unet_step_unfused (candle-nn's group
-    /// norms and f32 attention scores), keyframe_txt2img, keyframe_img2img.
+    /// norms and f32 attention scores), conv_shapes (the heaviest convolutions alone, NCHW and
+    /// channels-last input, on a GPU), keyframe_txt2img, keyframe_img2img.
     #[arg(long, value_delimiter = ',', value_parser = [
         "check", "broadcast_check", "group_norm_check", "attention_check", "host_work",
         "vae_64px_b1", "vae_b1", "vae_b4", "vae_b10", "vae_b1_candle_norm", "vae_b10_singly",
-        "taesd_b10", "unet_step", "unet_step_unfused", "keyframe_txt2img", "keyframe_img2img",
+        "taesd_b10", "unet_step", "unet_step_unfused", "conv_shapes", "keyframe_txt2img",
+        "keyframe_img2img",
     ])]
     pub only: Vec<String>,
 }

@@ -4,9 +4,11 @@
 //! threads), and the sustained fps with the buffer holding. Medians of repeated runs; runs that
 //! are compared happen in this one process, side by side. `display`: the same for a real screen
 //! (`bench-display`: the drm sink's cost per frame against fbdev's, and its flips' timing);
-//! `sd`: Stable Diffusion at real sizes (`bench-sd`), `checks` its correctness checks.
+//! `sd`: Stable Diffusion at real sizes (`bench-sd`), `checks` its correctness checks, `convs`
+//! its convolutions timed alone.
 
 pub(crate) mod checks;
+pub(crate) mod convs;
 pub(crate) mod display;
 pub(crate) mod sd;
 

@@ -14,6 +14,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 
 use super::checks::{self, Comparison};
+use super::convs;
 use super::measure_with;
 use crate::commands::cli::{BenchSdArgs, InBetweens, SdDtype};
 use crate::config::{Config, SinkKind};
@@ -60,6 +61,7 @@ pub(crate) fn run(args: &BenchSdArgs) -> anyhow::Result<()> {
     bench.check_attention()?;
     bench.host_work()?;
     bench.decode_and_step_times()?;
+    bench.conv_shape_times()?;
     if let Some(error) = conv::broadcast_error() {
         stdout::line(format!("fast_broadcast unavailable: {error}"))?;
     }
@@ -323,6 +325,25 @@ impl SdBench<'_> {
             attention::set_upcast(false);
             stepped
         })
+    }
+
+    /// The heaviest convolutions alone (convs.rs), on a GPU: on the CPU they would take minutes.
+    fn conv_shape_times(&mut self) -> anyhow::Result<()> {
+        if !wanted(self.only, "conv_shapes") {
+            return Ok(());
+        }
+        if self.model.device.is_cpu() {
+            if !self.only.is_empty() {
+                stdout::line("conv_shapes: needs a GPU (minutes of work on the CPU)")?;
+            }
+            return Ok(());
+        }
+        convs::time(
+            &self.model.device,
+            self.model.dtype,
+            self.timing,
+            &convs::CONV_SHAPES,
+        )
     }
 
     /// Whole keyframes, txt2img and img2img: many UNet steps each, so with the last setup only.

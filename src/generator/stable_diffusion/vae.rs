@@ -93,7 +93,7 @@ impl SelfAttention {
 }
 
 /// One pixel of padding: what keeps a 3x3 convolution's output the size of its input.
-pub(super) const PADDED: Conv2dConfig = Conv2dConfig {
+pub(crate) const PADDED: Conv2dConfig = Conv2dConfig {
     padding: 1,
     stride: 1,
     dilation: 1,

@@ -85,7 +85,7 @@ complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l inbet
 full\t''"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l steps -d 'Keyframe steps, for the keyframe timings and --pipeline (default: the preset\'s)' -r
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l start-seconds -d '--pipeline: seconds of frames buffered before playback starts (buffer.start-seconds)' -r
-complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, broadcast_check, group_norm_check, attention_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b1_candle_norm (candle-nn\'s group norms instead of the fused ones), vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, unet_step_unfused (candle-nn\'s group norms and f32 attention scores), keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
+complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l only -d 'Only these parts, comma-separated (e.g. to profile one): check, broadcast_check, group_norm_check, attention_check, host_work, vae_64px_b1, vae_b1, vae_b4, vae_b10, vae_b1_candle_norm (candle-nn\'s group norms instead of the fused ones), vae_b10_singly (the same ten latents one at a time), taesd_b10, unet_step, unet_step_unfused (candle-nn\'s group norms and f32 attention scores), conv_shapes (the heaviest convolutions alone, NCHW and channels-last input, on a GPU), keyframe_txt2img, keyframe_img2img' -r -f -a "check\t''
 broadcast_check\t''
 group_norm_check\t''
 attention_check\t''
@@ -99,6 +99,7 @@ vae_b10_singly\t''
 taesd_b10\t''
 unet_step\t''
 unet_step_unfused\t''
+conv_shapes\t''
 keyframe_txt2img\t''
 keyframe_img2img\t''"
 complete -c dreamframe -n "__fish_dreamframe_using_subcommand bench-sd" -l config -d 'Config file (TOML); without it the built-in defaults are used' -r -F
