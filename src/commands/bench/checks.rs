@@ -6,7 +6,7 @@
 //! (either side broadcast, offsets into both, size-1 dimensions, layouts that do and do not
 //! collapse to three steps), each op within one unit in the last place. `group_norm`: the fused
 //! group norm (+ SiLU) against candle-nn's op-composed one on the VAE's and UNet's shapes.
-//! `attention`: the models' attention, scores in the model's dtype, against f32 at their shapes.
+//! `attention`: the models' attention, f16 scores where they run so, against f32 at their shapes.
 //! Runs on the bench thread; fails only with candle's errors.
 
 use std::fmt;
@@ -391,8 +391,8 @@ const ATTENTION_SHAPES: [AttentionShape; 3] = [
     ("vae_mid", [1, 4096, 512], 4096),
 ];
 
-/// attention.rs's attention on `device` in `dtype`, scores in `dtype` (as the models run it on
-/// the GPU) and in f32 (upcasting models, candle-transformers' way), both against f32 on the CPU
+/// attention.rs's attention on `device` in `dtype`, scores as the models keep them (f16 for an
+/// f16 model on the GPU, else f32) and in f32 (upcasting models, candle-transformers' way), both against f32 on the CPU
 /// from the same rounded inputs.
 /// q and k are N(0, 1.7²), so the scores spread about 3, as trained models' do and enough to
 /// make the softmax peaked. Bound: `BOUND`, as a whole model's; f16 scores were estimated at

@@ -209,8 +209,8 @@ impl SdBench<'_> {
         Ok(())
     }
 
-    /// Attention with scores in the model's dtype against f32, at the shapes the UNet and VAE
-    /// attend over (GPU only: the CPU keeps f32 scores).
+    /// Attention with f16 scores (an f16 model's on the GPU) against f32, at the shapes the UNet
+    /// and VAE attend over (GPU only: the CPU keeps f32 scores).
     fn check_attention(&mut self) -> anyhow::Result<()> {
         if !wanted(self.only, "attention_check") {
             return Ok(());

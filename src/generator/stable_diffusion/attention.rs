@@ -1,9 +1,9 @@
 //! Scaled dot-product attention, softmax(q·kᵀ·scale)·v, as the UNet's transformers and the VAE's
 //! mid block compute it.
 //!
-//! On CUDA the scores stay in the model's dtype: cuBLAS multiplies f16/bf16 with f32
-//! accumulation and candle's fused softmax kernel sums in f32 (x - max and its exp are rounded
-//! to the dtype, as the stored scores and weights are). That is what PyTorch's math SDPA backend
+//! On CUDA an f16 model's scores stay in f16: cuBLAS multiplies f16 with f32 accumulation and
+//! candle's fused softmax kernel sums in f32 (x - max and its exp are rounded to f16, as the
+//! stored scores and weights are). bf16 keeps 8 bits where f16 keeps 11: its scores are f32. That is what PyTorch's math SDPA backend
 //! and diffusers' attention processors before SDPA computed; SDPA's flash kernels keep the scores
 //! in f32 registers instead. Upcasting them to f32 first (candle-transformers' way) doubles the
 //! bytes of the largest tensors in the model (sd-1.5 at 512x512: 16 heads x 4096² scores per
@@ -35,8 +35,12 @@ pub(crate) fn scaled_dot_product(
     scale: f64,
     upcast: bool,
 ) -> Result<Tensor> {
-    let in_dtype = q.device().is_cuda() && !upcast && !UPCAST.load(Ordering::Relaxed);
-    let work = if in_dtype { q.dtype() } else { DType::F32 };
+    let half = q.device().is_cuda() && q.dtype() == DType::F16;
+    let work = if half && !upcast && !UPCAST.load(Ordering::Relaxed) {
+        DType::F16
+    } else {
+        DType::F32
+    };
     product_in(q, k, v, scale, work)
 }
 
