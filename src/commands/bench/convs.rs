@@ -61,12 +61,8 @@ pub(crate) fn time(
                 format!("{key}_{layout}")
             };
             stdout::line(format!(
-                "{name} setup=default median_ms={:.3} min_ms={:.3} p10_ms={:.3} p90_ms={:.3} max_ms={:.3} warmups={warmups} runs={} per=call tflops={:.1} vs_nchw_max_abs_error={:.3e}",
-                m.median_ms,
-                m.min_ms,
-                m.p10_ms,
-                m.p90_ms,
-                m.max_ms,
+                "{name} setup=default {} warmups={warmups} runs={} per=call tflops={:.1} vs_nchw_max_abs_error={:.3e}",
+                m.spread_fields(),
                 m.runs,
                 flops / (m.median_ms * 1e-3) / 1e12,
                 agreement.max_abs_error,

@@ -47,6 +47,15 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// bench-sd's fields, which tools/gpu-peer.py --join reads: "median_ms=.. min_ms=..
+    /// p10_ms=.. p90_ms=.. max_ms=..".
+    pub(crate) fn spread_fields(&self) -> String {
+        format!(
+            "median_ms={:.3} min_ms={:.3} p10_ms={:.3} p90_ms={:.3} max_ms={:.3}",
+            self.median_ms, self.min_ms, self.p10_ms, self.p90_ms, self.max_ms
+        )
+    }
+
     /// One report line: name, median and p90 (`unit` is "ms" or "ms/frame").
     fn line(&self, unit: &str) -> String {
         format!(

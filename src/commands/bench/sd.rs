@@ -209,16 +209,25 @@ impl SdBench<'_> {
         Ok(())
     }
 
-    /// Attention with f16 scores (an f16 model's on the GPU) against f32, at the shapes the UNet
-    /// and VAE attend over (GPU only: the CPU keeps f32 scores).
-    fn check_attention(&mut self) -> anyhow::Result<()> {
-        if !wanted(self.only, "attention_check") {
-            return Ok(());
+    /// Whether `--only` leaves GPU-only `key` in and the model is on a GPU; on the CPU, says
+    /// `why_not` where `--only` named parts.
+    fn on_gpu(&self, key: &str, why_not: &str) -> anyhow::Result<bool> {
+        if !wanted(self.only, key) {
+            return Ok(false);
         }
         if self.model.device.is_cpu() {
             if !self.only.is_empty() {
-                stdout::line("attention_check: the CPU keeps f32 scores; needs a GPU")?;
+                stdout::line(format!("{key}: {why_not}"))?;
             }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Attention with f16 scores (an f16 model's on the GPU) against f32, at the shapes the UNet
+    /// and VAE attend over (GPU only: the CPU keeps f32 scores).
+    fn check_attention(&mut self) -> anyhow::Result<()> {
+        if !self.on_gpu("attention_check", "the CPU keeps f32 scores; needs a GPU")? {
             return Ok(());
         }
         let (lines, ok) = checks::attention(&self.model.device, self.model.dtype)?;
@@ -329,13 +338,7 @@ impl SdBench<'_> {
 
     /// The heaviest convolutions alone (convs.rs), on a GPU: on the CPU they would take minutes.
     fn conv_shape_times(&mut self) -> anyhow::Result<()> {
-        if !wanted(self.only, "conv_shapes") {
-            return Ok(());
-        }
-        if self.model.device.is_cpu() {
-            if !self.only.is_empty() {
-                stdout::line("conv_shapes: needs a GPU (minutes of work on the CPU)")?;
-            }
+        if !self.on_gpu("conv_shapes", "needs a GPU (minutes of work on the CPU)")? {
             return Ok(());
         }
         convs::time(
@@ -536,13 +539,9 @@ fn compare_setups(
         }
         let m = measure_with(key.to_string(), warmups, runs, items, &mut body)?;
         stdout::line(format!(
-            "{key} setup={} median_ms={:.3} min_ms={:.3} p10_ms={:.3} p90_ms={:.3} max_ms={:.3} warmups={warmups} runs={} per={}",
+            "{key} setup={} {} warmups={warmups} runs={} per={}",
             setup.map_or("default", ConvSetup::name),
-            m.median_ms,
-            m.min_ms,
-            m.p10_ms,
-            m.p90_ms,
-            m.max_ms,
+            m.spread_fields(),
             m.runs,
             if items > 1 { "frame" } else { "call" }
         ))?;
