@@ -36,7 +36,8 @@
 #    under PR_SET_MDWE (the unit's MemoryDenyWriteExecute).
 # The GPU time the script took is its last line. The parts' limits add up to more than one
 # device call may take (10 minutes): run `run checks ratios` and then `run pipelines hardened` on
-# the same warm machine (results accumulate in one archive).
+# the same warm machine (results accumulate in one archive). GPU_BUDGET (seconds, default 540)
+# caps one call: parts past it are skipped and said so, and the archive is still written.
 #   tools/gpu-bench.sh profile [part...]   # on the GPU machine: Nsight Compute kernel times of
 #                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts),
 #                              # and the top 10 kernels of each
@@ -101,9 +102,19 @@ run)
   ldd "$bin" | grep "not found" && { echo "missing libraries above" >&2; exit 1; }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   uname -r
+  # The whole call's budget (GPU_BUDGET seconds, default 540: inside the device tool's 600 s per
+  # command with time to pack the archive): a part gets what is left of it, at most its own
+  # limit, and is skipped once under 20 s are left, so the archive always comes back.
+  deadline=$((SECONDS + ${GPU_BUDGET:-540}))
   part() { # name seconds command...: output to the screen and $results/name.txt
     local name=$1 limit=$2
     shift 2
+    local left=$((deadline - SECONDS))
+    if ((left < 20)); then
+      echo "== $name skipped: ${left}s of GPU_BUDGET left"
+      return
+    fi
+    ((limit > left)) && limit=$left
     echo "== $name (limit ${limit}s): $*"
     local started=$SECONDS
     timeout "$limit" "$@" >"$results/$name.txt" 2>"$results/$name.err"
