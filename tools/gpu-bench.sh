@@ -37,7 +37,10 @@
 # The GPU time the script took is its last line. The parts' limits add up to more than one
 # device call may take (10 minutes): run `run checks ratios` and then `run pipelines hardened` on
 # the same warm machine (results accumulate in one archive). GPU_BUDGET (seconds, default 540)
-# caps one call: parts past it are skipped and said so, and the archive is still written.
+# caps one call: parts past it are skipped and said so, and the archive is still written. A task
+# gets 15 minutes of device time, the machine's start included: give each call about 5 minutes
+# (`GPU_BUDGET=300 tools/gpu-bench.sh run checks ratios`, then the same for `pipelines
+# hardened`) and the device tool's timeout_s a minute more.
 #   tools/gpu-bench.sh profile [part...]   # on the GPU machine: Nsight Compute kernel times of
 #                              # one VAE decode, TAESD batch and UNet step (bench-sd --only parts),
 #                              # and the top 10 kernels of each
