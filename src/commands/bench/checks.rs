@@ -392,11 +392,11 @@ const ATTENTION_SHAPES: [AttentionShape; 3] = [
 ];
 
 /// attention.rs's attention on `device` in `dtype`, scores as the models keep them (f16 for an
-/// f16 model on the GPU, else f32) and in f32 (upcasting models, candle-transformers' way), both against f32 on the CPU
-/// from the same rounded inputs.
-/// q and k are N(0, 1.7²), so the scores spread about 3, as trained models' do and enough to
-/// make the softmax peaked. Bound: `BOUND`, as a whole model's; f16 scores were estimated at
-/// 2-3% of the spread for such inputs (numpy), f32 scores at ~0.4% (the output's rounding).
+/// f16 model on the GPU, else f32) and in f32 (upcasting models, candle-transformers' way), both
+/// against f32 on the CPU from the same rounded inputs. q and k are N(0, 1.7²), so the scores
+/// spread about 3, as trained models' do and enough to make the softmax peaked. Bound: `BOUND`,
+/// as a whole model's; f16 scores were estimated at 2-3% of the spread for such inputs (numpy),
+/// f32 scores at ~0.4% (the output's rounding).
 pub(crate) fn attention(device: &Device, dtype: DType) -> anyhow::Result<(Vec<String>, bool)> {
     attention_at(device, dtype, &ATTENTION_SHAPES)
 }
@@ -518,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn attention_in_f16_is_within_the_bound_of_f32_on_the_cpu() {
+    fn the_attention_check_passes_an_f16_model_on_the_cpu() {
         let shapes = [
             ("small_self", [4, 64, 8], 64),
             ("small_cross", [4, 64, 8], 7),

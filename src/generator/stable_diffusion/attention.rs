@@ -2,15 +2,16 @@
 //! mid block compute it.
 //!
 //! On CUDA an f16 model's scores stay in f16: cuBLAS multiplies f16 with f32 accumulation and
-//! candle's fused softmax kernel sums in f32 (x - max and its exp are rounded to f16, as the
-//! stored scores and weights are). bf16 keeps 8 bits where f16 keeps 11: its scores are f32. That is what PyTorch's math SDPA backend
-//! and diffusers' attention processors before SDPA computed; SDPA's flash kernels keep the scores
-//! in f32 registers instead. Upcasting them to f32 first (candle-transformers' way) doubles the
-//! bytes of the largest tensors in the model (sd-1.5 at 512x512: 16 heads x 4096² scores per
-//! self-attention) and takes the products off the tensor cores. Where a model's config asks for
-//! `upcast_attention` (sd-2.1: its logits are large enough that f16 loses the softmax) the scores
-//! are f32, as they are on the CPU, whose softmax sums in the input's dtype. `set_upcast(true)`
-//! makes them f32 everywhere (bench-sd times the two side by side).
+//! candle's fused softmax kernel sums in f32 (x - max and its exp are rounded to f16, as the stored
+//! scores and weights are). bf16 keeps 8 bits where f16 keeps 11: its scores are f32. That is what
+//! PyTorch's math SDPA backend and diffusers' attention processors before SDPA computed; SDPA's
+//! flash kernels keep the scores in f32 registers instead. Upcasting them to f32 first
+//! (candle-transformers' way) doubles the bytes of the largest tensors in the model (sd-1.5 at
+//! 512x512: 16 heads x 4096² scores per self-attention) and takes the products off the tensor
+//! cores. Where a model's config asks for `upcast_attention` (sd-2.1: its logits are large enough
+//! that f16 loses the softmax) the scores are f32, as they are on the CPU, whose softmax sums in
+//! the input's dtype. `set_upcast(true)` makes them f32 everywhere (bench-sd times the two side by
+//! side).
 //!
 //! Inputs: q [n, tq, d], k [n, tk, d], v [n, tk, dv], one attention per leading index (heads
 //! folded into n). Output: [n, tq, dv] in q's dtype. Runs on the calling model's thread.

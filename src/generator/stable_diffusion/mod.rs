@@ -1,5 +1,5 @@
-//! Stable Diffusion behind the `Generator` seam: our UNet (unet.rs over unet_blocks.rs, with
-//! SDXL's added conditioning; attention.rs), schedulers (scheduler.rs), tokenizer (tokenizer.rs), text
+//! Stable Diffusion behind the `Generator` seam: our UNet (unet.rs over unet_blocks.rs, with SDXL's
+//! added conditioning; attention.rs), schedulers (scheduler.rs), tokenizer (tokenizer.rs), text
 //! encoder (text_encoder.rs), VAE decoder (vae.rs) and TAESD (taesd.rs), each held to diffusers /
 //! transformers by tests/reference.rs.
 //!

@@ -3,13 +3,14 @@
 //! and up blocks made of them.
 //!
 //! Why our own and not candle-transformers': so that every group norm is the fused op
-//! (group_norm.rs; with its SiLU where a resnet follows the norm with one), attention keeps an
-//! f16 model's scores in f16 on the GPU unless the config's `upcast_attention` says f32
-//! (attention.rs), and a resnet adds its first convolution's bias and its time embedding in one
-//! pass. The arithmetic is diffusers', held to its pipelines by tests/reference.rs. Where
-//! candle-transformers 0.11.1 differs from diffusers, this follows diffusers: every norm takes the config's `norm_num_groups` (upstream's plain
-//! resnets always took 32), GEGLU's GELU is the exact (erf) one of PyTorch's `F.gelu`, not the
-//! tanh approximation, and a linear `proj_out` maps the inner width back to the block's.
+//! (group_norm.rs; with its SiLU where a resnet follows the norm with one), attention keeps an f16
+//! model's scores in f16 on the GPU unless the config's `upcast_attention` says f32 (attention.rs),
+//! and a resnet adds its first convolution's bias and its time embedding in one pass. The
+//! arithmetic is diffusers', held to its pipelines by tests/reference.rs. Where candle-transformers
+//! 0.11.1 differs from diffusers, this follows diffusers: every norm takes the config's
+//! `norm_num_groups` (upstream's plain resnets always took 32), GEGLU's GELU is the exact (erf) one
+//! of PyTorch's `F.gelu`, not the tanh approximation, and a linear `proj_out` maps the inner width
+//! back to the block's.
 //!
 //! Inputs: activations [n, c, h, w], the time embedding after its SiLU [n, time_dim], the text
 //! embeddings [n, tokens, context_dim]. Runs on the keyframe thread. Errors name the missing

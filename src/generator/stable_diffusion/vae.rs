@@ -4,13 +4,13 @@
 //! the UNet's blocks, unet_blocks.rs).
 //!
 //! Why not candle-transformers' `AutoEncoderKL`: in 0.11.1 its mid-block attention hands a
-//! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul
-//! folds such a product with the shared weight into one gemm that reads every image after the
-//! first from the wrong rows (0.25 to 0.42 max abs error on the golden test's batch of three), so
-//! decoding had to go one latent at a time. This is the same decoder with every Linear's input
-//! contiguous (attention.rs's batched products take each image's own rows), held to diffusers on a batch of three by tests/reference.rs. Only the decoder is
-//! built: dreamframe never encodes (img2img starts from the previous keyframe's latent), so the
-//! file's encoder tensors are never read.
+//! transposed [n, pixels, channels] tensor to a `Linear`, and candle-core 0.11.1's CPU matmul folds
+//! such a product with the shared weight into one gemm that reads every image after the first from
+//! the wrong rows (0.25 to 0.42 max abs error on the golden test's batch of three), so decoding had
+//! to go one latent at a time. This is the same decoder with every Linear's input contiguous
+//! (attention.rs's batched products take each image's own rows), held to diffusers on a batch of
+//! three by tests/reference.rs. Only the decoder is built: dreamframe never encodes (img2img starts
+//! from the previous keyframe's latent), so the file's encoder tensors are never read.
 //!
 //! Input: latents [n, c, h, w] already divided by the preset's scaling factor. Output: pictures
 //! [n, 3, 8h, 8w] (for the real layout) in about [-1, 1]. Weights: the model repo's

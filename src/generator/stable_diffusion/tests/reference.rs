@@ -1,11 +1,11 @@
 //! Stable Diffusion against its reference: golden files that diffusers and transformers (PyTorch,
-//! CPU) wrote from tiny random-weight models in the real layouts, the real CLIP vocabulary, and
-//! the model repos' scheduler configs (tools/reference/make_golden.py; regenerate with
-//! tools/reference/regenerate.sh). Wherever diffusers draws random numbers the golden files
-//! hold the draws, and we are fed the same ones. The pipelines: StableDiffusionPipeline and its
-//! img2img twin for sd-1.x/2.x, StableDiffusionXLPipeline and its img2img twin for sdxl-turbo
-//! (added conditioning); one UNet forward pass off their path (16 groups, the padding-0
-//! downsampler, latents of an odd size); the VAE on a batch of three per preset; every tensor of the reference
+//! CPU) wrote from tiny random-weight models in the real layouts, the real CLIP vocabulary, and the
+//! model repos' scheduler configs (tools/reference/make_golden.py; regenerate with
+//! tools/reference/regenerate.sh). Wherever diffusers draws random numbers the golden files hold
+//! the draws, and we are fed the same ones. The pipelines: StableDiffusionPipeline and its img2img
+//! twin for sd-1.x/2.x, StableDiffusionXLPipeline and its img2img twin for sdxl-turbo (added
+//! conditioning); one UNet forward pass off their path (16 groups, the padding-0 downsampler,
+//! latents of an odd size); the VAE on a batch of three per preset; every tensor of the reference
 //! models is read by ours, and the UNets load through a file as a real model does.
 //!
 //! Tolerances: every comparison runs in f32 on both sides with the same (f16-exact) weights, so
