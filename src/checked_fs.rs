@@ -7,10 +7,9 @@
 //! at most a stated number of bytes, so no such file can hang or exhaust the display;
 //! `open_append_regular` (the log) and `expect_char_device` (the console) refuse the wrong kind
 //! of file the same way, before anything can block on it; `create_folder` names what stands
-//! where a folder should be. `write_atomic`
-//! writes a temp file beside the target and renames it over, removing the temp file when any
-//! step fails (a full disk leaves nothing behind). Runs on whichever thread calls; every failure
-//! is an `io::Error` naming what was wrong, never a panic.
+//! where a folder should be. `write_atomic` writes a temp file beside the target and renames it
+//! over, removing the temp file when any step fails (a full disk leaves nothing behind). Runs on
+//! whichever thread calls; every failure is an `io::Error` naming what was wrong, never a panic.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

@@ -44,7 +44,7 @@ fn find(dir: &Path, folder: &str, names: &[&str], what: &str) -> anyhow::Result<
 
 /// "; /w/unet/x.safetensors is a FIFO, not a regular file" for each of `paths` that exists but
 /// is not a regular file (after symlinks): a file that is there in name only is not "missing".
-pub(crate) fn not_files(paths: &[PathBuf]) -> String {
+fn not_files(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .filter_map(|path| {
