@@ -409,21 +409,16 @@ fn attention_at(
     use crate::generator::stable_diffusion::attention::scaled_dot_product;
     let (mut lines, mut ok) = (vec![], true);
     for &(what, [n, tq, d], tk) in shapes {
-        let input = |name: &str, dims: (usize, usize, usize), std| -> anyhow::Result<_> {
+        // In the model's dtype, and the same rounded values in f32 for the reference.
+        let input = |name: &str, dims: [usize; 3], std| -> anyhow::Result<_> {
             let name = format!("check attention {what} {name}");
-            let x = normal_tensor(
-                &name,
-                &[dims.0, dims.1, dims.2],
-                (0.0, std),
-                DType::F32,
-                device,
-            )?
-            .to_dtype(dtype)?;
+            let x =
+                normal_tensor(&name, &dims[..], (0.0, std), DType::F32, device)?.to_dtype(dtype)?;
             Ok((x.to_dtype(DType::F32)?, x))
         };
-        let (q32, q) = input("q", (n, tq, d), 1.7)?;
-        let (k32, k) = input("k", (n, tk, d), 1.7)?;
-        let (v32, v) = input("v", (n, tk, d), 1.0)?;
+        let (q32, q) = input("q", [n, tq, d], 1.7)?;
+        let (k32, k) = input("k", [n, tk, d], 1.7)?;
+        let (v32, v) = input("v", [n, tk, d], 1.0)?;
         let scale = (d as f64).powf(-0.5);
         // On the CPU, whose f32 path the textbook unit test holds: a fault in this device's
         // matmul or softmax does not show on both sides.

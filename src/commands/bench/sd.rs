@@ -1,11 +1,11 @@
 //! `dreamframe bench-sd`: Stable Diffusion at real layout sizes with random weights at a trained
 //! model's scale (no weights needed), on the CPU or a GPU: every conv setup of the patched
 //! candle-core checked against an f32 reference on the CPU, the fast broadcast kernels against
-//! upstream's and the fused group norm against candle-nn's (checks.rs), the host work per decode
-//! and UNet step, then VAE, TAESD, UNet-step and
-//! keyframe times per setup (median and spread after warm-ups); or, with `--pipeline SECONDS`,
-//! the display's own `run` end to end with that model. Each line is printed as soon as it is
-//! measured, so a run cut short keeps what it had. Runs on the main thread; fails with the
+//! upstream's, the fused group norm against candle-nn's and f16 attention against f32
+//! (checks.rs), the host work per decode and UNet step, then VAE, TAESD, UNet-step, convolution
+//! (convs.rs) and keyframe times per setup (median and spread after warm-ups); or, with
+//! `--pipeline SECONDS`, the display's own `run` end to end with that model. Each line is printed
+//! as soon as it is measured, so a run cut short keeps what it had. Runs on the main thread; fails with the
 //! model's or candle's error, or when a check is above its bound (after every line).
 
 use std::time::Duration;
